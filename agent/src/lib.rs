@@ -1,0 +1,8 @@
+//! nes node agent as a library: everything the `nes-agent` binary does lives here.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+// Module list: each helper adds its own line below its own marker, nothing else.
+// -- engine (netns executor, netlink, plan, apply, watch)
+// -- cri resolver
+// -- standalone agent, socket API

@@ -14,7 +14,9 @@ use crate::limits::{
 ///
 /// `interfaces` and `routes` are list maps, so server-side apply merges the entries of
 /// every requester into one object and each requester owns its own entries.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "nes.network-config.io",
     version = "v1alpha1",
@@ -130,7 +132,10 @@ pub enum LinkMode {
 
 impl LinkMode {
     pub fn is_macvlan(self) -> bool {
-        matches!(self, Self::Private | Self::Vepa | Self::Bridge | Self::Passthru)
+        matches!(
+            self,
+            Self::Private | Self::Vepa | Self::Bridge | Self::Passthru
+        )
     }
     pub fn is_ipvlan(self) -> bool {
         matches!(self, Self::L2 | Self::L3 | Self::L3s)
@@ -282,19 +287,31 @@ fn default_table() -> u32 {
 
 impl Default for RouteSpec {
     fn default() -> Self {
-        Self { dst: String::new(), via: None, dev: None, metric: 0, table: MAIN_TABLE }
+        Self {
+            dst: String::new(),
+            via: None,
+            dev: None,
+            metric: 0,
+            table: MAIN_TABLE,
+        }
     }
 }
 
 impl RouteSpec {
     /// The identity of a route inside one pod (the list-map key).
     pub fn key(&self) -> RouteKey {
-        RouteKey { dst: self.dst.clone(), table: self.table, metric: self.metric }
+        RouteKey {
+            dst: self.dst.clone(),
+            table: self.table,
+            metric: self.metric,
+        }
     }
 }
 
 /// Identity of a route: destination, table and metric, as the kernel keys routes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteKey {
     pub dst: String,
@@ -304,7 +321,11 @@ pub struct RouteKey {
 
 impl std::fmt::Display for RouteKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} table {} metric {}", self.dst, self.table, self.metric)
+        write!(
+            f,
+            "{} table {} metric {}",
+            self.dst, self.table, self.metric
+        )
     }
 }
 

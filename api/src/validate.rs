@@ -50,10 +50,13 @@ pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
     }
     match (spec.delivery.mode, &spec.delivery.url) {
         (DeliveryMode::Webhook, None) => p.add("spec.delivery.url", "webhook delivery needs url"),
-        (DeliveryMode::Webhook, Some(url)) if !url.starts_with("https://") => {
-            p.add("spec.delivery.url", format!("must be an https:// URL, got {url:?}"))
+        (DeliveryMode::Webhook, Some(url)) if !url.starts_with("https://") => p.add(
+            "spec.delivery.url",
+            format!("must be an https:// URL, got {url:?}"),
+        ),
+        (DeliveryMode::Stream, Some(_)) => {
+            p.add("spec.delivery.url", "url is only for webhook delivery")
         }
-        (DeliveryMode::Stream, Some(_)) => p.add("spec.delivery.url", "url is only for webhook delivery"),
         _ => {}
     }
     p.into_result()
@@ -73,8 +76,13 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a valid interface name"));
     }
-    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0') {
-        return Err(format!("{name:?} contains {c:?}; interface names cannot contain '/', ':' or whitespace"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0')
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; interface names cannot contain '/', ':' or whitespace"
+        ));
     }
     Ok(())
 }
@@ -82,13 +90,17 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
 fn check_dns_label(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid pod name (lowercase RFC 1123 subdomain)"))
+        Err(format!(
+            "{name:?} is not a valid pod name (lowercase RFC 1123 subdomain)"
+        ))
     }
 }
 
@@ -97,7 +109,10 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { field: field.into(), message: message.into() });
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     fn into_result(self) -> Result<(), Invalid> {
@@ -113,11 +128,20 @@ fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
     if spec.interfaces.len() > MAX_INTERFACES as usize {
         p.add(
             "spec.interfaces",
-            format!("at most {MAX_INTERFACES} interfaces per pod, got {}", spec.interfaces.len()),
+            format!(
+                "at most {MAX_INTERFACES} interfaces per pod, got {}",
+                spec.interfaces.len()
+            ),
         );
     }
     if spec.routes.len() > MAX_ROUTES as usize {
-        p.add("spec.routes", format!("at most {MAX_ROUTES} routes per pod, got {}", spec.routes.len()));
+        p.add(
+            "spec.routes",
+            format!(
+                "at most {MAX_ROUTES} routes per pod, got {}",
+                spec.routes.len()
+            ),
+        );
     }
     let total_addresses: usize = spec.interfaces.iter().map(|i| i.addresses.len()).sum();
     if total_addresses > MAX_ADDRESSES {
@@ -127,19 +151,28 @@ fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
         );
     }
 
-    let declared: HashMap<&str, &InterfaceSpec> =
-        spec.interfaces.iter().map(|i| (i.name.as_str(), i)).collect();
+    let declared: HashMap<&str, &InterfaceSpec> = spec
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i))
+        .collect();
     let mut names = HashSet::new();
     let mut peers = HashSet::new();
     let mut addresses: HashMap<IpAddr, String> = HashMap::new();
     for (i, iface) in spec.interfaces.iter().enumerate() {
         let at = format!("spec.interfaces[{i}]");
         if !names.insert(iface.name.as_str()) {
-            p.add(format!("{at}.name"), format!("interface {:?} is declared twice", iface.name));
+            p.add(
+                format!("{at}.name"),
+                format!("interface {:?} is declared twice", iface.name),
+            );
         }
         if let Some(peer) = &iface.peer {
             if !peers.insert(peer.as_str()) {
-                p.add(format!("{at}.peer"), format!("veth peer {peer:?} is declared twice"));
+                p.add(
+                    format!("{at}.peer"),
+                    format!("veth peer {peer:?} is declared twice"),
+                );
             }
         }
         check_interface(iface, &at, &declared, p);
@@ -148,12 +181,17 @@ fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
             match addr.parse::<IpNet>() {
                 Ok(net) => {
                     if let Some(first) = addresses.insert(net.addr(), field.clone()) {
-                        p.add(field, format!("address {} is already declared at {first}", net.addr()));
+                        p.add(
+                            field,
+                            format!("address {} is already declared at {first}", net.addr()),
+                        );
                     }
                 }
                 Err(_) => p.add(
                     field,
-                    format!("{addr:?} is not an IPv4 or IPv6 address in CIDR form, e.g. 10.0.0.5/24"),
+                    format!(
+                        "{addr:?} is not an IPv4 or IPv6 address in CIDR form, e.g. 10.0.0.5/24"
+                    ),
                 ),
             }
         }
@@ -194,11 +232,22 @@ fn check_interface(
     // Type-specific fields: required where the kernel needs them, refused where they mean nothing.
     let mut only = |field: &str, set: bool, allowed: &[InterfaceType]| {
         if set && !allowed.contains(&kind) {
-            let types = allowed.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" or ");
-            p.add(format!("{at}.{field}"), format!("{field} is only for type {types}, not {}", kind.as_str()));
+            let types = allowed
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ");
+            p.add(
+                format!("{at}.{field}"),
+                format!("{field} is only for type {types}, not {}", kind.as_str()),
+            );
         }
     };
-    only("parent", iface.parent.is_some(), &[Vlan, Macvlan, Ipvlan, Vxlan]);
+    only(
+        "parent",
+        iface.parent.is_some(),
+        &[Vlan, Macvlan, Ipvlan, Vxlan],
+    );
     only("parentInHost", iface.parent_in_host, &[Macvlan, Ipvlan]);
     only("vlanId", iface.vlan_id.is_some(), &[Vlan]);
     only("vlanProtocol", iface.vlan_protocol.is_some(), &[Vlan]);
@@ -213,7 +262,10 @@ fn check_interface(
 
     let mut need = |field: &str, set: bool| {
         if !set {
-            p.add(format!("{at}.{field}"), format!("a {} interface needs {field}", kind.as_str()));
+            p.add(
+                format!("{at}.{field}"),
+                format!("a {} interface needs {field}", kind.as_str()),
+            );
         }
     };
     match kind {
@@ -232,7 +284,10 @@ fn check_interface(
 
     if let Some(id) = iface.vlan_id {
         if !(MIN_VLAN_ID..=MAX_VLAN_ID).contains(&id) {
-            p.add(format!("{at}.vlanId"), format!("VLAN id must be {MIN_VLAN_ID}-{MAX_VLAN_ID}, got {id}"));
+            p.add(
+                format!("{at}.vlanId"),
+                format!("VLAN id must be {MIN_VLAN_ID}-{MAX_VLAN_ID}, got {id}"),
+            );
         }
     }
     if let Some(mode) = iface.mode {
@@ -242,28 +297,48 @@ fn check_interface(
             _ => true, // already reported above
         };
         if !fits {
-            let allowed = if kind == Macvlan { "private, vepa, bridge or passthru" } else { "l2, l3 or l3s" };
-            p.add(format!("{at}.mode"), format!("a {} mode is {allowed}", kind.as_str()));
+            let allowed = if kind == Macvlan {
+                "private, vepa, bridge or passthru"
+            } else {
+                "l2, l3 or l3s"
+            };
+            p.add(
+                format!("{at}.mode"),
+                format!("a {} mode is {allowed}", kind.as_str()),
+            );
         }
     }
     if let Some(vni) = iface.vni {
         if vni > MAX_VNI {
-            p.add(format!("{at}.vni"), format!("VXLAN VNI must be 0-{MAX_VNI}, got {vni}"));
+            p.add(
+                format!("{at}.vni"),
+                format!("VXLAN VNI must be 0-{MAX_VNI}, got {vni}"),
+            );
         }
     }
     if iface.port == Some(0) {
         p.add(format!("{at}.port"), "UDP port must be 1-65535");
     }
     let mut vxlan_family = None;
-    for (field, value) in [("remote", &iface.remote), ("local", &iface.local), ("group", &iface.group)] {
+    for (field, value) in [
+        ("remote", &iface.remote),
+        ("local", &iface.local),
+        ("group", &iface.group),
+    ] {
         let Some(value) = value else { continue };
         match value.parse::<IpAddr>() {
             Ok(ip) => {
                 if field == "group" && !ip.is_multicast() {
-                    p.add(format!("{at}.group"), format!("{ip} is not a multicast address"));
+                    p.add(
+                        format!("{at}.group"),
+                        format!("{ip} is not a multicast address"),
+                    );
                 }
                 if field == "remote" && ip.is_multicast() {
-                    p.add(format!("{at}.remote"), format!("{ip} is multicast; use group for multicast"));
+                    p.add(
+                        format!("{at}.remote"),
+                        format!("{ip} is multicast; use group for multicast"),
+                    );
                 }
                 match vxlan_family {
                     None => vxlan_family = Some(ip.is_ipv6()),
@@ -274,32 +349,52 @@ fn check_interface(
                     Some(_) => {}
                 }
             }
-            Err(_) => p.add(format!("{at}.{field}"), format!("{value:?} is not an IP address")),
+            Err(_) => p.add(
+                format!("{at}.{field}"),
+                format!("{value:?} is not an IP address"),
+            ),
         }
     }
     if iface.remote.is_some() && iface.group.is_some() {
-        p.add(format!("{at}.group"), "remote and group are exclusive: a vxlan is unicast or multicast");
+        p.add(
+            format!("{at}.group"),
+            "remote and group are exclusive: a vxlan is unicast or multicast",
+        );
     }
 
     if iface.parent.as_deref() == Some(iface.name.as_str()) {
-        p.add(format!("{at}.parent"), "an interface cannot be its own parent");
+        p.add(
+            format!("{at}.parent"),
+            "an interface cannot be its own parent",
+        );
     }
     if let Some(master) = &iface.master {
         match declared.get(master.as_str()) {
             Some(m) if m.kind == Bridge => {}
-            Some(_) => p.add(format!("{at}.master"), format!("{master:?} is not declared with type bridge")),
+            Some(_) => p.add(
+                format!("{at}.master"),
+                format!("{master:?} is not declared with type bridge"),
+            ),
             None => p.add(
                 format!("{at}.master"),
-                format!("{master:?} is not declared in spec.interfaces (declare it with type bridge)"),
+                format!(
+                    "{master:?} is not declared in spec.interfaces (declare it with type bridge)"
+                ),
             ),
         }
         if master == &iface.name {
-            p.add(format!("{at}.master"), "an interface cannot be its own master");
+            p.add(
+                format!("{at}.master"),
+                "an interface cannot be its own master",
+            );
         }
     }
     if let Some(mtu) = iface.mtu {
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-            p.add(format!("{at}.mtu"), format!("MTU must be {MIN_MTU}-{MAX_MTU}, got {mtu}"));
+            p.add(
+                format!("{at}.mtu"),
+                format!("MTU must be {MIN_MTU}-{MAX_MTU}, got {mtu}"),
+            );
         } else if mtu < MIN_MTU_IPV6 && iface.addresses.iter().any(|a| a.contains(':')) {
             p.add(
                 format!("{at}.mtu"),
@@ -309,12 +404,21 @@ fn check_interface(
     }
 }
 
-fn check_route(route: &RouteSpec, at: &str, declared: &HashMap<&str, &InterfaceSpec>, p: &mut Problems) {
+fn check_route(
+    route: &RouteSpec,
+    at: &str,
+    declared: &HashMap<&str, &InterfaceSpec>,
+    p: &mut Problems,
+) {
     let dst = match route.dst.parse::<IpNet>() {
         Ok(net) if net.trunc() != net => {
             p.add(
                 format!("{at}.dst"),
-                format!("{} has host bits set; the network is {}", route.dst, net.trunc()),
+                format!(
+                    "{} has host bits set; the network is {}",
+                    route.dst,
+                    net.trunc()
+                ),
             );
             Some(net)
         }
@@ -322,7 +426,10 @@ fn check_route(route: &RouteSpec, at: &str, declared: &HashMap<&str, &InterfaceS
         Err(_) => {
             p.add(
                 format!("{at}.dst"),
-                format!("{:?} is not a network in CIDR form, e.g. 10.1.0.0/16 or ::/0", route.dst),
+                format!(
+                    "{:?} is not a network in CIDR form, e.g. 10.1.0.0/16 or ::/0",
+                    route.dst
+                ),
             );
             None
         }
@@ -355,7 +462,10 @@ fn check_route(route: &RouteSpec, at: &str, declared: &HashMap<&str, &InterfaceS
     if route.table == 0 || route.table == 255 || route.table > MAX_TABLE {
         p.add(
             format!("{at}.table"),
-            format!("table must be 1-{MAX_TABLE} and not 255 (the kernel's local table), got {}", route.table),
+            format!(
+                "table must be 1-{MAX_TABLE} and not 255 (the kernel's local table), got {}",
+                route.table
+            ),
         );
     }
 }

@@ -23,7 +23,13 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 impl ProblemDetails {
     pub fn new(status: u16, title: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { kind: "about:blank".into(), title: title.into(), status, detail: Some(detail.into()), errors: vec![] }
+        Self {
+            kind: "about:blank".into(),
+            title: title.into(),
+            status,
+            detail: Some(detail.into()),
+            errors: vec![],
+        }
     }
 
     /// 422 for a configuration the validator rejected.

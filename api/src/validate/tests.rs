@@ -1,0 +1,642 @@
+use super::*;
+use crate::care::{Delivery, NetworkCareSpec};
+use crate::netconf::{InterfaceSpec, InterfaceType as T, LinkMode, RouteSpec, VlanProtocol};
+
+fn iface(name: &str, kind: T) -> InterfaceSpec {
+    InterfaceSpec {
+        name: name.into(),
+        kind,
+        ..Default::default()
+    }
+}
+
+fn eth0() -> InterfaceSpec {
+    iface("eth0", T::Existing)
+}
+
+fn route(dst: &str) -> RouteSpec {
+    RouteSpec {
+        dst: dst.into(),
+        dev: Some("eth0".into()),
+        ..Default::default()
+    }
+}
+
+fn spec(interfaces: Vec<InterfaceSpec>, routes: Vec<RouteSpec>) -> NetworkConfigurationSpec {
+    NetworkConfigurationSpec { interfaces, routes }
+}
+
+/// A spec using every type correctly: the baseline every bad case departs from.
+fn good() -> NetworkConfigurationSpec {
+    spec(
+        vec![
+            InterfaceSpec {
+                mtu: Some(9000),
+                addresses: vec!["10.0.0.5/24".into(), "fd00::5/64".into()],
+                ..eth0()
+            },
+            InterfaceSpec {
+                parent: Some("eth0".into()),
+                vlan_id: Some(100),
+                ..iface("eth0.100", T::Vlan)
+            },
+            InterfaceSpec {
+                parent: Some("eth0".into()),
+                mode: Some(LinkMode::Bridge),
+                ..iface("mv0", T::Macvlan)
+            },
+            InterfaceSpec {
+                parent: Some("eth0".into()),
+                mode: Some(LinkMode::L3),
+                ..iface("ipv0", T::Ipvlan)
+            },
+            iface("br0", T::Bridge),
+            InterfaceSpec {
+                peer: Some("veth-h0".into()),
+                master: Some("br0".into()),
+                ..iface("veth0", T::Veth)
+            },
+            InterfaceSpec {
+                vni: Some(42),
+                remote: Some("192.0.2.1".into()),
+                port: Some(4789),
+                ..iface("vx0", T::Vxlan)
+            },
+        ],
+        vec![
+            route("10.1.0.0/16"),
+            RouteSpec {
+                dst: "0.0.0.0/0".into(),
+                via: Some("10.0.0.1".into()),
+                dev: None,
+                metric: 100,
+                table: 100,
+            },
+            RouteSpec {
+                dst: "::/0".into(),
+                via: Some("fd00::1".into()),
+                ..route("::/0")
+            },
+        ],
+    )
+}
+
+#[test]
+fn validate_accepts_every_type_used_correctly() {
+    assert_eq!(validate(&good()), Ok(()));
+}
+
+#[test]
+fn validate_accepts_the_empty_spec() {
+    assert_eq!(validate(&NetworkConfigurationSpec::default()), Ok(()));
+}
+
+struct BadCase {
+    name: &'static str,
+    spec: NetworkConfigurationSpec,
+    field: &'static str,
+    message: &'static str,
+}
+
+/// Replaces interface `i` of the good spec.
+fn with_iface(i: usize, f: impl FnOnce(&mut InterfaceSpec)) -> NetworkConfigurationSpec {
+    let mut s = good();
+    f(&mut s.interfaces[i]);
+    s
+}
+
+fn with_route(i: usize, f: impl FnOnce(&mut RouteSpec)) -> NetworkConfigurationSpec {
+    let mut s = good();
+    f(&mut s.routes[i]);
+    s
+}
+
+fn bad_cases() -> Vec<BadCase> {
+    let case = |name, spec, field, message| BadCase {
+        name,
+        spec,
+        field,
+        message,
+    };
+    vec![
+        // interface names
+        case(
+            "empty name",
+            with_iface(4, |i| i.name = "".into()),
+            "spec.interfaces[4].name",
+            "must not be empty",
+        ),
+        case(
+            "name of 16 bytes",
+            with_iface(4, |i| i.name = "abcdefghijklmnop".into()),
+            "spec.interfaces[4].name",
+            "interface names are at most 15",
+        ),
+        case(
+            "name with slash",
+            with_iface(4, |i| i.name = "br/0".into()),
+            "spec.interfaces[4].name",
+            "cannot contain '/'",
+        ),
+        case(
+            "name with colon",
+            with_iface(4, |i| i.name = "br:0".into()),
+            "spec.interfaces[4].name",
+            "cannot contain",
+        ),
+        case(
+            "name with space",
+            with_iface(4, |i| i.name = "br 0".into()),
+            "spec.interfaces[4].name",
+            "whitespace",
+        ),
+        case(
+            "name with tab",
+            with_iface(4, |i| i.name = "br\t0".into()),
+            "spec.interfaces[4].name",
+            "whitespace",
+        ),
+        case(
+            "name dot",
+            with_iface(4, |i| i.name = ".".into()),
+            "spec.interfaces[4].name",
+            "not a valid interface name",
+        ),
+        case(
+            "name dot dot",
+            with_iface(4, |i| i.name = "..".into()),
+            "spec.interfaces[4].name",
+            "not a valid interface name",
+        ),
+        case(
+            "duplicate name",
+            with_iface(2, |i| i.name = "eth0.100".into()),
+            "spec.interfaces[2].name",
+            "declared twice",
+        ),
+        case(
+            "bad parent name",
+            with_iface(1, |i| i.parent = Some("a:b".into())),
+            "spec.interfaces[1].parent",
+            "cannot contain",
+        ),
+        case(
+            "bad peer name",
+            with_iface(5, |i| i.peer = Some("0123456789abcdef".into())),
+            "spec.interfaces[5].peer",
+            "at most 15",
+        ),
+        case(
+            "own parent",
+            with_iface(1, |i| i.parent = Some("eth0.100".into())),
+            "spec.interfaces[1].parent",
+            "its own parent",
+        ),
+        // vlan
+        case(
+            "vlan id 0",
+            with_iface(1, |i| i.vlan_id = Some(0)),
+            "spec.interfaces[1].vlanId",
+            "VLAN id must be 1-4094, got 0",
+        ),
+        case(
+            "vlan id 4095",
+            with_iface(1, |i| i.vlan_id = Some(4095)),
+            "spec.interfaces[1].vlanId",
+            "got 4095",
+        ),
+        case(
+            "vlan without id",
+            with_iface(1, |i| i.vlan_id = None),
+            "spec.interfaces[1].vlanId",
+            "a vlan interface needs vlanId",
+        ),
+        case(
+            "vlan without parent",
+            with_iface(1, |i| i.parent = None),
+            "spec.interfaces[1].parent",
+            "a vlan interface needs parent",
+        ),
+        case(
+            "vlan id on a bridge",
+            with_iface(4, |i| i.vlan_id = Some(5)),
+            "spec.interfaces[4].vlanId",
+            "only for type vlan, not bridge",
+        ),
+        case(
+            "vlan protocol on macvlan",
+            with_iface(2, |i| i.vlan_protocol = Some(VlanProtocol::Dot1Ad)),
+            "spec.interfaces[2].vlanProtocol",
+            "only for type vlan",
+        ),
+        // macvlan / ipvlan
+        case(
+            "macvlan without mode",
+            with_iface(2, |i| i.mode = None),
+            "spec.interfaces[2].mode",
+            "a macvlan interface needs mode",
+        ),
+        case(
+            "macvlan without parent",
+            with_iface(2, |i| i.parent = None),
+            "spec.interfaces[2].parent",
+            "a macvlan interface needs parent",
+        ),
+        case(
+            "macvlan with ipvlan mode",
+            with_iface(2, |i| i.mode = Some(LinkMode::L2)),
+            "spec.interfaces[2].mode",
+            "private, vepa, bridge or passthru",
+        ),
+        case(
+            "ipvlan with macvlan mode",
+            with_iface(3, |i| i.mode = Some(LinkMode::Vepa)),
+            "spec.interfaces[3].mode",
+            "l2, l3 or l3s",
+        ),
+        case(
+            "mode on a veth",
+            with_iface(5, |i| i.mode = Some(LinkMode::Bridge)),
+            "spec.interfaces[5].mode",
+            "only for type macvlan or ipvlan",
+        ),
+        case(
+            "parentInHost on a vlan",
+            with_iface(1, |i| i.parent_in_host = true),
+            "spec.interfaces[1].parentInHost",
+            "only for type macvlan or ipvlan",
+        ),
+        case(
+            "parent on an existing link",
+            with_iface(0, |i| i.parent = Some("eth1".into())),
+            "spec.interfaces[0].parent",
+            "only for type vlan or macvlan or ipvlan or vxlan",
+        ),
+        // vxlan
+        case(
+            "vxlan without vni",
+            with_iface(6, |i| i.vni = None),
+            "spec.interfaces[6].vni",
+            "a vxlan interface needs vni",
+        ),
+        case(
+            "vni too large",
+            with_iface(6, |i| i.vni = Some(1 << 24)),
+            "spec.interfaces[6].vni",
+            "VXLAN VNI must be 0-16777215",
+        ),
+        case(
+            "vni on a bridge",
+            with_iface(4, |i| i.vni = Some(1)),
+            "spec.interfaces[4].vni",
+            "only for type vxlan",
+        ),
+        case(
+            "vxlan remote not an IP",
+            with_iface(6, |i| i.remote = Some("nope".into())),
+            "spec.interfaces[6].remote",
+            "not an IP address",
+        ),
+        case(
+            "vxlan group not multicast",
+            with_iface(6, |i| {
+                i.remote = None;
+                i.group = Some("10.0.0.1".into())
+            }),
+            "spec.interfaces[6].group",
+            "not a multicast address",
+        ),
+        case(
+            "vxlan remote multicast",
+            with_iface(6, |i| i.remote = Some("239.1.1.1".into())),
+            "spec.interfaces[6].remote",
+            "use group for multicast",
+        ),
+        case(
+            "vxlan remote and group",
+            with_iface(6, |i| i.group = Some("239.1.1.1".into())),
+            "spec.interfaces[6].group",
+            "exclusive",
+        ),
+        case(
+            "vxlan mixed families",
+            with_iface(6, |i| i.local = Some("fd00::1".into())),
+            "spec.interfaces[6].local",
+            "must all be IPv4 or all IPv6",
+        ),
+        case(
+            "vxlan port 0",
+            with_iface(6, |i| i.port = Some(0)),
+            "spec.interfaces[6].port",
+            "UDP port must be 1-65535",
+        ),
+        case(
+            "remote on a macvlan",
+            with_iface(2, |i| i.remote = Some("192.0.2.9".into())),
+            "spec.interfaces[2].remote",
+            "only for type vxlan",
+        ),
+        // veth, bridge
+        case(
+            "veth without peer",
+            with_iface(5, |i| i.peer = None),
+            "spec.interfaces[5].peer",
+            "a veth interface needs peer",
+        ),
+        case(
+            "peer on a bridge",
+            with_iface(4, |i| i.peer = Some("x".into())),
+            "spec.interfaces[4].peer",
+            "only for type veth",
+        ),
+        case(
+            "peerBridge on a vlan",
+            with_iface(1, |i| i.peer_bridge = Some("cni0".into())),
+            "spec.interfaces[1].peerBridge",
+            "only for type veth",
+        ),
+        case(
+            "master not declared",
+            with_iface(5, |i| i.master = Some("br9".into())),
+            "spec.interfaces[5].master",
+            "\"br9\" is not declared in spec.interfaces",
+        ),
+        case(
+            "master not a bridge",
+            with_iface(5, |i| i.master = Some("mv0".into())),
+            "spec.interfaces[5].master",
+            "not declared with type bridge",
+        ),
+        // mtu
+        case(
+            "mtu below 68",
+            with_iface(4, |i| i.mtu = Some(67)),
+            "spec.interfaces[4].mtu",
+            "MTU must be 68-65535, got 67",
+        ),
+        case(
+            "mtu above 65535",
+            with_iface(4, |i| i.mtu = Some(65536)),
+            "spec.interfaces[4].mtu",
+            "got 65536",
+        ),
+        case(
+            "mtu too small for IPv6",
+            with_iface(0, |i| i.mtu = Some(1000)),
+            "spec.interfaces[0].mtu",
+            "IPv6 addresses needs MTU >= 1280, got 1000",
+        ),
+        // addresses
+        case(
+            "address without prefix",
+            with_iface(0, |i| i.addresses[0] = "10.0.0.5".into()),
+            "spec.interfaces[0].addresses[0]",
+            "not an IPv4 or IPv6 address in CIDR form",
+        ),
+        case(
+            "address garbage",
+            with_iface(0, |i| i.addresses[1] = "fd00::zz/64".into()),
+            "spec.interfaces[0].addresses[1]",
+            "CIDR form",
+        ),
+        case(
+            "address prefix too long",
+            with_iface(0, |i| i.addresses[0] = "10.0.0.5/33".into()),
+            "spec.interfaces[0].addresses[0]",
+            "CIDR form",
+        ),
+        case(
+            "duplicate address on one link",
+            with_iface(0, |i| i.addresses.push("10.0.0.5/16".into())),
+            "spec.interfaces[0].addresses[2]",
+            "address 10.0.0.5 is already declared at spec.interfaces[0].addresses[0]",
+        ),
+        case(
+            "duplicate address across links",
+            with_iface(4, |i| i.addresses.push("fd00::5/128".into())),
+            "spec.interfaces[4].addresses[0]",
+            "already declared at spec.interfaces[0].addresses[1]",
+        ),
+        // routes
+        case(
+            "route dst with host bits",
+            with_route(0, |r| r.dst = "10.1.2.3/16".into()),
+            "spec.routes[0].dst",
+            "10.1.2.3/16 has host bits set; the network is 10.1.0.0/16",
+        ),
+        case(
+            "route dst not a CIDR",
+            with_route(0, |r| r.dst = "default".into()),
+            "spec.routes[0].dst",
+            "not a network in CIDR form",
+        ),
+        case(
+            "route dst bare address",
+            with_route(0, |r| r.dst = "10.1.0.0".into()),
+            "spec.routes[0].dst",
+            "not a network in CIDR form",
+        ),
+        case(
+            "gateway family differs",
+            with_route(1, |r| r.via = Some("fd00::1".into())),
+            "spec.routes[1].via",
+            "gateway fd00::1 is not of the same family as 0.0.0.0/0",
+        ),
+        case(
+            "gateway not an IP",
+            with_route(1, |r| r.via = Some("router".into())),
+            "spec.routes[1].via",
+            "\"router\" is not an IP address",
+        ),
+        case(
+            "route dev not declared",
+            with_route(0, |r| r.dev = Some("eth9".into())),
+            "spec.routes[0].dev",
+            "\"eth9\" is not declared in spec.interfaces",
+        ),
+        case(
+            "route with neither via nor dev",
+            with_route(1, |r| r.via = None),
+            "spec.routes[1]",
+            "a route needs via, dev or both",
+        ),
+        case(
+            "route table 0",
+            with_route(0, |r| r.table = 0),
+            "spec.routes[0].table",
+            "table must be 1-",
+        ),
+        case(
+            "route in the local table",
+            with_route(0, |r| r.table = 255),
+            "spec.routes[0].table",
+            "kernel's local table",
+        ),
+        case(
+            "duplicate route",
+            {
+                let mut s = good();
+                s.routes.push(route("10.1.0.0/16"));
+                s
+            },
+            "spec.routes[3]",
+            "route 10.1.0.0/16 table 254 metric 0 is declared twice",
+        ),
+        // size limits
+        case(
+            "65 interfaces",
+            spec(
+                (0..65)
+                    .map(|i| iface(&format!("br{i}"), T::Bridge))
+                    .collect(),
+                vec![],
+            ),
+            "spec.interfaces",
+            "at most 64 interfaces per pod, got 65",
+        ),
+        case(
+            "1025 routes",
+            spec(
+                vec![eth0()],
+                (0..1025u32)
+                    .map(|i| route(&format!("10.{}.{}.0/24", i / 256, i % 256)))
+                    .collect(),
+            ),
+            "spec.routes",
+            "at most 1024 routes per pod, got 1025",
+        ),
+        case(
+            "513 addresses",
+            spec(
+                vec![InterfaceSpec {
+                    addresses: (0..513u32)
+                        .map(|i| format!("10.0.{}.{}/32", i / 256, i % 256))
+                        .collect(),
+                    ..eth0()
+                }],
+                vec![],
+            ),
+            "spec.interfaces",
+            "at most 512 addresses per pod, got 513",
+        ),
+    ]
+}
+
+#[test]
+fn validate_rejects_each_bad_input_with_its_field_and_reason() {
+    let cases = bad_cases();
+    assert!(
+        cases.len() >= 40,
+        "the table must keep at least 40 distinct bad inputs"
+    );
+    let mut failures = vec![];
+    for case in cases {
+        match validate(&case.spec) {
+            Ok(()) => failures.push(format!("{}: accepted", case.name)),
+            Err(Invalid(problems)) => {
+                let hit = problems
+                    .iter()
+                    .any(|p| p.field == case.field && p.message.contains(case.message));
+                if !hit {
+                    failures.push(format!(
+                        "{}: wanted {} ~ {:?}, got {:?}",
+                        case.name, case.field, case.message, problems
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn validate_reports_every_problem_not_just_the_first() {
+    let s = spec(
+        vec![InterfaceSpec {
+            vlan_id: Some(0),
+            mtu: Some(1),
+            ..iface("bad/name", T::Vlan)
+        }],
+        vec![RouteSpec {
+            dst: "x".into(),
+            ..Default::default()
+        }],
+    );
+    let Err(Invalid(problems)) = validate(&s) else {
+        panic!("accepted")
+    };
+    let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+    for want in [
+        "spec.interfaces[0].name",
+        "spec.interfaces[0].parent",
+        "spec.interfaces[0].vlanId",
+        "spec.interfaces[0].mtu",
+        "spec.routes[0].dst",
+        "spec.routes[0]",
+    ] {
+        assert!(fields.contains(&want), "missing {want} in {fields:?}");
+    }
+}
+
+#[test]
+fn invalid_displays_every_problem_on_one_line() {
+    let err = validate(&with_iface(1, |i| i.vlan_id = Some(5000))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid network configuration: spec.interfaces[1].vlanId: VLAN id must be 1-4094, got 5000"
+    );
+}
+
+#[test]
+fn validate_accepts_host_bits_in_addresses_but_not_in_route_destinations() {
+    let ok = spec(
+        vec![InterfaceSpec {
+            addresses: vec!["10.9.9.9/8".into()],
+            ..eth0()
+        }],
+        vec![],
+    );
+    assert_eq!(validate(&ok), Ok(()));
+    let bad = spec(vec![eth0()], vec![route("10.9.9.9/8")]);
+    assert!(validate(&bad).is_err());
+}
+
+#[test]
+fn validate_accepts_a_route_on_the_same_destination_in_two_tables() {
+    let s = spec(
+        vec![eth0()],
+        vec![
+            route("10.1.0.0/16"),
+            RouteSpec {
+                table: 100,
+                ..route("10.1.0.0/16")
+            },
+        ],
+    );
+    assert_eq!(validate(&s), Ok(()));
+}
+
+#[test]
+fn validate_care_requires_a_selection_and_a_url_for_webhooks() {
+    let empty = NetworkCareSpec::default();
+    assert_eq!(validate_care(&empty).unwrap_err().0[0].field, "spec");
+    let hook = NetworkCareSpec {
+        pod_names: vec!["web-0".into()],
+        delivery: Delivery {
+            mode: DeliveryMode::Webhook,
+            url: Some("http://x".into()),
+        },
+        ..Default::default()
+    };
+    let err = validate_care(&hook).unwrap_err();
+    assert_eq!(err.0[0].field, "spec.delivery.url");
+    assert!(err.0[0].message.contains("https://"));
+    let bad_name = NetworkCareSpec {
+        pod_names: vec!["Web_0".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        validate_care(&bad_name).unwrap_err().0[0].field,
+        "spec.podNames[0]"
+    );
+}

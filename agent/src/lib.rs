@@ -5,4 +5,5 @@
 // Module list: each helper adds its own line below its own marker, nothing else.
 // -- engine (netns executor, netlink, plan, apply, watch)
 // -- cri resolver
+pub mod cri;
 // -- standalone agent, socket API

@@ -6,6 +6,7 @@
 pub mod care;
 pub mod crd;
 pub mod limits;
+pub mod merge;
 pub mod netconf;
 pub mod validate;
 pub mod wire;

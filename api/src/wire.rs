@@ -2,7 +2,124 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::care::EventKind;
+use crate::merge::{Conflict, Owners};
+use crate::netconf::{NetworkConfigurationSpec, NetworkConfigurationStatus};
 use crate::validate::{Invalid, Problem};
+
+/// API version prefix of every path.
+pub const API_PREFIX: &str = "/v1";
+/// The abstract unix socket name (without the leading NUL) an agent binds in each pod's netns.
+pub const POD_SOCKET_NAME: &str = "nes";
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// `GET /v1/self/config`: the merged desired spec and who owns each entry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigView {
+    pub pod: String,
+    /// Grows by one on every accepted change of the desired spec.
+    pub generation: i64,
+    pub spec: NetworkConfigurationSpec,
+    pub owners: Owners,
+}
+
+/// `GET /v1/self/status`: live state read from the kernel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    pub pod: String,
+    pub generation: i64,
+    #[serde(flatten)]
+    pub status: NetworkConfigurationStatus,
+}
+
+impl StatusView {
+    /// Whether the `Applied` condition is `True` for the current generation.
+    pub fn is_applied(&self) -> bool {
+        self.status.conditions.iter().any(|c| {
+            c.type_ == "Applied"
+                && c.status == "True"
+                && c.observed_generation == Some(self.generation)
+        })
+    }
+}
+
+/// One line of the `GET /v1/self/events` NDJSON stream.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Per-pod sequence number; only grows, starts at 1.
+    pub seq: u64,
+    /// RFC 3339 timestamp.
+    pub time: String,
+    pub pod: String,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What happened. `type` names it; old and new state are carried where they exist.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "PascalCase")]
+pub enum EventBody {
+    #[serde(rename_all = "camelCase")]
+    LinkUp { ifname: String },
+    #[serde(rename_all = "camelCase")]
+    LinkDown { ifname: String },
+    #[serde(rename_all = "camelCase")]
+    LinkAdded { ifname: String },
+    #[serde(rename_all = "camelCase")]
+    LinkRemoved { ifname: String },
+    #[serde(rename_all = "camelCase")]
+    MtuChanged {
+        ifname: String,
+        old: Option<u32>,
+        new: u32,
+    },
+    #[serde(rename_all = "camelCase")]
+    AddressAdded { ifname: String, address: String },
+    #[serde(rename_all = "camelCase")]
+    AddressRemoved { ifname: String, address: String },
+    #[serde(rename_all = "camelCase")]
+    RouteAdded {
+        dst: String,
+        table: u32,
+        metric: u32,
+    },
+    #[serde(rename_all = "camelCase")]
+    RouteRemoved {
+        dst: String,
+        table: u32,
+        metric: u32,
+    },
+    /// The desired spec of `generation` is in the kernel; `writes` netlink writes got it there.
+    #[serde(rename_all = "camelCase")]
+    ConfigApplied { generation: i64, writes: u64 },
+    #[serde(rename_all = "camelCase")]
+    ConfigFailed { generation: i64, error: String },
+    /// The pod cannot be served as it should (e.g. `@nes` squatted).
+    #[serde(rename_all = "camelCase")]
+    Degraded { reason: String, message: String },
+}
+
+impl EventBody {
+    /// The subscription kind this event belongs to.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::LinkUp { .. }
+            | Self::LinkDown { .. }
+            | Self::LinkAdded { .. }
+            | Self::LinkRemoved { .. }
+            | Self::MtuChanged { .. } => EventKind::Link,
+            Self::AddressAdded { .. } | Self::AddressRemoved { .. } => EventKind::Address,
+            Self::RouteAdded { .. } | Self::RouteRemoved { .. } => EventKind::Route,
+            Self::ConfigApplied { .. } | Self::ConfigFailed { .. } | Self::Degraded { .. } => {
+                EventKind::Config
+            }
+        }
+    }
+}
 
 /// An RFC 7807 `application/problem+json` error body.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -17,6 +134,9 @@ pub struct ProblemDetails {
     /// Every field that was wrong, for validation failures.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Problem>,
+    /// For 410 Gone on an event stream: the oldest sequence still available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_sequence: Option<u64>,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -40,6 +160,34 @@ impl ProblemDetails {
             status: 422,
             detail: Some(invalid.to_string()),
             errors: invalid.0.clone(),
+            oldest_sequence: None,
+        }
+    }
+
+    /// 409 for a field another manager owns.
+    pub fn conflict(conflict: &Conflict) -> Self {
+        Self {
+            kind: "https://nes.network-config.io/problems/conflict".into(),
+            title: "conflict with another manager".into(),
+            status: 409,
+            detail: Some(conflict.to_string()),
+            errors: vec![Problem {
+                field: conflict.field.clone(),
+                message: conflict.to_string(),
+            }],
+            oldest_sequence: None,
+        }
+    }
+
+    /// 410 for an event stream resumed from a sequence no longer buffered.
+    pub fn gone(since: u64, oldest: u64) -> Self {
+        Self {
+            oldest_sequence: Some(oldest),
+            ..Self::new(
+                410,
+                "events are gone",
+                format!("sequence {since} is no longer buffered; the oldest is {oldest}"),
+            )
         }
     }
 }

@@ -1,0 +1,258 @@
+//! Merging the fragments of several managers into one pod spec, the way server-side apply
+//! merges list-map entries: entries with the same key (interface name, route key) are merged
+//! field by field; a field two managers set to different values is a conflict naming its owner.
+//! Addresses are a set and simply union.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use serde::{Deserialize, Serialize};
+
+use crate::netconf::{InterfaceSpec, InterfaceType, NetworkConfigurationSpec, RouteKey, RouteSpec};
+
+/// A field claimed by two managers with different values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} is owned by manager {owner:?} with a different value ({theirs}, not {ours})")]
+pub struct Conflict {
+    /// Field path, e.g. `spec.interfaces[name=eth0].mtu`.
+    pub field: String,
+    /// The manager that set it first.
+    pub owner: String,
+    pub theirs: String,
+    pub ours: String,
+}
+
+/// Which managers declared each entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Owners {
+    /// Interface name -> managers.
+    pub interfaces: BTreeMap<String, Vec<String>>,
+    /// Routes with their managers.
+    pub routes: Vec<RouteOwners>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteOwners {
+    #[serde(flatten)]
+    pub key: RouteKey,
+    pub managers: Vec<String>,
+}
+
+/// The merged spec and who owns what.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Merged {
+    pub spec: NetworkConfigurationSpec,
+    pub owners: Owners,
+}
+
+/// Merges fragments in the given order; on a conflict the earlier manager is the owner, so
+/// callers put the manager being applied last.
+pub fn merge<'a>(
+    fragments: impl IntoIterator<Item = (&'a str, &'a NetworkConfigurationSpec)>,
+) -> Result<Merged, Conflict> {
+    let mut m = Merger::default();
+    for (manager, fragment) in fragments {
+        for iface in &fragment.interfaces {
+            m.interface(manager, iface)?;
+        }
+        for route in &fragment.routes {
+            m.route(manager, route)?;
+        }
+    }
+    Ok(m.finish())
+}
+
+/// Merges every stored fragment with `manager`'s new one last (it replaces that manager's
+/// previous fragment, as an apply does), so a conflict names the other manager.
+pub fn merge_applying(
+    stored: &BTreeMap<String, NetworkConfigurationSpec>,
+    manager: &str,
+    fragment: &NetworkConfigurationSpec,
+) -> Result<Merged, Conflict> {
+    merge(
+        stored
+            .iter()
+            .filter(|(m, _)| m.as_str() != manager)
+            .map(|(m, s)| (m.as_str(), s))
+            .chain(std::iter::once((manager, fragment))),
+    )
+}
+
+#[derive(Default)]
+struct Merger {
+    interfaces: Vec<InterfaceSpec>,
+    routes: Vec<RouteSpec>,
+    /// field path -> manager that set it first
+    field_owner: BTreeMap<String, String>,
+    owners: Owners,
+}
+
+impl Merger {
+    fn interface(&mut self, manager: &str, new: &InterfaceSpec) -> Result<(), Conflict> {
+        let at = format!("spec.interfaces[name={}]", new.name);
+        add_owner(
+            self.owners.interfaces.entry(new.name.clone()).or_default(),
+            manager,
+        );
+        let Some(idx) = self.interfaces.iter().position(|i| i.name == new.name) else {
+            self.interfaces.push(new.clone());
+            self.claim_all(&at, manager, new);
+            return Ok(());
+        };
+        let mut acc = self.interfaces[idx].clone();
+        // `existing` means "I do not create it": it merges with the type another manager creates.
+        match (acc.kind, new.kind) {
+            (a, b) if a == b => {}
+            (InterfaceType::Existing, b) => {
+                acc.kind = b;
+                self.field_owner
+                    .insert(format!("{at}.type"), manager.to_string());
+            }
+            (_, InterfaceType::Existing) => {}
+            (a, b) => return Err(self.conflict(&format!("{at}.type"), a.as_str(), b.as_str())),
+        }
+        let f = &mut FieldMerge {
+            merger: self,
+            at: &at,
+            manager,
+        };
+        f.opt("parent", &mut acc.parent, &new.parent)?;
+        f.flag("parentInHost", &mut acc.parent_in_host, new.parent_in_host)?;
+        f.opt("vlanId", &mut acc.vlan_id, &new.vlan_id)?;
+        f.opt("vlanProtocol", &mut acc.vlan_protocol, &new.vlan_protocol)?;
+        f.opt("mode", &mut acc.mode, &new.mode)?;
+        f.opt("vni", &mut acc.vni, &new.vni)?;
+        f.opt("remote", &mut acc.remote, &new.remote)?;
+        f.opt("local", &mut acc.local, &new.local)?;
+        f.opt("group", &mut acc.group, &new.group)?;
+        f.opt("port", &mut acc.port, &new.port)?;
+        f.opt("peer", &mut acc.peer, &new.peer)?;
+        f.opt("peerBridge", &mut acc.peer_bridge, &new.peer_bridge)?;
+        f.opt("master", &mut acc.master, &new.master)?;
+        f.opt("mtu", &mut acc.mtu, &new.mtu)?;
+        f.opt("state", &mut acc.state, &new.state)?;
+        for a in &new.addresses {
+            if !acc.addresses.contains(a) {
+                acc.addresses.push(a.clone());
+            }
+        }
+        self.interfaces[idx] = acc;
+        Ok(())
+    }
+
+    fn route(&mut self, manager: &str, new: &RouteSpec) -> Result<(), Conflict> {
+        let key = new.key();
+        let at = format!(
+            "spec.routes[dst={},table={},metric={}]",
+            key.dst, key.table, key.metric
+        );
+        match self.owners.routes.iter_mut().find(|r| r.key == key) {
+            Some(r) => add_owner(&mut r.managers, manager),
+            None => self.owners.routes.push(RouteOwners {
+                key: key.clone(),
+                managers: vec![manager.to_string()],
+            }),
+        }
+        let Some(idx) = self.routes.iter().position(|r| r.key() == key) else {
+            self.routes.push(new.clone());
+            for (field, set) in [("via", new.via.is_some()), ("dev", new.dev.is_some())] {
+                if set {
+                    self.field_owner
+                        .insert(format!("{at}.{field}"), manager.to_string());
+                }
+            }
+            return Ok(());
+        };
+        let mut acc = self.routes[idx].clone();
+        let f = &mut FieldMerge {
+            merger: self,
+            at: &at,
+            manager,
+        };
+        f.opt("via", &mut acc.via, &new.via)?;
+        f.opt("dev", &mut acc.dev, &new.dev)?;
+        self.routes[idx] = acc;
+        Ok(())
+    }
+
+    /// Records `manager` as the owner of every field set in a new entry.
+    fn claim_all(&mut self, at: &str, manager: &str, iface: &InterfaceSpec) {
+        let json = serde_json::to_value(iface).unwrap_or_default();
+        for field in json.as_object().into_iter().flat_map(|o| o.keys()) {
+            if field != "name" && field != "addresses" {
+                self.field_owner
+                    .insert(format!("{at}.{field}"), manager.to_string());
+            }
+        }
+    }
+
+    fn conflict(&self, field: &str, theirs: &str, ours: &str) -> Conflict {
+        Conflict {
+            field: field.to_string(),
+            owner: self.field_owner.get(field).cloned().unwrap_or_default(),
+            theirs: theirs.to_string(),
+            ours: ours.to_string(),
+        }
+    }
+
+    fn finish(self) -> Merged {
+        Merged {
+            spec: NetworkConfigurationSpec {
+                interfaces: self.interfaces,
+                routes: self.routes,
+            },
+            owners: self.owners,
+        }
+    }
+}
+
+struct FieldMerge<'m> {
+    merger: &'m mut Merger,
+    at: &'m str,
+    manager: &'m str,
+}
+
+impl FieldMerge<'_> {
+    fn opt<T: PartialEq + Clone + Debug>(
+        &mut self,
+        field: &str,
+        acc: &mut Option<T>,
+        new: &Option<T>,
+    ) -> Result<(), Conflict> {
+        let path = format!("{}.{field}", self.at);
+        match (acc.as_ref(), new) {
+            (_, None) => Ok(()),
+            (None, Some(v)) => {
+                *acc = Some(v.clone());
+                self.merger
+                    .field_owner
+                    .insert(path, self.manager.to_string());
+                Ok(())
+            }
+            (Some(a), Some(b)) if a == b => Ok(()),
+            (Some(a), Some(b)) => Err(self.merger.conflict(&path, &show(a), &show(b))),
+        }
+    }
+
+    fn flag(&mut self, field: &str, acc: &mut bool, new: bool) -> Result<(), Conflict> {
+        let (mut a, b) = (acc.then_some(true), new.then_some(true));
+        self.opt(field, &mut a, &b)?;
+        *acc = a.unwrap_or(false);
+        Ok(())
+    }
+}
+
+fn show<T: Debug>(v: &T) -> String {
+    format!("{v:?}")
+}
+
+fn add_owner(list: &mut Vec<String>, manager: &str) {
+    if !list.iter().any(|m| m == manager) {
+        list.push(manager.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests;

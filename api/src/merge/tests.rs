@@ -1,0 +1,156 @@
+use super::*;
+use crate::netconf::{InterfaceSpec, InterfaceType as T, RouteSpec};
+
+fn frag(interfaces: Vec<InterfaceSpec>, routes: Vec<RouteSpec>) -> NetworkConfigurationSpec {
+    NetworkConfigurationSpec { interfaces, routes }
+}
+
+fn eth0(addrs: &[&str]) -> InterfaceSpec {
+    InterfaceSpec {
+        name: "eth0".into(),
+        addresses: addrs.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn vlan(name: &str, id: u16) -> InterfaceSpec {
+    InterfaceSpec {
+        name: name.into(),
+        kind: T::Vlan,
+        parent: Some("eth0".into()),
+        vlan_id: Some(id),
+        ..Default::default()
+    }
+}
+
+fn route(dst: &str, via: &str) -> RouteSpec {
+    RouteSpec {
+        dst: dst.into(),
+        via: Some(via.into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn merge_unions_addresses_of_two_managers_on_one_interface() {
+    let a = frag(vec![eth0(&["10.0.0.1/24"])], vec![]);
+    let b = frag(
+        vec![InterfaceSpec {
+            mtu: Some(1400),
+            ..eth0(&["10.0.0.2/24", "10.0.0.1/24"])
+        }],
+        vec![],
+    );
+    let m = merge([("app", &a), ("ops", &b)]).expect("merge");
+    assert_eq!(m.spec.interfaces.len(), 1);
+    assert_eq!(
+        m.spec.interfaces[0].addresses,
+        ["10.0.0.1/24", "10.0.0.2/24"]
+    );
+    assert_eq!(m.spec.interfaces[0].mtu, Some(1400));
+    assert_eq!(m.owners.interfaces["eth0"], ["app", "ops"]);
+}
+
+#[test]
+fn merge_reports_a_conflicting_scalar_with_its_owner() {
+    let a = frag(vec![vlan("v100", 100)], vec![]);
+    let b = frag(vec![vlan("v100", 200)], vec![]);
+    let err = merge([("app", &a), ("ops", &b)]).unwrap_err();
+    assert_eq!(err.field, "spec.interfaces[name=v100].vlanId");
+    assert_eq!(err.owner, "app");
+    assert_eq!(err.to_string(), "spec.interfaces[name=v100].vlanId is owned by manager \"app\" with a different value (100, not 200)");
+}
+
+#[test]
+fn merge_lets_existing_refer_to_a_link_another_manager_creates() {
+    let a = frag(vec![vlan("v100", 100)], vec![]);
+    let b = frag(
+        vec![InterfaceSpec {
+            name: "v100".into(),
+            addresses: vec!["10.1.0.1/24".into()],
+            ..Default::default()
+        }],
+        vec![],
+    );
+    for order in [[("app", &a), ("ops", &b)], [("ops", &b), ("app", &a)]] {
+        let m = merge(order).expect("merge");
+        assert_eq!(m.spec.interfaces[0].kind, T::Vlan);
+        assert_eq!(m.spec.interfaces[0].addresses, ["10.1.0.1/24"]);
+    }
+}
+
+#[test]
+fn merge_refuses_two_created_types_for_one_name() {
+    let a = frag(vec![vlan("x0", 5)], vec![]);
+    let b = frag(
+        vec![InterfaceSpec {
+            name: "x0".into(),
+            kind: T::Bridge,
+            ..Default::default()
+        }],
+        vec![],
+    );
+    let err = merge([("app", &a), ("ops", &b)]).unwrap_err();
+    assert_eq!(
+        (err.field.as_str(), err.owner.as_str()),
+        ("spec.interfaces[name=x0].type", "app")
+    );
+}
+
+#[test]
+fn merge_keys_routes_by_destination_table_and_metric() {
+    let a = frag(vec![], vec![route("10.9.0.0/16", "10.0.0.1")]);
+    let same_gw = frag(vec![], vec![route("10.9.0.0/16", "10.0.0.1")]);
+    let other_gw = frag(vec![], vec![route("10.9.0.0/16", "10.0.0.254")]);
+    let other_metric = frag(
+        vec![],
+        vec![RouteSpec {
+            metric: 10,
+            ..route("10.9.0.0/16", "10.0.0.254")
+        }],
+    );
+    assert_eq!(
+        merge([("a", &a), ("b", &same_gw)])
+            .expect("shared")
+            .owners
+            .routes[0]
+            .managers,
+        ["a", "b"]
+    );
+    let err = merge([("a", &a), ("b", &other_gw)]).unwrap_err();
+    assert_eq!(
+        err.field,
+        "spec.routes[dst=10.9.0.0/16,table=254,metric=0].via"
+    );
+    assert_eq!(
+        merge([("a", &a), ("b", &other_metric)])
+            .expect("two routes")
+            .spec
+            .routes
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn merge_applying_replaces_the_managers_previous_fragment() {
+    let mut stored = BTreeMap::new();
+    stored.insert("app".to_string(), frag(vec![vlan("v100", 100)], vec![]));
+    stored.insert(
+        "ops".to_string(),
+        frag(vec![eth0(&["10.0.0.9/24"])], vec![]),
+    );
+    // app changes its own VLAN id: no conflict with its own old value
+    let m = merge_applying(&stored, "app", &frag(vec![vlan("v100", 300)], vec![])).expect("apply");
+    assert_eq!(
+        m.spec
+            .interfaces
+            .iter()
+            .find(|i| i.name == "v100")
+            .and_then(|i| i.vlan_id),
+        Some(300)
+    );
+    // ops claiming app's VLAN with another id conflicts, naming app
+    let err = merge_applying(&stored, "ops", &frag(vec![vlan("v100", 7)], vec![])).unwrap_err();
+    assert_eq!(err.owner, "app");
+}

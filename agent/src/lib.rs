@@ -4,6 +4,11 @@
 
 // Module list: each helper adds its own line below its own marker, nothing else.
 // -- engine (netns executor, netlink, plan, apply, watch)
+pub mod error;
+pub mod netns;
+pub mod observe;
+pub mod owned;
+pub mod plan;
 // -- cri resolver
 pub mod cri;
 // -- standalone agent, socket API

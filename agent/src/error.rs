@@ -1,0 +1,107 @@
+//! The agent's one error type.
+
+use std::path::PathBuf;
+
+/// Result alias used across the agent library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the agent, with the context needed to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Opening or entering a network namespace failed.
+    #[error("netns {netns}: {what}: {source}")]
+    Netns {
+        netns: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The executor thread of a netns is gone (it died or was shut down).
+    #[error("netns {netns}: executor thread is gone")]
+    ExecutorGone { netns: PathBuf },
+
+    /// A closure run on a netns executor panicked.
+    #[error("netns {netns}: closure panicked: {message}")]
+    ExecutorPanic { netns: PathBuf, message: String },
+
+    /// Opening a netlink socket failed.
+    #[error("netns {netns}: opening netlink socket: {source}")]
+    Socket {
+        netns: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The kernel refused a netlink request.
+    #[error("{object}: {op} failed: {}", errno_text(*.errno))]
+    Kernel {
+        /// The object the request was about, e.g. `link eth1` or `route 10.0.0.0/8 table 254 metric 0`.
+        object: String,
+        /// The verb, e.g. `add address`.
+        op: &'static str,
+        /// Positive errno (EEXIST = 17, ENODEV = 19, ...).
+        errno: i32,
+    },
+
+    /// The netlink connection failed (socket closed, request could not be sent, bad reply).
+    #[error("{object}: {op}: netlink: {message}")]
+    Netlink {
+        object: String,
+        op: &'static str,
+        message: String,
+    },
+
+    /// A desired object is in a state nes may not change (e.g. the name is taken by a link
+    /// nes did not create) or refers to something missing.
+    #[error("{object}: {reason}")]
+    Conflict { object: String, reason: String },
+
+    /// The desired configuration is invalid (from `api::validate`).
+    #[error(transparent)]
+    Invalid(#[from] api::validate::Invalid),
+
+    /// Reading or writing a file (config, owned record).
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Parsing a file (config, owned record).
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Error {
+    /// The errno of a kernel refusal, if this is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+
+    /// A short, stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Netns { .. } => "netns",
+            Error::ExecutorGone { .. } => "executor_gone",
+            Error::ExecutorPanic { .. } => "executor_panic",
+            Error::Socket { .. } => "socket",
+            Error::Kernel { .. } => "kernel",
+            Error::Netlink { .. } => "netlink",
+            Error::Conflict { .. } => "conflict",
+            Error::Invalid(_) => "invalid",
+            Error::File { .. } => "file",
+            Error::Parse { .. } => "parse",
+        }
+    }
+}
+
+/// `EEXIST (17): File exists`-style text for an errno.
+pub fn errno_text(errno: i32) -> String {
+    let e = nix::errno::Errno::from_raw(errno);
+    format!("{e:?} ({errno}): {}", e.desc())
+}

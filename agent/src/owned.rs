@@ -1,0 +1,105 @@
+//! The record of what nes created in one pod's network namespace.
+//!
+//! Links nes creates carry an alias marker and routes carry nes's route protocol, so both
+//! can be recognised in the kernel; addresses have no such mark, so the set nes added is
+//! kept here. The standalone agent persists this record to disk, the cluster agent keeps it
+//! in the `NetworkConfiguration` status. `converge` takes the previous record and returns
+//! the next one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What nes owns in one network namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Owned {
+    /// Addresses nes added, per interface name, in CIDR form (`10.0.0.5/24`). Only these
+    /// addresses are ever removed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, BTreeSet<String>>,
+    /// Links nes created (informational: the alias marker in the kernel is authoritative).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub links: BTreeSet<String>,
+    /// Routes nes installed, as `dst table metric` keys (informational: the route protocol
+    /// is authoritative).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub routes: BTreeSet<api::RouteKey>,
+}
+
+impl Owned {
+    pub fn owns_address(&self, ifname: &str, cidr: &str) -> bool {
+        self.addresses.get(ifname).is_some_and(|s| s.contains(cidr))
+    }
+
+    pub fn add_address(&mut self, ifname: &str, cidr: String) {
+        self.addresses
+            .entry(ifname.to_string())
+            .or_default()
+            .insert(cidr);
+    }
+
+    pub fn remove_address(&mut self, ifname: &str, cidr: &str) {
+        if let Some(set) = self.addresses.get_mut(ifname) {
+            set.remove(cidr);
+            if set.is_empty() {
+                self.addresses.remove(ifname);
+            }
+        }
+    }
+
+    /// Loads a record written by [`Owned::save`]; a missing file is an empty record.
+    pub fn load(path: &Path) -> Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(Error::File {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the record atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let file_err = |source| Error::File {
+            path: path.to_path_buf(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json).map_err(file_err)?;
+        std::fs::rename(&tmp, path).map_err(file_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_record_round_trips_through_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("owned.json");
+        assert_eq!(
+            Owned::load(&path).expect("missing is empty"),
+            Owned::default()
+        );
+        let mut owned = Owned::default();
+        owned.add_address("eth0", "10.0.0.5/24".into());
+        owned.links.insert("vx0".into());
+        owned.save(&path).expect("save");
+        assert_eq!(Owned::load(&path).expect("load"), owned);
+        owned.remove_address("eth0", "10.0.0.5/24");
+        assert!(owned.addresses.is_empty());
+    }
+}

@@ -1,0 +1,832 @@
+//! The pure planner: desired spec + observed kernel state + ownership record -> operations.
+//!
+//! Nothing here does I/O; every decision about what to write is made here and unit-tested
+//! without a kernel. Order of the returned operations: removals first, in reverse
+//! dependency order (routes, addresses, links), then links, link settings (MTU, state,
+//! master), host-side veth peers, addresses, routes.
+//!
+//! Ownership rules:
+//! - a link is nes's if its alias starts with [`MARKER_PREFIX`]; nes deletes only those,
+//!   and refuses to adopt a same-named link without the marker;
+//! - a route is nes's if its protocol is [`NES_ROUTE_PROTOCOL`]; a declared route whose key
+//!   is taken by someone else's route is reported, never replaced;
+//! - an address is nes's if the [`Owned`] record lists it; nes never removes others.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use api::{
+    InterfaceSpec, InterfaceType, LinkMode, LinkState, NetworkConfigurationSpec, ObjectState,
+    RouteKey,
+};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::observe::{effective_metric, Observed, MARKER_PREFIX, NES_ROUTE_PROTOCOL};
+use crate::owned::Owned;
+
+/// What kind of link to create, with every parameter that cannot change without recreating it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum LinkKind {
+    Bridge,
+    /// This end stays in the pod, `peer` goes to the host namespace.
+    Veth {
+        peer: String,
+    },
+    Vlan {
+        parent: String,
+        id: u16,
+        dot1ad: bool,
+    },
+    /// `in_host`: the parent is a host link; the link is created there and moved in.
+    Macvlan {
+        parent: String,
+        mode: LinkMode,
+        in_host: bool,
+    },
+    Ipvlan {
+        parent: String,
+        mode: LinkMode,
+        in_host: bool,
+    },
+    Vxlan {
+        vni: u32,
+        remote: Option<IpAddr>,
+        local: Option<IpAddr>,
+        group: Option<IpAddr>,
+        port: Option<u16>,
+        parent: Option<String>,
+    },
+}
+
+impl LinkKind {
+    /// The kernel's `IFLA_INFO_KIND` for this kind.
+    pub fn kernel_kind(&self) -> &'static str {
+        match self {
+            LinkKind::Bridge => "bridge",
+            LinkKind::Veth { .. } => "veth",
+            LinkKind::Vlan { .. } => "vlan",
+            LinkKind::Macvlan { .. } => "macvlan",
+            LinkKind::Ipvlan { .. } => "ipvlan",
+            LinkKind::Vxlan { .. } => "vxlan",
+        }
+    }
+
+    /// A parent link inside the pod namespace this link needs, if any.
+    pub fn pod_parent(&self) -> Option<&str> {
+        match self {
+            LinkKind::Vlan { parent, .. } => Some(parent),
+            LinkKind::Macvlan {
+                parent,
+                in_host: false,
+                ..
+            }
+            | LinkKind::Ipvlan {
+                parent,
+                in_host: false,
+                ..
+            } => Some(parent),
+            LinkKind::Vxlan { parent, .. } => parent.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The alias marker: `nes:` + kind + the creation parameters, so a change of any of
+    /// them is seen as a different link and the link is recreated.
+    pub fn marker(&self) -> String {
+        let mut s = format!("{MARKER_PREFIX}{}", self.kernel_kind());
+        let mut kv = |k: &str, v: &dyn fmt::Display| {
+            s.push_str(&format!(
+                "{}{k}={v}",
+                if s.contains('=') { "," } else { ":" }
+            ))
+        };
+        match self {
+            LinkKind::Bridge => {}
+            LinkKind::Veth { peer } => kv("peer", peer),
+            LinkKind::Vlan { parent, id, dot1ad } => {
+                kv("parent", parent);
+                kv("id", id);
+                kv("proto", &if *dot1ad { "802.1ad" } else { "802.1Q" });
+            }
+            LinkKind::Macvlan {
+                parent,
+                mode,
+                in_host,
+            }
+            | LinkKind::Ipvlan {
+                parent,
+                mode,
+                in_host,
+            } => {
+                kv("parent", parent);
+                kv("mode", &format!("{mode:?}").to_lowercase());
+                if *in_host {
+                    kv("host", &1);
+                }
+            }
+            LinkKind::Vxlan {
+                vni,
+                remote,
+                local,
+                group,
+                port,
+                parent,
+            } => {
+                kv("vni", vni);
+                if let Some(v) = remote {
+                    kv("remote", v);
+                }
+                if let Some(v) = local {
+                    kv("local", v);
+                }
+                if let Some(v) = group {
+                    kv("group", v);
+                }
+                kv("port", &port.unwrap_or(4789));
+                if let Some(v) = parent {
+                    kv("dev", v);
+                }
+            }
+        }
+        s
+    }
+}
+
+/// A link to create.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkCreate {
+    pub name: String,
+    pub kind: LinkKind,
+    pub mtu: Option<u32>,
+    /// Bring the link up right after creating it.
+    pub up: bool,
+    /// Alias marker to set ([`LinkKind::marker`]).
+    pub marker: String,
+}
+
+/// A route as nes writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTarget {
+    /// The declared key (for reporting).
+    pub key: RouteKey,
+    pub dst: IpNet,
+    pub table: u32,
+    /// Metric to write (0 lets the kernel pick its default).
+    pub metric: u32,
+    pub via: Option<IpAddr>,
+    pub dev: Option<String>,
+}
+
+/// One netlink write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "op")]
+pub enum Op {
+    DelRoute(RouteTarget),
+    DelAddress {
+        ifname: String,
+        addr: IpNet,
+    },
+    DelLink {
+        ifname: String,
+    },
+    CreateLink(LinkCreate),
+    /// Change settings of a pod link; `None` fields are left alone.
+    SetLink {
+        ifname: String,
+        mtu: Option<u32>,
+        up: Option<bool>,
+        master: Option<String>,
+    },
+    /// Bring the host end of a veth up, mark it, enslave it to `bridge` (or release it).
+    SetHostPeer {
+        ifname: String,
+        peer: String,
+        bridge: Option<String>,
+        alias: String,
+    },
+    AddAddress {
+        ifname: String,
+        addr: IpNet,
+    },
+    /// Add a route; `replace` swaps nes's own route with the same key for the new one.
+    AddRoute {
+        route: RouteTarget,
+        replace: bool,
+    },
+}
+
+impl Op {
+    /// The declared object this write is for.
+    pub fn object(&self) -> ObjectRef {
+        match self {
+            Op::DelRoute(r) | Op::AddRoute { route: r, .. } => ObjectRef::Route(r.key.clone()),
+            Op::DelAddress { ifname, addr } | Op::AddAddress { ifname, addr } => {
+                ObjectRef::Address {
+                    ifname: ifname.clone(),
+                    addr: addr.to_string(),
+                }
+            }
+            Op::DelLink { ifname }
+            | Op::SetLink { ifname, .. }
+            | Op::SetHostPeer { ifname, .. } => ObjectRef::Interface(ifname.clone()),
+            Op::CreateLink(c) => ObjectRef::Interface(c.name.clone()),
+        }
+    }
+
+    /// Short verb, for errors and logs.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::DelRoute(_) => "delete route",
+            Op::DelAddress { .. } => "delete address",
+            Op::DelLink { .. } => "delete link",
+            Op::CreateLink(_) => "create link",
+            Op::SetLink { .. } => "set link",
+            Op::SetHostPeer { .. } => "set host peer",
+            Op::AddAddress { .. } => "add address",
+            Op::AddRoute { replace: false, .. } => "add route",
+            Op::AddRoute { replace: true, .. } => "replace route",
+        }
+    }
+
+    /// Whether this removes something.
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            Op::DelRoute(_) | Op::DelAddress { .. } | Op::DelLink { .. }
+        )
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::DelRoute(r) => write!(f, "route del {}", r.key),
+            Op::DelAddress { ifname, addr } => write!(f, "address del {addr} dev {ifname}"),
+            Op::DelLink { ifname } => write!(f, "link del {ifname}"),
+            Op::CreateLink(c) => {
+                write!(f, "link add {} ({})", c.name, c.marker)?;
+                if let Some(mtu) = c.mtu {
+                    write!(f, " mtu {mtu}")?;
+                }
+                write!(f, " {}", if c.up { "up" } else { "down" })
+            }
+            Op::SetLink {
+                ifname,
+                mtu,
+                up,
+                master,
+            } => {
+                write!(f, "link set {ifname}")?;
+                if let Some(m) = mtu {
+                    write!(f, " mtu {m}")?;
+                }
+                if let Some(m) = master {
+                    write!(f, " master {m}")?;
+                }
+                if let Some(up) = up {
+                    write!(f, " {}", if *up { "up" } else { "down" })?;
+                }
+                Ok(())
+            }
+            Op::SetHostPeer { peer, bridge, .. } => {
+                write!(f, "host link set {peer} up")?;
+                match bridge {
+                    Some(b) => write!(f, " master {b}"),
+                    None => write!(f, " nomaster"),
+                }
+            }
+            Op::AddAddress { ifname, addr } => write!(f, "address add {addr} dev {ifname}"),
+            Op::AddRoute { route, replace } => {
+                write!(
+                    f,
+                    "route {} {}",
+                    if *replace { "replace" } else { "add" },
+                    route.dst
+                )?;
+                if let Some(v) = route.via {
+                    write!(f, " via {v}")?;
+                }
+                if let Some(d) = &route.dev {
+                    write!(f, " dev {d}")?;
+                }
+                write!(
+                    f,
+                    " table {} metric {} proto {NES_ROUTE_PROTOCOL}",
+                    route.table, route.metric
+                )
+            }
+        }
+    }
+}
+
+/// A declared object, as status reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ObjectRef {
+    Interface(String),
+    Address { ifname: String, addr: String },
+    Route(RouteKey),
+}
+
+impl ObjectRef {
+    /// The interface whose status carries this object's state (addresses belong to theirs).
+    pub fn interface(&self) -> Option<&str> {
+        match self {
+            ObjectRef::Interface(n) | ObjectRef::Address { ifname: n, .. } => Some(n),
+            ObjectRef::Route(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectRef::Interface(n) => write!(f, "interface {n}"),
+            ObjectRef::Address { ifname, addr } => write!(f, "address {addr} on {ifname}"),
+            ObjectRef::Route(k) => write!(f, "route {k}"),
+        }
+    }
+}
+
+/// A declared object the planner cannot act on now, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blocked {
+    pub object: ObjectRef,
+    /// `Pending` when it may resolve by itself (a missing `existing` link), `Failed` when a
+    /// person must act (a name taken by a link nes did not create).
+    pub state: ObjectState,
+    pub reason: String,
+}
+
+/// The result of [`plan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Writes, in execution order.
+    pub ops: Vec<Op>,
+    /// Declared objects no write can fix now.
+    pub blocked: Vec<Blocked>,
+    /// Ownership as it stands before `ops` run (the adopted state): links with nes's
+    /// marker, routes with nes's protocol, recorded addresses still relevant.
+    pub owned: Owned,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// What one declared interface resolves to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LinkFate {
+    /// Exists and is kept: its addresses and routes are compared with the kernel's.
+    Keep(u32),
+    /// Will be created (or recreated): everything on it is added.
+    Create,
+    /// Cannot be used now.
+    Blocked,
+}
+
+/// Computes the writes that take `observed` to `desired`, touching only what `owned` and the
+/// kernel markers say nes owns. `desired` must have passed `api::validate`.
+pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Owned) -> Plan {
+    let mut p = Planner::default();
+    let mut adopted = Owned::default();
+    let declared: HashMap<&str, &InterfaceSpec> = desired
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i))
+        .collect();
+
+    // --- links
+    let mut fate: HashMap<&str, LinkFate> = HashMap::new();
+    let mut recreated: HashSet<u32> = HashSet::new();
+    let mut creates: Vec<LinkCreate> = Vec::new();
+    for iface in &desired.interfaces {
+        let name = iface.name.as_str();
+        let seen = observed.link(name);
+        let f = match (iface.kind, seen) {
+            (InterfaceType::Existing, Some(l)) => LinkFate::Keep(l.index),
+            (InterfaceType::Existing, None) => {
+                p.block(
+                    ObjectRef::Interface(name.into()),
+                    ObjectState::Pending,
+                    format!("link {name} does not exist (type existing: nes does not create it)"),
+                );
+                LinkFate::Blocked
+            }
+            (_, seen) => {
+                let Some(kind) = link_kind(iface) else {
+                    p.block(
+                        ObjectRef::Interface(name.into()),
+                        ObjectState::Failed,
+                        "incomplete interface (not validated?)".into(),
+                    );
+                    fate.insert(name, LinkFate::Blocked);
+                    continue;
+                };
+                let marker = kind.marker();
+                let up = iface.state != Some(LinkState::Down);
+                let create = LinkCreate {
+                    name: name.into(),
+                    kind,
+                    mtu: iface.mtu,
+                    up,
+                    marker,
+                };
+                match seen {
+                    None => {
+                        creates.push(create);
+                        LinkFate::Create
+                    }
+                    Some(l)
+                        if l.alias.as_deref() == Some(create.marker.as_str())
+                            && host_peer_ok(&create.kind, observed) =>
+                    {
+                        adopted.links.insert(name.into());
+                        LinkFate::Keep(l.index)
+                    }
+                    Some(l) if l.is_nes() => {
+                        p.removals_links.push(Op::DelLink {
+                            ifname: name.into(),
+                        });
+                        recreated.insert(l.index);
+                        creates.push(create);
+                        LinkFate::Create
+                    }
+                    Some(l) => {
+                        p.block(
+                            ObjectRef::Interface(name.into()),
+                            ObjectState::Failed,
+                            format!("link {name} already exists and was not created by nes (kind {}, no nes marker); refusing to take it over", l.kind.as_deref().unwrap_or("none")),
+                        );
+                        LinkFate::Blocked
+                    }
+                }
+            }
+        };
+        fate.insert(name, f);
+    }
+    // Children wait for a blocked parent.
+    for iface in &desired.interfaces {
+        let Some(c) = creates.iter().find(|c| c.name == iface.name) else {
+            continue;
+        };
+        if let Some(parent) = c.kind.pod_parent() {
+            let parent_ok = match fate.get(parent) {
+                Some(LinkFate::Blocked) => false,
+                Some(_) => true,
+                None => observed.link(parent).is_some(),
+            };
+            if !parent_ok {
+                p.block(
+                    ObjectRef::Interface(c.name.clone()),
+                    ObjectState::Pending,
+                    format!("parent link {parent} is not available"),
+                );
+                fate.insert(iface.name.as_str(), LinkFate::Blocked);
+            }
+        }
+    }
+    creates.retain(|c| fate.get(c.name.as_str()) == Some(&LinkFate::Create));
+    // Links nes created that are no longer declared.
+    let mut deleted: HashSet<u32> = HashSet::new();
+    for l in &observed.links {
+        if l.is_nes() && !declared.contains_key(l.name.as_str()) {
+            p.removals_links.push(Op::DelLink {
+                ifname: l.name.clone(),
+            });
+            deleted.insert(l.index);
+        }
+    }
+    let gone: HashSet<u32> = deleted.union(&recreated).copied().collect();
+
+    // Creation order: links without a created parent first, then their children.
+    let created_names: HashSet<String> = creates.iter().map(|c| c.name.clone()).collect();
+    let (roots, children): (Vec<_>, Vec<_>) = creates.into_iter().partition(|c| {
+        c.kind
+            .pod_parent()
+            .is_none_or(|pp| !created_names.contains(pp))
+    });
+    for c in roots.into_iter().chain(children) {
+        p.creates.push(Op::CreateLink(c));
+    }
+
+    // --- link settings
+    for iface in &desired.interfaces {
+        let name = iface.name.as_str();
+        let f = fate.get(name).copied().unwrap_or(LinkFate::Blocked);
+        let seen = match f {
+            LinkFate::Keep(idx) => observed.link_by_index(idx),
+            _ => None,
+        };
+        if f == LinkFate::Blocked {
+            continue;
+        }
+        let mtu = iface.mtu.filter(|m| seen.is_some_and(|l| l.mtu != *m));
+        let want_up = match (iface.kind, iface.state) {
+            (_, Some(s)) => Some(s == LinkState::Up),
+            (InterfaceType::Existing, None) => None,
+            (_, None) => Some(true),
+        };
+        let up = want_up.filter(|u| seen.is_some_and(|l| l.admin_up != *u));
+        let master = iface.master.clone().filter(|m| {
+            let target = match fate.get(m.as_str()) {
+                Some(LinkFate::Keep(idx)) => Some(*idx),
+                _ => None,
+            };
+            f == LinkFate::Create || target.is_none() || seen.and_then(|l| l.controller) != target
+        });
+        if mtu.is_some() || up.is_some() || master.is_some() {
+            p.settings.push(Op::SetLink {
+                ifname: name.into(),
+                mtu,
+                up,
+                master,
+            });
+        }
+        if let (Some(peer), InterfaceType::Veth) = (&iface.peer, iface.kind) {
+            let alias = format!("{MARKER_PREFIX}peer:{name}");
+            let host = if f == LinkFate::Create {
+                None
+            } else {
+                observed.host_link(peer)
+            };
+            let bridge_idx = iface
+                .peer_bridge
+                .as_deref()
+                .map(|b| observed.host_link(b).map(|l| l.index));
+            let ok = host.is_some_and(|h| {
+                h.admin_up
+                    && h.alias.as_deref() == Some(alias.as_str())
+                    && match bridge_idx {
+                        None => h.controller.is_none(),
+                        Some(Some(bi)) => h.controller == Some(bi),
+                        Some(None) => false,
+                    }
+            });
+            if !ok {
+                p.host.push(Op::SetHostPeer {
+                    ifname: name.into(),
+                    peer: peer.clone(),
+                    bridge: iface.peer_bridge.clone(),
+                    alias,
+                });
+            }
+        }
+    }
+
+    // --- addresses
+    let mut desired_addrs: HashSet<(&str, IpNet)> = HashSet::new();
+    for iface in &desired.interfaces {
+        let name = iface.name.as_str();
+        let f = fate.get(name).copied().unwrap_or(LinkFate::Blocked);
+        let present: BTreeSet<IpNet> = match f {
+            LinkFate::Keep(idx) => observed.addresses_of(idx).collect(),
+            _ => BTreeSet::new(),
+        };
+        for a in &iface.addresses {
+            let Ok(net) = a.parse::<IpNet>() else {
+                continue;
+            };
+            desired_addrs.insert((name, net));
+            let obj = ObjectRef::Address {
+                ifname: name.into(),
+                addr: net.to_string(),
+            };
+            match f {
+                LinkFate::Blocked => p.block(
+                    obj,
+                    ObjectState::Pending,
+                    format!("waiting for interface {name}"),
+                ),
+                _ if present.contains(&net) => {
+                    if owned.owns_address(name, &net.to_string()) {
+                        adopted.add_address(name, net.to_string());
+                    }
+                }
+                _ => {
+                    adopted.add_address(name, net.to_string());
+                    p.addresses.push(Op::AddAddress {
+                        ifname: name.into(),
+                        addr: net,
+                    });
+                }
+            }
+        }
+    }
+    for (ifname, set) in &owned.addresses {
+        let Some(link) = observed.link(ifname) else {
+            continue;
+        };
+        if gone.contains(&link.index) {
+            continue;
+        }
+        let present: HashSet<IpNet> = observed.addresses_of(link.index).collect();
+        for cidr in set {
+            let Ok(net) = cidr.parse::<IpNet>() else {
+                continue;
+            };
+            if desired_addrs.contains(&(ifname.as_str(), net)) {
+                continue;
+            }
+            if present.contains(&net) {
+                adopted.add_address(ifname, cidr.clone());
+                p.removals_addresses.push(Op::DelAddress {
+                    ifname: ifname.clone(),
+                    addr: net,
+                });
+            }
+        }
+    }
+
+    // --- routes
+    let mut desired_keys: HashSet<(IpNet, u32, u32)> = HashSet::new();
+    for r in &desired.routes {
+        let Ok(dst) = r.dst.parse::<IpNet>() else {
+            continue;
+        };
+        let via = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
+        let metric = effective_metric(&dst, r.metric);
+        desired_keys.insert((dst, r.table, metric));
+        let target = RouteTarget {
+            key: r.key(),
+            dst,
+            table: r.table,
+            metric: r.metric,
+            via,
+            dev: r.dev.clone(),
+        };
+        let dev_fate = r
+            .dev
+            .as_deref()
+            .map(|d| fate.get(d).copied().unwrap_or(LinkFate::Blocked));
+        if dev_fate == Some(LinkFate::Blocked) {
+            let dev = r.dev.as_deref().unwrap_or_default();
+            p.block(
+                ObjectRef::Route(r.key()),
+                ObjectState::Pending,
+                format!("waiting for interface {dev}"),
+            );
+            continue;
+        }
+        let existing: Vec<_> = observed
+            .routes
+            .iter()
+            .filter(|o| o.dst == dst && o.table == r.table && o.metric == metric)
+            .filter(|o| o.oif.is_none_or(|i| !gone.contains(&i)))
+            .collect();
+        let ours = existing.iter().find(|o| o.is_nes());
+        match (ours, existing.first()) {
+            (Some(o), _) => {
+                adopted.routes.insert(r.key());
+                let dev_ok = match dev_fate {
+                    None => true,
+                    Some(LinkFate::Keep(idx)) => o.oif == Some(idx),
+                    Some(_) => false,
+                };
+                if o.gateway != via || !dev_ok {
+                    p.routes.push(Op::AddRoute { route: target, replace: true });
+                }
+            }
+            (None, Some(o)) => p.block(
+                ObjectRef::Route(r.key()),
+                ObjectState::Failed,
+                format!("a route {} table {} metric {} already exists and was not installed by nes (proto {}); refusing to replace it", o.dst, o.table, o.metric, o.protocol),
+            ),
+            (None, None) => {
+                adopted.routes.insert(r.key());
+                p.routes.push(Op::AddRoute { route: target, replace: false });
+            }
+        }
+    }
+    for o in &observed.routes {
+        if !o.is_nes() || desired_keys.contains(&(o.dst, o.table, o.metric)) {
+            continue;
+        }
+        if o.oif.is_some_and(|i| gone.contains(&i)) {
+            continue; // removed with its link
+        }
+        let key = RouteKey {
+            dst: o.dst.to_string(),
+            table: o.table,
+            metric: o.metric,
+        };
+        p.removals_routes.push(Op::DelRoute(RouteTarget {
+            key,
+            dst: o.dst,
+            table: o.table,
+            metric: o.metric,
+            via: o.gateway,
+            dev: o
+                .oif
+                .and_then(|i| observed.link_by_index(i))
+                .map(|l| l.name.clone()),
+        }));
+    }
+    p.finish(adopted)
+}
+
+#[derive(Default)]
+struct Planner {
+    removals_routes: Vec<Op>,
+    removals_addresses: Vec<Op>,
+    removals_links: Vec<Op>,
+    creates: Vec<Op>,
+    settings: Vec<Op>,
+    host: Vec<Op>,
+    addresses: Vec<Op>,
+    routes: Vec<Op>,
+    blocked: Vec<Blocked>,
+}
+
+impl Planner {
+    fn block(&mut self, object: ObjectRef, state: ObjectState, reason: String) {
+        self.blocked.push(Blocked {
+            object,
+            state,
+            reason,
+        });
+    }
+
+    fn finish(self, owned: Owned) -> Plan {
+        let ops = [
+            self.removals_routes,
+            self.removals_addresses,
+            self.removals_links,
+            self.creates,
+            self.settings,
+            self.host,
+            self.addresses,
+            self.routes,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Plan {
+            ops,
+            blocked: self.blocked,
+            owned,
+        }
+    }
+}
+
+/// The host end of a kept veth must still exist, else the pair is recreated.
+fn host_peer_ok(kind: &LinkKind, observed: &Observed) -> bool {
+    match kind {
+        LinkKind::Veth { peer } => observed.host_link(peer).is_some(),
+        _ => true,
+    }
+}
+
+/// Creation parameters of a declared interface (`None` for `existing` or incomplete specs).
+pub fn link_kind(iface: &InterfaceSpec) -> Option<LinkKind> {
+    let parse = |s: &Option<String>| s.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
+    Some(match iface.kind {
+        InterfaceType::Existing => return None,
+        InterfaceType::Bridge => LinkKind::Bridge,
+        InterfaceType::Veth => LinkKind::Veth {
+            peer: iface.peer.clone()?,
+        },
+        InterfaceType::Vlan => LinkKind::Vlan {
+            parent: iface.parent.clone()?,
+            id: iface.vlan_id?,
+            dot1ad: iface.vlan_protocol == Some(api::VlanProtocol::Dot1Ad),
+        },
+        InterfaceType::Macvlan => LinkKind::Macvlan {
+            parent: iface.parent.clone()?,
+            mode: iface.mode?,
+            in_host: iface.parent_in_host,
+        },
+        InterfaceType::Ipvlan => LinkKind::Ipvlan {
+            parent: iface.parent.clone()?,
+            mode: iface.mode?,
+            in_host: iface.parent_in_host,
+        },
+        InterfaceType::Vxlan => LinkKind::Vxlan {
+            vni: iface.vni?,
+            remote: parse(&iface.remote),
+            local: parse(&iface.local),
+            group: parse(&iface.group),
+            port: iface.port,
+            parent: iface.parent.clone(),
+        },
+    })
+}
+
+/// Whether the spec declares anything on the host side (so the host links must be observed).
+pub fn needs_host(desired: &NetworkConfigurationSpec) -> bool {
+    desired
+        .interfaces
+        .iter()
+        .any(|i| i.kind == InterfaceType::Veth || i.parent_in_host)
+}
+
+#[cfg(test)]
+mod tests;

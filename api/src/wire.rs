@@ -148,6 +148,7 @@ impl ProblemDetails {
             title: title.into(),
             status,
             detail: Some(detail.into()),
+            oldest_sequence: None,
             errors: vec![],
         }
     }

@@ -52,6 +52,10 @@ pub fn classify(status: &tonic::Status) -> Failure {
     let mut io_kind = None;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = status.source();
     while let Some(err) = cur {
+        // tonic's own client-side grpc-timeout.
+        if err.is::<tonic::TimeoutExpired>() {
+            return Failure::Deadline;
+        }
         if let Some(e) = err.downcast_ref::<io::Error>() {
             io_kind.get_or_insert((e.kind(), e.to_string()));
         }
@@ -115,6 +119,42 @@ fn mentions_transport(message: &str) -> bool {
         || m.contains("broken pipe")
         || m.contains("h2")
         || m.contains("stream")
+}
+
+/// Checks that the peer speaks HTTP/2: sends the client connection preface and an empty
+/// SETTINGS frame, and expects a SETTINGS frame back. Used to tell a socket that is not a
+/// gRPC server (which may answer HTTP/1.1 and hang up) from a runtime that went away.
+/// `Ok(true)`: HTTP/2; `Ok(false)`: something else answered (its first bytes in the text);
+/// `Err`: the connection failed or closed without a word.
+pub async fn probe_http2(socket: &Path, timeout: Duration) -> Result<(bool, String), io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = UnixStream::connect(socket).await?;
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await?;
+        let mut head = [0u8; 9];
+        let mut read = 0;
+        while read < head.len() {
+            let n = stream.read(&mut head[read..]).await?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+        }
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed without answering",
+            ));
+        }
+        // A frame header: 24-bit length, type 0x4 (SETTINGS), flags, stream 0.
+        let is_h2 = read == head.len() && head[3] == 0x4 && head[5..9] == [0, 0, 0, 0];
+        Ok((is_h2, String::from_utf8_lossy(&head[..read]).into_owned()))
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")))
 }
 
 /// Everything a call needs to turn a failure into a typed error.

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::conn::{unix_channel, CallCtx};
+use super::conn::{probe_http2, unix_channel, CallCtx};
 use super::error::ResolveError;
 use super::events::{decode_event, Backoff, EventsState, RuntimeEvent, SandboxEvent};
 use super::sandbox::{
@@ -230,11 +230,36 @@ impl Inner {
         self.runtime
             .get_or_try_init(|| async {
                 let ctx = self.ctx(pod, "Version");
-                let v = ctx
+                let v = match ctx
                     .run(self.cri().version(ctx.request(VersionRequest {
                         version: "v1".into(),
                     })))
-                    .await?;
+                    .await
+                {
+                    Ok(v) => v,
+                    // The first call on a socket broke: the runtime going away, or a peer
+                    // that is no gRPC server? Ask HTTP/2 directly.
+                    Err(ResolveError::RuntimeRestarted { source, .. }) => {
+                        return Err(
+                            match probe_http2(&self.cfg.socket, self.cfg.rpc_timeout).await {
+                                Ok((false, first_bytes)) => ResolveError::NotCriSocket {
+                                    pod: pod.into(),
+                                    socket: self.cfg.socket.clone(),
+                                    detail: format!(
+                                        "the peer does not speak HTTP/2 (answered {first_bytes:?})"
+                                    ),
+                                },
+                                _ => ResolveError::RuntimeRestarted {
+                                    pod: pod.into(),
+                                    socket: self.cfg.socket.clone(),
+                                    rpc: "Version",
+                                    source,
+                                },
+                            },
+                        );
+                    }
+                    Err(e) => return Err(e),
+                };
                 let info = RuntimeInfo {
                     name: v.runtime_name,
                     version: v.runtime_version,

@@ -4,10 +4,12 @@
 #![deny(rust_2018_idioms)]
 
 pub mod care;
+pub mod conditions;
 pub mod crd;
 pub mod limits;
 pub mod merge;
 pub mod netconf;
+pub mod openapi;
 pub mod validate;
 pub mod wire;
 

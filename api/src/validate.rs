@@ -87,6 +87,23 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a field-manager name (who asked for a fragment): 1-128 characters of
+/// letters, digits, `.`, `_`, `-`, `:`, `/`.
+pub fn check_manager(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid manager name (1-128 of letters, digits and . _ - : /)"
+        ))
+    }
+}
+
 fn check_dns_label(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253

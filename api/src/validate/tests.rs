@@ -640,3 +640,13 @@ fn validate_care_requires_a_selection_and_a_url_for_webhooks() {
         "spec.podNames[0]"
     );
 }
+
+#[test]
+fn check_manager_accepts_program_names_and_refuses_the_rest() {
+    for ok in ["nescli", "my-operator", "kube:ctl/1.2_x"] {
+        assert_eq!(check_manager(ok), Ok(()), "{ok}");
+    }
+    for bad in ["", "a b", "x\n", &"m".repeat(129)] {
+        assert!(check_manager(bad).is_err(), "{bad:?} accepted");
+    }
+}

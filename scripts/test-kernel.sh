@@ -247,7 +247,12 @@ if [[ -s "$rundir/results.tsv" ]]; then
         sed -nE 's/^test (.*) \.\.\. (ok|FAILED|ignored.*)$/            \2  \1/p' "$log"
         grep '^SKIP ' "$log" | sed 's/^/            /' || true
         total_passed=$((total_passed + passed))
-        [[ $failed =~ ^[0-9]+$ ]] && total_failed=$((total_failed + failed))
+        # A binary that died without a result line counts as one failure.
+        if [[ $failed =~ ^[0-9]+$ ]]; then
+            total_failed=$((total_failed + failed))
+        elif [[ $rc -ne 0 ]]; then
+            total_failed=$((total_failed + 1))
+        fi
         total_skips=$((total_skips + skips))
     done <"$rundir/results.tsv"
 fi
@@ -255,7 +260,11 @@ fi
 problem=
 if [[ $vm_rc -eq 124 || $vm_rc -eq 137 ]]; then
     problem="the VM was killed after ${NES_KERNEL_TIMEOUT}s"
-    if [[ -s "$rundir/running" ]]; then problem+=" while running $(cat "$rundir/running")"; fi
+    if [[ -s "$rundir/running" ]]; then
+        problem+=" while running $(cat "$rundir/running")"
+    elif [[ ! -s "$rundir/guest.txt" ]]; then
+        problem+=" before its test runner started (boot too slow or hung)"
+    fi
 elif [[ ! -s "$rundir/status" ]]; then
     problem="the VM exited (status $vm_rc) before the test runner finished: it did not boot, or the guest crashed"
 elif [[ $(cat "$rundir/status") -ne 0 ]]; then

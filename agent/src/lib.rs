@@ -4,11 +4,17 @@
 
 // Module list: each helper adds its own line below its own marker, nothing else.
 // -- engine (netns executor, netlink, plan, apply, watch)
+pub mod apply;
+pub mod cli;
+pub mod engine;
 pub mod error;
+pub mod netlink;
 pub mod netns;
 pub mod observe;
 pub mod owned;
 pub mod plan;
+pub mod status;
+pub mod watch;
 // -- cri resolver
 pub mod cri;
 // -- standalone agent, socket API

@@ -1,0 +1,437 @@
+//! Executes a plan: pipelined netlink writes, per-op results, retry backoff.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rand::Rng;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::netlink::{Netlink, Pending};
+use crate::observe::Observed;
+use crate::owned::Owned;
+use crate::plan::{Blocked, LinkKind, ObjectRef, Op};
+
+/// Most writes in flight on one socket at once (bounded so acks never overflow the socket).
+const WINDOW: usize = 512;
+
+/// How one write ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "result")]
+pub enum Outcome {
+    Applied,
+    Failed {
+        /// Kernel errno (EEXIST = 17, ENODEV = 19, ...) when the kernel refused.
+        errno: Option<i32>,
+        message: String,
+    },
+}
+
+/// One write and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpResult {
+    pub op: Op,
+    pub outcome: Outcome,
+}
+
+impl OpResult {
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed { .. })
+    }
+}
+
+/// What one `converge` pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyReport {
+    /// Netlink write requests sent (0 when the namespace was already converged).
+    pub writes: u64,
+    /// Every write of the plan with its outcome, in plan order.
+    pub results: Vec<OpResult>,
+    /// Declared objects that could not be acted on.
+    pub blocked: Vec<Blocked>,
+    /// The ownership record after this pass; persist it and pass it to the next pass.
+    pub owned: Owned,
+    /// The namespace this pass ran in.
+    pub netns: api::NetnsIdentity,
+}
+
+impl ApplyReport {
+    /// Failed writes.
+    pub fn failures(&self) -> impl Iterator<Item = &OpResult> {
+        self.results.iter().filter(|r| r.failed())
+    }
+
+    /// Everything declared is in place (no failed write, nothing blocked).
+    pub fn is_converged(&self) -> bool {
+        self.failures().next().is_none() && self.blocked.is_empty()
+    }
+
+    /// The error of the last failed write for this object, if any.
+    pub fn error_for(&self, object: &ObjectRef) -> Option<String> {
+        self.results.iter().rev().find_map(|r| match &r.outcome {
+            Outcome::Failed { message, .. } if &r.op.object() == object => Some(message.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// Sockets and namespace files a plan runs with.
+pub(crate) struct Exec<'a> {
+    pub pod: &'a Netlink,
+    pub host: &'a Netlink,
+    pub pod_fd: std::os::fd::RawFd,
+    pub host_fd: std::os::fd::RawFd,
+}
+
+/// Runs `ops` in order. Removals are pipelined, link creations run one by one (later
+/// writes need the new link's index), everything else is pipelined again. Every op gets a
+/// result; a failure never stops the others.
+pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> Vec<OpResult> {
+    let mut pod_idx: HashMap<String, u32> = observed
+        .links
+        .iter()
+        .map(|l| (l.name.clone(), l.index))
+        .collect();
+    let mut host_idx: HashMap<String, u32> = observed
+        .host_links
+        .iter()
+        .map(|l| (l.name.clone(), l.index))
+        .collect();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
+
+    let first_create = ops
+        .iter()
+        .position(|o| matches!(o, Op::CreateLink(_)))
+        .unwrap_or(ops.len());
+    let after_creates = ops
+        .iter()
+        .rposition(|o| matches!(o, Op::CreateLink(_)))
+        .map_or(first_create, |i| i + 1);
+
+    // Removals.
+    pipeline(
+        &mut outcomes,
+        (0..first_create)
+            .map(|i| (i, send(x, &ops[i], &pod_idx, &host_idx)))
+            .collect(),
+    )
+    .await;
+
+    // Link creations, one at a time.
+    for i in first_create..after_creates {
+        let Op::CreateLink(c) = &ops[i] else { continue };
+        let r = create_link(x, c, &pod_idx, &host_idx).await;
+        if let Ok(index) = &r {
+            pod_idx.insert(c.name.clone(), *index);
+            if let LinkKind::Veth { peer } = &c.kind {
+                if let Ok(Some(h)) = x.host.get_link(peer).await {
+                    host_idx.insert(peer.clone(), h.index);
+                }
+            }
+        }
+        outcomes[i] = Some(outcome(r.map(|_| ())));
+    }
+
+    // Settings, host peers, addresses, routes.
+    pipeline(
+        &mut outcomes,
+        (after_creates..ops.len())
+            .map(|i| (i, send(x, &ops[i], &pod_idx, &host_idx)))
+            .collect(),
+    )
+    .await;
+
+    ops.into_iter()
+        .zip(outcomes)
+        .map(|(op, o)| {
+            let outcome = o.unwrap_or(Outcome::Failed { errno: None, message: "not executed".into() });
+            if let Outcome::Failed { message, .. } = &outcome {
+                warn!(pod_netns = %x.pod.netns(), op = %op, error = %message, "netlink write failed");
+            }
+            OpResult { op, outcome }
+        })
+        .collect()
+}
+
+async fn pipeline(outcomes: &mut [Option<Outcome>], sends: Vec<(usize, Result<Pending>)>) {
+    let mut inflight = FuturesUnordered::new();
+    for (i, sent) in sends {
+        match sent {
+            Ok(p) => inflight.push(async move { (i, p.await) }),
+            Err(e) => outcomes[i] = Some(outcome(Err(e))),
+        }
+        if inflight.len() >= WINDOW {
+            if let Some((j, r)) = inflight.next().await {
+                outcomes[j] = Some(outcome(r));
+            }
+        }
+    }
+    while let Some((j, r)) = inflight.next().await {
+        outcomes[j] = Some(outcome(r));
+    }
+}
+
+fn outcome(r: Result<()>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Applied,
+        Err(e) => Outcome::Failed {
+            errno: e.errno(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn missing(what: &str, name: &str) -> Error {
+    Error::Conflict {
+        object: format!("{what} {name}"),
+        reason: "link not found (errno ENODEV)".into(),
+    }
+}
+
+/// Sends one non-create op now.
+fn send(
+    x: &Exec<'_>,
+    op: &Op,
+    pod: &HashMap<String, u32>,
+    host: &HashMap<String, u32>,
+) -> Result<Pending> {
+    let idx = |n: &str| pod.get(n).copied().ok_or_else(|| missing("link", n));
+    match op {
+        Op::DelRoute(r) => tolerate_gone(
+            x.pod.del_route(r)?,
+            &[libc_errno::ESRCH, libc_errno::ENOENT],
+        ),
+        Op::DelAddress { ifname, addr } => tolerate_gone(
+            x.pod.del_address(idx(ifname)?, ifname, *addr)?,
+            &[libc_errno::EADDRNOTAVAIL, libc_errno::ENODEV],
+        ),
+        Op::DelLink { ifname } => {
+            tolerate_gone(x.pod.del_link(idx(ifname)?, ifname)?, &[libc_errno::ENODEV])
+        }
+        Op::SetLink {
+            ifname,
+            mtu,
+            up,
+            master,
+        } => {
+            let controller = match master {
+                Some(m) => Some(Some(idx(m)?)),
+                None => None,
+            };
+            x.pod
+                .set_link(idx(ifname)?, ifname, *mtu, *up, controller, None)
+        }
+        Op::SetHostPeer {
+            peer,
+            bridge,
+            alias,
+            ..
+        } => {
+            let hidx = |n: &str| host.get(n).copied().ok_or_else(|| missing("host link", n));
+            let controller = match bridge {
+                Some(b) => Some(hidx(b)?),
+                None => None,
+            };
+            x.host.set_link(
+                hidx(peer)?,
+                peer,
+                None,
+                Some(true),
+                Some(controller),
+                Some(alias),
+            )
+        }
+        Op::AddAddress { ifname, addr } => x.pod.add_address(idx(ifname)?, ifname, *addr),
+        Op::AddRoute { route, replace } => {
+            let oif = match &route.dev {
+                Some(d) => Some(idx(d)?),
+                None => None,
+            };
+            x.pod.add_route(route, oif, *replace)
+        }
+        Op::CreateLink(_) => Err(Error::Conflict {
+            object: op.object().to_string(),
+            reason: "internal: create is not pipelined".into(),
+        }),
+    }
+}
+
+/// A removal of something already gone succeeded.
+fn tolerate_gone(p: Pending, gone: &'static [i32]) -> Result<Pending> {
+    Ok(Box::pin(async move {
+        match p.await {
+            Err(Error::Kernel { errno, .. }) if gone.contains(&errno) => Ok(()),
+            other => other,
+        }
+    }))
+}
+
+/// Creates a link, marks it and sets its state; returns its index in the pod.
+async fn create_link(
+    x: &Exec<'_>,
+    c: &crate::plan::LinkCreate,
+    pod: &HashMap<String, u32>,
+    host: &HashMap<String, u32>,
+) -> Result<u32> {
+    let (in_host, parent_name) = match &c.kind {
+        LinkKind::Macvlan {
+            parent, in_host, ..
+        }
+        | LinkKind::Ipvlan {
+            parent, in_host, ..
+        } => (*in_host, Some(parent)),
+        LinkKind::Vlan { parent, .. } => (false, Some(parent)),
+        LinkKind::Vxlan { parent, .. } => (false, parent.as_ref()),
+        _ => (false, None),
+    };
+    let parent = match parent_name {
+        Some(p) if in_host => Some(
+            host.get(p)
+                .copied()
+                .ok_or_else(|| missing("host parent link", p))?,
+        ),
+        Some(p) => Some(
+            pod.get(p)
+                .copied()
+                .ok_or_else(|| missing("parent link", p))?,
+        ),
+        None => None,
+    };
+    if in_host {
+        x.host
+            .create_link(&c.name, &c.kind, c.mtu, parent, Some(x.pod_fd), None)?
+            .await?;
+    } else {
+        let peer_ns = matches!(c.kind, LinkKind::Veth { .. }).then_some(x.host_fd);
+        x.pod
+            .create_link(&c.name, &c.kind, c.mtu, parent, None, peer_ns)?
+            .await?;
+    }
+    let link = x
+        .pod
+        .get_link(&c.name)
+        .await?
+        .ok_or_else(|| missing("created link", &c.name))?;
+    x.pod
+        .set_link(link.index, &c.name, None, Some(c.up), None, Some(&c.marker))?
+        .await?;
+    info!(netns = %x.pod.netns(), ifname = %c.name, kind = c.kind.kernel_kind(), "link created");
+    Ok(link.index)
+}
+
+/// The ownership record after a pass: the adopted record of the plan, updated with what
+/// the writes did.
+pub(crate) fn owned_after(mut owned: Owned, results: &[OpResult]) -> Owned {
+    for r in results {
+        let ok = !r.failed();
+        match &r.op {
+            Op::AddAddress { ifname, addr } if !ok => {
+                owned.remove_address(ifname, &addr.to_string())
+            }
+            Op::DelAddress { ifname, addr } if ok => {
+                owned.remove_address(ifname, &addr.to_string())
+            }
+            Op::CreateLink(c) if ok => {
+                owned.links.insert(c.name.clone());
+            }
+            Op::DelLink { ifname } if ok => {
+                owned.links.remove(ifname);
+                owned.addresses.remove(ifname);
+            }
+            Op::AddRoute { route, .. } if !ok => {
+                owned.routes.remove(&route.key);
+            }
+            _ => {}
+        }
+    }
+    owned
+}
+
+mod libc_errno {
+    use nix::errno::Errno;
+    pub const ESRCH: i32 = Errno::ESRCH as i32;
+    pub const ENOENT: i32 = Errno::ENOENT as i32;
+    pub const ENODEV: i32 = Errno::ENODEV as i32;
+    pub const EADDRNOTAVAIL: i32 = Errno::EADDRNOTAVAIL as i32;
+}
+
+/// Exponential backoff with jitter for retrying failed passes: the n-th delay is drawn
+/// uniformly from [d/2, d] with d = min(max, base * 2^n). No retry cap (level-triggered).
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The next delay to wait.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX);
+        let d = self.base.saturating_mul(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = d / 2;
+        half + d.saturating_sub(half).mul_f64(rand::rng().random::<f64>())
+    }
+
+    /// Back to the first delay (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(200), Duration::from_secs(30))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        for (n, d) in delays.iter().enumerate() {
+            let full = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(1));
+            assert!(
+                *d >= full / 2 && *d <= full,
+                "attempt {n}: {d:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_failed_address_add_is_not_recorded_as_owned() {
+        let mut owned = Owned::default();
+        owned.add_address("eth0", "10.0.0.5/24".into());
+        let results = vec![OpResult {
+            op: Op::AddAddress {
+                ifname: "eth0".into(),
+                addr: "10.0.0.5/24".parse().unwrap(),
+            },
+            outcome: Outcome::Failed {
+                errno: Some(17),
+                message: "EEXIST".into(),
+            },
+        }];
+        assert!(owned_after(owned, &results).addresses.is_empty());
+    }
+}

@@ -1,0 +1,108 @@
+//! `nes-agent apply --netns PATH -f config.yaml [--dry-run]`: one-shot apply for scripting
+//! and benchmarks.
+//!
+//! Exit codes: 0 converged (or dry run), 1 error, 3 applied with failed or blocked objects.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use api::NetworkConfigurationSpec;
+
+use crate::engine::PodNetwork;
+use crate::owned::Owned;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Network namespace to configure: /var/run/netns/NAME or /proc/PID/ns/net.
+    #[arg(long, value_name = "PATH")]
+    pub netns: PathBuf,
+    /// Host network namespace (for veth peers and host parents).
+    #[arg(long, value_name = "PATH", default_value = "/proc/self/ns/net")]
+    pub host_netns: PathBuf,
+    /// Configuration: a NetworkConfiguration spec (or a whole object with `spec:`) in YAML or JSON; `-` for stdin.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Ownership record to read and update (what nes added, so later runs may remove it).
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Keep retrying failed writes (with backoff) for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub retry_for: u64,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<i32> {
+    let spec = read_spec(&args.file)?;
+    let owned = match &args.state {
+        Some(p) => Owned::load(p)?,
+        None => Owned::default(),
+    };
+    let net = PodNetwork::open(&args.netns, &args.host_netns).await?;
+    if args.dry_run {
+        let (_, plan) = net.plan(&spec, &owned).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            for op in &plan.ops {
+                println!("{op}");
+            }
+            for b in &plan.blocked {
+                println!("# {:?} {}: {}", b.state, b.object, b.reason);
+            }
+            println!("# {} operations", plan.ops.len());
+        }
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let report = net
+        .converge_until(&spec, &owned, Duration::from_secs(args.retry_for))
+        .await?;
+    let elapsed = started.elapsed();
+    if let Some(p) = &args.state {
+        report.owned.save(p)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for r in report.failures() {
+            if let crate::apply::Outcome::Failed { message, .. } = &r.outcome {
+                eprintln!("FAILED {}: {message}", r.op);
+            }
+        }
+        for b in &report.blocked {
+            eprintln!("{:?} {}: {}", b.state, b.object, b.reason);
+        }
+        println!(
+            "{} ops, {} writes, {} failed, {} blocked in {:.1} ms",
+            report.results.len(),
+            report.writes,
+            report.failures().count(),
+            report.blocked.len(),
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
+    Ok(if report.is_converged() { 0 } else { 3 })
+}
+
+/// Reads a spec from YAML/JSON; accepts a bare spec or an object with a `spec` field.
+pub fn read_spec(path: &PathBuf) -> anyhow::Result<NetworkConfigurationSpec> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let spec_value = match value.get("spec") {
+        Some(s) => s.clone(),
+        None => value,
+    };
+    serde_yaml::from_value(spec_value)
+        .with_context(|| format!("{}: not a NetworkConfiguration spec", path.display()))
+}

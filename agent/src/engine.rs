@@ -1,0 +1,188 @@
+//! The netlink engine's front door: one [`PodNetwork`] per pod network namespace.
+//!
+//! ```no_run
+//! # async fn demo(spec: api::NetworkConfigurationSpec) -> agent::error::Result<()> {
+//! use agent::{engine::PodNetwork, owned::Owned};
+//! let net = PodNetwork::open("/var/run/netns/demo-0", "/proc/1/ns/net").await?;
+//! let report = net.converge(&spec, &Owned::default()).await?;
+//! // persist report.owned; call converge again with it (zero writes when nothing changed)
+//! let mut events = net.events().await?;
+//! # Ok(()) }
+//! ```
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use api::NetworkConfigurationSpec;
+use tokio::sync::broadcast;
+use tracing::{debug, info, instrument};
+
+use crate::apply::{self, ApplyReport, Backoff, Exec};
+use crate::error::Result;
+use crate::netlink::Netlink;
+use crate::netns::NetnsExecutor;
+use crate::observe::Observed;
+use crate::owned::Owned;
+use crate::plan::{self, Plan};
+use crate::watch::{self, NetEvent};
+
+/// A pod's network namespace (and the host namespace, for veth peers and host parents),
+/// each with its own executor thread and rtnetlink socket.
+#[derive(Clone, Debug)]
+pub struct PodNetwork {
+    pod_ns: NetnsExecutor,
+    host_ns: NetnsExecutor,
+    pod: Netlink,
+    host: Netlink,
+}
+
+impl PodNetwork {
+    /// Opens the pod namespace at `pod` (`/var/run/netns/NAME`, `/proc/PID/ns/net`) and the
+    /// host namespace at `host` (normally `/proc/1/ns/net` or `/proc/self/ns/net`).
+    pub async fn open(pod: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<Self> {
+        let pod_ns = NetnsExecutor::spawn(pod)?;
+        let host_ns = NetnsExecutor::spawn(host)?;
+        let pod = Netlink::open(&pod_ns).await?;
+        let host = Netlink::open(&host_ns).await?;
+        Ok(Self {
+            pod_ns,
+            host_ns,
+            pod,
+            host,
+        })
+    }
+
+    /// Identity of the pod namespace (dev + inode of its nsfs file).
+    pub fn identity(&self) -> &api::NetnsIdentity {
+        self.pod_ns.identity()
+    }
+
+    /// The pod namespace's executor, to create other sockets there (e.g. the `@nes` listener).
+    pub fn executor(&self) -> &NetnsExecutor {
+        &self.pod_ns
+    }
+
+    /// The host namespace's executor.
+    pub fn host_executor(&self) -> &NetnsExecutor {
+        &self.host_ns
+    }
+
+    /// Netlink writes sent so far (pod and host sockets).
+    pub fn writes(&self) -> u64 {
+        self.pod.writes() + self.host.writes()
+    }
+
+    /// Reads links, addresses and routes of the pod namespace, and the host's links when
+    /// `with_host`.
+    pub async fn observe_with(&self, with_host: bool) -> Result<Observed> {
+        // One dump at a time: the kernel refuses a second dump on a socket (EBUSY).
+        let links = self.pod.get_links().await?;
+        let addresses = self.pod.get_addresses().await?;
+        let routes = self.pod.dump_routes().await?;
+        let host_links = if with_host {
+            self.host.get_links().await?
+        } else {
+            Vec::new()
+        };
+        Ok(Observed {
+            links,
+            addresses,
+            routes,
+            host_links,
+        })
+    }
+
+    /// Reads the pod namespace's current state (without host links).
+    pub async fn observe(&self) -> Result<Observed> {
+        self.observe_with(false).await
+    }
+
+    /// Validates `desired`, observes and plans without writing (the `--dry-run`).
+    pub async fn plan(
+        &self,
+        desired: &NetworkConfigurationSpec,
+        owned: &Owned,
+    ) -> Result<(Observed, Plan)> {
+        api::validate(desired)?;
+        let observed = self.observe_with(plan::needs_host(desired)).await?;
+        let p = plan::plan(desired, &observed, owned);
+        Ok((observed, p))
+    }
+
+    /// One pass: validate, observe, plan, execute. Errors only when nothing could be done
+    /// (invalid spec, netlink socket gone); kernel refusals are per-op results in the report.
+    #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
+    pub async fn converge(
+        &self,
+        desired: &NetworkConfigurationSpec,
+        owned: &Owned,
+    ) -> Result<ApplyReport> {
+        let (observed, p) = self.plan(desired, owned).await?;
+        let before = self.writes();
+        let x = Exec {
+            pod: &self.pod,
+            host: &self.host,
+            pod_fd: self.pod_ns.file().as_raw_fd(),
+            host_fd: self.host_ns.file().as_raw_fd(),
+        };
+        let n_ops = p.ops.len();
+        let results = if p.ops.is_empty() {
+            Vec::new()
+        } else {
+            apply::execute(&x, p.ops, &observed).await
+        };
+        let report = ApplyReport {
+            writes: self.writes() - before,
+            owned: apply::owned_after(p.owned, &results),
+            results,
+            blocked: p.blocked,
+            netns: self.identity().clone(),
+        };
+        if n_ops > 0 {
+            info!(
+                ops = n_ops,
+                writes = report.writes,
+                failed = report.failures().count(),
+                "converge pass"
+            );
+        } else {
+            debug!(
+                blocked = report.blocked.len(),
+                "converged, nothing to write"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Converges, retrying failed passes with [`Backoff`] until converged or `deadline`
+    /// passes; returns the last report.
+    pub async fn converge_until(
+        &self,
+        desired: &NetworkConfigurationSpec,
+        owned: &Owned,
+        deadline: Duration,
+    ) -> Result<ApplyReport> {
+        let end = Instant::now() + deadline;
+        let mut backoff = Backoff::default();
+        let mut owned = owned.clone();
+        let mut writes = 0;
+        loop {
+            let mut report = self.converge(desired, &owned).await?;
+            writes += report.writes;
+            report.writes = writes;
+            let delay = backoff.next_delay();
+            if report.is_converged() || Instant::now() + delay > end {
+                return Ok(report);
+            }
+            owned = report.owned.clone();
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Subscribes to typed events from the pod namespace's link, address and route groups.
+    pub async fn events(&self) -> Result<broadcast::Receiver<NetEvent>> {
+        let initial = self.pod.get_links().await?;
+        watch::subscribe(&self.pod_ns, initial).await
+    }
+}

@@ -1,0 +1,502 @@
+//! A thin typed layer over rtnetlink: one socket opened inside a namespace, verb methods,
+//! observed-state structs out. Raw netlink types stay in this module.
+//!
+//! Writes are *pipelined*: each verb method enqueues its request on the socket immediately
+//! (so requests reach the kernel in call order, which is the order the kernel applies them)
+//! and returns a [`Pending`] future that resolves on the kernel's acknowledgement. Callers
+//! may hold many of them at once; see [`crate::apply`] for the bounded window.
+
+mod convert;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
+use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::AsyncSocket;
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::netns::NetnsExecutor;
+use crate::observe::{ObservedAddress, ObservedLink, ObservedRoute, NES_ROUTE_PROTOCOL};
+use crate::plan::{LinkKind, RouteTarget};
+
+pub use convert::{parse_event, Change};
+
+/// Receive buffer asked for each socket (root may exceed `rmem_max` with SO_RCVBUFFORCE).
+const RCVBUF: usize = 8 << 20;
+
+/// A kernel acknowledgement still to come.
+pub type Pending = futures::future::BoxFuture<'static, Result<()>>;
+
+/// The rtnetlink socket of one namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+    netns: Arc<str>,
+    writes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netlink")
+            .field("netns", &self.netns)
+            .finish()
+    }
+}
+
+impl Netlink {
+    /// Opens a route-netlink socket inside the executor's namespace and drives it from the
+    /// current tokio runtime.
+    pub async fn open(exec: &NetnsExecutor) -> Result<Self> {
+        let netns: Arc<str> = exec.path().display().to_string().into();
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle) = exec
+            .run(move || -> std::io::Result<_> {
+                let _enter = rt.enter();
+                let (mut conn, handle, _) = rtnetlink::new_connection()?;
+                grow_rcvbuf(conn.socket_mut().socket_mut());
+                Ok((conn, handle))
+            })
+            .await?
+            .map_err(|source| Error::Socket {
+                netns: netns.to_string(),
+                source,
+            })?;
+        tokio::spawn(conn);
+        Ok(Self {
+            handle,
+            netns,
+            writes: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Opens a socket subscribed to link, IPv4/IPv6 address and route notifications.
+    pub(crate) async fn open_multicast(
+        exec: &NetnsExecutor,
+    ) -> Result<
+        futures::channel::mpsc::UnboundedReceiver<(
+            NetlinkMessage<RouteNetlinkMessage>,
+            rtnetlink::sys::SocketAddr,
+        )>,
+    > {
+        use rtnetlink::MulticastGroup as G;
+        let netns = exec.path().display().to_string();
+        let rt = tokio::runtime::Handle::current();
+        let (conn, messages) = exec
+            .run(move || -> std::io::Result<_> {
+                let _enter = rt.enter();
+                let groups = [
+                    G::Link,
+                    G::Ipv4Ifaddr,
+                    G::Ipv6Ifaddr,
+                    G::Ipv4Route,
+                    G::Ipv6Route,
+                ];
+                let (mut conn, _handle, messages) = rtnetlink::new_multicast_connection(&groups)?;
+                grow_rcvbuf(conn.socket_mut().socket_mut());
+                Ok((conn, messages))
+            })
+            .await?
+            .map_err(|source| Error::Socket { netns, source })?;
+        tokio::spawn(conn);
+        Ok(messages)
+    }
+
+    /// Namespace path, for errors and logs.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// Netlink write requests sent so far on this socket.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    // === reads ===
+
+    pub async fn get_links(&self) -> Result<Vec<ObservedLink>> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.read_err("links", "dump links", e))?;
+        Ok(msgs.iter().map(convert::link).collect())
+    }
+
+    pub async fn get_link(&self, name: &str) -> Result<Option<ObservedLink>> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.next().await {
+            Some(Ok(m)) => Ok(Some(convert::link(&m))),
+            Some(Err(rtnetlink::Error::NetlinkError(e))) if errno_of(&e) == Some(libc_enodev()) => {
+                Ok(None)
+            }
+            Some(Err(e)) => Err(self.read_err(&format!("link {name}"), "get link", e)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn get_addresses(&self) -> Result<Vec<ObservedAddress>> {
+        let msgs: Vec<AddressMessage> =
+            self.handle
+                .address()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| self.read_err("addresses", "dump addresses", e))?;
+        Ok(msgs.iter().filter_map(convert::address).collect())
+    }
+
+    /// Unicast routes of every table but `local`, both families.
+    pub async fn dump_routes(&self) -> Result<Vec<ObservedRoute>> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessage::default())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.read_err("routes", "dump routes", e))?;
+        Ok(msgs.iter().filter_map(convert::route).collect())
+    }
+
+    // === writes (pipelined) ===
+
+    /// Creates a link. `parent` is the index of the parent link in the namespace of this
+    /// socket; `move_to` is an open namespace file the new link is created in (for a pod
+    /// link made from a host parent); `peer_ns` is where a veth's peer goes.
+    pub fn create_link(
+        &self,
+        name: &str,
+        kind: &LinkKind,
+        mtu: Option<u32>,
+        parent: Option<u32>,
+        move_to: Option<std::os::fd::RawFd>,
+        peer_ns: Option<std::os::fd::RawFd>,
+    ) -> Result<Pending> {
+        use rtnetlink::packet_route::link::{IpVlanMode, MacVlanMode, VlanProtocol};
+        use rtnetlink::{LinkBridge, LinkIpVlan, LinkMacVlan, LinkVeth, LinkVlan, LinkVxlan};
+        let object = format!("link {name}");
+        let need_parent = || {
+            parent.ok_or_else(|| Error::Conflict {
+                object: object.clone(),
+                reason: "parent link not found".into(),
+            })
+        };
+        let mac_mode = |m: api::LinkMode| match m {
+            api::LinkMode::Private => MacVlanMode::Private,
+            api::LinkMode::Vepa => MacVlanMode::Vepa,
+            api::LinkMode::Passthru => MacVlanMode::Passthrough,
+            _ => MacVlanMode::Bridge,
+        };
+        let ip_mode = |m: api::LinkMode| match m {
+            api::LinkMode::L3 => IpVlanMode::L3,
+            api::LinkMode::L3s => IpVlanMode::L3S,
+            _ => IpVlanMode::L2,
+        };
+        let mut msg = match kind {
+            LinkKind::Bridge => LinkBridge::new(name).build(),
+            LinkKind::Veth { peer } => {
+                let mut peer_msg = LinkUnspec::new_with_name(peer);
+                if let Some(fd) = peer_ns {
+                    peer_msg = peer_msg.setns_by_fd(fd);
+                }
+                LinkVeth::new(name, peer)
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
+                    .build()
+            }
+            LinkKind::Vlan { id, dot1ad, .. } => {
+                let proto = if *dot1ad {
+                    VlanProtocol::Ieee8021Ad
+                } else {
+                    VlanProtocol::Ieee8021Q
+                };
+                LinkVlan::new(name, need_parent()?, *id)
+                    .protocol(proto)
+                    .build()
+            }
+            LinkKind::Macvlan { mode, .. } => {
+                LinkMacVlan::new(name, need_parent()?, mac_mode(*mode)).build()
+            }
+            LinkKind::Ipvlan { mode, .. } => {
+                LinkIpVlan::new(name, need_parent()?, ip_mode(*mode)).build()
+            }
+            LinkKind::Vxlan {
+                vni,
+                remote,
+                local,
+                group,
+                port,
+                parent: p,
+            } => {
+                let mut b = LinkVxlan::new(name, *vni).port(port.unwrap_or(4789));
+                if p.is_some() {
+                    b = b.dev(need_parent()?);
+                }
+                for a in [remote, group].into_iter().flatten() {
+                    b = match a {
+                        IpAddr::V4(v4) => b.group(*v4),
+                        IpAddr::V6(v6) => b.group6(*v6),
+                    };
+                }
+                if let Some(a) = local {
+                    b = match a {
+                        IpAddr::V4(v4) => b.local(*v4),
+                        IpAddr::V6(v6) => b.local6(*v6),
+                    };
+                }
+                b.build()
+            }
+        };
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(fd) = move_to {
+            msg.attributes.push(LinkAttribute::NetNsFd(fd));
+        }
+        self.write(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            object,
+            "create link",
+        )
+    }
+
+    /// Changes settings of a link; `None` leaves a setting alone. `controller`:
+    /// `Some(Some(i))` enslaves to bridge `i`, `Some(None)` releases.
+    pub fn set_link(
+        &self,
+        index: u32,
+        ifname: &str,
+        mtu: Option<u32>,
+        up: Option<bool>,
+        controller: Option<Option<u32>>,
+        alias: Option<&str>,
+    ) -> Result<Pending> {
+        let mut b = LinkUnspec::new_with_index(index);
+        if let Some(m) = mtu {
+            b = b.mtu(m);
+        }
+        match controller {
+            Some(Some(c)) => b = b.controller(c),
+            Some(None) => b = b.nocontroller(),
+            None => {}
+        }
+        if let Some(a) = alias {
+            b = b.alias(a);
+        }
+        match up {
+            Some(true) => b = b.up(),
+            Some(false) => b = b.down(),
+            None => {}
+        }
+        self.write(
+            RouteNetlinkMessage::SetLink(b.build()),
+            0,
+            format!("link {ifname}"),
+            "set link",
+        )
+    }
+
+    pub fn del_link(&self, index: u32, ifname: &str) -> Result<Pending> {
+        let msg = LinkUnspec::new_with_index(index).build();
+        self.write(
+            RouteNetlinkMessage::DelLink(msg),
+            0,
+            format!("link {ifname}"),
+            "delete link",
+        )
+    }
+
+    pub fn add_address(&self, index: u32, ifname: &str, addr: IpNet) -> Result<Pending> {
+        let msg = address_message(index, addr);
+        let object = format!("address {addr} on {ifname}");
+        self.write(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            object,
+            "add address",
+        )
+    }
+
+    pub fn del_address(&self, index: u32, ifname: &str, addr: IpNet) -> Result<Pending> {
+        let msg = address_message(index, addr);
+        self.write(
+            RouteNetlinkMessage::DelAddress(msg),
+            0,
+            format!("address {addr} on {ifname}"),
+            "delete address",
+        )
+    }
+
+    /// Adds (or replaces) a route with nes's route protocol. `oif` is the index of `route.dev`.
+    pub fn add_route(
+        &self,
+        route: &RouteTarget,
+        oif: Option<u32>,
+        replace: bool,
+    ) -> Result<Pending> {
+        let object = format!("route {}", route.key);
+        let mut msg = route_message(route, &object)?;
+        if let Some(i) = oif {
+            msg.attributes
+                .push(rtnetlink::packet_route::route::RouteAttribute::Oif(i));
+        }
+        if let Some(via) = route.via {
+            msg.attributes
+                .push(rtnetlink::packet_route::route::RouteAttribute::Gateway(
+                    via.into(),
+                ));
+        }
+        let flags = NLM_F_CREATE | if replace { NLM_F_REPLACE } else { NLM_F_EXCL };
+        let op = if replace {
+            "replace route"
+        } else {
+            "add route"
+        };
+        self.write(RouteNetlinkMessage::NewRoute(msg), flags, object, op)
+    }
+
+    /// Deletes nes's route with this key (the kernel matches destination, table, metric
+    /// and protocol, so a route of someone else is never hit).
+    pub fn del_route(&self, route: &RouteTarget) -> Result<Pending> {
+        let object = format!("route {}", route.key);
+        let msg = route_message(route, &object)?;
+        self.write(
+            RouteNetlinkMessage::DelRoute(msg),
+            0,
+            object,
+            "delete route",
+        )
+    }
+
+    /// Sends one write request now and returns the acknowledgement to await.
+    fn write(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        object: String,
+        op: &'static str,
+    ) -> Result<Pending> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut handle = self.handle.clone();
+        let mut responses = handle.request(req).map_err(|e| Error::Netlink {
+            object: object.clone(),
+            op,
+            message: e.to_string(),
+        })?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        debug!(netns = %self.netns, %object, op, "netlink write");
+        Ok(Box::pin(async move {
+            while let Some(m) = responses.next().await {
+                if let NetlinkPayload::Error(e) = m.payload {
+                    if let Some(code) = e.code {
+                        return Err(Error::Kernel {
+                            object,
+                            op,
+                            errno: -code.get(),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn read_err(&self, object: &str, op: &'static str, e: rtnetlink::Error) -> Error {
+        match e {
+            rtnetlink::Error::NetlinkError(m) if m.code.is_some() => Error::Kernel {
+                object: object.to_string(),
+                op,
+                errno: errno_of(&m).unwrap_or(0),
+            },
+            other => Error::Netlink {
+                object: format!("{object} in {}", self.netns),
+                op,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+fn errno_of(e: &rtnetlink::packet_core::ErrorMessage) -> Option<i32> {
+    e.code.map(|c| -c.get())
+}
+
+fn libc_enodev() -> i32 {
+    nix::errno::Errno::ENODEV as i32
+}
+
+fn grow_rcvbuf(sock: &rtnetlink::sys::Socket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &RCVBUF).is_err() {
+        let _ = sock.set_rx_buf_sz(RCVBUF);
+    }
+}
+
+fn address_message(index: u32, addr: IpNet) -> AddressMessage {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::AddressFamily;
+    let mut msg = AddressMessage::default();
+    msg.header.index = index;
+    msg.header.prefix_len = addr.prefix_len();
+    msg.header.family = if addr.addr().is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    msg.attributes.push(AddressAttribute::Local(addr.addr()));
+    if addr.addr().is_ipv4() {
+        msg.attributes.push(AddressAttribute::Address(addr.addr()));
+        if let (IpNet::V4(n), true) = (addr, addr.prefix_len() < 31) {
+            msg.attributes
+                .push(AddressAttribute::Broadcast(n.broadcast()));
+        }
+    }
+    msg
+}
+
+fn route_message(route: &RouteTarget, object: &str) -> Result<RouteMessage> {
+    let b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+        .map_err(|e| Error::Conflict {
+            object: object.to_string(),
+            reason: e.to_string(),
+        })?
+        .table_id(route.table)
+        .protocol(RouteProtocol::Other(NES_ROUTE_PROTOCOL))
+        .priority(route.metric);
+    let mut msg = b.build();
+    if route.via.is_none() && route.dst.addr().is_ipv4() {
+        msg.header.scope = rtnetlink::packet_route::route::RouteScope::Link;
+    }
+    if route.metric == 0 {
+        msg.attributes.retain(|a| {
+            !matches!(
+                a,
+                rtnetlink::packet_route::route::RouteAttribute::Priority(0)
+            )
+        });
+    }
+    Ok(msg)
+}

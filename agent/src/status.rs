@@ -1,0 +1,134 @@
+//! Status pieces for `NetworkConfigurationStatus`, computed purely from the desired spec,
+//! the observed kernel state and the last apply report.
+
+use api::{InterfaceStatus, NetworkConfigurationSpec, ObjectState, RouteStatus};
+
+use crate::apply::ApplyReport;
+use crate::observe::Observed;
+use crate::plan::{plan, ObjectRef};
+
+/// Live status of every declared interface and route.
+///
+/// An object is `Applied` when the kernel matches the spec (planning again from `observed`
+/// yields no write for it), `Failed` when it is blocked for a reason a person must fix or
+/// its last write failed, `Pending` otherwise.
+pub fn status(
+    desired: &NetworkConfigurationSpec,
+    observed: &Observed,
+    last: Option<&ApplyReport>,
+) -> (Vec<InterfaceStatus>, Vec<RouteStatus>) {
+    let owned = last.map(|r| r.owned.clone()).unwrap_or_default();
+    let remaining = plan(desired, observed, &owned);
+    let state_of = |related: &dyn Fn(&ObjectRef) -> bool| -> (ObjectState, Option<String>) {
+        if let Some(b) = remaining.blocked.iter().find(|b| related(&b.object)) {
+            return (b.state, Some(b.reason.clone()));
+        }
+        if remaining.ops.iter().any(|o| related(&o.object())) {
+            let err = last.and_then(|r| {
+                r.results.iter().rev().find_map(|res| match &res.outcome {
+                    crate::apply::Outcome::Failed { message, .. } if related(&res.op.object()) => {
+                        Some(message.clone())
+                    }
+                    _ => None,
+                })
+            });
+            return match err {
+                Some(e) => (ObjectState::Failed, Some(e)),
+                None => (ObjectState::Pending, None),
+            };
+        }
+        (ObjectState::Applied, None)
+    };
+
+    let interfaces = desired
+        .interfaces
+        .iter()
+        .map(|i| {
+            let (state, error) = state_of(&|o| o.interface() == Some(i.name.as_str()));
+            let live = observed.link(&i.name);
+            InterfaceStatus {
+                name: i.name.clone(),
+                state,
+                error,
+                index: live.map(|l| l.index),
+                mac: live.and_then(|l| l.mac.clone()),
+                mtu: live.map(|l| l.mtu),
+                oper_state: live.map(|l| l.oper_state.clone()),
+                addresses: live
+                    .map(|l| {
+                        observed
+                            .addresses_of(l.index)
+                            .map(|a| a.to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    let routes = desired
+        .routes
+        .iter()
+        .map(|r| {
+            let obj = ObjectRef::Route(r.key());
+            let (state, error) = state_of(&|o| o == &obj);
+            RouteStatus {
+                dst: r.dst.clone(),
+                table: r.table,
+                metric: r.metric,
+                state,
+                error,
+            }
+        })
+        .collect();
+    (interfaces, routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{ObservedAddress, ObservedLink};
+    use api::InterfaceSpec;
+
+    #[test]
+    fn status_reports_applied_pending_and_live_link_state() {
+        let desired = NetworkConfigurationSpec {
+            interfaces: vec![
+                InterfaceSpec {
+                    name: "eth0".into(),
+                    addresses: vec!["10.0.0.5/24".into()],
+                    ..Default::default()
+                },
+                InterfaceSpec {
+                    name: "net1".into(),
+                    ..Default::default()
+                },
+            ],
+            routes: vec![],
+        };
+        let observed = Observed {
+            links: vec![ObservedLink {
+                index: 2,
+                name: "eth0".into(),
+                mtu: 1500,
+                oper_state: "up".into(),
+                mac: Some("02:00:00:00:00:01".into()),
+                ..Default::default()
+            }],
+            addresses: vec![ObservedAddress {
+                index: 2,
+                addr: "10.0.0.5/24".parse().unwrap(),
+            }],
+            ..Default::default()
+        };
+        let (ifs, _) = status(&desired, &observed, None);
+        assert_eq!(ifs[0].state, ObjectState::Applied);
+        assert_eq!(ifs[0].addresses, vec!["10.0.0.5/24".to_string()]);
+        assert_eq!(ifs[0].index, Some(2));
+        assert_eq!(ifs[1].state, ObjectState::Pending);
+        assert!(ifs[1]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not exist"));
+    }
+}

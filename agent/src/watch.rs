@@ -1,0 +1,442 @@
+//! Netlink events of a pod namespace as typed [`NetEvent`]s, drift detection and the
+//! keeper loop that re-converges on drift (debounced) and retries failures with backoff.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::NetworkConfigurationSpec;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch as tokio_watch};
+use tracing::{debug, warn, Instrument};
+
+use crate::apply::{ApplyReport, Backoff};
+use crate::engine::PodNetwork;
+use crate::error::Result;
+use crate::netlink::{parse_event, Change, Netlink};
+use crate::netns::NetnsExecutor;
+use crate::observe::{ObservedLink, NES_ROUTE_PROTOCOL};
+use crate::owned::Owned;
+
+/// Events are buffered this deep per subscriber; a slow subscriber sees `Lagged`.
+const EVENT_BUFFER: usize = 1024;
+
+/// One change in a pod's network namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "event")]
+pub enum NetEvent {
+    LinkAdded {
+        ifname: String,
+        index: u32,
+    },
+    LinkRemoved {
+        ifname: String,
+        index: u32,
+    },
+    LinkUp {
+        ifname: String,
+        index: u32,
+    },
+    LinkDown {
+        ifname: String,
+        index: u32,
+    },
+    MtuChanged {
+        ifname: String,
+        index: u32,
+        old: u32,
+        new: u32,
+    },
+    AddressAdded {
+        ifname: String,
+        index: u32,
+        address: String,
+    },
+    AddressRemoved {
+        ifname: String,
+        index: u32,
+        address: String,
+    },
+    RouteAdded {
+        dst: String,
+        table: u32,
+        metric: u32,
+        protocol: u8,
+    },
+    RouteRemoved {
+        dst: String,
+        table: u32,
+        metric: u32,
+        protocol: u8,
+    },
+}
+
+impl NetEvent {
+    /// Interface the event is about, if any.
+    pub fn ifname(&self) -> Option<&str> {
+        match self {
+            NetEvent::LinkAdded { ifname, .. }
+            | NetEvent::LinkRemoved { ifname, .. }
+            | NetEvent::LinkUp { ifname, .. }
+            | NetEvent::LinkDown { ifname, .. }
+            | NetEvent::MtuChanged { ifname, .. }
+            | NetEvent::AddressAdded { ifname, .. }
+            | NetEvent::AddressRemoved { ifname, .. } => Some(ifname),
+            _ => None,
+        }
+    }
+}
+
+fn is_up(l: &ObservedLink) -> bool {
+    l.oper_state == "up" || (l.oper_state == "unknown" && l.admin_up)
+}
+
+/// Turns raw changes into events, remembering link state to report transitions.
+#[derive(Default)]
+pub struct EventMapper {
+    links: HashMap<u32, ObservedLink>,
+}
+
+impl EventMapper {
+    pub fn new(initial: Vec<ObservedLink>) -> Self {
+        Self {
+            links: initial.into_iter().map(|l| (l.index, l)).collect(),
+        }
+    }
+
+    /// Events for one change (none, one or several).
+    pub fn map(&mut self, change: Change) -> Vec<NetEvent> {
+        let name_of = |links: &HashMap<u32, ObservedLink>, i: u32| {
+            links.get(&i).map(|l| l.name.clone()).unwrap_or_default()
+        };
+        match change {
+            Change::NewLink(l) => {
+                let (ifname, index) = (l.name.clone(), l.index);
+                let mut out = Vec::new();
+                match self.links.get(&index) {
+                    None => {
+                        out.push(NetEvent::LinkAdded {
+                            ifname: ifname.clone(),
+                            index,
+                        });
+                        if is_up(&l) {
+                            out.push(NetEvent::LinkUp { ifname, index });
+                        }
+                    }
+                    Some(old) => {
+                        if old.mtu != l.mtu {
+                            out.push(NetEvent::MtuChanged {
+                                ifname: ifname.clone(),
+                                index,
+                                old: old.mtu,
+                                new: l.mtu,
+                            });
+                        }
+                        match (is_up(old), is_up(&l)) {
+                            (false, true) => out.push(NetEvent::LinkUp { ifname, index }),
+                            (true, false) => out.push(NetEvent::LinkDown { ifname, index }),
+                            _ => {}
+                        }
+                    }
+                }
+                self.links.insert(index, l);
+                out
+            }
+            Change::DelLink(l) => {
+                self.links.remove(&l.index);
+                vec![NetEvent::LinkRemoved {
+                    ifname: l.name,
+                    index: l.index,
+                }]
+            }
+            Change::NewAddress(a) => vec![NetEvent::AddressAdded {
+                ifname: name_of(&self.links, a.index),
+                index: a.index,
+                address: a.addr.to_string(),
+            }],
+            Change::DelAddress(a) => vec![NetEvent::AddressRemoved {
+                ifname: name_of(&self.links, a.index),
+                index: a.index,
+                address: a.addr.to_string(),
+            }],
+            Change::NewRoute(r) => vec![NetEvent::RouteAdded {
+                dst: r.dst.to_string(),
+                table: r.table,
+                metric: r.metric,
+                protocol: r.protocol,
+            }],
+            Change::DelRoute(r) => vec![NetEvent::RouteRemoved {
+                dst: r.dst.to_string(),
+                table: r.table,
+                metric: r.metric,
+                protocol: r.protocol,
+            }],
+        }
+    }
+}
+
+/// Starts listening in the namespace; events go to the returned receiver (and to every
+/// `resubscribe()` of it). The listener stops when every receiver is dropped.
+pub async fn subscribe(
+    exec: &NetnsExecutor,
+    initial: Vec<ObservedLink>,
+) -> Result<broadcast::Receiver<NetEvent>> {
+    let mut messages = Netlink::open_multicast(exec).await?;
+    let (tx, rx) = broadcast::channel(EVENT_BUFFER);
+    let netns = exec.path().display().to_string();
+    let span = tracing::info_span!("netlink_watch", netns = %netns);
+    tokio::spawn(
+        async move {
+            let mut mapper = EventMapper::new(initial);
+            while let Some((msg, _)) = messages.next().await {
+                let Some(change) = parse_event(&msg) else {
+                    continue;
+                };
+                for ev in mapper.map(change) {
+                    debug!(event = ?ev, "netlink event");
+                    if tx.send(ev).is_err() {
+                        return; // nobody listens any more
+                    }
+                }
+            }
+            warn!("netlink multicast socket closed");
+        }
+        .instrument(span),
+    );
+    Ok(rx)
+}
+
+/// Whether an event may mean that declared or owned state drifted, so a pass is worth
+/// running (the pass itself decides what, if anything, to write).
+pub fn is_drift(ev: &NetEvent, desired: &NetworkConfigurationSpec, owned: &Owned) -> bool {
+    let declared = |n: &str| desired.interfaces.iter().any(|i| i.name == n);
+    match ev {
+        NetEvent::RouteAdded { .. } => false,
+        NetEvent::RouteRemoved {
+            dst,
+            table,
+            metric,
+            protocol,
+        } => {
+            *protocol == NES_ROUTE_PROTOCOL
+                || desired.routes.iter().any(|r| {
+                    r.dst
+                        .parse::<ipnet::IpNet>()
+                        .is_ok_and(|d| d.to_string() == *dst)
+                        && r.table == *table
+                        && (r.metric == *metric || (*metric == 1024 && r.metric == 0))
+                })
+        }
+        NetEvent::AddressAdded { .. } => false,
+        NetEvent::AddressRemoved {
+            ifname, address, ..
+        } => owned.owns_address(ifname, address) || declared(ifname),
+        other => other
+            .ifname()
+            .is_some_and(|n| declared(n) || owned.links.contains(n)),
+    }
+}
+
+/// Options of the keeper loop.
+#[derive(Clone, Debug)]
+pub struct KeeperOptions {
+    /// Quiet time after the last relevant event before a pass runs.
+    pub debounce: Duration,
+    /// A pass runs at least this often, to catch what the events missed.
+    pub resync: Duration,
+}
+
+impl Default for KeeperOptions {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_millis(100),
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Keeps `desired` applied in `net`: converges now, then again on drift (debounced), on a
+/// new desired spec, after a failure (exponential backoff with jitter) and periodically.
+/// Each report is published on the returned channel (its `owned` is the record to persist).
+/// The loop ends when the `desired` sender is dropped.
+pub fn spawn_keeper(
+    net: Arc<PodNetwork>,
+    mut desired: tokio_watch::Receiver<NetworkConfigurationSpec>,
+    owned: Owned,
+    opts: KeeperOptions,
+) -> tokio_watch::Receiver<Option<Arc<ApplyReport>>> {
+    let (tx, rx) = tokio_watch::channel(None);
+    let span = tracing::info_span!("keeper", netns = %net.executor().path().display());
+    tokio::spawn(
+        async move {
+            let mut events = match net.events().await {
+                Ok(e) => e,
+                Err(error) => {
+                    warn!(%error, "cannot subscribe to netlink events; relying on resync");
+                    broadcast::channel(1).1
+                }
+            };
+            let mut owned = owned;
+            let mut backoff = Backoff::default();
+            loop {
+                let spec = desired.borrow_and_update().clone();
+                let retry = match net.converge(&spec, &owned).await {
+                    Ok(report) => {
+                        owned = report.owned.clone();
+                        let ok = report.is_converged();
+                        let _ = tx.send(Some(Arc::new(report)));
+                        if ok {
+                            backoff.reset();
+                            None
+                        } else {
+                            Some(backoff.next_delay())
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%error, "converge pass failed");
+                        Some(backoff.next_delay())
+                    }
+                };
+                let wake = tokio::time::sleep(retry.unwrap_or(opts.resync));
+                tokio::pin!(wake);
+                // Wait for a reason to run again.
+                loop {
+                    tokio::select! {
+                        _ = &mut wake => break,
+                        changed = desired.changed() => {
+                            if changed.is_err() { return; }
+                            break;
+                        }
+                        ev = events.recv() => match ev {
+                            Ok(ev) if is_drift(&ev, &desired.borrow(), &owned) => {
+                                debug!(event = ?ev, "drift");
+                                debounce(&mut events, opts.debounce).await;
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(broadcast::error::RecvError::Closed) => {
+                                tokio::time::sleep(opts.debounce).await;
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    );
+    rx
+}
+
+/// Swallows events until none came for `quiet` (at most 10 x `quiet` in all).
+async fn debounce(events: &mut broadcast::Receiver<NetEvent>, quiet: Duration) {
+    let give_up = tokio::time::Instant::now() + quiet * 10;
+    loop {
+        match tokio::time::timeout(quiet, events.recv()).await {
+            Err(_) => return,
+            Ok(Err(broadcast::error::RecvError::Closed)) => return,
+            Ok(_) if tokio::time::Instant::now() >= give_up => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{ObservedAddress, ObservedRoute};
+
+    fn link(index: u32, name: &str, mtu: u32, up: bool) -> ObservedLink {
+        ObservedLink {
+            index,
+            name: name.into(),
+            mtu,
+            admin_up: up,
+            oper_state: if up { "up" } else { "down" }.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mapper_reports_link_transitions_and_mtu_changes() {
+        let mut m = EventMapper::new(vec![link(2, "eth0", 1500, true)]);
+        assert_eq!(
+            m.map(Change::NewLink(link(2, "eth0", 9000, false))),
+            vec![
+                NetEvent::MtuChanged {
+                    ifname: "eth0".into(),
+                    index: 2,
+                    old: 1500,
+                    new: 9000
+                },
+                NetEvent::LinkDown {
+                    ifname: "eth0".into(),
+                    index: 2
+                },
+            ]
+        );
+        assert_eq!(
+            m.map(Change::NewLink(link(2, "eth0", 9000, true))),
+            vec![NetEvent::LinkUp {
+                ifname: "eth0".into(),
+                index: 2
+            }]
+        );
+        assert_eq!(
+            m.map(Change::DelAddress(ObservedAddress {
+                index: 2,
+                addr: "10.0.0.5/24".parse().unwrap()
+            })),
+            vec![NetEvent::AddressRemoved {
+                ifname: "eth0".into(),
+                index: 2,
+                address: "10.0.0.5/24".into()
+            }]
+        );
+        assert_eq!(
+            m.map(Change::NewLink(link(5, "vx0", 1450, false))),
+            vec![NetEvent::LinkAdded {
+                ifname: "vx0".into(),
+                index: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn drift_is_a_removed_owned_address_or_nes_route_but_not_a_foreign_one() {
+        let desired = NetworkConfigurationSpec {
+            interfaces: vec![api::InterfaceSpec {
+                name: "eth0".into(),
+                ..Default::default()
+            }],
+            routes: vec![],
+        };
+        let mut owned = Owned::default();
+        owned.add_address("eth0", "10.0.0.5/24".into());
+        let removed = |ifname: &str, a: &str| NetEvent::AddressRemoved {
+            ifname: ifname.into(),
+            index: 2,
+            address: a.into(),
+        };
+        assert!(is_drift(&removed("eth0", "10.0.0.5/24"), &desired, &owned));
+        assert!(!is_drift(&removed("lo", "127.0.0.2/8"), &desired, &owned));
+        let r = ObservedRoute {
+            dst: "10.1.0.0/16".parse().unwrap(),
+            table: 254,
+            metric: 0,
+            protocol: 4,
+            gateway: None,
+            oif: None,
+        };
+        let ev = |protocol| NetEvent::RouteRemoved {
+            dst: r.dst.to_string(),
+            table: 254,
+            metric: 0,
+            protocol,
+        };
+        assert!(is_drift(&ev(NES_ROUTE_PROTOCOL), &desired, &owned));
+        assert!(!is_drift(&ev(4), &desired, &owned));
+    }
+}

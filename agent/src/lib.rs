@@ -18,3 +18,4 @@ pub mod watch;
 // -- cri resolver
 pub mod cri;
 // -- standalone agent, socket API
+pub mod standalone;

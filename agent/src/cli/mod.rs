@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod apply;
+pub mod standalone;
 
 /// nes node agent.
 #[derive(Parser, Debug)]
@@ -17,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Apply a network configuration to one network namespace once, then exit.
     Apply(apply::Args),
+    /// Serve every named network namespace of this host as a pod, on @nes inside it.
+    Standalone(standalone::Args),
 }
 
 impl Cli {
@@ -24,6 +27,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<i32> {
         match self.command {
             Command::Apply(args) => apply::run(args).await,
+            Command::Standalone(args) => standalone::run(args).await,
         }
     }
 }

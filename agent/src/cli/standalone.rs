@@ -1,0 +1,59 @@
+//! `nes-agent standalone`: serve every named network namespace of this host as a pod.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::standalone::{run as serve, Options};
+use crate::watch::KeeperOptions;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory where each pod's desired state is kept (survives restarts).
+    #[arg(long, default_value = "/var/lib/nes")]
+    pub state_dir: PathBuf,
+    /// Directory of named network namespaces; each one is served as a pod.
+    #[arg(long, default_value = "/var/run/netns")]
+    pub netns_dir: PathBuf,
+    /// Filesystem socket for root on the host: the same API with ?pod=NAME.
+    #[arg(long, default_value = "/run/nes/admin.sock")]
+    pub admin_socket: PathBuf,
+    /// The host's network namespace.
+    #[arg(long, default_value = "/proc/self/ns/net")]
+    pub host_netns: PathBuf,
+    /// Re-check every pod against its desired state at least this often (seconds).
+    #[arg(long, default_value_t = 300)]
+    pub resync_seconds: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<i32> {
+    let opts = Options {
+        state_dir: args.state_dir,
+        netns_dir: args.netns_dir,
+        admin_socket: args.admin_socket,
+        host_netns: args.host_netns,
+        rescan: Duration::from_secs(5),
+        keeper: KeeperOptions {
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
+            ..Default::default()
+        },
+    };
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        on_signal.cancel();
+    });
+    serve(opts, stop).await.context("standalone agent")?;
+    Ok(0)
+}

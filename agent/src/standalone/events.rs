@@ -1,0 +1,177 @@
+//! A pod's event log: a bounded buffer of sequenced events plus live delivery, so a reader
+//! that reconnects with `since` gets exactly what it missed, or a clear 410 when the buffer
+//! no longer holds it. Nothing is dropped silently.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use api::wire::{Event, EventBody};
+use tokio::sync::broadcast;
+
+/// Events kept per pod for replay.
+pub const DEFAULT_CAPACITY: usize = 4096;
+
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Mutex<Inner>>,
+    live: broadcast::Sender<Event>,
+}
+
+struct Inner {
+    pod: String,
+    next_seq: u64,
+    buffer: VecDeque<Event>,
+    capacity: usize,
+}
+
+/// A `since` older than the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone {
+    pub oldest: u64,
+}
+
+impl EventLog {
+    /// Sequences start at the agent's start time in microseconds, so they keep growing
+    /// across agent restarts without being persisted: a reader resuming from before a restart
+    /// is told (410) that events were missed instead of being handed reused numbers.
+    pub fn new(pod: impl Into<String>, capacity: usize) -> Self {
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        Self::starting_at(pod, capacity, start.max(1))
+    }
+
+    pub fn starting_at(pod: impl Into<String>, capacity: usize, first_seq: u64) -> Self {
+        let (live, _) = broadcast::channel(capacity.max(16));
+        let inner = Inner {
+            pod: pod.into(),
+            next_seq: first_seq,
+            buffer: VecDeque::new(),
+            capacity,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            live,
+        }
+    }
+
+    /// Appends an event and delivers it to live readers.
+    pub fn publish(&self, body: EventBody) -> Event {
+        let mut inner = self.lock();
+        let event = Event {
+            seq: inner.next_seq,
+            time: now_rfc3339(),
+            pod: inner.pod.clone(),
+            body,
+        };
+        inner.next_seq += 1;
+        if inner.buffer.len() == inner.capacity {
+            inner.buffer.pop_front();
+        }
+        inner.buffer.push_back(event.clone());
+        // Sent while holding the lock, so a subscriber sees each event once: either in its
+        // backlog or live, never both and never neither.
+        let _ = self.live.send(event.clone());
+        event
+    }
+
+    /// Events after `since` (all buffered ones when `None`) and a receiver for what follows.
+    pub fn subscribe(
+        &self,
+        since: Option<u64>,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), Gone> {
+        let inner = self.lock();
+        let backlog = inner.after(since)?;
+        Ok((backlog, self.live.subscribe()))
+    }
+
+    /// Buffered events after `since`, for a reader that fell behind the live channel.
+    pub fn replay(&self, since: u64) -> Result<Vec<Event>, Gone> {
+        self.lock().after(Some(since))
+    }
+
+    /// The next sequence number to be assigned.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the buffer inconsistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn after(&self, since: Option<u64>) -> Result<Vec<Event>, Gone> {
+        let Some(since) = since else {
+            return Ok(self.buffer.iter().cloned().collect());
+        };
+        let oldest = self.buffer.front().map(|e| e.seq).unwrap_or(self.next_seq);
+        // `since` is the last sequence the reader saw; it needs since+1 onwards.
+        if since.saturating_add(1) < oldest {
+            return Err(Gone { oldest });
+        }
+        Ok(self
+            .buffer
+            .iter()
+            .filter(|e| e.seq > since)
+            .cloned()
+            .collect())
+    }
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(i: u32) -> EventBody {
+        EventBody::LinkUp {
+            ifname: format!("eth{i}"),
+        }
+    }
+
+    #[test]
+    fn events_are_numbered_in_order_from_the_first_sequence() {
+        let log = EventLog::starting_at("p", 8, 100);
+        let seqs: Vec<_> = (0..3).map(|i| log.publish(up(i)).seq).collect();
+        assert_eq!(seqs, [100, 101, 102]);
+    }
+
+    #[test]
+    fn subscribe_since_returns_exactly_the_missed_events_then_live_ones() {
+        let log = EventLog::starting_at("p", 8, 1);
+        for i in 0..5 {
+            log.publish(up(i));
+        }
+        let (backlog, mut rx) = log.subscribe(Some(3)).expect("in buffer");
+        assert_eq!(backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        log.publish(up(9));
+        assert_eq!(rx.try_recv().expect("live").seq, 6);
+    }
+
+    #[test]
+    fn subscribe_since_older_than_the_buffer_is_gone_with_the_oldest_sequence() {
+        let log = EventLog::starting_at("p", 3, 1);
+        for i in 0..6 {
+            log.publish(up(i));
+        }
+        assert_eq!(log.subscribe(Some(2)).map(|_| ()), Err(Gone { oldest: 4 }));
+        // the event right before the oldest buffered one is still a gapless resume
+        assert_eq!(log.subscribe(Some(3)).expect("resume").0.len(), 3);
+    }
+
+    #[test]
+    fn subscribe_since_the_latest_sequence_has_an_empty_backlog() {
+        let log = EventLog::starting_at("p", 3, 10);
+        log.publish(up(0));
+        assert!(log.subscribe(Some(10)).expect("ok").0.is_empty());
+        // and a reader from before this log existed (agent restart) is told it missed events
+        assert_eq!(log.subscribe(Some(5)).map(|_| ()), Err(Gone { oldest: 10 }));
+    }
+}

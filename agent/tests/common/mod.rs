@@ -1,0 +1,238 @@
+//! Helpers for root integration tests (`netns_*.rs`): throwaway namespaces, skip rules,
+//! polling. Every namespace is named `nes-t-<tag>-<pid>-<n>` and deleted on drop.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A named network namespace created for one test, deleted on drop (even on panic).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("nes-t-{tag}-{}-{n}", std::process::id());
+        run(&["ip", "netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.name))
+    }
+
+    /// Runs `ip -n NAME args...`, panicking with its stderr on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        String::from_utf8_lossy(&run(&full).stdout).into_owned()
+    }
+
+    /// Runs `ip -n NAME args...` and returns its output whatever the status.
+    pub fn try_ip(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("spawn ip")
+    }
+
+    /// `ip -j` output parsed.
+    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["-j"];
+        full.extend_from_slice(args);
+        let out = self.ip(&full);
+        if out.trim().is_empty() {
+            return serde_json::Value::Array(vec![]);
+        }
+        serde_json::from_str(&out).expect("ip -j output is JSON")
+    }
+
+    /// Whether a link with this name exists.
+    pub fn has_link(&self, name: &str) -> bool {
+        self.try_ip(&["link", "show", "dev", name]).status.success()
+    }
+
+    /// Addresses of a link, as CIDR strings.
+    pub fn addresses(&self, dev: &str) -> Vec<String> {
+        let v = self.ip_json(&["addr", "show", "dev", dev]);
+        let mut out = Vec::new();
+        for link in v.as_array().into_iter().flatten() {
+            for a in link["addr_info"].as_array().into_iter().flatten() {
+                out.push(format!(
+                    "{}/{}",
+                    a["local"].as_str().unwrap_or_default(),
+                    a["prefixlen"]
+                ));
+            }
+        }
+        out
+    }
+
+    /// `ip route show table all` lines.
+    pub fn routes(&self) -> String {
+        let mut s = self.ip(&["route", "show", "table", "all"]);
+        s.push_str(&self.ip(&["-6", "route", "show", "table", "all"]));
+        s
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The name of the running test (libtest names threads after tests; nextest runs one per process).
+fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            std::env::args()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .unwrap_or_else(|| "test".into())
+        })
+}
+
+/// True when running as root; otherwise prints `SKIP <test>: needs root`.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("SKIP {}: needs root", test_name());
+    false
+}
+
+/// Whether the running kernel can create a link of `kind` (probed in a throwaway
+/// namespace). When it cannot: panics if `NES_REQUIRE_KINDS` (comma-separated) lists the
+/// kind, else prints `SKIP <test>: kernel lacks <kind> (<reason>)` and returns false.
+pub fn require_kind(kind: &str) -> bool {
+    let Err(reason) = probe_kind(kind) else {
+        return true;
+    };
+    let required = std::env::var("NES_REQUIRE_KINDS").unwrap_or_default();
+    if required.split(',').map(str::trim).any(|k| k == kind) {
+        panic!("kernel lacks {kind} ({reason}) but NES_REQUIRE_KINDS lists it");
+    }
+    eprintln!("SKIP {}: kernel lacks {kind} ({reason})", test_name());
+    false
+}
+
+fn probe_kind(kind: &str) -> Result<(), String> {
+    let ns = Netns::new("probe");
+    let needs_parent = matches!(kind, "vlan" | "macvlan" | "ipvlan" | "macvtap" | "ipvtap");
+    if needs_parent && kind != "veth" {
+        let out = ns.try_ip(&[
+            "link", "add", "probe-p", "type", "veth", "peer", "name", "probe-q",
+        ]);
+        if !out.status.success() {
+            return Err(format!(
+                "cannot create a veth parent: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    let mut args = vec!["link", "add"];
+    if needs_parent {
+        args.extend(["link", "probe-p"]);
+    }
+    args.extend(["name", "probe0", "type", kind]);
+    match kind {
+        "vlan" => args.extend(["id", "10"]),
+        "vxlan" => args.extend(["id", "42", "dstport", "4789"]),
+        "veth" => args.extend(["peer", "name", "probe1"]),
+        "macvlan" => args.extend(["mode", "bridge"]),
+        "ipvlan" => args.extend(["mode", "l2"]),
+        _ => {}
+    }
+    let out = ns.try_ip(&args);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, mut cond: F) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Parses a YAML spec and checks it with the one validator.
+pub fn spec(yaml: &str) -> api::NetworkConfigurationSpec {
+    let s: api::NetworkConfigurationSpec = serde_yaml::from_str(yaml).expect("test spec parses");
+    api::validate(&s).expect("test spec is valid");
+    s
+}
+
+/// A pod-like namespace with `eth0` (a veth whose peer stays inside too), up, with a
+/// "CNI" address and default route, plus an empty host-like namespace.
+pub struct PodFixture {
+    pub pod: Netns,
+    pub host: Netns,
+}
+
+impl PodFixture {
+    pub fn new(tag: &str) -> Self {
+        let pod = Netns::new(tag);
+        let host = Netns::new(&format!("{tag}h"));
+        pod.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "cni-peer",
+        ]);
+        pod.ip(&["link", "set", "eth0", "up"]);
+        pod.ip(&["link", "set", "cni-peer", "up"]);
+        pod.ip(&["addr", "add", "10.244.0.5/24", "dev", "eth0"]);
+        pod.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.244.0.1",
+            "dev",
+            "eth0",
+        ]);
+        Self { pod, host }
+    }
+
+    pub async fn open(&self) -> agent::engine::PodNetwork {
+        agent::engine::PodNetwork::open(self.pod.path(), self.host.path())
+            .await
+            .expect("open pod network")
+    }
+}

@@ -1,0 +1,282 @@
+//! Root tests: converge real network namespaces created by each test.
+
+mod common;
+
+use std::time::Duration;
+
+use agent::apply::Outcome;
+use agent::owned::Owned;
+use common::{require_root, spec, PodFixture};
+
+const BASIC: &str = r#"
+interfaces:
+  - name: eth0
+    mtu: 1400
+    addresses: ["10.10.0.5/24", "10.10.1.5/24"]
+routes:
+  - dst: 10.20.0.0/16
+    via: 10.10.0.1
+  - dst: 10.30.0.0/16
+    dev: eth0
+    table: 100
+    metric: 7
+"#;
+
+#[tokio::test]
+async fn apply_configures_an_existing_interface_and_reapply_writes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("apply");
+    let net = fx.open().await;
+    let desired = spec(BASIC);
+
+    let first = net
+        .converge(&desired, &Owned::default())
+        .await
+        .expect("converge");
+    assert!(first.is_converged(), "{first:#?}");
+    assert_eq!(first.writes, 5, "mtu + 2 addresses + 2 routes");
+    let addrs = fx.pod.addresses("eth0");
+    assert!(
+        addrs.contains(&"10.10.0.5/24".to_string()) && addrs.contains(&"10.10.1.5/24".to_string()),
+        "{addrs:?}"
+    );
+    assert!(
+        addrs.contains(&"10.244.0.5/24".to_string()),
+        "the CNI address stays: {addrs:?}"
+    );
+    let routes = fx.pod.routes();
+    assert!(
+        routes.contains("10.20.0.0/16 via 10.10.0.1 dev eth0 proto 78"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.30.0.0/16 dev eth0 table 100 proto 78 scope link metric 7"),
+        "{routes}"
+    );
+    assert!(fx.pod.ip(&["link", "show", "eth0"]).contains("mtu 1400"));
+
+    let again = net
+        .converge(&desired, &first.owned)
+        .await
+        .expect("re-converge");
+    assert_eq!(
+        again.writes, 0,
+        "re-applying an unchanged spec writes nothing: {again:#?}"
+    );
+    assert_eq!(again.owned, first.owned);
+}
+
+#[tokio::test]
+async fn a_restarted_engine_adopts_the_converged_state_with_zero_writes() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("adopt");
+    let desired = spec(BASIC);
+    let owned = {
+        let net = fx.open().await;
+        net.converge(&desired, &Owned::default())
+            .await
+            .expect("converge")
+            .owned
+    };
+    // A new engine (as after an agent restart) with the persisted record.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("owned.json");
+    owned.save(&path).expect("persist");
+    let net = fx.open().await;
+    let report = net
+        .converge(&desired, &Owned::load(&path).expect("load"))
+        .await
+        .expect("converge");
+    assert_eq!(report.writes, 0, "{report:#?}");
+    assert_eq!(report.owned, owned);
+}
+
+#[tokio::test]
+async fn removing_objects_from_the_spec_removes_only_what_nes_added() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("remove");
+    let net = fx.open().await;
+    let full = spec(
+        r#"
+interfaces:
+  - name: eth0
+    addresses: ["10.10.0.5/24", "10.244.0.5/24"]
+  - name: br0
+    type: bridge
+    addresses: ["192.168.50.1/24"]
+routes:
+  - dst: 10.20.0.0/16
+    via: 10.10.0.1
+"#,
+    );
+    let first = net
+        .converge(&full, &Owned::default())
+        .await
+        .expect("converge");
+    assert!(first.is_converged(), "{first:#?}");
+    assert!(fx.pod.has_link("br0"));
+    // Someone else's static route must survive.
+    fx.pod.ip(&[
+        "route",
+        "add",
+        "10.99.0.0/16",
+        "via",
+        "10.244.0.1",
+        "proto",
+        "static",
+    ]);
+
+    let reduced = spec("interfaces:\n  - name: eth0\n");
+    let report = net
+        .converge(&reduced, &first.owned)
+        .await
+        .expect("converge");
+    assert!(report.is_converged(), "{report:#?}");
+    assert!(!fx.pod.has_link("br0"), "the bridge nes created is gone");
+    let addrs = fx.pod.addresses("eth0");
+    assert!(
+        !addrs.contains(&"10.10.0.5/24".to_string()),
+        "nes's address is gone: {addrs:?}"
+    );
+    assert!(
+        addrs.contains(&"10.244.0.5/24".to_string()),
+        "the CNI's address (declared, never added) stays: {addrs:?}"
+    );
+    let routes = fx.pod.routes();
+    assert!(!routes.contains("proto 78"), "{routes}");
+    assert!(
+        routes.contains("10.99.0.0/16 via 10.244.0.1"),
+        "foreign route stays: {routes}"
+    );
+    assert!(
+        routes.contains("default via 10.244.0.1"),
+        "CNI default route stays: {routes}"
+    );
+    assert!(
+        report.owned.addresses.is_empty() && report.owned.links.is_empty(),
+        "{:?}",
+        report.owned
+    );
+}
+
+#[tokio::test]
+async fn ipv6_addresses_and_routes_converge_and_reapply_writes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("v6");
+    let net = fx.open().await;
+    let desired = spec(
+        r#"
+interfaces:
+  - name: eth0
+    addresses: ["fd00:10::5/64"]
+routes:
+  - dst: fd00:20::/64
+    via: fd00:10::1
+    dev: eth0
+  - dst: fd00:30::/64
+    dev: eth0
+    metric: 300
+    table: 200
+"#,
+    );
+    let first = net
+        .converge(&desired, &Owned::default())
+        .await
+        .expect("converge");
+    assert!(first.is_converged(), "{first:#?}");
+    assert!(fx
+        .pod
+        .addresses("eth0")
+        .contains(&"fd00:10::5/64".to_string()));
+    let routes = fx.pod.routes();
+    assert!(
+        routes.contains("fd00:20::/64 via fd00:10::1 dev eth0 proto 78 metric 1024"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("fd00:30::/64 dev eth0 table 200 proto 78 metric 300"),
+        "{routes}"
+    );
+    let again = net
+        .converge(&desired, &first.owned)
+        .await
+        .expect("converge");
+    assert_eq!(again.writes, 0, "{again:#?}");
+}
+
+#[tokio::test]
+async fn a_refused_write_names_the_object_and_the_errno() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("errno");
+    let net = fx.open().await;
+    // The gateway is on no connected network: the kernel answers ENETUNREACH.
+    let desired = spec(
+        "interfaces:\n  - name: eth0\nroutes:\n  - dst: 10.20.0.0/16\n    via: 172.31.255.1\n",
+    );
+    let report = net
+        .converge(&desired, &Owned::default())
+        .await
+        .expect("converge");
+    let failed: Vec<_> = report.failures().collect();
+    assert_eq!(failed.len(), 1, "{report:#?}");
+    let Outcome::Failed { errno, message } = &failed[0].outcome else {
+        unreachable!()
+    };
+    assert_eq!(*errno, Some(nix::errno::Errno::ENETUNREACH as i32));
+    assert!(
+        message.contains("route 10.20.0.0/16 table 254 metric 0"),
+        "{message}"
+    );
+    assert!(message.contains("ENETUNREACH"), "{message}");
+    assert!(!report.is_converged());
+    assert!(
+        !report.owned.routes.contains(&desired.routes[0].key()),
+        "a failed route is not owned"
+    );
+
+    // Retrying with backoff stops at the deadline and reports the same failure.
+    let started = std::time::Instant::now();
+    let last = net
+        .converge_until(&desired, &Owned::default(), Duration::from_millis(700))
+        .await
+        .expect("retry");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(last.failures().count(), 1);
+    assert!(last.writes >= 2, "retried at least once: {}", last.writes);
+}
+
+#[tokio::test]
+async fn a_link_name_taken_by_someone_else_is_reported_not_taken_over() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("foreign");
+    fx.pod.ip(&["link", "add", "br0", "type", "bridge"]);
+    let net = fx.open().await;
+    let desired = spec("interfaces:\n  - name: br0\n    type: bridge\n    mtu: 1400\n");
+    let report = net
+        .converge(&desired, &Owned::default())
+        .await
+        .expect("converge");
+    assert_eq!(report.writes, 0);
+    assert_eq!(report.blocked.len(), 1, "{report:#?}");
+    assert!(report.blocked[0].reason.contains("not created by nes"));
+    assert!(!fx.pod.ip(&["link", "show", "br0"]).contains("mtu 1400"));
+
+    let (ifs, _) = agent::status::status(
+        &desired,
+        &net.observe().await.expect("observe"),
+        Some(&report),
+    );
+    assert_eq!(ifs[0].state, api::ObjectState::Failed);
+}

@@ -1,0 +1,136 @@
+//! Root tests: typed netlink events and drift healing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::owned::Owned;
+use agent::watch::{spawn_keeper, KeeperOptions, NetEvent};
+use common::{eventually, require_root, spec, PodFixture};
+
+async fn next_matching(
+    rx: &mut tokio::sync::broadcast::Receiver<NetEvent>,
+    want: impl Fn(&NetEvent) -> bool,
+) -> Option<NetEvent> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) if want(&ev) => return Some(ev),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test]
+async fn events_report_link_down_mtu_change_and_address_removal() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("events");
+    let net = fx.open().await;
+    let mut rx = net.events().await.expect("subscribe");
+    fx.pod.ip(&["link", "set", "eth0", "mtu", "1300"]);
+    let ev = next_matching(&mut rx, |e| matches!(e, NetEvent::MtuChanged { .. })).await;
+    assert_eq!(
+        ev,
+        Some(NetEvent::MtuChanged {
+            ifname: "eth0".into(),
+            index: ev_index(&ev),
+            old: 1500,
+            new: 1300
+        })
+    );
+    fx.pod.ip(&["link", "set", "eth0", "down"]);
+    let ev = next_matching(&mut rx, |e| matches!(e, NetEvent::LinkDown { .. })).await;
+    assert!(
+        matches!(ev, Some(NetEvent::LinkDown { ref ifname, .. }) if ifname == "eth0"),
+        "{ev:?}"
+    );
+    fx.pod
+        .ip(&["addr", "add", "10.9.9.9/24", "dev", "cni-peer"]);
+    fx.pod
+        .ip(&["addr", "del", "10.9.9.9/24", "dev", "cni-peer"]);
+    let ev = next_matching(
+        &mut rx,
+        |e| matches!(e, NetEvent::AddressRemoved { address, .. } if address == "10.9.9.9/24"),
+    )
+    .await;
+    assert_eq!(
+        ev.map(|e| match e {
+            NetEvent::AddressRemoved {
+                ifname, address, ..
+            } => (ifname, address),
+            _ => unreachable!(),
+        }),
+        Some(("cni-peer".to_string(), "10.9.9.9/24".to_string()))
+    );
+}
+
+fn ev_index(ev: &Option<NetEvent>) -> u32 {
+    match ev {
+        Some(NetEvent::MtuChanged { index, .. }) => *index,
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn an_owned_address_deleted_behind_nes_back_comes_back() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("drift");
+    let net = Arc::new(fx.open().await);
+    let desired = spec(
+        "interfaces:\n  - name: eth0\n    addresses: [\"10.10.0.5/24\"]\nroutes:\n  - dst: 10.20.0.0/16\n    via: 10.10.0.1\n",
+    );
+    let (_spec_tx, spec_rx) = tokio::sync::watch::channel(desired);
+    let opts = KeeperOptions {
+        debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(3600),
+    };
+    let mut reports = spawn_keeper(net.clone(), spec_rx, Owned::default(), opts);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        reports.wait_for(|r| r.as_ref().is_some_and(|r| r.is_converged())),
+    )
+    .await
+    .expect("first pass in time")
+    .expect("keeper alive");
+    assert!(fx
+        .pod
+        .addresses("eth0")
+        .contains(&"10.10.0.5/24".to_string()));
+
+    // Deleting the address also flushes the route through it; both must come back.
+    fx.pod.ip(&["addr", "del", "10.10.0.5/24", "dev", "eth0"]);
+    let healed = eventually(Duration::from_secs(5), || {
+        fx.pod
+            .addresses("eth0")
+            .contains(&"10.10.0.5/24".to_string())
+            && fx.pod.routes().contains("10.20.0.0/16 via 10.10.0.1")
+    })
+    .await;
+    assert!(
+        healed,
+        "address and route restored; routes:\n{}",
+        fx.pod.routes()
+    );
+
+    // A foreign change (the CNI's address is not ours) causes no write.
+    let writes = net.writes();
+    fx.pod
+        .ip(&["addr", "add", "10.244.1.5/24", "dev", "cni-peer"]);
+    fx.pod
+        .ip(&["addr", "del", "10.244.1.5/24", "dev", "cni-peer"]);
+    assert!(!fx
+        .pod
+        .addresses("cni-peer")
+        .contains(&"10.244.1.5/24".to_string()));
+    assert_eq!(net.writes(), writes, "foreign changes are not drift");
+}

@@ -1,0 +1,292 @@
+//! The command line (clap derive) and the glue that keeps `configure`'s interface flags in
+//! command-line order.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use api::wire::POD_SOCKET_NAME;
+use api::{InterfaceType, LinkMode, LinkState, NetworkConfigurationSpec, RouteSpec};
+use clap::error::ErrorKind;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::fragment::{self, IfaceFlag};
+use crate::output::Format;
+
+/// nescli: declare, inspect and watch this pod's network configuration.
+///
+/// nescli talks to the nes node agent over the abstract unix socket @nes of the network
+/// namespace it runs in, so from inside a pod it always addresses that pod. The host admin
+/// uses a filesystem socket instead (--socket PATH, with --pod NAME).
+///
+/// Exit codes: 0 ok; 1 rejected by the server (its problem is printed); 2 usage error;
+/// 3 the agent is unreachable, not root, or did not answer in time.
+#[derive(Parser, Debug)]
+#[command(name = "nescli", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Filesystem unix socket to use instead of the pod's abstract socket @nes (e.g. the
+    /// host admin socket).
+    #[arg(long, global = true, env = "NES_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Pod to address (admin socket only: needs --socket).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub pod: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// How long to keep trying: connecting (the agent may be restarting: a refused or absent
+    /// socket is retried with backoff), waiting for answers, and `wait`. E.g. 500ms, 30s, 2m.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Abstract socket name to use instead of `nes` (tests and debugging).
+    #[arg(long, global = true, hide = true, env = "NES_ABSTRACT_NAME", default_value = POD_SOCKET_NAME)]
+    pub abstract_name: String,
+
+    /// Accept a server running as this uid instead of root (tests run unprivileged).
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        env = "NES_ALLOW_SERVER_UID",
+        default_value_t = 0
+    )]
+    pub allow_server_uid: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Declare this manager's configuration fragment (replaces its previous fragment)
+    ///
+    /// From a file: `-f FILE` (YAML or JSON; `-` is stdin) holding a fragment
+    /// (`interfaces:` / `routes:`) or a whole NetworkConfiguration (its spec is used).
+    ///
+    /// From flags: `--interface NAME` starts an interface; the interface flags after it
+    /// (--type, --parent, --vlan-id, --mode, --vni, --peer, --mtu, --state, --address) apply to
+    /// it, until the next --interface. `--route` is repeatable.
+    ///
+    /// The agent merges every manager's fragment and validates the result; entries another
+    /// manager declared (e.g. the interface a route's dev names) need not be repeated.
+    #[command(verbatim_doc_comment)]
+    Configure(Box<ConfigureArgs>),
+
+    /// Withdraw this manager's fragment (what it alone declared is removed).
+    Unconfigure(ManagerArgs),
+
+    /// Print the merged desired configuration and which manager owns each entry.
+    Get,
+
+    /// Print the live status: interfaces, routes and conditions, read from the kernel.
+    Status,
+
+    /// Follow events (link, address, route, config), one per line; reconnects on its own.
+    Watch(WatchArgs),
+
+    /// Wait until the configuration is applied (exit 0) or --timeout passes (exit 3).
+    Wait(WaitArgs),
+
+    /// Print a shell completion script, e.g. `nescli completions bash > /etc/bash_completion.d/nescli`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ManagerArgs {
+    /// Field manager: whose fragment this is. Default: the caller's program name (the parent
+    /// process's comm, /proc/PPID/comm), or `nescli` when it cannot be read.
+    #[arg(long, env = "NES_MANAGER", value_name = "NAME")]
+    pub manager: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigureArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+
+    /// Fragment file, YAML or JSON (`-` reads stdin).
+    #[arg(short = 'f', long = "file", visible_alias = "filename", value_name = "FILE",
+          conflicts_with_all = ["interface", "route"])]
+    pub file: Option<PathBuf>,
+
+    /// Start an interface block; the interface flags after it apply to this interface.
+    #[arg(long, value_name = "NAME", value_parser = fragment::parse_ifname, help_heading = "Flag form")]
+    pub interface: Vec<String>,
+
+    /// Interface type: existing (default), vlan, macvlan, ipvlan, bridge, veth, vxlan.
+    #[arg(long = "type", id = "type", value_name = "TYPE", value_parser = fragment::parse_wire_enum::<InterfaceType>, help_heading = "Flag form")]
+    pub kind: Vec<InterfaceType>,
+
+    /// Parent link (vlan, macvlan, ipvlan, vxlan).
+    #[arg(long, value_name = "IF", value_parser = fragment::parse_ifname, help_heading = "Flag form")]
+    pub parent: Vec<String>,
+
+    /// VLAN id, 1-4094.
+    #[arg(long, value_name = "ID", help_heading = "Flag form")]
+    pub vlan_id: Vec<u16>,
+
+    /// macvlan mode (private, vepa, bridge, passthru) or ipvlan mode (l2, l3, l3s).
+    #[arg(long, value_name = "MODE", value_parser = fragment::parse_wire_enum::<LinkMode>, help_heading = "Flag form")]
+    pub mode: Vec<LinkMode>,
+
+    /// VXLAN network identifier.
+    #[arg(long, value_name = "VNI", help_heading = "Flag form")]
+    pub vni: Vec<u32>,
+
+    /// veth: name of the host-side end.
+    #[arg(long, value_name = "NAME", value_parser = fragment::parse_ifname, help_heading = "Flag form")]
+    pub peer: Vec<String>,
+
+    /// MTU.
+    #[arg(long, value_name = "BYTES", help_heading = "Flag form")]
+    pub mtu: Vec<u32>,
+
+    /// Administrative state: up or down.
+    #[arg(long, value_name = "STATE", value_parser = fragment::parse_wire_enum::<LinkState>, help_heading = "Flag form")]
+    pub state: Vec<LinkState>,
+
+    /// Address in CIDR form, e.g. 10.0.0.5/24 or fd00::5/64 (repeatable).
+    #[arg(long, value_name = "CIDR", value_parser = fragment::parse_address, help_heading = "Flag form")]
+    pub address: Vec<String>,
+
+    /// Route DST[,via=GW][,dev=IF][,metric=N][,table=N] (repeatable). DST may be `default`.
+    #[arg(long, value_name = "ROUTE", value_parser = fragment::parse_route, help_heading = "Flag form")]
+    pub route: Vec<RouteSpec>,
+
+    /// The fragment the flags describe (filled from the flags in command-line order).
+    #[arg(skip)]
+    pub fragment: Option<NetworkConfigurationSpec>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Resume after this sequence number (the last one you saw).
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WaitArgs {
+    /// Condition to wait for.
+    #[arg(long = "for", value_enum, value_name = "CONDITION")]
+    pub condition: WaitFor,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The Applied condition is True for the current generation.
+    Applied,
+}
+
+impl Cli {
+    /// Parses `std::env::args_os()`; on error prints clap's message and exits 2 (0 for
+    /// `--help`/`--version`).
+    pub fn parse_args() -> Cli {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses an argument list, including the ordered `configure` flags.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        if cli.global.pod.is_some() && cli.global.socket.is_none() {
+            return Err(cmd.error(
+                ErrorKind::MissingRequiredArgument,
+                "--pod needs --socket PATH (the admin socket); over @nes a pod addresses only itself",
+            ));
+        }
+        if let (Command::Configure(c), Some(("configure", sub))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            let sub_cmd = cmd
+                .find_subcommand_mut("configure")
+                .map(|c| c.clone().bin_name("nescli configure"));
+            let mut sub_cmd = sub_cmd.unwrap_or_else(Cli::command);
+            if c.file.is_none() {
+                if c.interface.is_empty() && c.route.is_empty() && ordered_flags(sub).is_empty() {
+                    return Err(sub_cmd.error(
+                        ErrorKind::MissingRequiredArgument,
+                        "configure needs -f FILE, or --interface/--route flags",
+                    ));
+                }
+                let fragment = fragment::build(&ordered_flags(sub), &c.route)
+                    .map_err(|e| sub_cmd.error(ErrorKind::ArgumentConflict, e))?;
+                c.fragment = Some(fragment);
+            } else if !ordered_flags(sub).is_empty() {
+                return Err(sub_cmd.error(
+                    ErrorKind::ArgumentConflict,
+                    "-f FILE cannot be combined with the interface flags",
+                ));
+            }
+        }
+        Ok(cli)
+    }
+}
+
+/// The interface flags of `configure` in the order they were given.
+fn ordered_flags(m: &ArgMatches) -> Vec<IfaceFlag> {
+    let mut all: Vec<(usize, IfaceFlag)> = Vec::new();
+    collect(m, "interface", IfaceFlag::Interface, &mut all);
+    collect(m, "type", IfaceFlag::Type, &mut all);
+    collect(m, "parent", IfaceFlag::Parent, &mut all);
+    collect(m, "vlan_id", IfaceFlag::VlanId, &mut all);
+    collect(m, "mode", IfaceFlag::Mode, &mut all);
+    collect(m, "vni", IfaceFlag::Vni, &mut all);
+    collect(m, "peer", IfaceFlag::Peer, &mut all);
+    collect(m, "mtu", IfaceFlag::Mtu, &mut all);
+    collect(m, "state", IfaceFlag::State, &mut all);
+    collect(m, "address", IfaceFlag::Address, &mut all);
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, f)| f).collect()
+}
+
+fn collect<T: Clone + Send + Sync + 'static>(
+    m: &ArgMatches,
+    id: &str,
+    wrap: fn(T) -> IfaceFlag,
+    out: &mut Vec<(usize, IfaceFlag)>,
+) {
+    let (Some(indices), Some(values)) = (m.indices_of(id), m.get_many::<T>(id)) else {
+        return;
+    };
+    out.extend(indices.zip(values.cloned().map(wrap)));
+}
+
+/// `500ms`, `30s`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let bad = || format!("{s:?} is not a duration such as 500ms, 30s, 2m or 1h");
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests;

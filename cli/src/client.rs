@@ -1,0 +1,479 @@
+//! Transport: HTTP/1.1 over a unix socket (the pod's abstract `@nes`, or a filesystem socket),
+//! with connection retries, a peer-credential check and one deadline per operation.
+
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use api::wire::{ProblemDetails, MAX_BODY_BYTES};
+use http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use tokio::time::{sleep, timeout_at, Instant};
+use tracing::{debug, info};
+
+use crate::error::{humanize, Error, Result};
+
+/// Largest answer read into memory (a status of a big pod is far smaller).
+const MAX_ANSWER_BYTES: usize = 16 * MAX_BODY_BYTES;
+/// Longest line of the event stream.
+const MAX_EVENT_LINE: usize = MAX_BODY_BYTES;
+
+/// Where the agent listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An abstract unix socket name (without the leading NUL) in the caller's netns.
+    Abstract(String),
+    /// A filesystem unix socket.
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Abstract(name) => write!(f, "@{name}"),
+            Endpoint::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A client of the socket API. Every call opens its own connection (calls are few and the
+/// agent may restart between them).
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+    /// `pod=NAME` on every request (admin socket only).
+    pod: Option<String>,
+    /// The uid the server must run as: 0, unless a test says otherwise.
+    trusted_uid: u32,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint, pod: Option<String>, trusted_uid: u32) -> Self {
+        Self {
+            endpoint,
+            pod,
+            trusted_uid,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// `path?k=v&...` with `pod=` added when addressing a pod on the admin socket.
+    pub fn uri(&self, path: &str, query: &[(&str, &str)]) -> String {
+        let pod = self.pod.as_deref().map(|p| ("pod", p));
+        let pairs: Vec<String> = query
+            .iter()
+            .copied()
+            .chain(pod)
+            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .collect();
+        if pairs.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{}", pairs.join("&"))
+        }
+    }
+
+    /// One JSON request/answer: 2xx -> `T`; any other status -> [`Error::Rejected`].
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<T> {
+        let resp = self.send(method, uri, body, deadline).await?;
+        let status = resp.status();
+        let bytes = self.read_body(resp, deadline).await?;
+        if !status.is_success() {
+            return Err(Error::Rejected(Box::new(problem_from(status, &bytes))));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse {
+            endpoint: self.endpoint.to_string(),
+            message: format!("HTTP {status} with a body that is not the expected JSON: {e}"),
+        })
+    }
+
+    /// Sends a request and returns the answer once its headers arrive. Connection failures,
+    /// exchanges broken before an answer, and 503 are retried with backoff until `deadline`
+    /// (every call of the API is idempotent).
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>> {
+        let start = Instant::now();
+        let mut backoff = Backoff::default();
+        loop {
+            let mut sender = self.connect(start, deadline, &mut backoff).await?;
+            let req = self.request(&method, uri, body.clone())?;
+            let last = match timeout_at(deadline, sender.send_request(req)).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!("no answer from {} to {method} {uri}", self.endpoint),
+                        after: start.elapsed(),
+                    })
+                }
+                Ok(Ok(resp)) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    let bytes = self.read_body(resp, deadline).await.unwrap_or_default();
+                    let p = problem_from(StatusCode::SERVICE_UNAVAILABLE, &bytes);
+                    Error::Timeout {
+                        what: format!(
+                            "the nes agent at {} stayed unavailable: {}{}",
+                            self.endpoint,
+                            p.title,
+                            p.detail.map(|d| format!(": {d}")).unwrap_or_default()
+                        ),
+                        after: start.elapsed(),
+                    }
+                }
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(source)) => Error::Http {
+                    endpoint: self.endpoint.to_string(),
+                    source,
+                },
+            };
+            let Some(delay) = backoff.delay_before(deadline) else {
+                return Err(last);
+            };
+            info!(error = %last, retry_in = %humanize(delay), "request failed; retrying");
+            sleep(delay).await;
+        }
+    }
+
+    fn request(
+        &self,
+        method: &Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Request<Full<Bytes>>> {
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header(HOST, "nes")
+            .header(
+                ACCEPT,
+                "application/json, application/x-ndjson, application/problem+json",
+            );
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| Error::Usage(format!("cannot build the request {method} {uri}: {e}")))
+    }
+
+    /// Connects, retrying a refused or absent socket with backoff until `deadline`, checks
+    /// the server's credentials and does the HTTP/1.1 handshake.
+    async fn connect(
+        &self,
+        start: Instant,
+        deadline: Instant,
+        backoff: &mut Backoff,
+    ) -> Result<SendRequest<Full<Bytes>>> {
+        let stream = loop {
+            let attempt = timeout_at(deadline, connect_once(self.endpoint.clone())).await;
+            let source = match attempt {
+                Ok(Ok(stream)) => break stream,
+                Ok(Err(e)) => e,
+                Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect did not complete"),
+            };
+            let unreachable = |source| Error::Unreachable {
+                endpoint: self.endpoint.to_string(),
+                waited: start.elapsed(),
+                source,
+            };
+            if !is_transient(&source) {
+                return Err(unreachable(source));
+            }
+            let Some(delay) = backoff.delay_before(deadline) else {
+                return Err(unreachable(source));
+            };
+            // Tests synchronise on this line (RUST_LOG=debug): keep "connect failed; retrying".
+            debug!(endpoint = %self.endpoint, error = %source, retry_in = %humanize(delay), "connect failed; retrying");
+            sleep(delay).await;
+        };
+        let cred = stream.peer_cred().map_err(|source| Error::Unreachable {
+            endpoint: self.endpoint.to_string(),
+            waited: start.elapsed(),
+            source,
+        })?;
+        if cred.uid() != self.trusted_uid {
+            return Err(Error::UntrustedServer {
+                endpoint: self.endpoint.to_string(),
+                uid: cred.uid(),
+            });
+        }
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream));
+        let (sender, conn) = match timeout_at(deadline, handshake).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(source)) => {
+                return Err(Error::Http {
+                    endpoint: self.endpoint.to_string(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: format!("HTTP handshake with {}", self.endpoint),
+                    after: start.elapsed(),
+                })
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                debug!(%error, "connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn read_body(&self, resp: Response<Incoming>, deadline: Instant) -> Result<Bytes> {
+        let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES);
+        match timeout_at(deadline, body.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) => Err(Error::BadResponse {
+                endpoint: self.endpoint.to_string(),
+                message: format!("reading the answer: {e}"),
+            }),
+            Err(_) => Err(Error::Timeout {
+                what: format!("reading the answer of {}", self.endpoint),
+                after: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// The problem of a non-2xx answer whose body has not been read yet.
+    pub async fn problem(&self, resp: Response<Incoming>, deadline: Instant) -> ProblemDetails {
+        let status = resp.status();
+        let bytes = self.read_body(resp, deadline).await.unwrap_or_default();
+        problem_from(status, &bytes)
+    }
+}
+
+/// One connection attempt. The connect itself is a blocking call (an abstract address has no
+/// tokio constructor), so it runs on the blocking pool.
+async fn connect_once(endpoint: Endpoint) -> io::Result<tokio::net::UnixStream> {
+    let std_stream = tokio::task::spawn_blocking(move || match &endpoint {
+        Endpoint::Abstract(name) => {
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            std::os::unix::net::UnixStream::connect_addr(&addr)
+        }
+        Endpoint::Path(path) => std::os::unix::net::UnixStream::connect(path),
+    })
+    .await
+    .map_err(io::Error::other)??;
+    std_stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(std_stream)
+}
+
+/// Errors that mean "the agent is not there right now" (restarting, not yet bound).
+fn is_transient(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | NotFound
+            | ConnectionReset
+            | ConnectionAborted
+            | WouldBlock
+            | Interrupted
+            | TimedOut
+    )
+}
+
+/// A problem from an error answer; a body that is not problem JSON becomes one carrying
+/// the status and the start of the text.
+pub fn problem_from(status: StatusCode, body: &[u8]) -> ProblemDetails {
+    if let Ok(p) = serde_json::from_slice::<ProblemDetails>(body) {
+        return p;
+    }
+    let text = String::from_utf8_lossy(body);
+    let text: String = text.trim().chars().take(500).collect();
+    let title = status.canonical_reason().unwrap_or("error").to_string();
+    let mut p = ProblemDetails::new(status.as_u16(), title, text);
+    if p.detail.as_deref() == Some("") {
+        p.detail = Some(format!("HTTP {}", status.as_u16()));
+    }
+    p
+}
+
+/// Exponential backoff with jitter: each delay is drawn from [base/2, base], base doubling
+/// from 50ms to 2s, and never past the deadline.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Backoff {
+    /// The next delay, or `None` when the deadline has passed.
+    pub fn delay_before(&mut self, deadline: Instant) -> Option<Duration> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        Some(self.next_delay().min(left))
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.base;
+        self.base = (self.base * 2).min(self.max);
+        let half = base / 2;
+        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
+        half + Duration::from_millis(jitter)
+    }
+}
+
+/// Reads an NDJSON body line by line.
+pub struct Lines {
+    body: Incoming,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Lines {
+    pub fn new(body: Incoming) -> Self {
+        Self {
+            body,
+            buf: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next non-empty line, `Ok(None)` at the end of the stream.
+    pub async fn next_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let line = line.trim_ascii();
+                if line.is_empty() {
+                    continue;
+                }
+                return Ok(Some(line.to_vec()));
+            }
+            if self.done {
+                let rest = std::mem::take(&mut self.buf);
+                let rest = rest.trim_ascii();
+                return Ok((!rest.is_empty()).then(|| rest.to_vec()));
+            }
+            if self.buf.len() > MAX_EVENT_LINE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("an event line is longer than {MAX_EVENT_LINE} bytes"),
+                ));
+            }
+            match self.body.frame().await {
+                None => self.done = true,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded_and_the_pod_is_appended() {
+        let c = Client::new(Endpoint::Path("/x".into()), Some("demo-0".into()), 0);
+        assert_eq!(
+            c.uri("/v1/self/config", &[("manager", "my app&x=1")]),
+            "/v1/self/config?manager=my%20app%26x%3D1&pod=demo-0"
+        );
+        let c = Client::new(Endpoint::Abstract("nes".into()), None, 0);
+        assert_eq!(c.uri("/v1/self/status", &[]), "/v1/self/status");
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_under_its_cap() {
+        let mut b = Backoff::default();
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(25) && delays[0] <= Duration::from_millis(50));
+        assert!(delays[3] >= Duration::from_millis(200), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(2)),
+            "{delays:?}"
+        );
+        assert!(delays[9] >= Duration::from_secs(1), "{delays:?}");
+    }
+
+    #[test]
+    fn backoff_stops_at_the_deadline() {
+        let mut b = Backoff::default();
+        assert_eq!(b.delay_before(Instant::now()), None);
+        let d = b.delay_before(Instant::now() + Duration::from_millis(10));
+        assert!(d.is_some_and(|d| d <= Duration::from_millis(10)), "{d:?}");
+    }
+
+    #[test]
+    fn an_answer_that_is_not_problem_json_still_becomes_a_problem() {
+        let p = problem_from(StatusCode::NOT_FOUND, b"no such pod\n");
+        assert_eq!((p.status, p.title.as_str()), (404, "Not Found"));
+        assert_eq!(p.detail.as_deref(), Some("no such pod"));
+        let p = problem_from(StatusCode::BAD_REQUEST, b"");
+        assert_eq!(p.detail.as_deref(), Some("HTTP 400"));
+    }
+
+    #[test]
+    fn a_problem_json_answer_is_kept_as_sent() {
+        let sent = ProblemDetails::gone(3, 10);
+        let p = problem_from(
+            StatusCode::GONE,
+            &serde_json::to_vec(&sent).unwrap_or_default(),
+        );
+        assert_eq!(p, sent);
+    }
+
+    #[test]
+    fn only_absent_or_refused_sockets_are_retried() {
+        use io::ErrorKind::*;
+        for (kind, retried) in [
+            (ConnectionRefused, true),
+            (NotFound, true),
+            (PermissionDenied, false),
+            (InvalidInput, false),
+        ] {
+            assert_eq!(is_transient(&io::Error::from(kind)), retried, "{kind:?}");
+        }
+    }
+}

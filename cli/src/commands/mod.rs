@@ -1,0 +1,80 @@
+//! One module per subcommand.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::args::GlobalArgs;
+use crate::client::{Client, Endpoint};
+use crate::output::Format;
+
+pub mod completions;
+pub mod configure;
+pub mod get;
+pub mod status;
+pub mod unconfigure;
+pub mod wait;
+pub mod watch;
+
+/// What every command needs: the client, the output format and the time budget.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub client: Client,
+    pub output: Format,
+    pub timeout: Duration,
+}
+
+impl Context {
+    pub fn new(g: &GlobalArgs) -> Self {
+        let endpoint = match &g.socket {
+            Some(path) => Endpoint::Path(path.clone()),
+            None => Endpoint::Abstract(g.abstract_name.clone()),
+        };
+        Self {
+            client: Client::new(endpoint, g.pod.clone(), g.allow_server_uid),
+            output: g.output,
+            timeout: g.timeout,
+        }
+    }
+
+    /// The deadline of an operation starting now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+}
+
+/// The field manager: `--manager`/`NES_MANAGER`, else the caller's program name (the parent
+/// process's `comm`), else `nescli`.
+pub fn manager_name(explicit: Option<String>) -> String {
+    if let Some(m) = explicit {
+        return m;
+    }
+    let ppid = std::os::unix::process::parent_id();
+    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok();
+    manager_from_comm(comm.as_deref())
+}
+
+/// `comm` trimmed, or `nescli` when it is missing or blank.
+pub fn manager_from_comm(comm: Option<&str>) -> String {
+    match comm.map(str::trim) {
+        Some(c) if !c.is_empty() => c.to_string(),
+        _ => "nescli".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manager_is_the_parents_comm_or_nescli() {
+        for (comm, want) in [
+            (Some("myapp\n"), "myapp"),
+            (Some("  \n"), "nescli"),
+            (None, "nescli"),
+        ] {
+            assert_eq!(manager_from_comm(comm), want, "{comm:?}");
+        }
+        assert_eq!(manager_name(Some("explicit".into())), "explicit");
+    }
+}

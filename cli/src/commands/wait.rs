@@ -1,0 +1,71 @@
+//! `nescli wait --for=applied`: poll the live status until the condition holds.
+
+use std::time::Duration;
+
+use api::wire::StatusView;
+use tokio::time::{sleep, Instant};
+use tracing::debug;
+
+use super::{status, Context};
+use crate::args::{WaitArgs, WaitFor};
+use crate::error::{Error, Result};
+use crate::output::{self, Format};
+
+/// How often the status is read.
+const POLL: Duration = Duration::from_millis(200);
+
+pub async fn run(ctx: &Context, args: WaitArgs) -> Result<()> {
+    let start = Instant::now();
+    let deadline = ctx.deadline();
+    loop {
+        let view = status::fetch(ctx, deadline).await?;
+        let done = match args.condition {
+            WaitFor::Applied => view.is_applied(),
+        };
+        if done {
+            return match ctx.output {
+                Format::Table => {
+                    println!("applied (generation {})", view.generation);
+                    Ok(())
+                }
+                format => output::status(&mut std::io::stdout().lock(), format, &view),
+            };
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout {
+                what: format!(
+                    "waiting for the configuration to be applied ({})",
+                    why_not(&view)
+                ),
+                after: start.elapsed(),
+            });
+        }
+        debug!(generation = view.generation, "not applied yet");
+        sleep(POLL.min(deadline - now)).await;
+    }
+}
+
+/// Why the status is not applied, from its `Applied` condition.
+pub fn why_not(view: &StatusView) -> String {
+    match view.status.conditions.iter().find(|c| c.type_ == "Applied") {
+        None => format!("generation {}: no Applied condition yet", view.generation),
+        Some(c) if c.observed_generation != Some(view.generation) => format!(
+            "generation {}: the agent has not observed it yet (Applied is about generation {})",
+            view.generation,
+            c.observed_generation
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "-".into())
+        ),
+        Some(c) => {
+            let mut s = format!("generation {}: Applied={}", view.generation, c.status);
+            if !c.reason.is_empty() {
+                s.push_str(&format!(" {}", c.reason));
+            }
+            if !c.message.is_empty() {
+                s.push_str(&format!(": {}", c.message));
+            }
+            s
+        }
+    }
+}

@@ -45,6 +45,9 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
     netns: Arc<str>,
     writes: Arc<AtomicU64>,
+    /// The kernel serves one dump per socket at a time (another is EBUSY); status reads,
+    /// the keeper and the event watcher share this socket, so dumps take turns.
+    dumps: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Netlink {
@@ -78,6 +81,7 @@ impl Netlink {
             handle,
             netns,
             writes: Arc::new(AtomicU64::new(0)),
+            dumps: Arc::default(),
         })
     }
 
@@ -126,6 +130,7 @@ impl Netlink {
     // === reads ===
 
     pub async fn get_links(&self) -> Result<Vec<ObservedLink>> {
+        let _turn = self.dumps.lock().await;
         let msgs: Vec<LinkMessage> = self
             .handle
             .link()
@@ -155,6 +160,7 @@ impl Netlink {
     }
 
     pub async fn get_addresses(&self) -> Result<Vec<ObservedAddress>> {
+        let _turn = self.dumps.lock().await;
         let msgs: Vec<AddressMessage> =
             self.handle
                 .address()
@@ -168,6 +174,7 @@ impl Netlink {
 
     /// Unicast routes of every table but `local`, both families.
     pub async fn dump_routes(&self) -> Result<Vec<ObservedRoute>> {
+        let _turn = self.dumps.lock().await;
         let msgs: Vec<RouteMessage> = self
             .handle
             .route()

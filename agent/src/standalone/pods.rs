@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::conditions::{self, APPLIED, DEGRADED};
 use api::merge::{merge, merge_applying};
@@ -23,6 +23,7 @@ use super::serve::serve;
 use super::store::{DesiredStore, PodRecord};
 use crate::apply::{ApplyReport, Backoff};
 use crate::engine::PodNetwork;
+use crate::observe::Observed;
 use crate::watch::{spawn_keeper, KeeperOptions, NetEvent};
 
 /// Every pod served, by name.
@@ -69,6 +70,9 @@ pub struct Pod {
     events: EventLog,
     stop: CancellationToken,
     conditions: Mutex<Vec<Condition>>,
+    /// The last kernel reading and when it started: concurrent status reads share one
+    /// netlink dump (a socket serves one dump at a time) instead of queueing many.
+    observed: tokio::sync::Mutex<Option<(Instant, Arc<Observed>)>>,
     /// Why the pod cannot be served as it should (e.g. `@nes` squatted).
     degraded: Mutex<Option<(String, String)>>,
 }
@@ -109,6 +113,7 @@ impl Pod {
             events: EventLog::new(name, DEFAULT_CAPACITY),
             stop: CancellationToken::new(),
             conditions: Mutex::new(Vec::new()),
+            observed: tokio::sync::Mutex::new(None),
             degraded: Mutex::new(None),
         });
         let span = tracing::info_span!("pod", pod = name, netns = %netns.display());
@@ -310,6 +315,27 @@ impl Pod {
                 routes,
             },
         })
+    }
+
+    /// A kernel reading taken no earlier than `asked`: one in flight when the caller asked
+    /// is reused, so a burst of readers costs one dump.
+    async fn observe_since(&self, asked: Instant) -> Result<Arc<Observed>, ApiError> {
+        let mut cached = self.observed.lock().await;
+        if let Some((taken, observed)) = cached.as_ref() {
+            if *taken >= asked {
+                return Ok(observed.clone());
+            }
+        }
+        let taken = Instant::now();
+        let observed = Arc::new(self.net.observe().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the kernel",
+                e.to_string(),
+            )
+        })?);
+        *cached = Some((taken, observed.clone()));
+        Ok(observed)
     }
 
     fn set_degraded(&self, reason: &str, message: String) {

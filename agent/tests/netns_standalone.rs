@@ -1,0 +1,765 @@
+//! The standalone agent end to end: real namespaces, the real agent, real `@nes` sockets.
+//! Each test runs its own agent on its own netns directory, with a throwaway "host".
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use agent::netns::NetnsExecutor;
+use agent::standalone::{podsock, Options};
+use agent::watch::KeeperOptions;
+use api::wire::{ConfigView, Event, EventBody, ProblemDetails, StatusView};
+use common::{eventually, require_root, Netns};
+use http_body_util::{BodyExt, Full};
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// An agent serving the namespaces bind-mounted into its own netns directory.
+struct Agent {
+    dir: tempfile::TempDir,
+    host: Netns,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    mounted: Vec<PathBuf>,
+}
+
+impl Agent {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("netns")).expect("netns dir");
+        let mut a = Self {
+            dir,
+            host: Netns::new("sah"),
+            stop: CancellationToken::new(),
+            task: None,
+            mounted: vec![],
+        };
+        a.restart().await;
+        a
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            state_dir: self.dir.path().join("state"),
+            netns_dir: self.dir.path().join("netns"),
+            admin_socket: self.dir.path().join("run/admin.sock"),
+            host_netns: self.host.path(),
+            rescan: Duration::from_millis(500),
+            keeper: KeeperOptions {
+                debounce: Duration::from_millis(50),
+                resync: Duration::from_secs(300),
+            },
+        }
+    }
+
+    /// Stops the running agent (if any) and starts a new one on the same state.
+    async fn restart(&mut self) {
+        self.shutdown().await;
+        self.stop = CancellationToken::new();
+        let (opts, stop) = (self.options(), self.stop.clone());
+        self.task = Some(tokio::spawn(async move {
+            agent::standalone::run(opts, stop)
+                .await
+                .expect("agent runs");
+        }));
+    }
+
+    async fn shutdown(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("agent task");
+        }
+    }
+
+    /// Makes `ns` a pod of this agent.
+    fn add(&mut self, ns: &Netns) {
+        let target = self.dir.path().join("netns").join(&ns.name);
+        std::fs::write(&target, b"").expect("mount point");
+        sh(&[
+            "mount",
+            "--bind",
+            &ns.path().to_string_lossy(),
+            &target.to_string_lossy(),
+        ]);
+        self.mounted.push(target);
+    }
+
+    fn remove(&mut self, ns: &Netns) {
+        let target = self.dir.path().join("netns").join(&ns.name);
+        // lazily, as `ip netns del` does: the agent may still hold the file open
+        sh(&["umount", "-l", &target.to_string_lossy()]);
+        std::fs::remove_file(&target).expect("remove mount point");
+        self.mounted.retain(|m| m != &target);
+    }
+
+    async fn admin(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
+        let path = self.options().admin_socket;
+        let end = Instant::now() + DEADLINE;
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > end => panic!("admin socket {}: {e}", path.display()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        request(stream, method, uri, body).await
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for m in &self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(m).output();
+        }
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client inside a pod: connects to that namespace's `@nes`, retrying until the agent binds it.
+struct PodClient {
+    exec: NetnsExecutor,
+}
+
+impl PodClient {
+    fn new(ns: &Netns) -> Self {
+        Self {
+            exec: NetnsExecutor::spawn(ns.path()).expect("enter pod netns"),
+        }
+    }
+
+    async fn connect(&self) -> tokio::net::UnixStream {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match podsock::connect(&self.exec, "nes").await {
+                Ok(s) => return s,
+                Err(e) if Instant::now() > end => panic!("@nes never came up: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
+        request(self.connect().await, method, uri, body).await
+    }
+
+    async fn put(&self, manager: &str, yaml: &str) -> (u16, String) {
+        let spec: serde_json::Value = serde_yaml::from_str(yaml).expect("yaml");
+        self.call(
+            "PUT",
+            &format!("/v1/self/config?manager={manager}"),
+            &spec.to_string(),
+        )
+        .await
+    }
+
+    async fn status(&self) -> StatusView {
+        let (code, body) = self.call("GET", "/v1/self/status", "").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status json")
+    }
+
+    async fn wait_applied(&self) -> StatusView {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let s = self.status().await;
+            if s.is_applied() {
+                return s;
+            }
+            assert!(Instant::now() < end, "not applied in time: {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens the event stream; returns a line reader.
+    async fn events(&self, since: Option<u64>) -> EventReader {
+        let uri = match since {
+            Some(s) => format!("/v1/self/events?since={s}"),
+            None => "/v1/self/events".to_string(),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(
+            hyper_util::rt::TokioIo::new(self.connect().await),
+        )
+        .await
+        .expect("handshake");
+        tokio::spawn(conn);
+        let req = http::Request::get(uri)
+            .header("host", "nes")
+            .body(Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("events");
+        assert_eq!(resp.status(), 200);
+        EventReader {
+            body: resp.into_body(),
+            buf: Vec::new(),
+            _sender: sender,
+        }
+    }
+}
+
+struct EventReader {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+    _sender: hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
+}
+
+impl EventReader {
+    /// Reads events until `want` matches one, returning every event read.
+    async fn until(&mut self, mut want: impl FnMut(&Event) -> bool) -> Vec<Event> {
+        let mut seen = vec![];
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let ev: Event = serde_json::from_slice(&line).expect("event json");
+                let done = want(&ev);
+                seen.push(ev);
+                if done {
+                    return seen;
+                }
+            }
+            let frame = tokio::time::timeout_at(end, self.body.frame()).await;
+            match frame {
+                Ok(Some(Ok(f))) => self
+                    .buf
+                    .extend_from_slice(f.data_ref().map(|d| d.as_ref()).unwrap_or_default()),
+                other => panic!(
+                    "event stream ended or timed out ({}), saw {seen:?}",
+                    other.is_err()
+                ),
+            }
+        }
+    }
+}
+
+async fn request(
+    stream: tokio::net::UnixStream,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (u16, String) {
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "nes")
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (code, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn pod_with_eth0(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["link", "set", "peer0", "up"]);
+    ns.ip(&["addr", "add", "10.244.0.5/24", "dev", "eth0"]);
+    ns
+}
+
+const APP_CONFIG: &str = r#"
+interfaces:
+- name: eth0
+  type: existing
+  mtu: 1400
+  addresses: [10.10.0.5/24, "fd00:10::5/64"]
+- name: br0
+  type: bridge
+  addresses: [192.168.50.1/24]
+routes:
+- dst: 10.20.0.0/16
+  via: 10.10.0.1
+  dev: eth0
+- dst: "fd00:20::/64"
+  dev: eth0
+"#;
+
+#[tokio::test]
+async fn a_pod_configures_itself_over_its_socket_and_the_kernel_has_it() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let pod = pod_with_eth0("sa1");
+    agent.add(&pod);
+    let client = PodClient::new(&pod);
+    let t0 = Instant::now();
+    let (code, body) = client.put("app", APP_CONFIG).await;
+    assert_eq!(code, 200, "{body}");
+    let view: ConfigView = serde_json::from_str(&body).expect("config view");
+    assert_eq!((view.pod.as_str(), view.generation), (pod.name.as_str(), 1));
+    let status = client.wait_applied().await;
+    eprintln!(
+        "MEASURE configure -> applied (status poll): {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        pod.addresses("eth0").contains(&"10.10.0.5/24".to_string()),
+        "{:?}",
+        pod.addresses("eth0")
+    );
+    assert!(
+        pod.addresses("eth0").contains(&"10.244.0.5/24".to_string()),
+        "the CNI's address must stay"
+    );
+    assert!(pod
+        .addresses("br0")
+        .contains(&"192.168.50.1/24".to_string()));
+    assert!(
+        pod.routes().contains("10.20.0.0/16 via 10.10.0.1"),
+        "{}",
+        pod.routes()
+    );
+    assert_eq!(pod.ip_json(&["link", "show", "eth0"])[0]["mtu"], 1400);
+    let br0 = status
+        .status
+        .interfaces
+        .iter()
+        .find(|i| i.name == "br0")
+        .expect("br0 status");
+    assert_eq!(br0.state, api::ObjectState::Applied);
+    assert!(br0.index.is_some() && br0.mac.is_some());
+    // the admin socket sees the same pod
+    let (code, body) = agent
+        .admin("GET", &format!("/v1/self/config?pod={}", pod.name), "")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<ConfigView>(&body)
+            .expect("view")
+            .spec,
+        view.spec
+    );
+}
+
+#[tokio::test]
+async fn two_managers_merge_and_a_conflicting_field_is_409_naming_its_owner() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let pod = pod_with_eth0("sa2");
+    agent.add(&pod);
+    let client = PodClient::new(&pod);
+    assert_eq!(
+        client
+            .put(
+                "app",
+                "interfaces: [{name: eth0, addresses: [10.1.0.1/24]}]"
+            )
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        client
+            .put(
+                "ops",
+                "interfaces: [{name: eth0, mtu: 1300, addresses: [10.1.0.2/24]}]"
+            )
+            .await
+            .0,
+        200
+    );
+    client.wait_applied().await;
+    let addrs = pod.addresses("eth0");
+    assert!(
+        addrs.contains(&"10.1.0.1/24".into()) && addrs.contains(&"10.1.0.2/24".into()),
+        "{addrs:?}"
+    );
+    let (code, body) = client
+        .put("app", "interfaces: [{name: eth0, mtu: 9000}]")
+        .await;
+    assert_eq!(code, 409, "{body}");
+    let problem: ProblemDetails = serde_json::from_str(&body).expect("problem json");
+    assert_eq!(problem.errors[0].field, "spec.interfaces[name=eth0].mtu");
+    assert!(problem.detail.unwrap_or_default().contains("\"ops\""));
+    // app's earlier fragment still stands
+    let (_, body) = client.call("GET", "/v1/self/config", "").await;
+    let view: ConfigView = serde_json::from_str(&body).expect("view");
+    assert_eq!(view.owners.interfaces["eth0"], ["app", "ops"]);
+    assert_eq!(view.generation, 2);
+    // removing ops takes away only what ops added
+    assert_eq!(
+        client
+            .call("DELETE", "/v1/self/config?manager=ops", "")
+            .await
+            .0,
+        200
+    );
+    assert!(
+        eventually(DEADLINE, || !pod
+            .addresses("eth0")
+            .contains(&"10.1.0.2/24".into()))
+        .await
+    );
+    assert!(pod.addresses("eth0").contains(&"10.1.0.1/24".into()));
+    assert!(pod.addresses("eth0").contains(&"10.244.0.5/24".into()));
+}
+
+#[tokio::test]
+async fn bad_input_gets_problem_json_and_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let pod = pod_with_eth0("sa3");
+    agent.add(&pod);
+    let client = PodClient::new(&pod);
+    assert_eq!(
+        client
+            .put(
+                "app",
+                "interfaces: [{name: eth0, addresses: [10.3.0.1/24]}]"
+            )
+            .await
+            .0,
+        200
+    );
+    let huge = format!(
+        "{{\"interfaces\":[{{\"name\":\"eth0\",\"addresses\":[\"{}\"]}}]}}",
+        "x".repeat(2 << 20)
+    );
+    let cases: Vec<(String, &str, u16, &str)> = vec![
+        (
+            "/v1/self/config?manager=app".into(),
+            r#"{"interfaces":[{"name":"eth0","vlanId":5}]}"#,
+            422,
+            "spec.interfaces[0].vlanId",
+        ),
+        (
+            "/v1/self/config?manager=app".into(),
+            r#"{"interfaces":[{"name":"eth0","colour":"red"}]}"#,
+            400,
+            "unknown field `colour`",
+        ),
+        (
+            "/v1/self/config?manager=app".into(),
+            "{not json",
+            400,
+            "malformed",
+        ),
+        (
+            "/v1/self/config?manager=app".into(),
+            &huge,
+            413,
+            "limited to 1048576 bytes",
+        ),
+        ("/v1/self/config".into(), r#"{}"#, 400, "manager"),
+        (
+            "/v1/self/config?manager=a%20b".into(),
+            r#"{}"#,
+            400,
+            "not a valid manager name",
+        ),
+        (
+            "/v1/self/config?manager=app&color=1".into(),
+            r#"{}"#,
+            400,
+            "not a parameter",
+        ),
+        (
+            format!("/v1/self/config?manager=app&pod={}x", pod.name),
+            r#"{}"#,
+            403,
+            "serves only that pod",
+        ),
+    ];
+    for (uri, body, want, text) in cases {
+        let (code, answer) = client.call("PUT", &uri, body).await;
+        assert_eq!(code, want, "{uri}: {answer}");
+        let problem: ProblemDetails = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("{uri}: not problem json ({e}): {answer}"));
+        assert!(answer.contains(text), "{uri}: {problem:?}");
+    }
+    let (_, body) = client.call("GET", "/v1/self/config", "").await;
+    let view: ConfigView = serde_json::from_str(&body).expect("view");
+    assert_eq!(
+        view.generation, 1,
+        "a rejected request changed the configuration"
+    );
+    assert_eq!(view.spec.interfaces[0].addresses, ["10.3.0.1/24"]);
+}
+
+#[tokio::test]
+async fn an_agent_restart_adopts_the_applied_state_with_zero_netlink_writes() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let pod = pod_with_eth0("sa4");
+    agent.add(&pod);
+    let client = PodClient::new(&pod);
+    assert_eq!(client.put("app", APP_CONFIG).await.0, 200);
+    client.wait_applied().await;
+    let before = pod.ip(&["-br", "addr"]);
+    agent.restart().await;
+    let mut events = client.events(None).await;
+    let seen = events
+        .until(|e| {
+            matches!(
+                e.body,
+                EventBody::ConfigApplied { .. } | EventBody::ConfigFailed { .. }
+            )
+        })
+        .await;
+    let last = seen.last().expect("an event");
+    assert!(
+        matches!(
+            last.body,
+            EventBody::ConfigApplied {
+                writes: 0,
+                generation: 1
+            }
+        ),
+        "{last:?}"
+    );
+    assert_eq!(
+        pod.ip(&["-br", "addr"]),
+        before,
+        "the restart changed the pod's addresses"
+    );
+    client.wait_applied().await;
+}
+
+#[tokio::test]
+async fn watch_sees_a_link_go_down_and_up_in_order_and_since_replays_without_gaps() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let pod = pod_with_eth0("sa5");
+    agent.add(&pod);
+    let client = PodClient::new(&pod);
+    assert_eq!(
+        client
+            .put(
+                "app",
+                "interfaces: [{name: eth0, addresses: [10.5.0.1/24]}]"
+            )
+            .await
+            .0,
+        200
+    );
+    client.wait_applied().await;
+    let mut events = client.events(None).await;
+    events
+        .until(|e| matches!(e.body, EventBody::ConfigApplied { .. }))
+        .await;
+    pod.ip(&["link", "set", "peer0", "down"]);
+    let down = events
+        .until(|e| matches!(&e.body, EventBody::LinkDown { ifname } if ifname == "eth0"))
+        .await;
+    pod.ip(&["link", "set", "peer0", "up"]);
+    let up = events
+        .until(|e| matches!(&e.body, EventBody::LinkUp { ifname } if ifname == "eth0"))
+        .await;
+    let all: Vec<&Event> = down.iter().chain(up.iter()).collect();
+    assert!(
+        all.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "sequence has gaps: {all:?}"
+    );
+    // resume right after the LinkDown: the next events, in order, are replayed
+    let down_seq = down.last().expect("down").seq;
+    let mut again = client.events(Some(down_seq)).await;
+    let replay = again
+        .until(|e| matches!(&e.body, EventBody::LinkUp { ifname } if ifname == "eth0"))
+        .await;
+    assert_eq!(replay.first().map(|e| e.seq), Some(down_seq + 1));
+    assert_eq!(replay.last().map(|e| e.seq), up.last().map(|e| e.seq));
+    // a sequence from before this agent started is gone, and says where the buffer begins
+    let (code, body) = client.call("GET", "/v1/self/events?since=5", "").await;
+    assert_eq!(code, 410, "{body}");
+    assert!(serde_json::from_str::<ProblemDetails>(&body)
+        .expect("problem")
+        .oldest_sequence
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_pod_reaches_only_its_own_configuration_and_the_host_reaches_none() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let (a, b) = (pod_with_eth0("sa6a"), pod_with_eth0("sa6b"));
+    agent.add(&a);
+    agent.add(&b);
+    let (ca, cb) = (PodClient::new(&a), PodClient::new(&b));
+    assert_eq!(
+        ca.put(
+            "app",
+            "interfaces: [{name: eth0, addresses: [10.6.0.1/24]}]"
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        cb.put(
+            "app",
+            "interfaces: [{name: eth0, addresses: [10.6.0.2/24]}]"
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, body) = ca.call("GET", "/v1/self/config", "").await;
+    assert_eq!(
+        serde_json::from_str::<ConfigView>(&body).expect("view").pod,
+        a.name
+    );
+    let (code, _) = ca
+        .call("GET", &format!("/v1/self/config?pod={}", b.name), "")
+        .await;
+    assert_eq!(code, 403, "pod A reached pod B");
+    let (code, _) = ca.call("GET", "/v1/pods", "").await;
+    assert_eq!(code, 403);
+    ca.wait_applied().await;
+    assert!(!b.addresses("eth0").contains(&"10.6.0.1/24".into()));
+    // the test process itself is in the (real) host namespace: no @nes there
+    let host = std::os::unix::net::SocketAddr::from_abstract_name(b"nes").expect("addr");
+    use std::os::linux::net::SocketAddrExt;
+    assert!(
+        std::os::unix::net::UnixStream::connect_addr(&host).is_err(),
+        "@nes is reachable from the host"
+    );
+    // the admin socket is root-only
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(agent.options().admin_socket)
+        .expect("admin socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Whether anything in this process still holds the namespace with this inode.
+fn process_holds_netns(inode: u64) -> bool {
+    let needle = format!("net:[{inode}]");
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten();
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|t| t.path().join("ns/net"));
+    fds.map(|e| e.path())
+        .chain(tasks)
+        .any(|p| std::fs::read_link(&p).is_ok_and(|l| l.to_string_lossy() == needle))
+}
+
+#[tokio::test]
+async fn a_deleted_namespace_releases_its_socket_and_state() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let pod = pod_with_eth0("sa7");
+    agent.add(&pod);
+    let inode = agent::netns::identity(pod.path()).expect("identity").inode;
+    {
+        let client = PodClient::new(&pod);
+        assert_eq!(
+            client
+                .put(
+                    "app",
+                    "interfaces: [{name: eth0, addresses: [10.7.0.1/24]}]"
+                )
+                .await
+                .0,
+            200
+        );
+        let _stream = client.events(None).await; // an open connection must not pin the namespace
+        client.wait_applied().await;
+        agent.remove(&pod);
+    }
+    let mut listed = true;
+    for _ in 0..500 {
+        let (_, body) = agent.admin("GET", "/v1/pods", "").await;
+        listed = body.contains(&pod.name);
+        if !listed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!listed, "the agent still serves a removed namespace");
+    assert!(
+        eventually(DEADLINE, || !process_holds_netns(inode)).await,
+        "the agent still holds the namespace open"
+    );
+    assert!(
+        agent
+            .options()
+            .state_dir
+            .join(format!("{}.json", pod.name))
+            .exists(),
+        "desired state must survive for a pod restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_clients_all_get_their_answers() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let pod = pod_with_eth0("sa8");
+    agent.add(&pod);
+    let client = std::sync::Arc::new(PodClient::new(&pod));
+    assert_eq!(
+        client
+            .put(
+                "app",
+                "interfaces: [{name: eth0, addresses: [10.8.0.1/24]}]"
+            )
+            .await
+            .0,
+        200
+    );
+    client.wait_applied().await;
+    let t0 = Instant::now();
+    let calls = (0..200).map(|_| {
+        let c = client.clone();
+        tokio::spawn(async move { c.call("GET", "/v1/self/status", "").await })
+    });
+    let answers = futures::future::join_all(calls).await;
+    let elapsed = t0.elapsed();
+    for answer in answers {
+        let (code, body) = answer.expect("task");
+        assert_eq!(code, 200, "{body}");
+        let s: StatusView = serde_json::from_str(&body).expect("status");
+        assert_eq!(s.pod, pod.name);
+        assert!(s.is_applied());
+    }
+    eprintln!(
+        "MEASURE 200 concurrent status reads in {elapsed:?} ({:.0}/s)",
+        200.0 / elapsed.as_secs_f64()
+    );
+}

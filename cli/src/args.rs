@@ -107,7 +107,7 @@ pub enum Command {
 pub struct ManagerArgs {
     /// Field manager: whose fragment this is. Default: the caller's program name (the parent
     /// process's comm, /proc/PPID/comm), or `nescli` when it cannot be read.
-    #[arg(long, env = "NES_MANAGER", value_name = "NAME")]
+    #[arg(long, env = "NES_MANAGER", value_name = "NAME", value_parser = parse_manager)]
     pub manager: Option<String>,
 }
 
@@ -267,6 +267,11 @@ fn collect<T: Clone + Send + Sync + 'static>(
         return;
     };
     out.extend(indices.zip(values.cloned().map(wrap)));
+}
+
+/// A field manager name (1-128 of letters, digits and `. _ - : /`).
+pub fn parse_manager(s: &str) -> Result<String, String> {
+    api::validate::check_manager(s).map(|()| s.to_string())
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or a plain number of seconds.

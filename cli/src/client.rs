@@ -91,9 +91,10 @@ impl Client {
         body: Option<Vec<u8>>,
         deadline: Instant,
     ) -> Result<T> {
+        let start = Instant::now();
         let resp = self.send(method, uri, body, deadline).await?;
         let status = resp.status();
-        let bytes = self.read_body(resp, deadline).await?;
+        let bytes = self.read_body(resp, start, deadline).await?;
         if !status.is_success() {
             return Err(Error::Rejected(Box::new(problem_from(status, &bytes))));
         }
@@ -126,7 +127,10 @@ impl Client {
                     })
                 }
                 Ok(Ok(resp)) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
-                    let bytes = self.read_body(resp, deadline).await.unwrap_or_default();
+                    let bytes = self
+                        .read_body(resp, start, deadline)
+                        .await
+                        .unwrap_or_default();
                     let p = problem_from(StatusCode::SERVICE_UNAVAILABLE, &bytes);
                     Error::Timeout {
                         what: format!(
@@ -239,7 +243,12 @@ impl Client {
         Ok(sender)
     }
 
-    async fn read_body(&self, resp: Response<Incoming>, deadline: Instant) -> Result<Bytes> {
+    async fn read_body(
+        &self,
+        resp: Response<Incoming>,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<Bytes> {
         let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES);
         match timeout_at(deadline, body.collect()).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
@@ -249,7 +258,7 @@ impl Client {
             }),
             Err(_) => Err(Error::Timeout {
                 what: format!("reading the answer of {}", self.endpoint),
-                after: Duration::ZERO,
+                after: start.elapsed(),
             }),
         }
     }
@@ -257,7 +266,10 @@ impl Client {
     /// The problem of a non-2xx answer whose body has not been read yet.
     pub async fn problem(&self, resp: Response<Incoming>, deadline: Instant) -> ProblemDetails {
         let status = resp.status();
-        let bytes = self.read_body(resp, deadline).await.unwrap_or_default();
+        let bytes = self
+            .read_body(resp, Instant::now(), deadline)
+            .await
+            .unwrap_or_default();
         problem_from(status, &bytes)
     }
 }

@@ -77,6 +77,10 @@ fn usage_mistakes_are_clap_errors_with_a_clear_message() {
         (&["status", "--pod", "web-0"], "--pod needs --socket"),
         (&["status", "--timeout", "soon"], "not a duration"),
         (&["wait"], "--for"),
+        (
+            &["unconfigure", "--manager", "my app"],
+            "not a valid manager name",
+        ),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, want) in cases {

@@ -54,11 +54,25 @@ pub fn manager_name(explicit: Option<String>) -> String {
     manager_from_comm(comm.as_deref())
 }
 
-/// `comm` trimmed, or `nescli` when it is missing or blank.
+/// `comm` trimmed, with characters a manager name cannot hold (see
+/// `api::validate::check_manager`) replaced by `-`; `nescli` when it is missing or blank.
 pub fn manager_from_comm(comm: Option<&str>) -> String {
-    match comm.map(str::trim) {
-        Some(c) if !c.is_empty() => c.to_string(),
-        _ => "nescli".to_string(),
+    let name: String = comm
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_:/".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.trim_matches('-').is_empty() {
+        "nescli".to_string()
+    } else {
+        name
     }
 }
 
@@ -70,6 +84,9 @@ mod tests {
     fn the_manager_is_the_parents_comm_or_nescli() {
         for (comm, want) in [
             (Some("myapp\n"), "myapp"),
+            (Some("my app (x)\n"), "my-app--x-"),
+            (Some("kworker/0:1"), "kworker/0:1"),
+            (Some("()"), "nescli"),
             (Some("  \n"), "nescli"),
             (None, "nescli"),
         ] {

@@ -17,8 +17,18 @@ const POLL: Duration = Duration::from_millis(200);
 pub async fn run(ctx: &Context, args: WaitArgs) -> Result<()> {
     let start = Instant::now();
     let deadline = ctx.deadline();
+    let mut last: Option<StatusView> = None;
     loop {
-        let view = status::fetch(ctx, deadline).await?;
+        let view = match status::fetch(ctx, deadline).await {
+            Ok(view) => view,
+            // The last poll ran into the deadline: report what the status last said.
+            Err(Error::Timeout { .. } | Error::Unreachable { .. } | Error::Http { .. })
+                if Instant::now() >= deadline && last.is_some() =>
+            {
+                return Err(timed_out(last.as_ref(), start));
+            }
+            Err(e) => return Err(e),
+        };
         let done = match args.condition {
             WaitFor::Applied => view.is_applied(),
         };
@@ -33,16 +43,21 @@ pub async fn run(ctx: &Context, args: WaitArgs) -> Result<()> {
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(Error::Timeout {
-                what: format!(
-                    "waiting for the configuration to be applied ({})",
-                    why_not(&view)
-                ),
-                after: start.elapsed(),
-            });
+            return Err(timed_out(Some(&view), start));
         }
         debug!(generation = view.generation, "not applied yet");
+        last = Some(view);
         sleep(POLL.min(deadline - now)).await;
+    }
+}
+
+fn timed_out(last: Option<&StatusView>, start: Instant) -> Error {
+    Error::Timeout {
+        what: format!(
+            "waiting for the configuration to be applied ({})",
+            last.map(why_not).unwrap_or_else(|| "no status yet".into())
+        ),
+        after: start.elapsed(),
     }
 }
 

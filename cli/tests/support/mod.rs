@@ -1,0 +1,358 @@
+//! Test support: a stub of the agent's socket API (axum over a unix listener, on its own
+//! thread and runtime) that records every request, and a runner for the real `nescli` binary
+//! with deadlines instead of sleeps.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Query, Request};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+/// Upper bound for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// One request the stub received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("request body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Decides the answer to the `n`th request (counting from 0).
+pub type Responder = Arc<dyn Fn(&Recorded, usize) -> Response + Send + Sync>;
+
+#[derive(Default)]
+struct Log {
+    requests: Mutex<Vec<Recorded>>,
+    changed: Condvar,
+}
+
+/// A running stub server.
+pub struct Stub {
+    log: Arc<Log>,
+}
+
+impl Stub {
+    /// Serves on a filesystem socket at `path`.
+    pub fn at_path(path: &Path, responder: Responder) -> Stub {
+        let listener = UnixListener::bind(path).unwrap_or_else(|e| panic!("bind {path:?}: {e}"));
+        Stub::on(listener, responder)
+    }
+
+    /// Serves on the abstract socket `@name` of the calling thread's network namespace.
+    pub fn at_abstract(name: &str, responder: Responder) -> Stub {
+        let addr = SocketAddr::from_abstract_name(name.as_bytes())
+            .unwrap_or_else(|e| panic!("abstract name {name}: {e}"));
+        let listener =
+            UnixListener::bind_addr(&addr).unwrap_or_else(|e| panic!("bind @{name}: {e}"));
+        Stub::on(listener, responder)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn on(listener: UnixListener, responder: Responder) -> Stub {
+        let log = Arc::new(Log::default());
+        let served = log.clone();
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"));
+            rt.block_on(async move {
+                let listener = tokio::net::UnixListener::from_std(listener)
+                    .unwrap_or_else(|e| panic!("listener: {e}"));
+                let app = Router::new().fallback(move |req: Request| {
+                    let (log, responder) = (served.clone(), responder.clone());
+                    async move { handle(req, &log, &responder).await }
+                });
+                if let Err(e) = axum::serve(listener, app).await {
+                    eprintln!("stub server stopped: {e}");
+                }
+            });
+        });
+        Stub { log }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.log.requests).clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub fn wait_for_requests(&self, n: usize) -> Vec<Recorded> {
+        let end = Instant::now() + DEADLINE;
+        let mut guard = lock(&self.log.requests);
+        while guard.len() < n {
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "only {} of {n} requests arrived: {guard:?}",
+                guard.len()
+            );
+            guard = self
+                .log
+                .changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        guard.clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn handle(req: Request, log: &Log, responder: &Responder) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let recorded = Recorded {
+        method,
+        path,
+        query,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let n = {
+        let mut requests = lock(&log.requests);
+        requests.push(recorded.clone());
+        log.changed.notify_all();
+        requests.len() - 1
+    };
+    responder(&recorded, n)
+}
+
+// === answers ===
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+pub fn problem(value: &serde_json::Value) -> Response {
+    let status = value
+        .get("status")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// An NDJSON stream of `events`; it ends after them, or stays open when `then_hold`.
+pub fn ndjson(events: Vec<serde_json::Value>, then_hold: bool) -> Response {
+    use futures::StreamExt;
+    let lines = futures::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, std::io::Error>(format!("{e}\n"))),
+    );
+    let body = if then_hold {
+        Body::from_stream(lines.chain(futures::stream::pending()))
+    } else {
+        Body::from_stream(lines)
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response()
+}
+
+pub fn config_view(spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "pod": "web-0",
+        "generation": 2,
+        "spec": spec,
+        "owners": {"interfaces": {}, "routes": []}
+    })
+}
+
+/// A status whose `Applied` condition is `applied` for generation `generation` (3 is current).
+pub fn status_view(applied: bool, generation: i64) -> serde_json::Value {
+    serde_json::json!({
+        "pod": "web-0",
+        "generation": 3,
+        "observedGeneration": generation,
+        "conditions": [{
+            "type": "Applied",
+            "status": if applied { "True" } else { "False" },
+            "reason": if applied { "Applied" } else { "Pending" },
+            "message": if applied { "all applied" } else { "applying" },
+            "observedGeneration": generation,
+            "lastTransitionTime": "2025-01-01T00:00:00Z"
+        }],
+        "interfaces": [{"name": "eth0", "state": "Applied", "index": 2, "mac": "02:00:00:00:00:02",
+                        "mtu": 1500, "operState": "up", "addresses": ["10.0.0.5/24"]}]
+    })
+}
+
+pub fn event(seq: u64, ifname: &str) -> serde_json::Value {
+    serde_json::json!({"seq": seq, "time": "2025-01-01T00:00:00Z", "pod": "web-0",
+                       "type": "LinkUp", "ifname": ifname})
+}
+
+// === running nescli ===
+
+/// A temp dir holding the socket; `sock` is its path.
+pub struct SocketDir {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+}
+
+pub fn socket_dir() -> SocketDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let sock = dir.path().join("nes.sock");
+    SocketDir { dir, sock }
+}
+
+/// A unique abstract socket name for this test process.
+pub fn unique_abstract_name() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "nes-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `nescli` with a clean environment: no inherited NES_* settings, and (only when the tests
+/// run unprivileged) the stub's uid accepted in place of root.
+pub fn nescli() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nescli"));
+    for var in [
+        "NES_SOCKET",
+        "NES_MANAGER",
+        "NES_ABSTRACT_NAME",
+        "NES_ALLOW_SERVER_UID",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    if !is_root() {
+        cmd.env("NES_ALLOW_SERVER_UID", nix::unistd::geteuid().to_string());
+    }
+    cmd
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs to completion within [`DEADLINE`].
+pub fn run(mut cmd: Command) -> Outcome {
+    let start = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn nescli: {e}"));
+    finish(child, start)
+}
+
+/// Waits for a started child within [`DEADLINE`], killing it if it overruns.
+pub fn finish(mut child: Child, start: Instant) -> Outcome {
+    let pid = child.id();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_string(&mut err);
+        }
+        let status = child.wait();
+        let _ = tx.send((status, out, err));
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok((status, stdout, stderr)) => Outcome {
+            code: status.ok().and_then(|s: ExitStatus| s.code()),
+            stdout,
+            stderr,
+            elapsed: start.elapsed(),
+        },
+        Err(_) => {
+            // Our own child, by its pid (the waiting thread owns the handle).
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("nescli (pid {pid}) did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+/// Lines of a child's pipe, read on a thread.
+pub fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line within [`DEADLINE`].
+pub fn next_line(rx: &mpsc::Receiver<String>, what: &str) -> String {
+    rx.recv_timeout(DEADLINE)
+        .unwrap_or_else(|e| panic!("no {what} line within {DEADLINE:?}: {e}"))
+}

@@ -267,6 +267,12 @@ pub fn is_root() -> bool {
 /// run unprivileged) the stub's uid accepted in place of root.
 pub fn nescli() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nescli"));
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// The environment [`nescli`] gets, for a command that runs nescli in turn (nsenter).
+pub fn clean_env(cmd: &mut Command) {
     for var in [
         "NES_SOCKET",
         "NES_MANAGER",
@@ -279,7 +285,6 @@ pub fn nescli() -> Command {
     if !is_root() {
         cmd.env("NES_ALLOW_SERVER_UID", nix::unistd::geteuid().to_string());
     }
-    cmd
 }
 
 #[derive(Debug)]

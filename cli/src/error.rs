@@ -91,7 +91,12 @@ impl Error {
         let mut out = format!("error: {self}");
         if let Error::Rejected(problem) = self {
             for e in &problem.errors {
-                out.push_str(&format!("\n  {}: {}", e.field, e.message));
+                // A conflict's message already starts with its field.
+                if e.message.starts_with(&e.field) {
+                    out.push_str(&format!("\n  {}", e.message));
+                } else {
+                    out.push_str(&format!("\n  {}: {}", e.field, e.message));
+                }
             }
             if let Some(oldest) = problem.oldest_sequence {
                 out.push_str(&format!(
@@ -155,6 +160,24 @@ mod tests {
             "error: invalid network configuration: 2 problems\n  \
              spec.interfaces[0].vlanId: VLAN id must be 1-4094, got 0\n  \
              spec.routes[0].via: \"x\" is not an IP address"
+        );
+    }
+
+    #[test]
+    fn a_field_message_that_names_its_field_is_not_prefixed_twice() {
+        let conflict = api::merge::Conflict {
+            field: "spec.interfaces[name=br0].mtu".into(),
+            owner: "app".into(),
+            theirs: "9000".into(),
+            ours: "1400".into(),
+        };
+        let err = Error::Rejected(Box::new(ProblemDetails::conflict(&conflict)));
+        let report = err.report();
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines.len(), 2, "{report}");
+        assert_eq!(
+            lines[1],
+            "  spec.interfaces[name=br0].mtu is owned by manager \"app\" with a different value (9000, not 1400)"
         );
     }
 

@@ -193,13 +193,14 @@ fn the_default_manager_is_the_callers_program_name() {
 fn a_conflict_exits_1_and_prints_the_field_and_its_owner() {
     let dir = socket_dir();
     let _server = stub(&dir, |_, _| {
-        problem(&json!({
-            "type": "https://nes.network-config.io/problems/conflict",
-            "title": "conflict with another manager", "status": 409,
-            "detail": "spec.interfaces[name=eth0].mtu is owned by manager \"app\" with a different value (9000, not 1400)",
-            "errors": [{"field": "spec.interfaces[name=eth0].mtu",
-                        "message": "owned by manager \"app\" with a different value (9000, not 1400)"}]
-        }))
+        let conflict = api::merge::Conflict {
+            field: "spec.interfaces[name=eth0].mtu".into(),
+            owner: "app".into(),
+            theirs: "9000".into(),
+            ours: "1400".into(),
+        };
+        let p = api::wire::ProblemDetails::conflict(&conflict);
+        problem(&serde_json::to_value(p).unwrap_or_default())
     });
     let mut cmd = nescli();
     cmd.arg("--socket").arg(&dir.sock).args([
@@ -222,7 +223,7 @@ fn a_conflict_exits_1_and_prints_the_field_and_its_owner() {
     );
     assert!(
         out.stderr
-            .contains("\n  spec.interfaces[name=eth0].mtu: owned by manager \"app\""),
+            .contains("\n  spec.interfaces[name=eth0].mtu is owned by manager \"app\""),
         "{}",
         out.stderr
     );

@@ -3,12 +3,13 @@
 use std::io::Write;
 
 use http::Method;
+use tokio::time::sleep;
 use tracing::warn;
 
 use super::Context;
 use crate::args::WatchArgs;
-use crate::client::Lines;
-use crate::error::{Error, Result};
+use crate::client::{Backoff, Lines};
+use crate::error::{humanize, Error, Result};
 use crate::output;
 
 /// Runs until the stream is refused (410, another problem: exit 1), the agent stays
@@ -16,6 +17,8 @@ use crate::output;
 pub async fn run(ctx: &Context, args: WatchArgs) -> Result<()> {
     let mut since = args.since;
     let mut stdout = std::io::stdout();
+    // Paces reconnects, so a server that keeps ending streams is not hammered.
+    let mut backoff = Backoff::default();
     loop {
         let since_text = since.map(|s| s.to_string());
         let query: Vec<(&str, &str)> = since_text.iter().map(|s| ("since", s.as_str())).collect();
@@ -51,12 +54,16 @@ pub async fn run(ctx: &Context, args: WatchArgs) -> Result<()> {
             }
             output::event(&mut stdout.lock(), ctx.output, &raw)?;
             since = Some(seq);
+            backoff = Backoff::default();
         }
         stdout.flush().map_err(Error::Output)?;
+        let delay = backoff.next_delay();
         warn!(
             since = since.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            retry_in = %humanize(delay),
             "event stream ended; reconnecting"
         );
+        sleep(delay).await;
     }
 }
 

@@ -222,13 +222,7 @@ impl Pod {
             let record = self.record.lock().await;
             (record.generation, merged(&record))
         };
-        let observed = self.net.observe().await.map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot read the kernel",
-                e.to_string(),
-            )
-        })?;
+        let observed = self.observe_since(Instant::now()).await?;
         let last = self.reports.borrow().clone();
         let (interfaces, routes) = crate::status::status(&spec, &observed, last.as_deref());
         let failed: Vec<String> = interfaces
@@ -390,7 +384,12 @@ async fn follow_reports(
         };
         let error = report
             .failures()
-            .map(|f| format!("{:?}", f.outcome))
+            .filter_map(|f| match &f.outcome {
+                crate::apply::Outcome::Failed { message, .. } => {
+                    Some(format!("{}: {message}", f.op.object()))
+                }
+                crate::apply::Outcome::Applied => None,
+            })
             .chain(report.blocked.iter().map(|b| b.reason.clone()))
             .collect::<Vec<_>>()
             .join("; ");

@@ -135,7 +135,11 @@ pub struct ProblemDetails {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Problem>,
     /// For 410 Gone on an event stream: the oldest sequence still available.
-    #[serde(default, rename = "oldestSequence", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "oldestSequence",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub oldest_sequence: Option<u64>,
 }
 

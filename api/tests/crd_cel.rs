@@ -53,7 +53,8 @@ fn cel_rules_compile_and_accept_a_good_configuration() {
 
 #[test]
 fn cel_rules_reject_what_the_validator_rejects() {
-    let cases: Vec<(&str, fn(&mut Value), &str)> = vec![
+    type Case = (&'static str, fn(&mut Value), &'static str);
+    let cases: Vec<Case> = vec![
         (
             "vlan without vlanId",
             |s| {

@@ -24,6 +24,16 @@ use tonic::transport::Channel;
 
 const IMAGE: &str = "nes.local/cri-pause:1";
 const RPC: Duration = Duration::from_secs(30);
+/// What the engine applies in the resolved sandbox netns (eth0 comes from the test CNI plugin).
+const ENGINE_SPEC: &str = r#"
+interfaces:
+  - name: eth0
+    mtu: 1400
+    addresses: ["192.0.2.10/24"]
+routes:
+  - dst: 198.51.100.0/24
+    via: 192.0.2.1
+"#;
 
 // === skipping ===
 
@@ -291,6 +301,8 @@ state = "{d}/state"
         while !self.our_processes().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Shims are our children (we are their subreaper): reap them so no zombie stays.
+        reap_children(Duration::from_secs(10));
         // 3. Mounts (netns bind mounts, rootfs, shm), deepest first.
         for _ in 0..3 {
             let mut mounts = self.our_mounts();
@@ -342,6 +354,22 @@ fn processes_mentioning(dir: &Path) -> Vec<(i32, String)> {
         }
     }
     found
+}
+
+/// Waits for and reaps every child of this process (the shims containerd daemonised, which
+/// the kernel re-parents to us as their subreaper) until none is left or `within` passes.
+fn reap_children(within: Duration) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let deadline = Instant::now() + within;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 fn mounts_under(dir: &Path) -> Vec<String> {
@@ -522,6 +550,30 @@ async fn remove_all_sandboxes(env: &Containerd) {
     }
 }
 
+/// The pid of a sandbox's pause process, from the verbose status.
+async fn sandbox_pid(env: &Containerd, id: &str) -> i32 {
+    let status = env
+        .cri()
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("sandbox status")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).expect("json");
+    let pid = info.get("pid").and_then(|p| p.as_i64()).expect("pid");
+    i32::try_from(pid).expect("pid range")
+}
+
+/// Whether `pid` is still a pause process (a reused pid runs something else).
+fn is_pause(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.starts_with(b"/pause"))
+        .unwrap_or(false)
+}
+
 fn nsenter(path: &str, args: &[&str]) -> String {
     run(Command::new("nsenter")
         .arg(format!("--net={path}"))
@@ -549,37 +601,97 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-// === the test ===
+// === the tests ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containerd_sandbox_netns_is_resolved_and_a_recreated_sandbox_is_noticed() {
-    let name = "containerd_sandbox_netns_is_resolved_and_a_recreated_sandbox_is_noticed";
-    if !runnable(name) {
-        return;
-    }
+/// Both tests make this process the subreaper of containerd's shims and reap every child at
+/// teardown, so they must not overlap (`cargo test` runs them on threads of one process).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts containerd with the image imported, as the subreaper of its shims.
+fn start_containerd() -> Containerd {
+    // containerd daemonises its shims; as their subreaper this test reaps them at the end
+    // instead of leaving zombies to a PID 1 that may not reap.
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
     let tmp = tempfile::Builder::new()
         .prefix("nes-cri-")
         .tempdir()
         .expect("tempdir");
-    let dir = tmp.path().to_path_buf();
-    let image = build_image(&dir);
-    let env = Containerd::start(&image, tmp);
+    let image = build_image(tmp.path());
+    Containerd::start(&image, tmp)
+}
 
-    let outcome = scenario(&env).await;
-    remove_all_sandboxes(&env).await;
-    drop(env);
-
-    // Nothing left behind: no process, no mount, no directory.
-    let leftover_mounts = mounts_under(&dir);
+/// Nothing of a torn-down containerd is left: no process, no mount, no directory.
+fn assert_nothing_left(dir: &Path) {
+    let leftover_mounts = mounts_under(dir);
     assert!(
         leftover_mounts.is_empty(),
         "mounts left: {leftover_mounts:?}"
     );
     assert!(!dir.exists(), "{} left behind", dir.display());
-    let procs = processes_mentioning(&dir);
+    let procs = processes_mentioning(dir);
     assert!(procs.is_empty(), "processes left: {procs:?}");
+}
 
-    let report = outcome;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_failing_with_a_sandbox_running_leaves_no_process_mount_or_netns() {
+    let name = "a_test_failing_with_a_sandbox_running_leaves_no_process_mount_or_netns";
+    let _serial = SERIAL.lock().await;
+    if !runnable(name) {
+        return;
+    }
+    use futures::FutureExt;
+    let env = start_containerd();
+    let dir = env.dir.clone();
+    let netns = std::sync::Mutex::new(None::<PathBuf>);
+    let pause = std::sync::Mutex::new(None::<i32>);
+    let failed = std::panic::AssertUnwindSafe(async {
+        env.wait_cri_ready().await;
+        let uid = format!("nes-fail-{}", std::process::id());
+        let id = run_sandbox(&env, &uid, 0).await;
+        let pid = sandbox_pid(&env, &id).await;
+        assert!(is_pause(pid), "pid {pid} is not the sandbox's pause");
+        if let Ok(mut p) = pause.lock() {
+            *p = Some(pid);
+        }
+        let resolver = CriResolver::new(CriConfig::with_socket(&env.socket));
+        let r = resolver
+            .resolve(&PodRef::new(&uid, "nes-test", "demo-0"))
+            .await
+            .expect("resolve");
+        if let Ok(mut n) = netns.lock() {
+            *n = r.identity.path.map(PathBuf::from);
+        }
+        panic!("injected failure with the sandbox running (expected by this test)");
+    })
+    .catch_unwind()
+    .await;
+    assert!(failed.is_err(), "the injected failure did not happen");
+    // No CRI cleanup here: the guard alone must leave nothing behind.
+    drop(env);
+    assert_nothing_left(&dir);
+    let netns = netns
+        .lock()
+        .ok()
+        .and_then(|n| n.clone())
+        .expect("netns was resolved");
+    assert!(!netns.exists(), "netns {} left", netns.display());
+    let pid = pause.lock().ok().and_then(|p| *p).expect("pause pid");
+    assert!(!is_pause(pid), "the sandbox's pause process {pid} survived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_sandbox_netns_is_resolved_and_a_recreated_sandbox_is_noticed() {
+    let name = "containerd_sandbox_netns_is_resolved_and_a_recreated_sandbox_is_noticed";
+    let _serial = SERIAL.lock().await;
+    if !runnable(name) {
+        return;
+    }
+    let env = start_containerd();
+    let dir = env.dir.clone();
+    let report = scenario(&env).await;
+    remove_all_sandboxes(&env).await;
+    drop(env);
+    assert_nothing_left(&dir);
     eprintln!("{report}");
 }
 
@@ -669,14 +781,40 @@ async fn scenario(env: &Containerd) -> String {
         assert_eq!(r.identity, first.identity);
     }
 
-    // The namespace is the pod's: configure it and read it back from inside.
-    nsenter(&path, &["ip", "link", "set", "lo", "up"]);
-    nsenter(&path, &["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"]);
-    let addrs = nsenter(&path, &["ip", "-o", "addr", "show", "dev", "lo"]);
-    assert!(addrs.contains("192.0.2.10/32"), "{addrs}");
-    let host_addrs = run(Command::new("ip").args(["-o", "addr", "show", "dev", "lo"]));
+    // The engine configures the resolved namespace; nsenter confirms it from inside.
+    let desired: api::NetworkConfigurationSpec =
+        serde_yaml::from_str(ENGINE_SPEC).expect("engine spec");
+    {
+        let net = agent::engine::PodNetwork::open(&path, "/proc/self/ns/net")
+            .await
+            .expect("engine opens the resolved netns");
+        assert_eq!(
+            (net.identity().dev, net.identity().inode),
+            (first.identity.dev, first.identity.inode),
+            "engine and resolver agree on the namespace"
+        );
+        let report = net
+            .converge(&desired, &agent::owned::Owned::default())
+            .await
+            .expect("converge");
+        assert!(report.is_converged(), "{report:#?}");
+    } // the engine's executor threads and sockets close here
+    let link = nsenter(&path, &["ip", "-o", "link", "show", "dev", "eth0"]);
+    assert!(link.contains("mtu 1400"), "{link}");
+    let addrs = nsenter(&path, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains("192.0.2.10/24"), "{addrs}");
     assert!(
-        !host_addrs.contains("192.0.2.10/32"),
+        addrs.contains("10.88.0.2/24"),
+        "the CNI address stays: {addrs}"
+    );
+    let routes = nsenter(&path, &["ip", "route", "show"]);
+    assert!(
+        routes.contains("198.51.100.0/24 via 192.0.2.1 dev eth0"),
+        "{routes}"
+    );
+    let host_addrs = run(Command::new("ip").args(["-o", "addr", "show"]));
+    assert!(
+        !host_addrs.contains("192.0.2.10/"),
         "leaked to the host: {host_addrs}"
     );
 
@@ -752,9 +890,9 @@ async fn scenario(env: &Containerd) -> String {
         "a new sandbox has a new netns"
     );
     let new_path = second.identity.path.clone().expect("new path");
-    let addrs = nsenter(&new_path, &["ip", "-o", "addr", "show", "dev", "lo"]);
+    let addrs = nsenter(&new_path, &["ip", "-o", "addr", "show"]);
     assert!(
-        !addrs.contains("192.0.2.10/32"),
+        !addrs.contains("192.0.2.10/") && addrs.contains("10.88.0.2/24"),
         "the new netns is fresh: {addrs}"
     );
 

@@ -314,7 +314,9 @@ state = "{d}/state"
                 let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
             }
         }
-        // 4. The directory.
+        // 4. The cgroups runc made under our own parent.
+        remove_cgroups(&self.dir);
+        // 5. The directory.
         if let Some(tmp) = self._tmp.take() {
             let path = tmp.path().to_path_buf();
             if tmp.close().is_err() {
@@ -473,6 +475,55 @@ fn sha256_hex(data: &[u8]) -> String {
 
 // === pod sandboxes, as the kubelet makes them ===
 
+/// A cgroup parent of this test's own (cgroupfs driver), removed at teardown.
+fn cgroup_parent(dir: &Path) -> String {
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "nes-cri".into());
+    format!("/{base}")
+}
+
+/// Removes the (then empty) cgroup parent from every hierarchy, children first.
+fn remove_cgroups(dir: &Path) {
+    let parent = cgroup_parent(dir);
+    let roots = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten();
+    for root in roots {
+        let top = PathBuf::from(format!("{}{parent}", root.path().display()));
+        let top = if top.exists() {
+            top
+        } else {
+            // cgroup v2 unified at /sys/fs/cgroup itself.
+            PathBuf::from(format!("/sys/fs/cgroup{parent}"))
+        };
+        if let Ok(children) = std::fs::read_dir(&top) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&top);
+    }
+}
+
+fn cgroups_left(dir: &Path) -> Vec<PathBuf> {
+    let parent = cgroup_parent(dir);
+    let mut left: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|root| PathBuf::from(format!("{}{parent}", root.path().display())))
+        .filter(|p| p.exists())
+        .collect();
+    let v2 = PathBuf::from(format!("/sys/fs/cgroup{parent}"));
+    if v2.exists() && !left.contains(&v2) {
+        left.push(v2);
+    }
+    left
+}
+
 fn sandbox_config(dir: &Path, uid: &str, attempt: u32) -> cri::PodSandboxConfig {
     let labels: HashMap<String, String> = [
         (POD_UID_LABEL, uid),
@@ -493,6 +544,7 @@ fn sandbox_config(dir: &Path, uid: &str, attempt: u32) -> cri::PodSandboxConfig 
         log_directory: dir.join("logs").to_string_lossy().into_owned(),
         labels,
         linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent(dir),
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
                     network: cri::NamespaceMode::Pod as i32,
@@ -630,6 +682,8 @@ fn assert_nothing_left(dir: &Path) {
     assert!(!dir.exists(), "{} left behind", dir.display());
     let procs = processes_mentioning(dir);
     assert!(procs.is_empty(), "processes left: {procs:?}");
+    let cgroups = cgroups_left(dir);
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

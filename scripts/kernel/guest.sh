@@ -28,7 +28,8 @@ finish() {
 # shellcheck source=/dev/null
 source "$rundir/env"
 export NES_REQUIRE_KINDS RUST_BACKTRACE NES_KERNEL_VM=1
-read -r -a test_args <<<"${NES_KERNEL_TEST_ARGS:-}"
+# --show-output: passing tests' captured stderr too, so any SKIP line is seen and counted.
+read -r -a test_args <<<"--show-output ${NES_KERNEL_TEST_ARGS:-}"
 
 read -r up _ </proc/uptime
 {

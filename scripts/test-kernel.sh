@@ -28,7 +28,7 @@
 #  NES_KERNEL_TEST_ARGS  extra arguments for each test binary (e.g. a filter)
 #  NES_KERNEL_ACCEL      auto | kvm | tcg               (auto)
 #  NES_KERNEL_TIMEOUT    seconds before the VM is killed (240)
-#  NES_KERNEL_CPUS       guest vCPUs                     (1)
+#  NES_KERNEL_CPUS       guest vCPUs                     (2)
 #  NES_KERNEL_MEMORY     guest memory                    (1G)
 #  NES_KERNEL_ALLOW_NO_TESTS=1  only boot and probe when no test target matches
 #  NES_KERNEL_LANE=off   skip the lane loudly (refused when CI=true)
@@ -45,7 +45,7 @@ VENV=/opt/nes-kernel-lane/venv
 : "${NES_KERNEL_TEST_ARGS:=}"
 : "${NES_KERNEL_ACCEL:=auto}"
 : "${NES_KERNEL_TIMEOUT:=240}"
-: "${NES_KERNEL_CPUS:=1}"
+: "${NES_KERNEL_CPUS:=2}"
 : "${NES_KERNEL_MEMORY:=1G}"
 : "${NES_KERNEL_ALLOW_NO_TESTS:=}"
 
@@ -232,7 +232,7 @@ if [[ -s "$rundir/probe.txt" ]]; then
 fi
 
 fail=()
-total_passed=0 total_failed=0 total_skips=0
+total_passed=0 total_failed=0 total_skips=0 total_secs=0
 if [[ -s "$rundir/results.tsv" ]]; then
     say "test binaries run in the VM (NES_REQUIRE_KINDS=$NES_REQUIRE_KINDS):"
     while IFS=$'\t' read -r label rc passed failed ignored skips secs; do
@@ -254,6 +254,7 @@ if [[ -s "$rundir/results.tsv" ]]; then
             total_failed=$((total_failed + 1))
         fi
         total_skips=$((total_skips + skips))
+        total_secs=$((total_secs + secs))
     done <"$rundir/results.tsv"
 fi
 
@@ -283,7 +284,7 @@ if [[ -z "$problem" && "$reported" -ne "$expected" ]]; then
     problem="only $reported of $expected test binaries reported a result"
 fi
 
-say "total wall time $(since "$t_start") s"
+say "test binaries ran for $total_secs s in the VM; VM wall $vm_secs s; lane total $(since "$t_start") s"
 echo "kernel-vm: $total_passed passed, $total_failed failed, $total_skips skipped"
 [[ -z "$problem" ]] || die "$problem"
 say "OK"

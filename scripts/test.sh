@@ -39,7 +39,7 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "shellcheck"
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh scripts/kernel/*.sh .ci/run
 
 # --- tests -----------------------------------------------------------------------
 step "cargo nextest (workspace)"

@@ -1,10 +1,8 @@
 //! Executes a plan: pipelined netlink writes, per-op results, retry backoff.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use rand::Rng;
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -359,64 +357,9 @@ mod libc_errno {
     pub const EADDRNOTAVAIL: i32 = Errno::EADDRNOTAVAIL as i32;
 }
 
-/// Exponential backoff with jitter for retrying failed passes: the n-th delay is drawn
-/// uniformly from [d/2, d] with d = min(max, base * 2^n). No retry cap (level-triggered).
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The next delay to wait.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX);
-        let d = self.base.saturating_mul(factor).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = d / 2;
-        half + d.saturating_sub(half).mul_f64(rand::rng().random::<f64>())
-    }
-
-    /// Back to the first delay (after a success).
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new(Duration::from_millis(200), Duration::from_secs(30))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        for (n, d) in delays.iter().enumerate() {
-            let full = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(1));
-            assert!(
-                *d >= full / 2 && *d <= full,
-                "attempt {n}: {d:?} not in [{:?}, {full:?}]",
-                full / 2
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn a_failed_address_add_is_not_recorded_as_owned() {

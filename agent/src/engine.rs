@@ -18,7 +18,8 @@ use api::NetworkConfigurationSpec;
 use tokio::sync::broadcast;
 use tracing::{debug, info, instrument};
 
-use crate::apply::{self, ApplyReport, Backoff, Exec};
+use crate::apply::{self, ApplyReport, Exec};
+use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::netlink::Netlink;
 use crate::netns::NetnsExecutor;

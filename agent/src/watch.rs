@@ -11,7 +11,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch as tokio_watch};
 use tracing::{debug, warn, Instrument};
 
-use crate::apply::{ApplyReport, Backoff};
+use crate::apply::ApplyReport;
+use crate::backoff::Backoff;
 use crate::engine::PodNetwork;
 use crate::error::Result;
 use crate::netlink::{parse_event, Change, Netlink};

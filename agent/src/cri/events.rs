@@ -1,11 +1,8 @@
 //! containerd's event stream: decoding envelopes (pure), the notices the resolver publishes,
 //! and the reconnect backoff.
 
-use std::time::Duration;
-
 use containerd_client::events::{ContainerCreate, ContainerDelete, TaskExit, TaskStart};
 use prost::Message;
-use rand::Rng;
 
 /// What the resolver tells subscribers about sandboxes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,43 +85,6 @@ pub fn decode_event(topic: &str, payload: &[u8]) -> Option<RuntimeEvent> {
         _ => None,
     }
     .filter(|e| !e.container_id().is_empty())
-}
-
-/// Exponential backoff with full jitter on the upper half: base·2^n capped at max, each
-/// delay drawn from [d/2, d].
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The upper bound of the next delay, without jitter.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.max)
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
-        let half = ceiling / 2;
-        let jitter_ns = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(rand::rng().random_range(0..=jitter_ns))
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
 }
 
 #[cfg(test)]
@@ -210,31 +170,5 @@ mod tests {
         for (name, topic, payload, want) in cases {
             assert_eq!(decode_event(topic, &payload), want, "{name}");
         }
-    }
-
-    #[test]
-    fn backoff_grows_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let ceilings: Vec<Duration> = (0..7)
-            .map(|_| {
-                let c = b.ceiling();
-                let d = b.next_delay();
-                assert!(d >= c / 2 && d <= c, "{d:?} outside [{:?}, {c:?}]", c / 2);
-                c
-            })
-            .collect();
-        let ms: Vec<u128> = ceilings.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, vec![100, 200, 400, 800, 1600, 2000, 2000]);
-        b.reset();
-        assert_eq!(b.ceiling(), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn backoff_never_overflows() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        for _ in 0..100 {
-            b.next_delay();
-        }
-        assert_eq!(b.ceiling(), Duration::from_secs(30));
     }
 }

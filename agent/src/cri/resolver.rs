@@ -23,12 +23,13 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::conn::{probe_http2, unix_channel, CallCtx};
 use super::error::ResolveError;
-use super::events::{decode_event, Backoff, EventsState, RuntimeEvent, SandboxEvent};
+use super::events::{decode_event, EventsState, RuntimeEvent, SandboxEvent};
 use super::sandbox::{
     choose_sandbox, is_host_network, netns_location, NetnsInfoProblem, NetnsLocation,
     SandboxChoice, POD_UID_LABEL,
 };
 use super::{NetnsResolver, NetnsSource, PodRef, ResolvedNetns};
+use crate::backoff::Backoff;
 
 /// Label containerd's CRI plugin puts on its containers: `sandbox` or `container`.
 const CRI_KIND_LABEL: &str = "io.cri-containerd.kind";

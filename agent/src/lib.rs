@@ -5,6 +5,7 @@
 // Module list: each helper adds its own line below its own marker, nothing else.
 // -- engine (netns executor, netlink, plan, apply, watch)
 pub mod apply;
+pub mod atomic_file;
 pub mod backoff;
 pub mod cli;
 pub mod engine;

@@ -66,19 +66,13 @@ impl Owned {
         }
     }
 
-    /// Writes the record atomically (temp file + rename).
+    /// Writes the record atomically (temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let file_err = |source| Error::File {
-            path: path.to_path_buf(),
-            source,
-        };
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, json).map_err(file_err)?;
-        std::fs::rename(&tmp, path).map_err(file_err)
+        crate::atomic_file::write_atomic(path, &json)
     }
 }
 

@@ -3,11 +3,12 @@
 //! agent in the API server.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use api::NetworkConfigurationSpec;
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::write_atomic;
 use crate::error::{Error, Result};
 use crate::owned::Owned;
 
@@ -79,20 +80,6 @@ impl DesiredStore for FileStore {
         })?;
         write_atomic(&path, &json)
     }
-}
-
-/// Writes `bytes` to a temp file beside `path`, syncs it and renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let file_err = |source| Error::File {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(file_err)?;
-    f.write_all(bytes).map_err(file_err)?;
-    f.sync_all().map_err(file_err)?;
-    std::fs::rename(&tmp, path).map_err(file_err)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use agent::netns::NetnsExecutor;
 use agent::standalone::{podsock, Options};
 use agent::watch::KeeperOptions;
 use api::wire::{ConfigView, Event, EventBody, ProblemDetails, StatusView};
-use common::{eventually, require_root, Netns};
+use common::{eventually, require_root, run, Netns};
 use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +78,7 @@ impl Agent {
     fn add(&mut self, ns: &Netns) {
         let target = self.dir.path().join("netns").join(&ns.name);
         std::fs::write(&target, b"").expect("mount point");
-        sh(&[
+        run(&[
             "mount",
             "--bind",
             &ns.path().to_string_lossy(),
@@ -90,7 +90,7 @@ impl Agent {
     fn remove(&mut self, ns: &Netns) {
         let target = self.dir.path().join("netns").join(&ns.name);
         // lazily, as `ip netns del` does: the agent may still hold the file open
-        sh(&["umount", "-l", &target.to_string_lossy()]);
+        run(&["umount", "-l", &target.to_string_lossy()]);
         std::fs::remove_file(&target).expect("remove mount point");
         self.mounted.retain(|m| m != &target);
     }
@@ -116,19 +116,6 @@ impl Drop for Agent {
             let _ = Command::new("umount").arg("-l").arg(m).output();
         }
     }
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A client inside a pod: connects to that namespace's `@nes`, retrying until the agent binds it.

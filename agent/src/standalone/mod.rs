@@ -39,12 +39,6 @@ pub struct Options {
     pub keeper: KeeperOptions,
 }
 
-/// The running agent: the pods it serves. Dropping it does not stop anything; cancel the
-/// token given to [`run`].
-pub struct Agent {
-    pub pods: Arc<Pods>,
-}
-
 /// Serves until `stop` is cancelled. Stopping closes sockets only: never a netlink write.
 pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
     let store: Arc<dyn DesiredStore> = Arc::new(FileStore::open(&opts.state_dir)?);

@@ -2,7 +2,7 @@
 //! `@nes` socket. Requests for a pod are serialised by its record lock; pods run in parallel.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -501,9 +501,4 @@ async fn serve_socket(pod: Arc<Pod>) {
     let app = router(Scope::Pod(pod.clone()));
     drop(pod); // the router holds it; this task must not keep the pod alive after stop
     serve(listener, app, stop).await;
-}
-
-/// Where a named netns lives.
-pub fn netns_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }

@@ -93,7 +93,8 @@ impl Drop for Netns {
     }
 }
 
-fn run(args: &[&str]) -> Output {
+/// Runs a command, panicking with its stderr when it fails.
+pub fn run(args: &[&str]) -> Output {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()

@@ -872,6 +872,10 @@ async fn scenario(env: &Containerd) -> String {
         "leaked to the host: {host_addrs}"
     );
 
+    // The kernel reuses a namespace's inode number once the namespace is freed, so the old
+    // netns is held open until the new one is compared with it: otherwise "new inode" could
+    // fail for a genuinely new sandbox.
+    let old_netns = std::fs::File::open(&path).expect("hold the old netns");
     // The kubelet recreates the sandbox: stop the old one (it lingers, not ready), run a new one.
     env.cri()
         .stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -943,6 +947,7 @@ async fn scenario(env: &Containerd) -> String {
         second.identity.inode, first.identity.inode,
         "a new sandbox has a new netns"
     );
+    drop(old_netns);
     let new_path = second.identity.path.clone().expect("new path");
     let addrs = nsenter(&new_path, &["ip", "-o", "addr", "show"]);
     assert!(

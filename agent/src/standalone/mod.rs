@@ -45,7 +45,7 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
     let pods = Arc::new(Pods::default());
     let admin = bind_admin(&opts.admin_socket)?;
     info!(socket = %opts.admin_socket.display(), "serving the admin socket");
-    tokio::spawn(serve::serve(
+    let admin = tokio::spawn(serve::serve(
         admin,
         http::router(http::Scope::Admin(pods.clone())),
         stop.child_token(),
@@ -72,9 +72,10 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
     }
     for name in pods.names() {
         if let Some(pod) = pods.remove(&name) {
-            pod.stop();
+            pod.stop().await;
         }
     }
+    let _ = admin.await;
     let _ = std::fs::remove_file(&opts.admin_socket);
     Ok(())
 }
@@ -93,7 +94,7 @@ async fn reconcile(opts: &Options, store: &Arc<dyn DesiredStore>, pods: &Arc<Pod
         if !same {
             info!(pod = %name, "network namespace gone or replaced: releasing its sockets and state");
             if let Some(pod) = pods.remove(&name) {
-                pod.stop();
+                pod.stop().await;
             }
         }
     }

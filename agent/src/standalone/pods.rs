@@ -76,6 +76,8 @@ pub struct Pod {
     observed: tokio::sync::Mutex<Option<(Instant, Arc<Observed>)>>,
     /// Why the pod cannot be served as it should (e.g. `@nes` squatted).
     degraded: Mutex<Option<(String, String)>>,
+    /// The task serving `@nes`; awaited by [`Pod::stop`].
+    serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Pod {
@@ -116,6 +118,7 @@ impl Pod {
             conditions: Mutex::new(Vec::new()),
             observed: tokio::sync::Mutex::new(None),
             degraded: Mutex::new(None),
+            serving: Mutex::new(None),
         });
         let span = tracing::info_span!("pod", pod = name, netns = %netns.display());
         tokio::spawn(
@@ -123,7 +126,8 @@ impl Pod {
                 .instrument(span.clone()),
         );
         tokio::spawn(follow_netlink(pod.clone()).instrument(span.clone()));
-        tokio::spawn(serve_socket(pod.clone()).instrument(span));
+        let serving = tokio::spawn(serve_socket(pod.clone()).instrument(span));
+        *pod.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(serving);
         Ok(pod)
     }
 
@@ -144,10 +148,20 @@ impl Pod {
         self.stop.clone()
     }
 
-    /// Stops serving: closes `@nes` and every connection, the netlink sockets and the
-    /// executor threads (they pin the netns). Never changes anything in the kernel.
-    pub fn stop(&self) {
+    /// Stops serving and returns once `@nes` and every connection on it are closed, so a
+    /// successor (a restarted agent) never shares the name with a dying listener. The
+    /// netlink sockets and executor threads go with the last reference. Never changes
+    /// anything in the kernel.
+    pub async fn stop(&self) {
         self.stop.cancel();
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(serving) = serving {
+            let _ = serving.await;
+        }
     }
 
     pub async fn config(&self) -> ConfigView {

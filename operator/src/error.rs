@@ -1,0 +1,28 @@
+//! The operator's one error type.
+
+/// Everything that can go wrong in the operator, with the context needed to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API call failed: {context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    // === TLS, certificates, admission ===
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::Tls(_) => "tls",
+        }
+    }
+}

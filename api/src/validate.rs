@@ -384,6 +384,23 @@ fn check_interface(
             format!("{at}.parent"),
             "an interface cannot be its own parent",
         );
+    } else if let Some(chain) = parent_loop(iface, declared) {
+        p.add(
+            format!("{at}.parent"),
+            format!("parents form a loop: {}", chain.join(" -> ")),
+        );
+    }
+    if let (Some(mtu), Some(parent)) = (iface.mtu, pod_parent(iface, declared)) {
+        if let Some(parent_mtu) = parent.mtu.filter(|pm| mtu > *pm) {
+            p.add(
+                format!("{at}.mtu"),
+                format!(
+                    "MTU {mtu} is above the MTU {parent_mtu} of its parent {}: a {} cannot be larger than the link it runs on",
+                    parent.name,
+                    iface.kind.as_str()
+                ),
+            );
+        }
     }
     if let Some(master) = &iface.master {
         match declared.get(master.as_str()) {
@@ -419,6 +436,45 @@ fn check_interface(
             );
         }
     }
+}
+
+/// The declared parent a link runs on inside the pod, for kinds whose MTU is bounded by it.
+fn pod_parent<'a>(
+    iface: &InterfaceSpec,
+    declared: &HashMap<&str, &'a InterfaceSpec>,
+) -> Option<&'a InterfaceSpec> {
+    match iface.kind {
+        InterfaceType::Vlan | InterfaceType::Macvlan | InterfaceType::Ipvlan
+            if !iface.parent_in_host =>
+        {
+            declared.get(iface.parent.as_deref()?).copied()
+        }
+        _ => None,
+    }
+}
+
+/// The chain of declared parents from `iface` back to itself, if it loops.
+fn parent_loop(
+    iface: &InterfaceSpec,
+    declared: &HashMap<&str, &InterfaceSpec>,
+) -> Option<Vec<String>> {
+    let mut chain = vec![iface.name.clone()];
+    let mut at = iface;
+    while let Some(parent) = at.parent.as_deref() {
+        if at.parent_in_host {
+            return None;
+        }
+        if parent == iface.name {
+            chain.push(parent.to_string());
+            return Some(chain);
+        }
+        if chain.iter().any(|n| n == parent) {
+            return None; // a loop further up, reported at its own members
+        }
+        at = declared.get(parent)?;
+        chain.push(parent.to_string());
+    }
+    None
 }
 
 fn check_route(

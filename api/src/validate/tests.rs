@@ -192,6 +192,28 @@ fn bad_cases() -> Vec<BadCase> {
             "spec.interfaces[1].parent",
             "its own parent",
         ),
+        case(
+            "parents in a loop",
+            {
+                let mut s = with_iface(1, |i| i.parent = Some("mv0".into()));
+                s.interfaces[2].parent = Some("eth0.100".into());
+                s
+            },
+            "spec.interfaces[1].parent",
+            "parents form a loop: eth0.100 -> mv0 -> eth0.100",
+        ),
+        case(
+            "vlan mtu above its declared parent's",
+            with_iface(1, |i| i.mtu = Some(9001)),
+            "spec.interfaces[1].mtu",
+            "MTU 9001 is above the MTU 9000 of its parent eth0: a vlan cannot be larger",
+        ),
+        case(
+            "macvlan mtu above its declared parent's",
+            with_iface(2, |i| i.mtu = Some(9216)),
+            "spec.interfaces[2].mtu",
+            "above the MTU 9000 of its parent eth0: a macvlan",
+        ),
         // vlan
         case(
             "vlan id 0",

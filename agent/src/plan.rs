@@ -12,7 +12,7 @@
 //!   is taken by someone else's route is reported, never replaced;
 //! - an address is nes's if the [`Owned`] record lists it; nes never removes others.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -408,6 +408,9 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
     let mut fate: HashMap<&str, LinkFate> = HashMap::new();
     let mut recreated: HashSet<u32> = HashSet::new();
     let mut creates: Vec<LinkCreate> = Vec::new();
+    // Kept nes links, with what it takes to create them again.
+    let mut kept: BTreeMap<&str, LinkCreate> = BTreeMap::new();
+    let mut recreated_names: HashSet<&str> = HashSet::new();
     for iface in &desired.interfaces {
         let name = iface.name.as_str();
         let seen = observed.link(name);
@@ -450,6 +453,7 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
                             && host_peer_ok(&create.kind, observed) =>
                     {
                         adopted.links.insert(name.into());
+                        kept.insert(name, create);
                         LinkFate::Keep(l.index)
                     }
                     Some(l) if l.is_nes() => {
@@ -457,6 +461,7 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
                             ifname: name.into(),
                         });
                         recreated.insert(l.index);
+                        recreated_names.insert(name);
                         creates.push(create);
                         LinkFate::Create
                     }
@@ -473,50 +478,148 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
         };
         fate.insert(name, f);
     }
-    // Children wait for a blocked parent.
-    for iface in &desired.interfaces {
-        let Some(c) = creates.iter().find(|c| c.name == iface.name) else {
-            continue;
-        };
-        if let Some(parent) = c.kind.pod_parent() {
-            let parent_ok = match fate.get(parent) {
-                Some(LinkFate::Blocked) => false,
-                Some(_) => true,
-                None => observed.link(parent).is_some(),
-            };
-            if !parent_ok {
-                p.block(
-                    ObjectRef::Interface(c.name.clone()),
-                    ObjectState::Pending,
-                    format!("parent link {parent} is not available"),
-                );
-                fate.insert(iface.name.as_str(), LinkFate::Blocked);
-            }
-        }
-    }
-    creates.retain(|c| fate.get(c.name.as_str()) == Some(&LinkFate::Create));
     // Links nes created that are no longer declared.
     let mut deleted: HashSet<u32> = HashSet::new();
+    let mut deleted_names: HashSet<&str> = HashSet::new();
     for l in &observed.links {
         if l.is_nes() && !declared.contains_key(l.name.as_str()) {
             p.removals_links.push(Op::DelLink {
                 ifname: l.name.clone(),
             });
             deleted.insert(l.index);
+            deleted_names.insert(l.name.as_str());
+        }
+    }
+    // The kernel deletes a link's VLAN, macvlan, ipvlan and vxlan uppers with it, so a kept
+    // child of a recreated parent is recreated in the same pass, and one of a deleted parent
+    // waits; down the whole chain.
+    loop {
+        let orphaned: Vec<(&str, u32, bool)> = kept
+            .iter()
+            .filter_map(|(name, c)| {
+                let parent = c.kind.pod_parent()?;
+                let Some(LinkFate::Keep(idx)) = fate.get(name) else {
+                    return None;
+                };
+                if recreated_names.contains(parent) {
+                    Some((*name, *idx, true))
+                } else if deleted_names.contains(parent) {
+                    Some((*name, *idx, false))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if orphaned.is_empty() {
+            break;
+        }
+        for (name, idx, recreate) in orphaned {
+            adopted.links.remove(name);
+            let Some(c) = kept.remove(name) else { continue };
+            if recreate {
+                // Deleted explicitly, before its parent, so the pass does not depend on
+                // the kernel's cascade; a child already gone counts as deleted.
+                p.removals_links.insert(
+                    0,
+                    Op::DelLink {
+                        ifname: name.into(),
+                    },
+                );
+                recreated.insert(idx);
+                recreated_names.insert(name);
+                creates.push(c);
+                fate.insert(name, LinkFate::Create);
+            } else {
+                deleted.insert(idx);
+                deleted_names.insert(name);
+                p.block(
+                    ObjectRef::Interface(name.into()),
+                    ObjectState::Pending,
+                    format!(
+                        "its parent link {} is being removed",
+                        c.kind.pod_parent().unwrap_or_default()
+                    ),
+                );
+                fate.insert(name, LinkFate::Blocked);
+            }
         }
     }
     let gone: HashSet<u32> = deleted.union(&recreated).copied().collect();
 
-    // Creation order: links without a created parent first, then their children.
-    let created_names: HashSet<String> = creates.iter().map(|c| c.name.clone()).collect();
-    let (roots, children): (Vec<_>, Vec<_>) = creates.into_iter().partition(|c| {
-        c.kind
-            .pod_parent()
-            .is_none_or(|pp| !created_names.contains(pp))
-    });
-    for c in roots.into_iter().chain(children) {
-        p.creates.push(Op::CreateLink(c));
+    // MTU limits the kernel enforces: a VLAN, macvlan or ipvlan cannot be larger than its
+    // parent. The declared parent MTU is checked by `api::validate`; the kernel's is here.
+    let mut mtu_refused: HashSet<&str> = HashSet::new();
+    let mut mtu_after_parent: HashSet<&str> = HashSet::new();
+    for iface in &desired.interfaces {
+        let name = iface.name.as_str();
+        let (Some(mtu), Some(parent)) = (iface.mtu, mtu_bounded_by(iface)) else {
+            continue;
+        };
+        let parent_now = observed.link(parent).filter(|l| !gone.contains(&l.index));
+        let parent_mtu = declared
+            .get(parent)
+            .and_then(|d| d.mtu)
+            .or(parent_now.map(|l| l.mtu));
+        match parent_mtu {
+            Some(limit) if mtu > limit => {
+                p.block(
+                    ObjectRef::Interface(name.into()),
+                    ObjectState::Failed,
+                    format!(
+                        "MTU {mtu} is above the MTU {limit} of its parent {parent}: a {} cannot be larger than the link it runs on",
+                        iface.kind.as_str()
+                    ),
+                );
+                mtu_refused.insert(name);
+                if fate.get(name) == Some(&LinkFate::Create) {
+                    fate.insert(name, LinkFate::Blocked);
+                }
+            }
+            // The parent is raised in this pass: create at the parent's MTU, then raise.
+            Some(_) if parent_now.is_some_and(|l| mtu > l.mtu) => {
+                mtu_after_parent.insert(name);
+            }
+            _ => {}
+        }
     }
+
+    // Children wait for a blocked parent, down the whole chain.
+    loop {
+        let waiting: Vec<(String, String)> = creates
+            .iter()
+            .filter(|c| fate.get(c.name.as_str()) == Some(&LinkFate::Create))
+            .filter_map(|c| {
+                let parent = c.kind.pod_parent()?;
+                let parent_ok = match fate.get(parent) {
+                    Some(LinkFate::Blocked) => false,
+                    Some(_) => true,
+                    None => observed.link(parent).is_some() && !deleted_names.contains(parent),
+                };
+                (!parent_ok).then(|| (c.name.clone(), parent.to_string()))
+            })
+            .collect();
+        if waiting.is_empty() {
+            break;
+        }
+        for (name, parent) in waiting {
+            p.block(
+                ObjectRef::Interface(name.clone()),
+                ObjectState::Pending,
+                format!("parent link {parent} is not available"),
+            );
+            if let Some(n) = declared.get_key_value(name.as_str()).map(|(k, _)| *k) {
+                fate.insert(n, LinkFate::Blocked);
+            }
+        }
+    }
+    creates.retain(|c| fate.get(c.name.as_str()) == Some(&LinkFate::Create));
+    for c in &mut creates {
+        if mtu_after_parent.contains(c.name.as_str()) {
+            c.mtu = None;
+        }
+    }
+    p.creates
+        .extend(creation_order(creates).into_iter().map(Op::CreateLink));
 
     // --- link settings
     for iface in &desired.interfaces {
@@ -529,7 +632,13 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
         if f == LinkFate::Blocked {
             continue;
         }
-        let mtu = iface.mtu.filter(|m| seen.is_some_and(|l| l.mtu != *m));
+        let mtu = iface
+            .mtu
+            .filter(|_| !mtu_refused.contains(name))
+            .filter(|m| match seen {
+                Some(l) => l.mtu != *m,
+                None => mtu_after_parent.contains(name),
+            });
         let want_up = match (iface.kind, iface.state) {
             (_, Some(s)) => Some(s == LinkState::Up),
             (InterfaceType::Existing, None) => None,
@@ -581,6 +690,12 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
             }
         }
     }
+
+    // A parent's MTU changes before its children's (a child cannot exceed its parent).
+    p.settings.sort_by_key(|op| match op {
+        Op::SetLink { ifname, .. } => depth(ifname, &declared),
+        _ => 0,
+    });
 
     // --- addresses
     let mut desired_addrs: HashSet<(&str, IpNet)> = HashSet::new();
@@ -774,6 +889,54 @@ impl Planner {
             blocked: self.blocked,
             owned,
         }
+    }
+}
+
+/// Links in creation order: each after the pod parent it runs on.
+fn creation_order(mut pending: Vec<LinkCreate>) -> Vec<LinkCreate> {
+    let mut ordered = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let names: HashSet<String> = pending.iter().map(|c| c.name.clone()).collect();
+        let (ready, rest): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|c| c.kind.pod_parent().is_none_or(|pp| !names.contains(pp)));
+        if ready.is_empty() {
+            // A parent loop; `api::validate` refuses those, keep the declared order.
+            ordered.extend(rest);
+            break;
+        }
+        ordered.extend(ready);
+        pending = rest;
+    }
+    ordered
+}
+
+/// How many declared pod parents a link runs on (0 for a link without one).
+fn depth(name: &str, declared: &HashMap<&str, &InterfaceSpec>) -> usize {
+    let mut depth = 0;
+    let mut at = name;
+    while let Some(parent) = declared
+        .get(at)
+        .filter(|i| !i.parent_in_host)
+        .and_then(|i| i.parent.as_deref())
+    {
+        depth += 1;
+        if depth > declared.len() {
+            break; // a parent loop; `api::validate` refuses those
+        }
+        at = parent;
+    }
+    depth
+}
+
+/// The pod link whose MTU bounds this one's (the kernel refuses a larger MTU).
+fn mtu_bounded_by(iface: &InterfaceSpec) -> Option<&str> {
+    match iface.kind {
+        InterfaceType::Vlan => iface.parent.as_deref(),
+        InterfaceType::Macvlan | InterfaceType::Ipvlan if !iface.parent_in_host => {
+            iface.parent.as_deref()
+        }
+        _ => None,
     }
 }
 

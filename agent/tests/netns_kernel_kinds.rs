@@ -350,7 +350,6 @@ async fn qinq_802_1ad_service_vlan_carrying_a_customer_vlan() {
 /// Replacing a parent link takes its VLANs with it (the kernel deletes the uppers of a
 /// deleted device): the same pass must rebuild them, not report success without them.
 #[tokio::test]
-#[ignore = "engine gap (issue #3): recreating a parent does not rebuild its VLANs in the same pass"]
 async fn replacing_a_qinq_outer_vlan_rebuilds_the_inner_one_in_the_same_pass() {
     require!("dummy", "vlan");
     let mut pod = Pod::new("kk-qinq2").await;
@@ -396,7 +395,6 @@ fn assert_clear_mtu_error(err: &str) {
 }
 
 #[tokio::test]
-#[ignore = "engine gap (issue #3): the planner does not yet refuse a VLAN MTU above its parent's with a clear error"]
 async fn vlan_mtu_above_its_parent_is_rejected_with_a_clear_error() {
     require!("dummy", "vlan");
     let mut pod = Pod::new("kk-vlanmtu").await;

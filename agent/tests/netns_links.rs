@@ -206,3 +206,56 @@ async fn ipvlan_l3_on_a_veth_parent() {
         0
     );
 }
+
+/// Recreating a link takes the macvlans on it down with it (the kernel deletes uppers with
+/// their lower device): the same pass must rebuild them, addresses included.
+#[tokio::test]
+async fn recreating_a_parent_rebuilds_the_macvlan_on_it_in_the_same_pass() {
+    if !require_root() || !require_kind("veth") || !require_kind("macvlan") {
+        return;
+    }
+    let fx = PodFixture::new("reparent");
+    let net = fx.open().await;
+    let desired = |peer: &str| {
+        spec(&format!(
+            r#"
+interfaces:
+  - name: trunk0
+    type: veth
+    peer: {peer}
+  - name: mv0
+    type: macvlan
+    parent: trunk0
+    mode: bridge
+    addresses: ["172.16.7.2/24"]
+"#
+        ))
+    };
+    let first = net
+        .converge(&desired("hpeer-a"), &Owned::default())
+        .await
+        .expect("converge");
+    assert!(first.is_converged(), "{first:#?}");
+
+    // A new peer name cannot be set in place: trunk0 is recreated.
+    let second = net
+        .converge(&desired("hpeer-b"), &first.owned)
+        .await
+        .expect("converge");
+    assert!(second.is_converged(), "{second:#?}");
+    assert!(fx.host.has_link("hpeer-b") && !fx.host.has_link("hpeer-a"));
+    assert!(
+        fx.pod.has_link("mv0"),
+        "the pass reported success, yet mv0 (on the recreated trunk0) is gone: {second:#?}"
+    );
+    let mv0 = fx.pod.ip(&["-d", "link", "show", "mv0"]);
+    assert!(mv0.contains("mv0@trunk0"), "{mv0}");
+    let addrs = fx.pod.addresses("mv0");
+    assert!(addrs.contains(&"172.16.7.2/24".to_string()), "{addrs:?}");
+
+    let again = net
+        .converge(&desired("hpeer-b"), &second.owned)
+        .await
+        .expect("converge");
+    assert_eq!(again.writes, 0, "{again:#?}");
+}

@@ -501,3 +501,156 @@ fn plan_orders_removals_in_reverse_before_additions() {
         ]
     );
 }
+
+fn vlan(name: &str, parent: &str, id: u16, proto: Option<api::VlanProtocol>) -> InterfaceSpec {
+    InterfaceSpec {
+        name: name.into(),
+        kind: InterfaceType::Vlan,
+        parent: Some(parent.into()),
+        vlan_id: Some(id),
+        vlan_protocol: proto,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn plan_recreates_the_children_of_a_recreated_parent_in_the_same_pass() {
+    let outer = |proto| vlan("svc100", "eth0", 100, Some(proto));
+    let inner = InterfaceSpec {
+        addresses: vec!["192.0.2.110/24".into()],
+        ..vlan("cust10", "svc100", 10, None)
+    };
+    let marker = |i: &InterfaceSpec| link_kind(i).unwrap().marker();
+    let mut obs = cni();
+    obs.links.push(nes_link(
+        7,
+        "svc100",
+        &marker(&outer(api::VlanProtocol::Dot1Ad)),
+    ));
+    obs.links.push(nes_link(8, "cust10", &marker(&inner)));
+    obs.addresses.push(addr(8, "192.0.2.110/24"));
+    obs.routes.push(route(
+        "10.10.0.0/16",
+        Some("192.0.2.1"),
+        Some(8),
+        NES_ROUTE_PROTOCOL,
+    ));
+    let owned = owned_addrs(&[("cust10", "192.0.2.110/24")]);
+    let desired = spec(
+        vec![outer(api::VlanProtocol::Dot1Q), inner],
+        vec![route_spec(
+            "10.10.0.0/16",
+            Some("192.0.2.1"),
+            Some("cust10"),
+        )],
+    );
+    let p = plan(&desired, &obs, &owned);
+    assert_eq!(
+        ops(&p),
+        vec![
+            "link del cust10",
+            "link del svc100",
+            "link add svc100 (nes:vlan:parent=eth0,id=100,proto=802.1Q) up",
+            "link add cust10 (nes:vlan:parent=svc100,id=10,proto=802.1Q) up",
+            "address add 192.0.2.110/24 dev cust10",
+            "route add 10.10.0.0/16 via 192.0.2.1 dev cust10 table 254 metric 0 proto 78",
+        ]
+    );
+    assert!(p.blocked.is_empty(), "{:?}", p.blocked);
+}
+
+#[test]
+fn plan_holds_back_the_child_of_a_parent_being_removed() {
+    let inner = vlan("cust10", "svc100", 10, None);
+    let mut obs = cni();
+    obs.links.push(nes_link(
+        7,
+        "svc100",
+        "nes:vlan:parent=eth0,id=100,proto=802.1Q",
+    ));
+    obs.links
+        .push(nes_link(8, "cust10", &link_kind(&inner).unwrap().marker()));
+    let p = plan(&spec(vec![inner], vec![]), &obs, &Owned::default());
+    assert_eq!(ops(&p), vec!["link del svc100"]);
+    assert_eq!(p.blocked.len(), 1, "{:?}", p.blocked);
+    assert_eq!(p.blocked[0].state, ObjectState::Pending);
+    assert!(
+        p.blocked[0].reason.contains("svc100 is being removed"),
+        "{}",
+        p.blocked[0].reason
+    );
+}
+
+#[test]
+fn plan_creates_a_whole_chain_parent_first_whatever_the_declared_order() {
+    let desired = spec(
+        vec![
+            vlan("c", "b", 3, None),
+            vlan("b", "a", 2, None),
+            vlan("a", "eth0", 1, Some(api::VlanProtocol::Dot1Ad)),
+        ],
+        vec![],
+    );
+    let p = plan(&desired, &cni(), &Owned::default());
+    let names: Vec<String> = p
+        .ops
+        .iter()
+        .map(|o| match o {
+            Op::CreateLink(c) => c.name.clone(),
+            other => panic!("unexpected {other}"),
+        })
+        .collect();
+    assert_eq!(names, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn plan_refuses_a_vlan_mtu_above_the_mtu_of_its_parent_in_the_kernel() {
+    let big = InterfaceSpec {
+        mtu: Some(9000),
+        ..vlan("eth0.5", "eth0", 5, None)
+    };
+    // Created: refused before any write.
+    let p = plan(&spec(vec![big.clone()], vec![]), &cni(), &Owned::default());
+    assert!(p.ops.is_empty(), "{:?}", ops(&p));
+    assert_eq!(p.blocked.len(), 1);
+    assert_eq!(p.blocked[0].state, ObjectState::Failed);
+    assert_eq!(
+        p.blocked[0].reason,
+        "MTU 9000 is above the MTU 1500 of its parent eth0: a vlan cannot be larger than the link it runs on"
+    );
+
+    // Kept: everything but the MTU is still managed.
+    let mut obs = cni();
+    let mut kept = nes_link(7, "eth0.5", &link_kind(&big).unwrap().marker());
+    kept.mtu = 1400;
+    obs.links.push(kept);
+    let with_addr = InterfaceSpec {
+        addresses: vec!["192.0.2.5/24".into()],
+        ..big
+    };
+    let p = plan(&spec(vec![with_addr], vec![]), &obs, &Owned::default());
+    assert_eq!(ops(&p), vec!["address add 192.0.2.5/24 dev eth0.5"]);
+    assert_eq!(p.blocked[0].state, ObjectState::Failed);
+}
+
+#[test]
+fn plan_raises_the_parent_mtu_before_creating_a_larger_child() {
+    let eth0 = InterfaceSpec {
+        mtu: Some(9000),
+        ..existing("eth0", &[])
+    };
+    let child = InterfaceSpec {
+        mtu: Some(9000),
+        ..vlan("eth0.5", "eth0", 5, None)
+    };
+    let p = plan(&spec(vec![child, eth0], vec![]), &cni(), &Owned::default());
+    assert_eq!(
+        ops(&p),
+        vec![
+            "link add eth0.5 (nes:vlan:parent=eth0,id=5,proto=802.1Q) up",
+            "link set eth0 mtu 9000",
+            "link set eth0.5 mtu 9000",
+        ]
+    );
+    assert!(p.blocked.is_empty());
+}

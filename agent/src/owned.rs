@@ -28,6 +28,20 @@ pub struct Owned {
     /// is authoritative).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub routes: BTreeSet<api::RouteKey>,
+    /// Settings of links nes did not create, as they were before nes changed them, so they
+    /// are put back when nes stops managing them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub originals: BTreeMap<String, Original>,
+}
+
+/// A link's own settings before nes changed them; `None` where nes changed nothing.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Original {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<bool>,
 }
 
 impl Owned {

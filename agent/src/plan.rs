@@ -23,8 +23,8 @@ use api::{
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::observe::{effective_metric, Observed, MARKER_PREFIX, NES_ROUTE_PROTOCOL};
-use crate::owned::Owned;
+use crate::observe::{effective_metric, Observed, ObservedLink, MARKER_PREFIX, NES_ROUTE_PROTOCOL};
+use crate::owned::{Original, Owned};
 
 /// What kind of link to create, with every parameter that cannot change without recreating it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -632,7 +632,7 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
         if f == LinkFate::Blocked {
             continue;
         }
-        let mtu = iface
+        let mut mtu = iface
             .mtu
             .filter(|_| !mtu_refused.contains(name))
             .filter(|m| match seen {
@@ -644,7 +644,15 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
             (InterfaceType::Existing, None) => None,
             (_, None) => Some(true),
         };
-        let up = want_up.filter(|u| seen.is_some_and(|l| l.admin_up != *u));
+        let mut up = want_up.filter(|u| seen.is_some_and(|l| l.admin_up != *u));
+        if let (InterfaceType::Existing, Some(l)) = (iface.kind, seen) {
+            let (restore, record) = originals(iface.mtu, want_up, l, owned.originals.get(name));
+            mtu = mtu.or(restore.mtu);
+            up = up.or(restore.up);
+            if let Some(record) = record {
+                adopted.originals.insert(name.into(), record);
+            }
+        }
         let master = iface.master.clone().filter(|m| {
             let target = match fate.get(m.as_str()) {
                 Some(LinkFate::Keep(idx)) => Some(*idx),
@@ -688,6 +696,26 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
                     alias,
                 });
             }
+        }
+    }
+
+    // Links nes changed but no longer manages get their own settings back.
+    for (name, prev) in &owned.originals {
+        let Some(l) = observed
+            .link(name)
+            .filter(|_| !declared.contains_key(name.as_str()))
+        else {
+            continue;
+        };
+        let (restore, record) = originals(None, None, l, Some(prev));
+        if let Some(record) = record {
+            adopted.originals.insert(name.clone(), record);
+            p.settings.push(Op::SetLink {
+                ifname: name.clone(),
+                mtu: restore.mtu,
+                up: restore.up,
+                master: None,
+            });
         }
     }
 
@@ -890,6 +918,37 @@ impl Planner {
             owned,
         }
     }
+}
+
+/// For a link nes did not create: which of its original settings to put back now (those
+/// nes changed and no longer manages), and the record of originals to keep. A setting is
+/// recorded the first time nes changes it, and forgotten once it is back.
+fn originals(
+    want_mtu: Option<u32>,
+    want_up: Option<bool>,
+    seen: &ObservedLink,
+    prev: Option<&Original>,
+) -> (Original, Option<Original>) {
+    let prev = prev.cloned().unwrap_or_default();
+    let mut restore = Original::default();
+    let mut record = Original::default();
+    match want_mtu {
+        Some(m) if m != seen.mtu => record.mtu = Some(prev.mtu.unwrap_or(seen.mtu)),
+        Some(_) => record.mtu = prev.mtu,
+        None => {
+            restore.mtu = prev.mtu.filter(|o| *o != seen.mtu);
+            record.mtu = restore.mtu;
+        }
+    }
+    match want_up {
+        Some(u) if u != seen.admin_up => record.up = Some(prev.up.unwrap_or(seen.admin_up)),
+        Some(_) => record.up = prev.up,
+        None => {
+            restore.up = prev.up.filter(|o| *o != seen.admin_up);
+            record.up = restore.up;
+        }
+    }
+    (restore, (record != Original::default()).then_some(record))
 }
 
 /// Links in creation order: each after the pod parent it runs on.

@@ -280,3 +280,78 @@ async fn a_link_name_taken_by_someone_else_is_reported_not_taken_over() {
     );
     assert_eq!(ifs[0].state, api::ObjectState::Failed);
 }
+
+#[tokio::test]
+async fn an_existing_link_gets_its_own_mtu_and_state_back_when_it_leaves_the_spec() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("restore");
+    let net = fx.open().await;
+    let before = fx.pod.ip(&["link", "show", "eth0"]);
+    assert!(
+        before.contains("mtu 1500") && before.contains(",UP"),
+        "{before}"
+    );
+
+    let managed = net
+        .converge(
+            &spec("interfaces:\n  - name: eth0\n    mtu: 1400\n    state: down\n"),
+            &Owned::default(),
+        )
+        .await
+        .expect("converge");
+    assert!(managed.is_converged(), "{managed:#?}");
+    let during = fx.pod.ip(&["link", "show", "eth0"]);
+    assert!(
+        during.contains("mtu 1400") && !during.contains(",UP"),
+        "{during}"
+    );
+
+    let released = net
+        .converge(&spec("interfaces: []\n"), &managed.owned)
+        .await
+        .expect("converge");
+    assert!(released.is_converged(), "{released:#?}");
+    let after = fx.pod.ip(&["link", "show", "eth0"]);
+    assert!(
+        after.contains("mtu 1500") && after.contains(",UP"),
+        "{after}"
+    );
+
+    let again = net
+        .converge(&spec("interfaces: []\n"), &released.owned)
+        .await
+        .expect("converge");
+    assert_eq!(again.writes, 0, "{again:#?}");
+    assert_eq!(again.owned, Owned::default(), "nothing left to put back");
+}
+
+/// The kernel flushes IPv6 addresses when a link goes down; nes adds them after setting the
+/// link down, so they stay and a re-apply writes nothing.
+#[tokio::test]
+async fn a_down_link_keeps_its_ipv6_addresses_and_reapply_writes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("down6");
+    let net = fx.open().await;
+    let desired =
+        spec("interfaces:\n  - name: eth0\n    state: down\n    addresses: [\"fd00:6::5/64\"]\n");
+    let first = net
+        .converge(&desired, &Owned::default())
+        .await
+        .expect("converge");
+    assert!(first.is_converged(), "{first:#?}");
+    assert!(fx
+        .pod
+        .addresses("eth0")
+        .contains(&"fd00:6::5/64".to_string()));
+    for _ in 0..3 {
+        let again = net
+            .converge(&desired, &first.owned)
+            .await
+            .expect("converge");
+        assert_eq!(again.writes, 0, "{again:#?}");
+    }
+}

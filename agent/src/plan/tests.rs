@@ -1,5 +1,6 @@
 use super::*;
 use crate::observe::{ObservedAddress, ObservedLink, ObservedRoute};
+use crate::owned::Original;
 use api::{InterfaceSpec, InterfaceType, LinkMode, LinkState, RouteSpec};
 use pretty_assertions::assert_eq;
 
@@ -653,4 +654,72 @@ fn plan_raises_the_parent_mtu_before_creating_a_larger_child() {
         ]
     );
     assert!(p.blocked.is_empty());
+}
+
+#[test]
+fn plan_puts_back_the_settings_of_an_existing_link_it_no_longer_manages() {
+    let managed = |mtu, state| InterfaceSpec {
+        mtu,
+        state,
+        ..existing("eth0", &[])
+    };
+    // nes changes MTU and state, recording what they were.
+    let p = plan(
+        &spec(vec![managed(Some(9000), Some(LinkState::Down))], vec![]),
+        &cni(),
+        &Owned::default(),
+    );
+    assert_eq!(ops(&p), vec!["link set eth0 mtu 9000 down"]);
+    let record = Original {
+        mtu: Some(1500),
+        up: Some(true),
+    };
+    assert_eq!(p.owned.originals.get("eth0"), Some(&record));
+
+    let mut changed = cni();
+    changed.links[1].mtu = 9000;
+    changed.links[1].admin_up = false;
+    // Still managed: nothing to do, the record stays.
+    let same = plan(
+        &spec(vec![managed(Some(9000), Some(LinkState::Down))], vec![]),
+        &changed,
+        &p.owned,
+    );
+    assert!(same.ops.is_empty(), "{:?}", ops(&same));
+    assert_eq!(same.owned.originals.get("eth0"), Some(&record));
+
+    // The MTU is no longer declared: only it goes back.
+    let mtu_dropped = plan(
+        &spec(vec![managed(None, Some(LinkState::Down))], vec![]),
+        &changed,
+        &p.owned,
+    );
+    assert_eq!(ops(&mtu_dropped), vec!["link set eth0 mtu 1500"]);
+
+    // The interface leaves the spec: both go back; the record goes once they are back.
+    let released = plan(&spec(vec![], vec![]), &changed, &p.owned);
+    assert_eq!(ops(&released), vec!["link set eth0 mtu 1500 up"]);
+    let back = plan(&spec(vec![], vec![]), &cni(), &released.owned);
+    assert!(back.ops.is_empty(), "{:?}", ops(&back));
+    assert!(back.owned.originals.is_empty());
+}
+
+#[test]
+fn plan_records_no_original_when_the_link_already_had_the_declared_settings() {
+    let p = plan(
+        &spec(
+            vec![InterfaceSpec {
+                mtu: Some(1500),
+                state: Some(LinkState::Up),
+                ..existing("eth0", &[])
+            }],
+            vec![],
+        ),
+        &cni(),
+        &Owned::default(),
+    );
+    assert!(p.ops.is_empty());
+    assert!(p.owned.originals.is_empty(), "nothing to put back later");
+    let released = plan(&spec(vec![], vec![]), &cni(), &p.owned);
+    assert!(released.ops.is_empty(), "{:?}", ops(&released));
 }

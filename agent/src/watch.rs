@@ -178,19 +178,28 @@ impl EventMapper {
 }
 
 /// Starts listening in the namespace; events go to the returned receiver (and to every
-/// `resubscribe()` of it). The listener stops when every receiver is dropped.
+/// `resubscribe()` of it). The listener stops, closing its socket, as soon as every
+/// receiver is dropped.
 pub async fn subscribe(
     exec: &NetnsExecutor,
     initial: Vec<ObservedLink>,
 ) -> Result<broadcast::Receiver<NetEvent>> {
-    let mut messages = Netlink::open_multicast(exec).await?;
+    let (mut messages, socket) = Netlink::open_multicast(exec).await?;
     let (tx, rx) = broadcast::channel(EVENT_BUFFER);
     let netns = exec.path().display().to_string();
     let span = tracing::info_span!("netlink_watch", netns = %netns);
     tokio::spawn(
         async move {
+            let _socket = socket;
             let mut mapper = EventMapper::new(initial);
-            while let Some((msg, _)) = messages.next().await {
+            loop {
+                // Ending as soon as the last receiver goes, not at the next event, closes
+                // the socket, which would otherwise pin a namespace that is being removed.
+                let msg = tokio::select! {
+                    _ = tx.closed() => return,
+                    msg = messages.next() => msg,
+                };
+                let Some((msg, _)) = msg else { break };
                 let Some(change) = parse_event(&msg) else {
                     continue;
                 };

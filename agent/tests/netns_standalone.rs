@@ -11,7 +11,7 @@ use agent::netns::NetnsExecutor;
 use agent::standalone::{podsock, Options};
 use agent::watch::KeeperOptions;
 use api::wire::{ConfigView, Event, EventBody, ProblemDetails, StatusView};
-use common::{eventually, require_root, run, Netns};
+use common::{eventually, process_holds_netns, require_root, run, Netns};
 use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
@@ -643,23 +643,6 @@ async fn a_pod_reaches_only_its_own_configuration_and_the_host_reaches_none() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-}
-
-/// Whether anything in this process still holds the namespace with this inode.
-fn process_holds_netns(inode: u64) -> bool {
-    let needle = format!("net:[{inode}]");
-    let fds = std::fs::read_dir("/proc/self/fd")
-        .into_iter()
-        .flatten()
-        .flatten();
-    let tasks = std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|t| t.path().join("ns/net"));
-    fds.map(|e| e.path())
-        .chain(tasks)
-        .any(|p| std::fs::read_link(&p).is_ok_and(|l| l.to_string_lossy() == needle))
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agent::owned::Owned;
 use agent::watch::{spawn_keeper, KeeperOptions, NetEvent};
-use common::{eventually, require_root, spec, PodFixture};
+use common::{eventually, process_holds_netns, require_root, spec, PodFixture};
 
 async fn next_matching(
     rx: &mut tokio::sync::broadcast::Receiver<NetEvent>,
@@ -133,4 +133,38 @@ async fn an_owned_address_deleted_behind_nes_back_comes_back() {
         .addresses("cni-peer")
         .contains(&"10.244.1.5/24".to_string()));
     assert_eq!(net.writes(), writes, "foreign changes are not drift");
+}
+
+/// A namespace being removed must not stay pinned by nes's event socket until some event
+/// happens to arrive in it: the listener closes as soon as nobody listens.
+#[tokio::test]
+async fn dropping_the_last_event_receiver_closes_the_socket_without_waiting_for_an_event() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("unpin");
+    // No IPv6 means no late kernel events (DAD, link-local addresses) that would end the
+    // listener anyway and hide a listener that only notices at its next event.
+    common::run(&[
+        "ip",
+        "netns",
+        "exec",
+        &fx.pod.name,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+        "net.ipv6.conf.eth0.disable_ipv6=1",
+    ]);
+    let inode = agent::netns::identity(fx.pod.path())
+        .expect("identity")
+        .inode;
+    let net = fx.open().await;
+    let rx = net.events().await.expect("subscribe");
+    drop(rx);
+    drop(net);
+    assert!(
+        eventually(Duration::from_secs(5), || !process_holds_netns(inode)).await,
+        "the namespace is still held after its engine and event receiver were dropped"
+    );
 }

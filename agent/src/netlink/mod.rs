@@ -85,15 +85,19 @@ impl Netlink {
         })
     }
 
-    /// Opens a socket subscribed to link, IPv4/IPv6 address and route notifications.
+    /// Opens a socket subscribed to link, IPv4/IPv6 address and route notifications. The
+    /// socket lives as long as the returned guard: netlink-proto's connection task would
+    /// otherwise notice a dropped receiver only at the next notification, holding the
+    /// namespace until then.
     pub(crate) async fn open_multicast(
         exec: &NetnsExecutor,
-    ) -> Result<
+    ) -> Result<(
         futures::channel::mpsc::UnboundedReceiver<(
             NetlinkMessage<RouteNetlinkMessage>,
             rtnetlink::sys::SocketAddr,
         )>,
-    > {
+        tokio_util::task::AbortOnDropHandle<()>,
+    )> {
         use rtnetlink::MulticastGroup as G;
         let netns = exec.path().display().to_string();
         let rt = tokio::runtime::Handle::current();
@@ -113,8 +117,8 @@ impl Netlink {
             })
             .await?
             .map_err(|source| Error::Socket { netns, source })?;
-        tokio::spawn(conn);
-        Ok(messages)
+        let conn = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
+        Ok((messages, conn))
     }
 
     /// Namespace path, for errors and logs.

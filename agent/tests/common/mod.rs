@@ -237,3 +237,46 @@ impl PodFixture {
             .expect("open pod network")
     }
 }
+
+/// Whether anything in this process still holds the namespace with this inode: an open
+/// namespace file, a thread inside it, or a socket created in it (sockets pin their
+/// namespace too, and `/proc/self/fd` shows them only as `socket:[N]`).
+pub fn process_holds_netns(inode: u64) -> bool {
+    let needle = format!("net:[{inode}]");
+    let fds: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|t| t.path().join("ns/net"));
+    let by_link = fds
+        .iter()
+        .cloned()
+        .chain(tasks)
+        .any(|p| std::fs::read_link(&p).is_ok_and(|l| l.to_string_lossy() == needle));
+    by_link || fds.iter().any(|p| socket_netns(p) == Some(inode))
+}
+
+/// The inode of the namespace a socket was created in (`SIOCGSKNS`), for a socket fd path.
+fn socket_netns(fd_path: &std::path::Path) -> Option<u64> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    nix::ioctl_none_bad!(siocgskns, 0x894C);
+    let link = std::fs::read_link(fd_path).ok()?;
+    if !link.to_string_lossy().starts_with("socket:") {
+        return None;
+    }
+    let fd: i32 = fd_path.file_name()?.to_str()?.parse().ok()?;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new namespace fd we then own; a
+    // stale fd number only makes the ioctl fail.
+    let ns = unsafe { siocgskns(fd) }.ok()?;
+    let ns = unsafe { OwnedFd::from_raw_fd(ns) };
+    let file = std::fs::File::from(ns);
+    let inode = file.metadata().ok()?.ino();
+    Some(inode)
+}

@@ -23,7 +23,9 @@ use api::{
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::observe::{effective_metric, Observed, ObservedLink, MARKER_PREFIX, NES_ROUTE_PROTOCOL};
+use crate::observe::{
+    effective_metric, Observed, ObservedLink, ObservedRoute, MARKER_PREFIX, NES_ROUTE_PROTOCOL,
+};
 use crate::owned::{Original, Owned};
 
 /// What kind of link to create, with every parameter that cannot change without recreating it.
@@ -790,6 +792,13 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
     }
 
     // --- routes
+    let mut by_key: HashMap<(IpNet, u32, u32), Vec<&ObservedRoute>> = HashMap::new();
+    for o in &observed.routes {
+        by_key
+            .entry((o.dst, o.table, o.metric))
+            .or_default()
+            .push(o);
+    }
     let mut desired_keys: HashSet<(IpNet, u32, u32)> = HashSet::new();
     for r in &desired.routes {
         let Ok(dst) = r.dst.parse::<IpNet>() else {
@@ -819,10 +828,11 @@ pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Own
             );
             continue;
         }
-        let existing: Vec<_> = observed
-            .routes
-            .iter()
-            .filter(|o| o.dst == dst && o.table == r.table && o.metric == metric)
+        let existing: Vec<&ObservedRoute> = by_key
+            .get(&(dst, r.table, metric))
+            .into_iter()
+            .flatten()
+            .copied()
             .filter(|o| o.oif.is_none_or(|i| !gone.contains(&i)))
             .collect();
         let ours = existing.iter().find(|o| o.is_nes());

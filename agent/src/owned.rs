@@ -80,13 +80,14 @@ impl Owned {
         }
     }
 
-    /// Writes the record atomically (temp file, fsync, rename).
+    /// Writes the record atomically (temp file, rename). Not synced: the record describes
+    /// kernel objects that a power loss removes too.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        crate::atomic_file::write_atomic(path, &json)
+        crate::atomic_file::write_atomic_unsynced(path, &json)
     }
 }
 

@@ -80,9 +80,19 @@ impl ApplyReport {
 /// Sockets and namespace files a plan runs with.
 pub(crate) struct Exec<'a> {
     pub pod: &'a Netlink,
-    pub host: &'a Netlink,
     pub pod_fd: std::os::fd::RawFd,
-    pub host_fd: std::os::fd::RawFd,
+    /// The host namespace's socket and file, opened only for plans that touch the host.
+    pub host: Option<(&'a Netlink, std::os::fd::RawFd)>,
+}
+
+impl Exec<'_> {
+    fn host(&self) -> Result<(&Netlink, std::os::fd::RawFd)> {
+        self.host.ok_or_else(|| Error::Conflict {
+            object: "host namespace".into(),
+            reason: "internal: a host-side write in a plan that was not expected to need the host"
+                .into(),
+        })
+    }
 }
 
 /// Runs `ops` in order. Removals are pipelined, link creations run one by one (later
@@ -125,8 +135,8 @@ pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> 
         let r = create_link(x, c, &pod_idx, &host_idx).await;
         if let Ok(index) = &r {
             pod_idx.insert(c.name.clone(), *index);
-            if let LinkKind::Veth { peer } = &c.kind {
-                if let Ok(Some(h)) = x.host.get_link(peer).await {
+            if let (LinkKind::Veth { peer }, Ok((host, _))) = (&c.kind, x.host()) {
+                if let Ok(Some(h)) = host.get_link(peer).await {
                     host_idx.insert(peer.clone(), h.index);
                 }
             }
@@ -234,7 +244,7 @@ fn send(
                 Some(b) => Some(hidx(b)?),
                 None => None,
             };
-            x.host.set_link(
+            x.host()?.0.set_link(
                 hidx(peer)?,
                 peer,
                 None,
@@ -300,11 +310,15 @@ async fn create_link(
         None => None,
     };
     if in_host {
-        x.host
+        x.host()?
+            .0
             .create_link(&c.name, &c.kind, c.mtu, parent, Some(x.pod_fd), None)?
             .await?;
     } else {
-        let peer_ns = matches!(c.kind, LinkKind::Veth { .. }).then_some(x.host_fd);
+        let peer_ns = match c.kind {
+            LinkKind::Veth { .. } => Some(x.host()?.1),
+            _ => None,
+        };
         x.pod
             .create_link(&c.name, &c.kind, c.mtu, parent, None, peer_ns)?
             .await?;

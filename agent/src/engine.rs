@@ -12,10 +12,11 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::NetworkConfigurationSpec;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, OnceCell};
 use tracing::{debug, info, instrument};
 
 use crate::apply::{self, ApplyReport, Exec};
@@ -28,30 +29,45 @@ use crate::owned::Owned;
 use crate::plan::{self, Plan};
 use crate::watch::{self, NetEvent};
 
-/// A pod's network namespace (and the host namespace, for veth peers and host parents),
-/// each with its own executor thread and rtnetlink socket.
+/// A pod's network namespace, with its own executor thread and rtnetlink socket, and the
+/// host namespace (for veth peers and host parents), opened the first time a spec needs it.
 #[derive(Clone, Debug)]
 pub struct PodNetwork {
     pod_ns: NetnsExecutor,
-    host_ns: NetnsExecutor,
     pod: Netlink,
-    host: Netlink,
+    host_path: Arc<Path>,
+    host: Arc<OnceCell<HostSide>>,
+}
+
+#[derive(Debug)]
+struct HostSide {
+    ns: NetnsExecutor,
+    netlink: Netlink,
 }
 
 impl PodNetwork {
-    /// Opens the pod namespace at `pod` (`/var/run/netns/NAME`, `/proc/PID/ns/net`) and the
-    /// host namespace at `host` (normally `/proc/1/ns/net` or `/proc/self/ns/net`).
+    /// Opens the pod namespace at `pod` (`/var/run/netns/NAME`, `/proc/PID/ns/net`); the
+    /// host namespace at `host` (normally `/proc/1/ns/net` or `/proc/self/ns/net`) is opened
+    /// when a spec first declares something on the host side.
     pub async fn open(pod: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<Self> {
         let pod_ns = NetnsExecutor::spawn(pod)?;
-        let host_ns = NetnsExecutor::spawn(host)?;
         let pod = Netlink::open(&pod_ns).await?;
-        let host = Netlink::open(&host_ns).await?;
         Ok(Self {
             pod_ns,
-            host_ns,
             pod,
-            host,
+            host_path: host.as_ref().into(),
+            host: Arc::default(),
         })
+    }
+
+    async fn host(&self) -> Result<&HostSide> {
+        self.host
+            .get_or_try_init(|| async {
+                let ns = NetnsExecutor::spawn(&self.host_path)?;
+                let netlink = Netlink::open(&ns).await?;
+                Ok(HostSide { ns, netlink })
+            })
+            .await
     }
 
     /// Identity of the pod namespace (dev + inode of its nsfs file).
@@ -64,14 +80,9 @@ impl PodNetwork {
         &self.pod_ns
     }
 
-    /// The host namespace's executor.
-    pub fn host_executor(&self) -> &NetnsExecutor {
-        &self.host_ns
-    }
-
     /// Netlink writes sent so far (pod and host sockets).
     pub fn writes(&self) -> u64 {
-        self.pod.writes() + self.host.writes()
+        self.pod.writes() + self.host.get().map_or(0, |h| h.netlink.writes())
     }
 
     /// Reads links, addresses and routes of the pod namespace, and the host's links when
@@ -82,7 +93,7 @@ impl PodNetwork {
         let addresses = self.pod.get_addresses().await?;
         let routes = self.pod.dump_routes().await?;
         let host_links = if with_host {
-            self.host.get_links().await?
+            self.host().await?.netlink.get_links().await?
         } else {
             Vec::new()
         };
@@ -121,11 +132,14 @@ impl PodNetwork {
     ) -> Result<ApplyReport> {
         let (observed, p) = self.plan(desired, owned).await?;
         let before = self.writes();
+        let host = match plan::needs_host(desired) {
+            true => Some(self.host().await?),
+            false => None,
+        };
         let x = Exec {
             pod: &self.pod,
-            host: &self.host,
             pod_fd: self.pod_ns.file().as_raw_fd(),
-            host_fd: self.host_ns.file().as_raw_fd(),
+            host: host.map(|h| (&h.netlink, h.ns.file().as_raw_fd())),
         };
         let n_ops = p.ops.len();
         let results = if p.ops.is_empty() {

@@ -1,8 +1,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = agent::cli::Cli::parse();
     let filter = EnvFilter::try_from_env("NES_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
@@ -13,7 +12,22 @@ async fn main() {
     } else {
         builder.init();
     }
-    let code = match cli.run().await {
+    // A one-shot command runs on one thread: its netlink requests and their socket's task
+    // then never wait for another thread to be scheduled. Daemons get a worker per core.
+    let runtime = if cli.is_one_shot() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let result = match runtime {
+        Ok(rt) => rt.block_on(cli.run()),
+        Err(error) => Err(anyhow::Error::new(error).context("starting the async runtime")),
+    };
+    let code = match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("nes-agent: {error:#}");

@@ -23,6 +23,11 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Whether the command does one thing and exits (no daemon).
+    pub fn is_one_shot(&self) -> bool {
+        matches!(self.command, Command::Apply(_))
+    }
+
     /// Runs the chosen subcommand; returns the process exit code.
     pub async fn run(self) -> anyhow::Result<i32> {
         match self.command {

@@ -64,7 +64,9 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         .converge_until(&spec, &owned, Duration::from_secs(args.retry_for))
         .await?;
     let elapsed = started.elapsed();
-    if let Some(p) = &args.state {
+    // An unchanged record is not rewritten: a converged re-apply touches neither the
+    // kernel nor the disk (the save fsyncs, which costs more than the whole pass).
+    if let Some(p) = args.state.as_ref().filter(|_| report.owned != owned) {
         report.owned.save(p)?;
     }
     if args.json {
@@ -97,12 +99,83 @@ pub fn read_spec(path: &PathBuf) -> anyhow::Result<NetworkConfigurationSpec> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
     };
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let spec_value = match value.get("spec") {
-        Some(s) => s.clone(),
-        None => value,
-    };
-    serde_yaml::from_value(spec_value)
+    let doc: SpecDocument = serde_yaml::from_str(&text)
+        .with_context(|| format!("{}: not a NetworkConfiguration spec", path.display()))?;
+    doc.into_spec()
         .with_context(|| format!("{}: not a NetworkConfiguration spec", path.display()))
+}
+
+/// Either form of a spec file, parsed in one pass (through a generic YAML value it took
+/// longer than a converged pass). Unknown keys are refused, as in the spec itself.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecDocument {
+    // A whole object: `spec` plus what identifies it.
+    #[serde(rename = "apiVersion")]
+    _api_version: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "kind")]
+    _kind: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "metadata")]
+    _metadata: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "status")]
+    _status: Option<serde::de::IgnoredAny>,
+    spec: Option<NetworkConfigurationSpec>,
+    // A bare spec.
+    interfaces: Option<Vec<api::InterfaceSpec>>,
+    routes: Option<Vec<api::RouteSpec>>,
+}
+
+impl SpecDocument {
+    fn into_spec(self) -> anyhow::Result<NetworkConfigurationSpec> {
+        match (self.spec, self.interfaces, self.routes) {
+            (Some(spec), None, None) => Ok(spec),
+            (Some(_), _, _) => anyhow::bail!(
+                "both `spec` and top-level interfaces/routes: give a bare spec or an object with `spec`"
+            ),
+            (None, interfaces, routes) => Ok(NetworkConfigurationSpec {
+                interfaces: interfaces.unwrap_or_default(),
+                routes: routes.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<NetworkConfigurationSpec> {
+        serde_yaml::from_str::<SpecDocument>(text)
+            .map_err(anyhow::Error::from)
+            .and_then(SpecDocument::into_spec)
+    }
+
+    #[test]
+    fn a_spec_file_may_be_bare_or_a_whole_object() {
+        let bare = parse(
+            "interfaces: [{name: eth0, mtu: 1400}]\nroutes: [{dst: 10.0.0.0/8, dev: eth0}]\n",
+        )
+        .expect("bare");
+        let whole = parse(
+            "apiVersion: nes.network-config.io/v1alpha1\nkind: NetworkConfiguration\nmetadata: {name: demo-0}\nspec:\n  interfaces: [{name: eth0, mtu: 1400}]\n  routes: [{dst: 10.0.0.0/8, dev: eth0}]\n",
+        )
+        .expect("whole");
+        assert_eq!(bare, whole);
+        assert_eq!(bare.interfaces[0].mtu, Some(1400));
+        assert_eq!(
+            parse("{}\n").expect("empty"),
+            NetworkConfigurationSpec::default()
+        );
+    }
+
+    #[test]
+    fn a_spec_file_with_an_unknown_or_ambiguous_key_is_refused() {
+        let typo = parse("interface: [{name: eth0}]\n").expect_err("typo");
+        assert!(
+            typo.to_string().contains("unknown field `interface`"),
+            "{typo}"
+        );
+        let both = parse("spec: {}\nroutes: []\n").expect_err("both");
+        assert!(both.to_string().contains("both `spec`"), "{both}");
+    }
 }

@@ -27,9 +27,9 @@ if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KV_VERSION"
     if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
         if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
             apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
         else
-            echo "validate-manifests: python3 cannot make a venv (Debian: apt-get install python3-venv)" >&2
+            echo "validate-manifests: needs python3 with venv (Debian: apt-get install python3 python3-venv)" >&2
             exit 2
         fi
     fi
@@ -94,9 +94,8 @@ def strict(schema):
         if "properties" in s and "additionalProperties" not in s \
                 and not s.get("x-kubernetes-preserve-unknown-fields"):
             s["additionalProperties"] = False
-        for key in ("properties",):
-            for sub in s.get(key, {}).values():
-                walk(sub)
+        for sub in s.get("properties", {}).values():
+            walk(sub)
         for key in ("items", "additionalProperties"):
             walk(s.get(key))
         for key in ("allOf", "anyOf", "oneOf"):

@@ -274,7 +274,8 @@ ok "no NetworkConfiguration left in $NS"
 
 # --- 8. uninstall ---------------------------------------------------------------------------
 log "kubectl delete -f manifests/"
-k delete -f manifests/ --wait --timeout="$TIMEOUT"
+# --ignore-not-found: deleting the namespace first may remove its objects before kubectl gets to them.
+k delete -f manifests/ --ignore-not-found --wait --timeout="$TIMEOUT"
 for gone in namespace/nes-system mutatingwebhookconfiguration/nes-operator \
     crd/networkconfigurations.nes.network-config.io crd/networkcares.nes.network-config.io \
     clusterrole/nes-operator clusterrole/nes-agent; do

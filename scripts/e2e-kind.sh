@@ -249,7 +249,8 @@ index_before=$(net1_index)
 indent "  before: " <<<"$before"
 k -n nes-system set image daemonset/nes-agent nes-agent="$ROLLED_AGENT_IMAGE"
 k -n nes-system rollout status daemonset/nes-agent --timeout="$TIMEOUT"
-images=$(k -n nes-system get pods -l app.kubernetes.io/name=nes-agent -o jsonpath='{.items[*].spec.containers[0].image}' | tr ' ' '\n' | sort -u)
+images=$(k -n nes-system get pods -l app.kubernetes.io/name=nes-agent \
+    -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort -u)
 [ "$images" = "$ROLLED_AGENT_IMAGE" ] || die "agents run $images after the roll"
 ok "every agent runs $ROLLED_AGENT_IMAGE"
 nescli_in web-0 --timeout 60s wait --for=applied || die "web-0 not Applied after the agent roll"

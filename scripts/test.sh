@@ -40,6 +40,8 @@ step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "shellcheck"
 shellcheck scripts/*.sh scripts/kernel/*.sh .ci/run
+step "manifests and examples (offline, Kubernetes 1.34)"
+bash scripts/validate-manifests.sh
 
 # --- tests -----------------------------------------------------------------------
 step "cargo nextest (workspace)"

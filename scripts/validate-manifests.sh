@@ -6,7 +6,7 @@
 #  2. every nes custom resource in examples/ against the OpenAPI schema of the generated CRDs
 #     in manifests/crds.yaml (types, enums, patterns, limits; unknown fields fail). Their CEL
 #     rules and api::validate are checked by api/tests/examples.rs;
-#  3. the install's contract (CONTRACT.md): names, ports, ServiceAccounts, the webhook, the
+#  3. the install's fixed wiring (what the binaries expect): names, ports, ServiceAccounts, the webhook, the
 #     agent's privileges, and that the operator injects the agent's image as the shim.
 #
 #   scripts/validate-manifests.sh [ROOT]   # checks ROOT/manifests/*.yaml and ROOT/examples/*.yaml;
@@ -133,7 +133,7 @@ for path, doc in docs:
 print(f"CRD schemas: {checked} custom resources checked")
 
 
-# --- 3. the install contract (CONTRACT.md), for the files under manifests/
+# --- 3. the install wiring the binaries expect, for the files under manifests/
 def find(kind, name):
     for path, doc in docs:
         if path.startswith("manifests/") and doc.get("kind") == kind \

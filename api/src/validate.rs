@@ -48,6 +48,31 @@ pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
             p.add(format!("spec.podNames[{i}]"), why);
         }
     }
+    let expressions = spec
+        .selector
+        .iter()
+        .flat_map(|s| s.match_expressions.iter().flatten());
+    for (i, e) in expressions.enumerate() {
+        let at = format!("spec.selector.matchExpressions[{i}]");
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => p.add(
+                format!("{at}.values"),
+                format!("operator {} needs at least one value", e.operator),
+            ),
+            "Exists" | "DoesNotExist" if !values.is_empty() => p.add(
+                format!("{at}.values"),
+                format!("operator {} takes no values", e.operator),
+            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => p.add(
+                format!("{at}.operator"),
+                format!(
+                    "{other:?} is not a label selector operator (In, NotIn, Exists, DoesNotExist)"
+                ),
+            ),
+        }
+    }
     match (spec.delivery.mode, &spec.delivery.url) {
         (DeliveryMode::Webhook, None) => p.add("spec.delivery.url", "webhook delivery needs url"),
         (DeliveryMode::Webhook, Some(url)) if !url.starts_with("https://") => p.add(

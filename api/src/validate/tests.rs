@@ -672,3 +672,42 @@ fn check_manager_accepts_program_names_and_refuses_the_rest() {
         assert!(check_manager(bad).is_err(), "{bad:?} accepted");
     }
 }
+
+#[test]
+fn validate_care_refuses_a_selector_it_cannot_evaluate() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    let with = |operator: &str, values: Option<Vec<String>>| NetworkCareSpec {
+        selector: Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: operator.into(),
+                values,
+            }]),
+        }),
+        ..Default::default()
+    };
+    let cases = [
+        (
+            with("Like", Some(vec!["w".into()])),
+            "spec.selector.matchExpressions[0].operator",
+            "not a label selector operator",
+        ),
+        (
+            with("In", None),
+            "spec.selector.matchExpressions[0].values",
+            "needs at least one value",
+        ),
+        (
+            with("Exists", Some(vec!["x".into()])),
+            "spec.selector.matchExpressions[0].values",
+            "takes no values",
+        ),
+    ];
+    for (spec, field, message) in cases {
+        let err = validate_care(&spec).expect_err(field);
+        assert_eq!(err.0[0].field, field);
+        assert!(err.0[0].message.contains(message), "{}", err.0[0].message);
+    }
+    assert_eq!(validate_care(&with("In", Some(vec!["web".into()]))), Ok(()));
+}

@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::tls::CertStore;
+
+pub mod bundle;
 use crate::{Error, Result};
 
 /// Where the certificate material lives and who it is for.

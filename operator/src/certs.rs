@@ -71,7 +71,7 @@ impl CertConfig {
 
 /// Who the operator writes as (CONTRACT.md).
 const FIELD_MANAGER: &str = "nes-operator";
-/// Secret keys and labels on what the operator creates.
+/// The label on what the operator creates.
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "nes-operator");
 /// Look again at least this often: re-asserts the caBundle and ConfigMap if someone
 /// reset them, and catches a renewal whose watch event was missed.

@@ -13,6 +13,32 @@ pub enum Error {
     // === TLS, certificates, admission ===
     #[error("TLS: {0}")]
     Tls(String),
+
+    #[error("TLS setup failed: {context}: {source}")]
+    Rustls {
+        context: String,
+        #[source]
+        source: rustls::Error,
+    },
+
+    #[error("cannot {context}: {source}")]
+    Certificate {
+        context: String,
+        #[source]
+        source: rcgen::Error,
+    },
+
+    #[error("invalid certificate settings: {0}")]
+    CertConfig(String),
+
+    #[error(
+        "Secret {namespace}/{name} changed under every attempt to write it ({attempts} conflicts)"
+    )]
+    SecretConflict {
+        namespace: String,
+        name: String,
+        attempts: usize,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,7 +48,9 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube { .. } => "kube",
-            Self::Tls(_) => "tls",
+            Self::Tls(_) | Self::Rustls { .. } => "tls",
+            Self::Certificate { .. } | Self::CertConfig(_) => "certificate",
+            Self::SecretConflict { .. } => "conflict",
         }
     }
 }

@@ -1,0 +1,129 @@
+//! Leader election on a coordination.k8s.io Lease (kube-lease-manager): only the holder runs
+//! the controllers; every replica serves the REST API and the webhook.
+
+use std::future::Future;
+use std::time::Duration;
+
+use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{Error, Result};
+
+/// Seconds a lease is valid after its last renewal.
+pub const LEASE_DURATION: u64 = 15;
+/// Seconds before expiry the holder renews.
+pub const LEASE_GRACE: u64 = 5;
+
+/// What to do when the lock state is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Start,
+    Stop,
+    Nothing,
+}
+
+/// Start the controllers on gaining the lease, stop them on losing it.
+pub fn step(leading: bool, running: bool) -> Step {
+    match (leading, running) {
+        (true, false) => Step::Start,
+        (false, true) => Step::Stop,
+        _ => Step::Nothing,
+    }
+}
+
+/// Where the lease lives and who we are.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+}
+
+/// Competes for the lease until `shutdown`; runs `lead(token)` while holding it, cancelling
+/// `token` when the lease is lost. `on_change` hears every change (for the metric).
+pub async fn run<F, Fut>(
+    client: kube::Client,
+    cfg: LeaseConfig,
+    lead: F,
+    on_change: impl Fn(bool),
+    shutdown: CancellationToken,
+) -> Result<()>
+where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let lease_error = |source: LeaseManagerError| Error::Lease {
+        lease: format!("{}/{}", cfg.namespace, cfg.name),
+        source,
+    };
+    let manager = LeaseManagerBuilder::new(client, &cfg.name)
+        .with_namespace(&cfg.namespace)
+        .with_identity(&cfg.identity)
+        .with_duration(LEASE_DURATION)
+        .with_grace(LEASE_GRACE)
+        .build();
+    let manager = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        m = manager => m.map_err(lease_error)?,
+    };
+    let (mut leading, task) = manager.watch().await;
+    let mut running: Option<(CancellationToken, tokio::task::JoinHandle<()>)> = None;
+    loop {
+        let is_leader = *leading.borrow_and_update();
+        match step(is_leader, running.is_some()) {
+            Step::Start => {
+                info!(lease = %cfg.name, identity = %cfg.identity, "leading: starting controllers");
+                let token = shutdown.child_token();
+                running = Some((token.clone(), tokio::spawn(lead(token))));
+            }
+            Step::Stop => {
+                warn!(lease = %cfg.name, identity = %cfg.identity, "lease lost: stopping controllers");
+                if let Some((token, handle)) = running.take() {
+                    token.cancel();
+                    let _ = handle.await;
+                }
+            }
+            Step::Nothing => {}
+        }
+        on_change(is_leader);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = leading.changed() => if changed.is_err() { break },
+        }
+    }
+    if let Some((token, handle)) = running.take() {
+        token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    }
+    on_change(false);
+    // Closing the channel makes the manager release the lease for the other replica.
+    drop(leading);
+    match task.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(source)) => Err(lease_error(source)),
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_start_on_gaining_and_stop_on_losing_the_lease() {
+        let cases = [
+            (true, false, Step::Start),
+            (true, true, Step::Nothing),
+            (false, true, Step::Stop),
+            (false, false, Step::Nothing),
+        ];
+        for (leading, running, want) in cases {
+            assert_eq!(
+                step(leading, running),
+                want,
+                "leading={leading} running={running}"
+            );
+        }
+    }
+}

@@ -190,7 +190,41 @@ pub async fn track(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::http::Request;
+    use tower::ServiceExt;
+
     use super::*;
+
+    #[tokio::test]
+    async fn requests_are_counted_by_route_template_not_by_raw_path() {
+        let metrics = Arc::new(Metrics::default());
+        let app = axum::Router::new()
+            .route(
+                "/v1/namespaces/{ns}/pods/{pod}/status",
+                axum::routing::get(|| async { "ok" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(metrics.clone(), track));
+        for uri in [
+            "/v1/namespaces/a/pods/p-1/status",
+            "/v1/namespaces/b/pods/p-2/status",
+            "/nope",
+        ] {
+            let req = Request::get(uri).body(axum::body::Body::empty()).unwrap();
+            app.clone().oneshot(req).await.unwrap();
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"nes_operator_http_requests_total{method="GET",route="/v1/namespaces/{ns}/pods/{pod}/status",code="200"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"route="unmatched",code="404"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("p-1"), "{text}");
+    }
 
     #[test]
     fn rendered_metrics_carry_the_nes_prefix_and_the_recorded_values() {

@@ -340,24 +340,33 @@ impl Hub {
         Ok((backlog, entry.live.subscribe()))
     }
 
+    /// Forgets a deleted pod's configuration; its readers' streams end.
+    pub fn forget(&self, namespace: &str, pod: &str) {
+        self.pods()
+            .remove(&(namespace.to_string(), pod.to_string()));
+    }
+
     /// Feeds the hub from a watch on every `NetworkConfiguration` until `shutdown`.
     pub async fn run(self: Arc<Self>, client: kube::Client, shutdown: CancellationToken) {
         let api = Api::<NetworkConfiguration>::all(client);
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects();
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
         let mut stream = std::pin::pin!(stream);
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                next = stream.next() => match next {
-                    Some(Ok(cr)) => {
-                        let status = cr.status.clone().unwrap_or_default();
-                        self.observe(&cr.namespace().unwrap_or_default(), &cr.name_any(), &status);
-                    }
-                    Some(Err(error)) => warn!(%error, "NetworkConfiguration watch failed; retrying"),
-                    None => return,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(watcher::Event::Apply(cr) | watcher::Event::InitApply(cr))) => {
+                    let status = cr.status.clone().unwrap_or_default();
+                    self.observe(&cr.namespace().unwrap_or_default(), &cr.name_any(), &status);
                 }
+                Some(Ok(watcher::Event::Delete(cr))) => {
+                    self.forget(&cr.namespace().unwrap_or_default(), &cr.name_any())
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+                Some(Err(error)) => warn!(%error, "NetworkConfiguration watch failed; retrying"),
+                None => return,
             }
         }
     }

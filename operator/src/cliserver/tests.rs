@@ -665,3 +665,32 @@ async fn agents_cannot_forward_networkcare_requests() {
     finish(server).await;
     assert_eq!(status.as_u16(), 403);
 }
+
+#[test]
+fn openapi_document_describes_every_cliserver_route_and_method() {
+    let doc: Value = serde_json::from_str(api::openapi::DOCUMENT).unwrap();
+    let routes = [
+        (
+            "/v1/namespaces/{namespace}/pods/{pod}/config",
+            &["get", "put", "delete"][..],
+        ),
+        ("/v1/namespaces/{namespace}/pods/{pod}/status", &["get"]),
+        ("/v1/namespaces/{namespace}/pods/{pod}/events", &["get"]),
+        ("/v1/namespaces/{namespace}/networkcares", &["get", "post"]),
+        (
+            "/v1/namespaces/{namespace}/networkcares/{name}",
+            &["get", "delete"],
+        ),
+    ];
+    for (path, methods) in routes {
+        for method in methods {
+            let op = &doc["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} is not in api/openapi.json");
+            assert_eq!(op["security"], json!([{"bearer": []}]), "{method} {path}");
+            assert!(
+                op["responses"]["403"].is_object(),
+                "{method} {path} lacks 403"
+            );
+        }
+    }
+}

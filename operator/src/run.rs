@@ -63,8 +63,27 @@ async fn signals(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// Deadline of each API call made while answering a REST request (watches use the client's
+/// own longer timeouts).
+pub const REQUEST_API_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A client for watches and controllers, and one with short deadlines for REST requests, so
+/// a slow API server fails a request instead of holding it.
+async fn clients() -> Result<(kube::Client, kube::Client)> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Client(kube::Error::InferConfig(e)))?;
+    let mut rest = config.clone();
+    rest.read_timeout = Some(REQUEST_API_TIMEOUT);
+    rest.write_timeout = Some(REQUEST_API_TIMEOUT);
+    Ok((
+        kube::Client::try_from(config).map_err(Error::Client)?,
+        kube::Client::try_from(rest).map_err(Error::Client)?,
+    ))
+}
+
 pub async fn run(args: Args) -> Result<()> {
-    let client = kube::Client::try_default().await.map_err(Error::Client)?;
+    let (client, rest_client) = clients().await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
 
@@ -72,9 +91,9 @@ pub async fn run(args: Args) -> Result<()> {
     let certs = CertStore::new();
     let hub = Arc::new(Hub::default());
     let state = Arc::new(cliserver::State {
-        client: client.clone(),
+        client: rest_client.clone(),
         auth: Authorizer {
-            client: client.clone(),
+            client: rest_client,
             agent_username: args.agent_username(),
             agent_namespace: args.namespace.clone(),
         },

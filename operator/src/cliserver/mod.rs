@@ -56,6 +56,7 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(problem::normalize))
         .with_state(state)
 }
 

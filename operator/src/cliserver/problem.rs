@@ -106,6 +106,27 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// Middleware turning the framework's own plain-text rejections (unknown path, wrong method,
+/// bad query, body too large) into problem+json, so every error has one shape.
+pub async fn normalize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    // Rejection texts are short; anything longer is cut rather than buffered.
+    let detail = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let title = status.canonical_reason().unwrap_or("error").to_lowercase();
+    ApiError::new(status.as_u16(), &title, detail).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =

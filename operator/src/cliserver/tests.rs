@@ -694,3 +694,49 @@ fn openapi_document_describes_every_cliserver_route_and_method() {
         }
     }
 }
+
+#[tokio::test]
+async fn framework_rejections_are_problem_json_too() {
+    let (client, api) = mock_client();
+    let server = tokio::spawn(api.expect_no_more());
+    let state = cliserver_state(client);
+    let cases = [
+        ("GET", "/v1/nothing/here", "", 404),
+        ("POST", CONFIG, "", 405),
+        (
+            "GET",
+            "/v1/namespaces/app/pods/web-0/events?since=soon",
+            "",
+            400,
+        ),
+    ];
+    for (method, uri, body, code) in cases {
+        let (status, content_type, problem) =
+            call(state.clone(), method, uri, &[BEARER], body).await;
+        assert_eq!(
+            (status.as_u16(), content_type.as_str()),
+            (code, "application/problem+json"),
+            "{method} {uri}"
+        );
+        assert_eq!(problem["status"], code);
+    }
+    let big = "x".repeat(api::wire::MAX_BODY_BYTES + 1);
+    drop(state);
+    finish(server).await;
+    // Over the limit: refused while the body is read, before authentication or any API call.
+    let (client, api) = mock_client();
+    let server = tokio::spawn(api.expect_no_more());
+    let (status, content_type, _) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=t"),
+        &[BEARER],
+        &big,
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (413, "application/problem+json")
+    );
+}

@@ -175,7 +175,8 @@ pub fn status_events(
             .map(|c| (c.reason.clone(), c.message.clone()))
     };
     if let (w, Some((reason, message))) = (degraded(old), degraded(new)) {
-        if w.as_ref() != Some(&(reason.clone(), message.clone())) {
+        // The agent also marks a failed apply Degraded; ConfigFailed already says that.
+        if reason != "ApplyFailed" && w.as_ref() != Some(&(reason.clone(), message.clone())) {
             out.push(EventBody::Degraded { reason, message });
         }
     }

@@ -43,6 +43,13 @@ fn applied(status: &str, reason: &str, message: &str, generation: i64) -> Condit
     }
 }
 
+fn degraded(reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: "Degraded".into(),
+        ..applied("True", reason, message, 1)
+    }
+}
+
 fn status(
     interfaces: Vec<InterfaceStatus>,
     routes: Vec<RouteStatus>,
@@ -198,6 +205,50 @@ fn status_changes_become_link_address_route_and_config_events() {
             want: vec![EventBody::ConfigFailed {
                 generation: 2,
                 error: "parent eth9 missing".into(),
+            }],
+        },
+        Case {
+            name: "a new degradation is reported",
+            old: status(vec![], vec![], vec![]),
+            new: status(
+                vec![],
+                vec![],
+                vec![
+                    degraded("SocketSquatted", "@nes is held by pid 7"),
+                    applied("True", "Converged", "", 1),
+                ],
+            ),
+            want: vec![
+                EventBody::ConfigApplied {
+                    generation: 1,
+                    writes: 0,
+                },
+                EventBody::Degraded {
+                    reason: "SocketSquatted".into(),
+                    message: "@nes is held by pid 7".into(),
+                },
+            ],
+        },
+        Case {
+            name: "an unchanged degradation says nothing",
+            old: status(vec![], vec![], vec![degraded("SocketSquatted", "m")]),
+            new: status(vec![], vec![], vec![degraded("SocketSquatted", "m")]),
+            want: vec![],
+        },
+        Case {
+            name: "a failed apply is ConfigFailed, not also Degraded",
+            old: status(vec![], vec![], vec![applied("True", "Converged", "", 1)]),
+            new: status(
+                vec![],
+                vec![],
+                vec![
+                    applied("False", "Failed", "boom", 2),
+                    degraded("ApplyFailed", "boom"),
+                ],
+            ),
+            want: vec![EventBody::ConfigFailed {
+                generation: 2,
+                error: "boom".into(),
             }],
         },
     ];

@@ -30,6 +30,20 @@ pub struct Call {
     pub body: Value,
 }
 
+/// Answers one request.
+pub struct Responder(tower_test::mock::SendResponse<Response<Body>>);
+
+impl Responder {
+    pub fn answer(self, status: u16, body: &Value) {
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap();
+        self.0.send_response(response);
+    }
+}
+
 /// The API server side of a mock client: each `expect` waits (with a deadline) for the next
 /// request, checks its method and path, answers, and hands the request back for assertions.
 pub struct ApiServerVerifier(Handle);
@@ -62,12 +76,11 @@ fn decode(s: &str) -> String {
 }
 
 impl ApiServerVerifier {
-    /// Expects `method path`, answers `status` with `answer`.
-    pub async fn expect(&mut self, method: &str, path: &str, status: u16, answer: Value) -> Call {
+    /// The next request, if the client still exists, and the means to answer it.
+    pub async fn next(&mut self) -> Option<(Call, Responder)> {
         let (request, send) = tokio::time::timeout(DEADLINE, self.0.next_request())
             .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
-            .unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
+            .expect("timed out waiting for a request")?;
         let (parts, body) = request.into_parts();
         let query = parts
             .uri
@@ -91,17 +104,21 @@ impl ApiServerVerifier {
                 serde_json::from_slice(&bytes).unwrap()
             },
         };
+        Some((call, Responder(send)))
+    }
+
+    /// Expects `method path`, answers `status` with `answer`.
+    pub async fn expect(&mut self, method: &str, path: &str, status: u16, answer: Value) -> Call {
+        let (call, responder) = self
+            .next()
+            .await
+            .unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
         assert_eq!(
             (call.method.as_str(), call.path.as_str()),
             (method, path),
             "unexpected request {call:?}"
         );
-        let response = Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-            .unwrap();
-        send.send_response(response);
+        responder.answer(status, &answer);
         call
     }
 

@@ -108,7 +108,116 @@ where
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
+    use crate::fixtures::*;
+
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/nes-system/leases";
+
+    /// A Lease kept by the mock API server: created on POST, merged on PATCH (null removes).
+    async fn serve_lease(mut api: ApiServerVerifier) -> Vec<Value> {
+        let mut lease: Option<Value> = None;
+        let mut holders = vec![];
+        while let Some((call, responder)) = api.next().await {
+            let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+            match (call.method.as_str(), call.path.as_str()) {
+                ("GET", p) if p == format!("{LEASES}/nes-operator") => match &lease {
+                    Some(l) => responder.answer(200, l),
+                    None => responder.answer(404, &not_found),
+                },
+                ("POST", LEASES) => {
+                    let mut l = call.body.clone();
+                    l["metadata"]["resourceVersion"] = json!("1");
+                    lease = Some(l.clone());
+                    responder.answer(201, &l);
+                }
+                ("PATCH", p) if p == format!("{LEASES}/nes-operator") => {
+                    let l = lease.as_mut().expect("PATCH before the Lease exists");
+                    if let Some(spec) = call.body["spec"].as_object() {
+                        for (k, v) in spec {
+                            if v.is_null() {
+                                l["spec"].as_object_mut().map(|s| s.remove(k));
+                            } else {
+                                l["spec"][k] = v.clone();
+                            }
+                        }
+                    }
+                    holders.push(l["spec"]["holderIdentity"].clone());
+                    responder.answer(200, l);
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+        holders
+    }
+
+    #[tokio::test]
+    async fn the_lease_holder_runs_the_controllers_until_shutdown_and_then_releases_the_lease() {
+        let (client, api) = mock_client();
+        let server = tokio::spawn(serve_lease(api));
+        let shutdown = CancellationToken::new();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let started_tx = std::sync::Mutex::new(Some(started_tx));
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopped_tx = std::sync::Mutex::new(Some(stopped_tx));
+        let leading_seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let seen = leading_seen.clone();
+        let cfg = LeaseConfig {
+            namespace: "nes-system".into(),
+            name: "nes-operator".into(),
+            identity: "op-0".into(),
+        };
+        let election = tokio::spawn(run(
+            client,
+            cfg,
+            move |token: CancellationToken| {
+                let started = started_tx.lock().unwrap().take();
+                let stopped = stopped_tx.lock().unwrap().take();
+                async move {
+                    if let Some(tx) = started {
+                        let _ = tx.send(());
+                    }
+                    token.cancelled().await;
+                    if let Some(tx) = stopped {
+                        let _ = tx.send(());
+                    }
+                }
+            },
+            move |leading| seen.lock().unwrap().push(leading),
+            shutdown.clone(),
+        ));
+        tokio::time::timeout(DEADLINE, started_rx)
+            .await
+            .expect("controllers never started")
+            .unwrap();
+        shutdown.cancel();
+        tokio::time::timeout(DEADLINE, stopped_rx)
+            .await
+            .expect("controllers were not stopped")
+            .unwrap();
+        tokio::time::timeout(DEADLINE, election)
+            .await
+            .expect("leader election did not end")
+            .unwrap()
+            .unwrap();
+        let holders = tokio::time::timeout(DEADLINE, server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(holders.first(), Some(&json!("op-0")), "{holders:?}");
+        assert_eq!(
+            holders.last(),
+            Some(&Value::Null),
+            "the lease was not released: {holders:?}"
+        );
+        let seen = leading_seen.lock().unwrap().clone();
+        assert_eq!(
+            (seen.contains(&true), seen.last()),
+            (true, Some(&false)),
+            "{seen:?}"
+        );
+    }
 
     #[test]
     fn controllers_start_on_gaining_and_stop_on_losing_the_lease() {

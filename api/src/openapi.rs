@@ -5,7 +5,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{json, Value};
 
 use crate::merge::Owners;
-use crate::wire::{ConfigView, Event, ProblemDetails, StatusView};
+use crate::wire::{CareView, ConfigView, Event, NewCare, ProblemDetails, StatusView};
 use crate::NetworkConfigurationSpec;
 
 /// The checked-in document, as served.
@@ -32,6 +32,8 @@ pub fn generate() -> Value {
         "problem".into(),
         gen.subschema_for::<ProblemDetails>().to_value(),
     );
+    refs.insert("care".into(), gen.subschema_for::<CareView>().to_value());
+    refs.insert("newCare".into(), gen.subschema_for::<NewCare>().to_value());
     let _ = gen.subschema_for::<Owners>();
     let schemas: serde_json::Map<String, Value> = gen.take_definitions(true).into_iter().collect();
     let r = |k: &str| refs[k].clone();
@@ -45,13 +47,77 @@ pub fn generate() -> Value {
         "description": "The last sequence the reader saw; the stream starts after it. Without it, every buffered event is sent."});
     let config_ok = json!({"description": "The merged desired configuration", "content": {"application/json": {"schema": r("config")}}});
 
-    json!({
+    // The cliserver (nes-operator, HTTPS): the same resources addressed by namespace and pod.
+    let path_param = |name: &str, description: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}, "description": description});
+    let ns = path_param("namespace", "Namespace of the pod or subscription.");
+    let pod_path = path_param(
+        "pod",
+        "The pod, and the NetworkConfiguration named after it.",
+    );
+    let care_name = path_param("name", "The NetworkCare (the subscriber's name).");
+    let forwarded = json!({"name": "X-Nes-Pod-Uid", "in": "header", "required": false, "schema": {"type": "string"},
+        "description": "Set only by a node agent forwarding a pod's own request: the pod's UID. Accepted only from the agent ServiceAccount for a pod on its node; no SubjectAccessReview then."});
+    let auth_errors = |mut responses: Value| {
+        responses["401"] = problem("Missing or rejected bearer token (TokenReview)");
+        responses["403"] = problem("Denied by SubjectAccessReview, or a forwarded request for a pod not on the agent's node");
+        responses
+    };
+    let care_ok = |description: &str| json!({"description": description, "content": {"application/json": {"schema": r("care")}}});
+    let cliserver_paths = json!({
+        "/v1/namespaces/{namespace}/pods/{pod}/config": {
+            "get": {"summary": "The merged desired configuration and the owner of each entry (RBAC: get networkconfigurations)",
+                    "parameters": [ns.clone(), pod_path.clone(), forwarded.clone()],
+                    "responses": auth_errors(json!({"200": config_ok, "404": problem("The pod has no NetworkConfiguration")}))},
+            "put": {"summary": "Server-side apply of this manager's fragment to the pod's NetworkConfiguration (RBAC: update networkconfigurations)",
+                    "parameters": [ns.clone(), pod_path.clone(), manager.clone(), forwarded.clone()],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": r("spec")}}},
+                    "responses": auth_errors(json!({"200": config_ok, "400": problem("Malformed body, unknown field or parameter"),
+                                  "404": problem("No such pod"),
+                                  "409": problem("A field is owned by another manager (server-side apply conflict); errors name the field"),
+                                  "413": problem("Body over 1 MiB"), "422": problem("The merged configuration is invalid; errors name each field")}))},
+            "delete": {"summary": "Remove this manager's entries (RBAC: update networkconfigurations)",
+                       "parameters": [ns.clone(), pod_path.clone(), manager.clone(), forwarded.clone()],
+                       "responses": auth_errors(json!({"200": config_ok, "404": problem("The pod has no NetworkConfiguration"),
+                                     "422": problem("What is left would be invalid (e.g. another manager's route uses this manager's interface)")}))}
+        },
+        "/v1/namespaces/{namespace}/pods/{pod}/status": {
+            "get": {"summary": "The status the node agent reported in the NetworkConfiguration (RBAC: get networkconfigurations)",
+                    "parameters": [ns.clone(), pod_path.clone(), forwarded.clone()],
+                    "responses": auth_errors(json!({"200": {"description": "Status", "content": {"application/json": {"schema": r("status")}}},
+                                  "404": problem("The pod has no NetworkConfiguration")}))}
+        },
+        "/v1/namespaces/{namespace}/pods/{pod}/events": {
+            "get": {"summary": "NDJSON stream of events built from the NetworkConfiguration's status changes (RBAC: get networkconfigurations)",
+                    "parameters": [ns.clone(), pod_path.clone(), since.clone(), forwarded.clone()],
+                    "responses": auth_errors(json!({"200": {"description": "Events, then live ones", "content": {"application/x-ndjson": {"schema": r("event")}}},
+                                  "410": problem("since is not held by this server; oldestSequence tells where it starts")}))}
+        },
+        "/v1/namespaces/{namespace}/networkcares": {
+            "get": {"summary": "The subscriptions of the namespace (RBAC: list networkcares)", "parameters": [ns.clone()],
+                    "responses": auth_errors(json!({"200": {"description": "Subscriptions", "content": {"application/json": {"schema": {"type": "array", "items": r("care")}}}}}))},
+            "post": {"summary": "Create a subscription, owned by the caller's workload when the caller is a pod of the namespace (RBAC: create networkcares)",
+                     "parameters": [ns.clone()],
+                     "requestBody": {"required": true, "content": {"application/json": {"schema": r("newCare")}}},
+                     "responses": auth_errors(json!({"201": care_ok("Created"), "400": problem("Malformed body"),
+                                   "409": problem("A subscription of that name exists"), "422": problem("Invalid subscription; errors name each field")}))}
+        },
+        "/v1/namespaces/{namespace}/networkcares/{name}": {
+            "get": {"summary": "One subscription (RBAC: get networkcares)", "parameters": [ns.clone(), care_name.clone()],
+                    "responses": auth_errors(json!({"200": care_ok("The subscription"), "404": problem("No such subscription")}))},
+            "delete": {"summary": "Delete a subscription (RBAC: delete networkcares)", "parameters": [ns.clone(), care_name.clone()],
+                       "responses": auth_errors(json!({"204": {"description": "Deleted"}, "404": problem("No such subscription")}))}
+        }
+    });
+
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "nes pod network API",
             "version": "v1",
-            "description": "Served by nes-agent on the abstract unix socket @nes inside each pod's network namespace (a pod reaches only itself), and on the host admin socket with ?pod=NAME. Try: curl --abstract-unix-socket nes http://nes/v1/self/status"
+            "description": "Served by nes-agent on the abstract unix socket @nes inside each pod's network namespace (a pod reaches only itself), and on the host admin socket with ?pod=NAME. Try: curl --abstract-unix-socket nes http://nes/v1/self/status. The same resources, addressed by namespace and pod, are served by nes-operator's cliserver over HTTPS (paths under /v1/namespaces) with a bearer token."
         },
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+            "description": "cliserver only: a Kubernetes token, checked by TokenReview"}}},
         "paths": {
             "/v1/self/config": {
                 "get": {"summary": "The merged desired configuration and the owner of each entry", "parameters": [pod],
@@ -80,9 +146,20 @@ pub fn generate() -> Value {
             },
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}},
             "/healthz": {"get": {"summary": "Liveness of the agent", "responses": {"200": {"description": "ok"}}}}
-        },
-        "components": {"schemas": schemas}
-    })
+        }
+    });
+    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), cliserver_paths) {
+        for (path, item) in more {
+            let mut item = item;
+            if let Some(ops) = item.as_object_mut() {
+                for op in ops.values_mut() {
+                    op["security"] = json!([{"bearer": []}]);
+                }
+            }
+            paths.insert(path, item);
+        }
+    }
+    doc
 }
 
 /// The document as checked in (pretty JSON with a trailing newline).

@@ -196,3 +196,23 @@ impl ProblemDetails {
         }
     }
 }
+
+/// `POST /v1/namespaces/{ns}/networkcares` (cliserver): a new subscription.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewCare {
+    /// The subscriber's name, the `NetworkCare`'s `metadata.name`.
+    pub name: String,
+    pub spec: crate::care::NetworkCareSpec,
+}
+
+/// A `NetworkCare` as the cliserver shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CareView {
+    pub name: String,
+    pub namespace: String,
+    pub spec: crate::care::NetworkCareSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::care::NetworkCareStatus>,
+}

@@ -10,6 +10,44 @@ pub enum Error {
         source: kube::Error,
     },
 
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("HTTP server on {addr} failed: {source}")]
+    Serve {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("leader election on Lease {lease}: {source}")]
+    Lease {
+        lease: String,
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+
+    #[error("{namespace}/{name} has no {field}")]
+    MissingField {
+        namespace: String,
+        name: String,
+        field: &'static str,
+    },
+
+    #[error("cannot serialise {what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
     // === TLS, certificates, admission ===
     #[error("TLS: {0}")]
     Tls(String),
@@ -48,9 +86,20 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube { .. } => "kube",
+            Self::Client(_) => "client",
+            Self::Listen { .. } | Self::Serve { .. } => "serve",
+            Self::Lease { .. } => "lease",
+            Self::MissingField { .. } => "missing_field",
+            Self::Json { .. } => "json",
             Self::Tls(_) | Self::Rustls { .. } => "tls",
             Self::Certificate { .. } | Self::CertConfig(_) => "certificate",
             Self::SecretConflict { .. } => "conflict",
         }
+    }
+
+    /// Wraps a kube error with what was being done.
+    pub fn kube(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Kube { context, source }
     }
 }

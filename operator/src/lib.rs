@@ -4,8 +4,19 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admission;
+pub mod args;
+pub mod auth;
 pub mod certs;
+pub mod cliserver;
+pub mod controllers;
 pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod probes;
+pub mod run;
 pub mod tls;
+
+#[cfg(test)]
+pub mod fixtures;
 
 pub use error::{Error, Result};

@@ -1,0 +1,183 @@
+use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
+use k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus;
+use serde_json::json;
+
+use super::*;
+
+const AGENT: &str = "system:serviceaccount:nes-system:nes-agent";
+
+fn user(name: &str, extra: &[(&str, &str)]) -> UserInfo {
+    UserInfo {
+        username: Some(name.into()),
+        extra: Some(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn pod(uid: &str, node: Option<&str>) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "app-0", "namespace": "app", "uid": uid},
+        "spec": {"containers": [], "nodeName": node},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn bearer_token_accepts_only_the_bearer_scheme() {
+    let cases: &[(Option<&str>, Result<&str, ()>)] = &[
+        (Some("Bearer abc"), Ok("abc")),
+        (Some("bearer abc "), Ok("abc")),
+        (Some("Basic abc"), Err(())),
+        (Some("Bearer "), Err(())),
+        (Some("abc"), Err(())),
+        (None, Err(())),
+    ];
+    for (header, want) in cases {
+        let got = bearer_token(*header).map_err(|d| {
+            assert!(matches!(d, Denied::Unauthenticated(_)));
+        });
+        assert_eq!(got, *want, "{header:?}");
+    }
+}
+
+#[test]
+fn token_review_without_authentication_is_unauthenticated() {
+    let mut review = token_review("t");
+    assert!(matches!(
+        reviewed_user(&review),
+        Err(Denied::Unauthenticated(_))
+    ));
+    review.status = Some(TokenReviewStatus {
+        authenticated: Some(false),
+        error: Some("expired".into()),
+        ..Default::default()
+    });
+    assert_eq!(
+        reviewed_user(&review),
+        Err(Denied::Unauthenticated("token rejected: expired".into()))
+    );
+    review.status = Some(TokenReviewStatus {
+        authenticated: Some(true),
+        user: Some(user("alice", &[])),
+        ..Default::default()
+    });
+    assert_eq!(
+        reviewed_user(&review).unwrap().username.as_deref(),
+        Some("alice")
+    );
+}
+
+#[test]
+fn access_review_asks_for_the_verb_on_the_nes_resource_in_the_namespace() {
+    let access = Access {
+        verb: "update",
+        resource: NETWORKCONFIGURATIONS,
+        namespace: "app".into(),
+        name: Some("app-0".into()),
+    };
+    let mut u = user("alice", &[("k", "v")]);
+    u.groups = Some(vec!["devs".into()]);
+    let sar = serde_json::to_value(access_review(&u, &access)).unwrap();
+    assert_eq!(
+        sar["spec"],
+        json!({
+            "user": "alice",
+            "groups": ["devs"],
+            "extra": {"k": ["v"]},
+            "resourceAttributes": {
+                "group": "nes.network-config.io",
+                "resource": "networkconfigurations",
+                "verb": "update",
+                "namespace": "app",
+                "name": "app-0",
+            }
+        })
+    );
+}
+
+#[test]
+fn review_allows_only_an_allowed_and_not_denied_review() {
+    let access = Access {
+        verb: "get",
+        resource: NETWORKCARES,
+        namespace: "app".into(),
+        name: None,
+    };
+    let u = user("alice", &[]);
+    let review = |allowed, denied| SubjectAccessReview {
+        status: Some(SubjectAccessReviewStatus {
+            allowed,
+            denied,
+            reason: Some("no RBAC".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(review_allows(&review(true, None), &u, &access).is_ok());
+    assert!(review_allows(&review(true, Some(true)), &u, &access).is_err());
+    assert_eq!(
+        review_allows(&review(false, None), &u, &access),
+        Err(Denied::Forbidden(
+            "alice may not get networkcares in namespace app: no RBAC".into()
+        ))
+    );
+}
+
+#[test]
+fn only_the_agent_service_account_may_forward_and_its_node_comes_from_the_token() {
+    let cases = [
+        (user("alice", &[(EXTRA_NODE_NAME, "n1")]), None),
+        (
+            user(
+                AGENT,
+                &[(EXTRA_NODE_NAME, "n1"), (EXTRA_POD_NAME, "agent-x")],
+            ),
+            Some(AgentNode::Named("n1".into())),
+        ),
+        (
+            user(AGENT, &[(EXTRA_POD_NAME, "agent-x"), (EXTRA_POD_UID, "u1")]),
+            Some(AgentNode::OfPod {
+                name: "agent-x".into(),
+                uid: Some("u1".into()),
+            }),
+        ),
+        (user(AGENT, &[]), None),
+    ];
+    for (u, want) in cases {
+        assert_eq!(forwarding_agent(&u, AGENT).ok(), want, "{u:?}");
+    }
+}
+
+#[test]
+fn agent_pod_node_requires_the_bound_pod_with_its_uid() {
+    let p = pod("u1", Some("n1"));
+    assert_eq!(agent_pod_node(Some(&p), Some("u1")), Ok("n1".into()));
+    assert_eq!(agent_pod_node(Some(&p), None), Ok("n1".into()));
+    assert!(agent_pod_node(Some(&p), Some("u2")).is_err());
+    assert!(agent_pod_node(None, None).is_err());
+    assert!(agent_pod_node(Some(&pod("u1", None)), None).is_err());
+}
+
+#[test]
+fn forwarded_request_is_allowed_only_for_the_same_pod_on_the_agents_node() {
+    let p = pod("u1", Some("n1"));
+    assert!(forwarded_pod_allowed(Some(&p), "app", "app-0", "u1", "n1").is_ok());
+    for (found, uid, node) in [
+        (Some(&p), "u1", "n2"),
+        (Some(&p), "u2", "n1"),
+        (None, "u1", "n1"),
+    ] {
+        assert!(
+            matches!(
+                forwarded_pod_allowed(found, "app", "app-0", uid, node),
+                Err(Denied::Forbidden(_))
+            ),
+            "{found:?} {uid} {node}"
+        );
+    }
+}

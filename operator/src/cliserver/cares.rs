@@ -1,0 +1,159 @@
+//! `/v1/namespaces/{ns}/networkcares[/{name}]`: subscriptions, owned by the subscriber's
+//! workload so they disappear with the application.
+
+use std::sync::Arc;
+
+use api::wire::{CareView, NewCare, ProblemDetails};
+use api::NetworkCare;
+use axum::body::Bytes;
+use axum::extract::{Path, State as St};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use super::{access, parse_body, ApiError, State};
+use crate::auth::{EXTRA_POD_NAME, EXTRA_POD_UID, NETWORKCARES};
+use crate::controllers::ownership;
+
+pub fn care_view(care: &NetworkCare) -> CareView {
+    CareView {
+        name: care.name_any(),
+        namespace: care.namespace().unwrap_or_default(),
+        spec: care.spec.clone(),
+        status: care.status.clone(),
+    }
+}
+
+/// The pod a caller's token is bound to, when it is a ServiceAccount of `namespace` (owner
+/// references cannot cross namespaces): `(name, uid)`.
+pub fn subscriber_pod(user: &UserInfo, namespace: &str) -> Option<(String, String)> {
+    let name = user.username.as_deref()?;
+    let sa_namespace = name
+        .strip_prefix("system:serviceaccount:")?
+        .split(':')
+        .next()?;
+    if sa_namespace != namespace {
+        return None;
+    }
+    let extra = user.extra.as_ref()?;
+    let pod = extra.get(EXTRA_POD_NAME)?.first()?.clone();
+    let uid = extra.get(EXTRA_POD_UID)?.first()?.clone();
+    Some((pod, uid))
+}
+
+/// The field manager for a caller: its user name when that is a valid manager name.
+pub fn manager_for(user: &UserInfo) -> String {
+    user.username
+        .as_deref()
+        .filter(|n| api::validate::check_manager(n).is_ok())
+        .unwrap_or(ownership::FIELD_MANAGER)
+        .to_string()
+}
+
+/// The subscriber's workload, when the caller is a pod of this namespace.
+async fn owner(
+    state: &State,
+    user: &UserInfo,
+    ns: &str,
+) -> Result<Option<OwnerReference>, ApiError> {
+    let Some((name, uid)) = subscriber_pod(user, ns) else {
+        return Ok(None);
+    };
+    let pod = Api::<Pod>::namespaced(state.client.clone(), ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| ApiError::from_kube(&format!("get subscriber pod {ns}/{name}"), &e))?;
+    Ok(pod
+        .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+        .and_then(|p| ownership::workload_of(&p)))
+}
+
+/// `POST .../networkcares`: create a subscription.
+pub async fn create_care(
+    St(state): St<Arc<State>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CareView>), ApiError> {
+    let who = state
+        .authorize(&headers, access("create", NETWORKCARES, &ns, None))
+        .await?;
+    let new: NewCare = parse_body(&body)?;
+    api::validate::validate_care(&new.spec)
+        .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
+    let owner = owner(&state, who.user(), &ns).await?;
+    let care = NetworkCare {
+        metadata: ObjectMeta {
+            name: Some(new.name.clone()),
+            namespace: Some(ns.clone()),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: new.spec,
+        status: None,
+    };
+    let pp = PostParams {
+        field_manager: Some(manager_for(who.user())),
+        ..Default::default()
+    };
+    let created = Api::<NetworkCare>::namespaced(state.client.clone(), &ns)
+        .create(&pp, &care)
+        .await
+        .map_err(|e| ApiError::from_kube(&format!("create NetworkCare {ns}/{}", new.name), &e))?;
+    info!(namespace = %ns, name = %new.name, "subscription created");
+    Ok((StatusCode::CREATED, Json(care_view(&created))))
+}
+
+/// `GET .../networkcares`.
+pub async fn list_cares(
+    St(state): St<Arc<State>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<CareView>>, ApiError> {
+    state
+        .authorize(&headers, access("list", NETWORKCARES, &ns, None))
+        .await?;
+    let list = Api::<NetworkCare>::namespaced(state.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ApiError::from_kube(&format!("list NetworkCares in {ns}"), &e))?;
+    Ok(Json(list.items.iter().map(care_view).collect()))
+}
+
+/// `GET .../networkcares/{name}`.
+pub async fn get_care(
+    St(state): St<Arc<State>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<CareView>, ApiError> {
+    state
+        .authorize(&headers, access("get", NETWORKCARES, &ns, Some(&name)))
+        .await?;
+    let care = Api::<NetworkCare>::namespaced(state.client.clone(), &ns)
+        .get(&name)
+        .await
+        .map_err(|e| ApiError::from_kube(&format!("get NetworkCare {ns}/{name}"), &e))?;
+    Ok(Json(care_view(&care)))
+}
+
+/// `DELETE .../networkcares/{name}`.
+pub async fn delete_care(
+    St(state): St<Arc<State>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    state
+        .authorize(&headers, access("delete", NETWORKCARES, &ns, Some(&name)))
+        .await?;
+    Api::<NetworkCare>::namespaced(state.client.clone(), &ns)
+        .delete(&name, &DeleteParams::default())
+        .await
+        .map_err(|e| ApiError::from_kube(&format!("delete NetworkCare {ns}/{name}"), &e))?;
+    info!(namespace = %ns, name = %name, "subscription deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,434 @@
+use api::{InterfaceStatus, RouteStatus};
+use axum::http::Request;
+use http_body_util::BodyExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use pretty_assertions::assert_eq;
+use serde_json::json;
+use tower::ServiceExt;
+
+use super::*;
+use crate::fixtures::*;
+
+fn iface(name: &str, oper: &str, mtu: u32, addresses: &[&str]) -> InterfaceStatus {
+    InterfaceStatus {
+        name: name.into(),
+        state: ObjectState::Applied,
+        error: None,
+        index: Some(7),
+        mac: None,
+        mtu: Some(mtu),
+        oper_state: Some(oper.into()),
+        addresses: addresses.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+fn route(dst: &str, state: ObjectState) -> RouteStatus {
+    RouteStatus {
+        dst: dst.into(),
+        table: 254,
+        metric: 0,
+        state,
+        error: None,
+    }
+}
+
+fn applied(status: &str, reason: &str, message: &str, generation: i64) -> Condition {
+    Condition {
+        type_: "Applied".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: Some(generation),
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    }
+}
+
+fn degraded(reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: "Degraded".into(),
+        ..applied("True", reason, message, 1)
+    }
+}
+
+fn status(
+    interfaces: Vec<InterfaceStatus>,
+    routes: Vec<RouteStatus>,
+    conditions: Vec<Condition>,
+) -> NetworkConfigurationStatus {
+    NetworkConfigurationStatus {
+        interfaces,
+        routes,
+        conditions,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn status_changes_become_link_address_route_and_config_events() {
+    let ifname = |s: &str| s.to_string();
+    struct Case {
+        name: &'static str,
+        old: NetworkConfigurationStatus,
+        new: NetworkConfigurationStatus,
+        want: Vec<EventBody>,
+    }
+    let cases = vec![
+        Case {
+            name: "unchanged status says nothing",
+            old: status(
+                vec![iface("v10", "up", 1500, &["10.0.0.1/24"])],
+                vec![],
+                vec![],
+            ),
+            new: status(
+                vec![iface("v10", "up", 1500, &["10.0.0.1/24"])],
+                vec![],
+                vec![],
+            ),
+            want: vec![],
+        },
+        Case {
+            name: "a new link with an address",
+            old: status(vec![], vec![], vec![]),
+            new: status(
+                vec![iface("v10", "up", 1500, &["10.0.0.1/24"])],
+                vec![],
+                vec![],
+            ),
+            want: vec![
+                EventBody::LinkAdded {
+                    ifname: ifname("v10"),
+                },
+                EventBody::LinkUp {
+                    ifname: ifname("v10"),
+                },
+                EventBody::AddressAdded {
+                    ifname: ifname("v10"),
+                    address: "10.0.0.1/24".into(),
+                },
+            ],
+        },
+        Case {
+            name: "link down, MTU and address changes",
+            old: status(
+                vec![iface("v10", "up", 1500, &["10.0.0.1/24"])],
+                vec![],
+                vec![],
+            ),
+            new: status(
+                vec![iface("v10", "lowerlayerdown", 9000, &["10.0.0.2/24"])],
+                vec![],
+                vec![],
+            ),
+            want: vec![
+                EventBody::LinkDown {
+                    ifname: ifname("v10"),
+                },
+                EventBody::MtuChanged {
+                    ifname: ifname("v10"),
+                    old: Some(1500),
+                    new: 9000,
+                },
+                EventBody::AddressRemoved {
+                    ifname: ifname("v10"),
+                    address: "10.0.0.1/24".into(),
+                },
+                EventBody::AddressAdded {
+                    ifname: ifname("v10"),
+                    address: "10.0.0.2/24".into(),
+                },
+            ],
+        },
+        Case {
+            name: "a removed link takes its addresses",
+            old: status(
+                vec![iface("v10", "up", 1500, &["10.0.0.1/24"])],
+                vec![],
+                vec![],
+            ),
+            new: status(vec![], vec![], vec![]),
+            want: vec![
+                EventBody::AddressRemoved {
+                    ifname: ifname("v10"),
+                    address: "10.0.0.1/24".into(),
+                },
+                EventBody::LinkRemoved {
+                    ifname: ifname("v10"),
+                },
+            ],
+        },
+        Case {
+            name: "routes count only once applied",
+            old: status(
+                vec![],
+                vec![
+                    route("10.1.0.0/16", ObjectState::Applied),
+                    route("10.2.0.0/16", ObjectState::Pending),
+                ],
+                vec![],
+            ),
+            new: status(
+                vec![],
+                vec![route("10.2.0.0/16", ObjectState::Applied)],
+                vec![],
+            ),
+            want: vec![
+                EventBody::RouteRemoved {
+                    dst: "10.1.0.0/16".into(),
+                    table: 254,
+                    metric: 0,
+                },
+                EventBody::RouteAdded {
+                    dst: "10.2.0.0/16".into(),
+                    table: 254,
+                    metric: 0,
+                },
+            ],
+        },
+        Case {
+            name: "pending becomes applied",
+            old: status(vec![], vec![], vec![applied("False", "Pending", "", 1)]),
+            new: status(vec![], vec![], vec![applied("True", "Converged", "", 1)]),
+            want: vec![EventBody::ConfigApplied {
+                generation: 1,
+                writes: 0,
+            }],
+        },
+        Case {
+            name: "a failure carries the agent's message",
+            old: status(vec![], vec![], vec![applied("True", "Converged", "", 1)]),
+            new: status(
+                vec![],
+                vec![],
+                vec![applied("False", "Failed", "parent eth9 missing", 2)],
+            ),
+            want: vec![EventBody::ConfigFailed {
+                generation: 2,
+                error: "parent eth9 missing".into(),
+            }],
+        },
+        Case {
+            name: "a new degradation is reported",
+            old: status(vec![], vec![], vec![]),
+            new: status(
+                vec![],
+                vec![],
+                vec![
+                    degraded("SocketSquatted", "@nes is held by pid 7"),
+                    applied("True", "Converged", "", 1),
+                ],
+            ),
+            want: vec![
+                EventBody::ConfigApplied {
+                    generation: 1,
+                    writes: 0,
+                },
+                EventBody::Degraded {
+                    reason: "SocketSquatted".into(),
+                    message: "@nes is held by pid 7".into(),
+                },
+            ],
+        },
+        Case {
+            name: "an unchanged degradation says nothing",
+            old: status(vec![], vec![], vec![degraded("SocketSquatted", "m")]),
+            new: status(vec![], vec![], vec![degraded("SocketSquatted", "m")]),
+            want: vec![],
+        },
+        Case {
+            name: "a failed apply is ConfigFailed, not also Degraded",
+            old: status(vec![], vec![], vec![applied("True", "Converged", "", 1)]),
+            new: status(
+                vec![],
+                vec![],
+                vec![
+                    applied("False", "Failed", "boom", 2),
+                    degraded("ApplyFailed", "boom"),
+                ],
+            ),
+            want: vec![EventBody::ConfigFailed {
+                generation: 2,
+                error: "boom".into(),
+            }],
+        },
+    ];
+    for case in cases {
+        assert_eq!(
+            status_events(&case.old, &case.new),
+            case.want,
+            "{}",
+            case.name
+        );
+    }
+}
+
+fn body(n: u32) -> EventBody {
+    EventBody::LinkUp {
+        ifname: format!("if{n}"),
+    }
+}
+
+#[test]
+fn event_log_numbers_from_one_and_resumes_after_since() {
+    let mut log = EventLog::new(3);
+    assert_eq!(log.since(Some(0)), Ok(vec![]));
+    for n in 1..=5 {
+        assert_eq!(log.push("p", body(n), "t".into()).seq, u64::from(n));
+    }
+    // Holds 3, 4, 5.
+    let seqs = |r: Result<Vec<Event>, Gone>| r.map(|v| v.iter().map(|e| e.seq).collect::<Vec<_>>());
+    assert_eq!(seqs(log.since(None)), Ok(vec![3, 4, 5]));
+    assert_eq!(seqs(log.since(Some(2))), Ok(vec![3, 4, 5]));
+    assert_eq!(seqs(log.since(Some(4))), Ok(vec![5]));
+    assert_eq!(seqs(log.since(Some(5))), Ok(vec![]));
+    assert_eq!(
+        log.since(Some(1)),
+        Err(Gone {
+            since: 1,
+            oldest: 3
+        })
+    );
+    // A sequence this log never issued (another replica's, or before a restart).
+    assert_eq!(
+        log.since(Some(9)),
+        Err(Gone {
+            since: 9,
+            oldest: 3
+        })
+    );
+}
+
+#[test]
+fn hub_takes_the_first_status_as_baseline_and_numbers_later_changes() {
+    let hub = Hub::new(8);
+    let up = status(vec![iface("v10", "up", 1500, &[])], vec![], vec![]);
+    let down = status(vec![iface("v10", "down", 1500, &[])], vec![], vec![]);
+    assert!(hub.observe("app", "web-0", &up).is_empty());
+    let (backlog, mut live) = hub.subscribe("app", "web-0", None).unwrap();
+    assert!(backlog.is_empty());
+    let events = hub.observe("app", "web-0", &down);
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].seq, &events[0].pod), (1, &"web-0".to_string()));
+    assert_eq!(live.try_recv().unwrap(), events[0]);
+    // Another pod has its own numbering.
+    hub.observe("app", "web-1", &down);
+    assert_eq!(hub.observe("app", "web-1", &up)[0].seq, 1);
+}
+
+async fn read_lines(state: Arc<State>, uri: &str, n: usize) -> (u16, Vec<serde_json::Value>) {
+    let res = crate::cliserver::router(state)
+        .oneshot(
+            Request::get(uri)
+                .header("authorization", "Bearer tok")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let code = res.status().as_u16();
+    let mut body = res.into_body();
+    let mut text = String::new();
+    let mut lines = vec![];
+    while lines.len() < n {
+        let frame = tokio::time::timeout(DEADLINE, body.frame())
+            .await
+            .expect("no event in time");
+        let Some(frame) = frame else { break };
+        if let Ok(data) = frame.unwrap().into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        while let Some((line, rest)) = text.split_once('\n') {
+            lines.push(serde_json::from_str(line).unwrap());
+            text = rest.to_string();
+        }
+    }
+    (code, lines)
+}
+
+#[tokio::test]
+async fn events_endpoint_streams_buffered_then_live_events_after_since_as_ndjson() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        let sar = api.access_review(true).await;
+        api.expect_no_more().await;
+        sar
+    });
+    let state = cliserver_state(client);
+    let hub = state.events.clone();
+    let up = status(vec![iface("v10", "up", 1500, &[])], vec![], vec![]);
+    let down = status(vec![iface("v10", "down", 1500, &[])], vec![], vec![]);
+    hub.observe("app", "web-0", &up);
+    hub.observe("app", "web-0", &down); // 1
+    hub.observe("app", "web-0", &up); // 2
+    let feeder = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            // Live events go out once the reader is subscribed (its backlog was taken).
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while hub
+                .pods()
+                .get(&("app".into(), "web-0".into()))
+                .map(|p| p.live.receiver_count())
+                != Some(1)
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "reader never subscribed"
+                );
+                tokio::task::yield_now().await;
+            }
+            hub.observe("app", "web-0", &down); // 3
+        }
+    });
+    let (code, lines) = read_lines(state, "/v1/namespaces/app/pods/web-0/events?since=1", 2).await;
+    feeder.await.unwrap();
+    let sar = tokio::time::timeout(DEADLINE * 2, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(sar.body["spec"]["resourceAttributes"]["verb"], "get");
+    let seen: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["seq"].as_u64().unwrap(), l["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(seen, [(2, "LinkUp"), (3, "LinkDown")]);
+}
+
+#[tokio::test]
+async fn events_since_a_sequence_no_longer_held_is_410_with_the_oldest_sequence() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect_no_more().await;
+    });
+    let state = Arc::new(State {
+        events: Arc::new(Hub::new(2)),
+        ..Arc::try_unwrap(cliserver_state(client)).ok().unwrap()
+    });
+    let up = status(vec![iface("v10", "up", 1500, &[])], vec![], vec![]);
+    let down = status(vec![iface("v10", "down", 1500, &[])], vec![], vec![]);
+    state.events.observe("app", "web-0", &up);
+    for s in [&down, &up, &down, &up] {
+        state.events.observe("app", "web-0", s); // 1..=4, holds 3 and 4
+    }
+    let (status, content_type, problem) = call(
+        state,
+        "GET",
+        "/v1/namespaces/app/pods/web-0/events?since=1",
+        &[("authorization", "Bearer tok")],
+        "",
+    )
+    .await;
+    tokio::time::timeout(DEADLINE * 2, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (410, "application/problem+json")
+    );
+    assert_eq!(problem["oldestSequence"], 3);
+}

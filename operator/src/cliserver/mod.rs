@@ -1,0 +1,127 @@
+//! The cliserver: the REST API of the pod socket, addressed by namespace and pod, over the
+//! `NetworkConfiguration` and `NetworkCare` resources. Served on every replica.
+
+use std::sync::Arc;
+
+use api::wire::MAX_BODY_BYTES;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap};
+use axum::routing::get;
+use axum::Router;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use serde::de::DeserializeOwned;
+
+use crate::auth::{Access, Authorized, Authorizer, FORWARDED_POD_UID};
+
+mod cares;
+mod config;
+pub mod events;
+pub mod problem;
+pub mod view;
+
+pub use problem::ApiError;
+
+/// What every handler needs.
+pub struct State {
+    pub client: kube::Client,
+    pub auth: Authorizer,
+    pub events: Arc<events::Hub>,
+}
+
+/// Every cliserver route.
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route(
+            "/v1/namespaces/{ns}/pods/{pod}/config",
+            get(config::get_config)
+                .put(config::put_config)
+                .delete(config::delete_config),
+        )
+        .route(
+            "/v1/namespaces/{ns}/pods/{pod}/status",
+            get(config::get_status),
+        )
+        .route(
+            "/v1/namespaces/{ns}/pods/{pod}/events",
+            get(events::get_events),
+        )
+        .route(
+            "/v1/namespaces/{ns}/networkcares",
+            get(cares::list_cares).post(cares::create_care),
+        )
+        .route(
+            "/v1/namespaces/{ns}/networkcares/{name}",
+            get(cares::get_care).delete(cares::delete_care),
+        )
+        .route("/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(problem::normalize))
+        .with_state(state)
+}
+
+async fn openapi() -> ([(header::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        api::openapi::DOCUMENT,
+    )
+}
+
+impl State {
+    /// Authenticates and authorises a request for `access`.
+    async fn authorize(&self, headers: &HeaderMap, access: Access) -> Result<Authorized, ApiError> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request("Authorization is not text"))
+            })
+            .transpose()?;
+        let forwarded = headers
+            .get(FORWARDED_POD_UID)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request("X-Nes-Pod-Uid is not text"))
+            })
+            .transpose()?;
+        Ok(self
+            .auth
+            .authorize(authorization, forwarded, &access)
+            .await?)
+    }
+
+    /// The addressed pod: the one a forwarded request was checked against, else read now.
+    async fn pod(&self, who: Authorized, namespace: &str, name: &str) -> Result<Pod, ApiError> {
+        if let Authorized::Forwarded { pod, .. } = who {
+            return Ok(*pod);
+        }
+        Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::from_kube(&format!("get pod {namespace}/{name}"), &e))?
+            .ok_or_else(|| ApiError::not_found(format!("pod {namespace}/{name} does not exist")))
+    }
+}
+
+/// Parses a JSON body, refusing unknown fields with a 400 naming what was wrong.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+fn access(
+    verb: &'static str,
+    resource: &'static str,
+    namespace: &str,
+    name: Option<&str>,
+) -> Access {
+    Access {
+        verb,
+        resource,
+        namespace: namespace.to_string(),
+        name: name.map(str::to_string),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,742 @@
+//! The cliserver against the mock API server: every call it makes, in order, with its body.
+
+use pretty_assertions::assert_eq;
+use serde_json::{json, Value};
+
+use crate::fixtures::*;
+
+const CONFIG: &str = "/v1/namespaces/app/pods/web-0/config";
+const CR: &str = "/apis/nes.network-config.io/v1alpha1/namespaces/app/networkconfigurations/web-0";
+const POD: &str = "/api/v1/namespaces/app/pods/web-0";
+const BEARER: (&str, &str) = ("authorization", "Bearer tok");
+
+fn fragment() -> Value {
+    json!({"interfaces": [{"name": "vlan10", "type": "vlan", "parent": "eth0", "vlanId": 10, "addresses": ["10.10.0.5/24"]}]})
+}
+
+fn ssa_body(spec: Option<Value>) -> Value {
+    let mut body = json!({
+        "apiVersion": "nes.network-config.io/v1alpha1",
+        "kind": "NetworkConfiguration",
+        "metadata": {"name": "web-0", "namespace": "app"},
+    });
+    if let Some(spec) = spec {
+        body["spec"] = spec;
+    }
+    body
+}
+
+fn query(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn merged_with_managed_fields() -> Value {
+    netconf(
+        "app",
+        "web-0",
+        json!({"interfaces": [{"name": "eth0"}, {"name": "vlan10", "type": "vlan", "parent": "eth0", "vlanId": 10, "addresses": ["10.10.0.5/24"]}]}),
+        json!({"managedFields": [
+            {"manager": "other", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:interfaces": {"k:{\"name\":\"eth0\"}": {}}}}},
+            {"manager": "tool", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:interfaces": {"k:{\"name\":\"vlan10\"}": {}}}}}
+        ]}),
+    )
+}
+
+async fn finish<T>(server: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(DEADLINE * 2, server)
+        .await
+        .expect("the mock API server script did not finish")
+        .expect("the mock API server script failed")
+}
+
+#[tokio::test]
+async fn put_config_reviews_token_and_access_then_applies_the_fragment_as_the_requesters_field_manager(
+) {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        let tr = api.token_review("tok", "alice", json!({})).await;
+        let sar = api.access_review(true).await;
+        api.expect(
+            "GET",
+            POD,
+            200,
+            pod(
+                "app",
+                "web-0",
+                "pod-uid",
+                Some("node-a"),
+                Some(("web", "sts-uid")),
+            ),
+        )
+        .await;
+        let dry = api
+            .expect("PATCH", CR, 200, merged_with_managed_fields())
+            .await;
+        let apply = api
+            .expect("PATCH", CR, 200, merged_with_managed_fields())
+            .await;
+        let own = api
+            .expect("PATCH", CR, 200, merged_with_managed_fields())
+            .await;
+        api.expect_no_more().await;
+        (tr, sar, dry, apply, own)
+    });
+    let (status, content_type, body) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=tool"),
+        &[BEARER],
+        &fragment().to_string(),
+    )
+    .await;
+    let (tr, sar, dry, apply, own) = finish(server).await;
+
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (200, "application/json"),
+        "{body}"
+    );
+    assert_eq!(tr.body["spec"], json!({"token": "tok"}));
+    assert_eq!(
+        sar.body["spec"],
+        json!({"user": "alice", "uid": "u-1", "groups": ["g"], "extra": {},
+               "resourceAttributes": {"group": "nes.network-config.io", "resource": "networkconfigurations",
+                                      "verb": "update", "namespace": "app", "name": "web-0"}})
+    );
+    // The dry run lets the validator judge what the API server would store; then the apply.
+    assert_eq!(
+        dry.query,
+        query(&[("fieldManager", "tool"), ("dryRun", "All")])
+    );
+    assert_eq!(dry.body, ssa_body(Some(fragment())));
+    assert_eq!(
+        apply.query,
+        query(&[("fieldManager", "tool")]),
+        "no force: conflicts must surface"
+    );
+    assert_eq!(apply.body, ssa_body(Some(fragment())));
+    // Ownership is the operator's own field manager, forced.
+    assert_eq!(
+        own.query,
+        query(&[("fieldManager", "nes-operator"), ("force", "true")])
+    );
+    assert_eq!(
+        own.body,
+        json!({"apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkConfiguration",
+               "metadata": {"name": "web-0", "namespace": "app",
+                            "labels": {"nes.network-config.io/node": "node-a"},
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "uid": "sts-uid", "controller": true}]}})
+    );
+    assert_eq!(body["pod"], "web-0");
+    assert_eq!(
+        body["owners"]["interfaces"],
+        json!({"eth0": ["other"], "vlan10": ["tool"]})
+    );
+}
+
+#[tokio::test]
+async fn denied_access_review_is_403_and_nothing_is_written() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "mallory", json!({})).await;
+        api.access_review(false).await;
+        api.expect_no_more().await;
+    });
+    let (status, content_type, body) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=tool"),
+        &[BEARER],
+        &fragment().to_string(),
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (403, "application/problem+json")
+    );
+    assert_eq!(body["status"], 403);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mallory may not update networkconfigurations"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn request_without_a_token_is_401_and_calls_nothing() {
+    let (client, api) = mock_client();
+    let server = tokio::spawn(api.expect_no_more());
+    let (status, content_type, _) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=tool"),
+        &[],
+        &fragment().to_string(),
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (401, "application/problem+json")
+    );
+}
+
+#[tokio::test]
+async fn forwarded_request_for_a_pod_on_another_node_is_403_and_nothing_is_written() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review(
+            "tok",
+            AGENT,
+            json!({"authentication.kubernetes.io/node-name": ["node-b"]}),
+        )
+        .await;
+        api.expect(
+            "GET",
+            POD,
+            200,
+            pod("app", "web-0", "pod-uid", Some("node-a"), None),
+        )
+        .await;
+        api.expect_no_more().await;
+    });
+    let (status, _, body) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=app"),
+        &[BEARER, ("x-nes-pod-uid", "pod-uid")],
+        &fragment().to_string(),
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(status.as_u16(), 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("runs on node-a, not on the forwarding agent's node node-b"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_request_from_another_service_account_is_403_without_any_lookup() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review(
+            "tok",
+            "system:serviceaccount:app:default",
+            json!({"authentication.kubernetes.io/node-name": ["node-a"]}),
+        )
+        .await;
+        api.expect_no_more().await;
+    });
+    let (status, _, _) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=app"),
+        &[BEARER, ("x-nes-pod-uid", "pod-uid")],
+        &fragment().to_string(),
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(status.as_u16(), 403);
+}
+
+#[tokio::test]
+async fn forwarded_request_for_a_pod_on_the_agents_node_is_applied_without_access_review() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        // The token names no node: the agent's own pod tells it.
+        api.token_review(
+            "tok",
+            AGENT,
+            json!({"authentication.kubernetes.io/pod-name": ["nes-agent-x"], "authentication.kubernetes.io/pod-uid": ["agent-uid"]}),
+        )
+        .await;
+        api.expect(
+            "GET",
+            "/api/v1/namespaces/nes-system/pods/nes-agent-x",
+            200,
+            pod(
+                "nes-system",
+                "nes-agent-x",
+                "agent-uid",
+                Some("node-a"),
+                None,
+            ),
+        )
+        .await;
+        api.expect(
+            "GET",
+            POD,
+            200,
+            pod(
+                "app",
+                "web-0",
+                "pod-uid",
+                Some("node-a"),
+                Some(("web", "sts-uid")),
+            ),
+        )
+        .await;
+        let dry = api
+            .expect("PATCH", CR, 200, merged_with_managed_fields())
+            .await;
+        // Already owned and labelled: no ownership write.
+        let owned = netconf(
+            "app",
+            "web-0",
+            fragment(),
+            json!({
+                "labels": {"nes.network-config.io/node": "node-a"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "uid": "sts-uid", "controller": true}]
+            }),
+        );
+        let apply = api.expect("PATCH", CR, 200, owned).await;
+        api.expect_no_more().await;
+        (dry, apply)
+    });
+    let (status, _, body) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=app"),
+        &[BEARER, ("x-nes-pod-uid", "pod-uid")],
+        &fragment().to_string(),
+    )
+    .await;
+    let (dry, apply) = finish(server).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(dry.query["dryRun"], "All");
+    assert_eq!(apply.query, query(&[("fieldManager", "app")]));
+}
+
+#[tokio::test]
+async fn merged_configuration_the_validator_rejects_is_422_with_field_paths_and_no_write() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect(
+            "GET",
+            POD,
+            200,
+            pod("app", "web-0", "pod-uid", Some("node-a"), None),
+        )
+        .await;
+        // Another manager's route already uses dev eth1, which this fragment does not declare;
+        // the dry run shows the merged result.
+        let merged = netconf(
+            "app",
+            "web-0",
+            json!({
+                "interfaces": [{"name": "vlan10", "type": "vlan", "parent": "eth0", "vlanId": 10}],
+                "routes": [{"dst": "10.1.0.0/16", "dev": "eth1"}]
+            }),
+            json!({}),
+        );
+        let dry = api.expect("PATCH", CR, 200, merged).await;
+        api.expect_no_more().await;
+        dry
+    });
+    let (status, content_type, body) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=tool"),
+        &[BEARER],
+        &fragment().to_string(),
+    )
+    .await;
+    let dry = finish(server).await;
+    assert_eq!(dry.query["dryRun"], "All");
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (422, "application/problem+json"),
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["field"], "spec.routes[0].dev", "{body}");
+}
+
+#[tokio::test]
+async fn malformed_body_is_400_and_reaches_no_write() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect_no_more().await;
+    });
+    let body = json!({"interfaces": [{"name": "eth0", "colour": "blue"}]}).to_string();
+    let (status, content_type, problem) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=tool"),
+        &[BEARER],
+        &body,
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (400, "application/problem+json")
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("colour"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn ssa_conflict_from_the_api_server_is_409_problem_naming_the_field() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect(
+            "GET",
+            POD,
+            200,
+            pod("app", "web-0", "pod-uid", Some("node-a"), None),
+        )
+        .await;
+        api.expect("PATCH", CR, 409, json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+            "message": "Apply failed with 1 conflict: conflict with \"other\": .spec.interfaces[name=\"vlan10\"].vlanId",
+            "details": {"causes": [{"reason": "FieldManagerConflict", "message": "conflict with \"other\"", "field": ".spec.interfaces[name=\"vlan10\"].vlanId"}]}
+        })).await;
+        api.expect_no_more().await;
+    });
+    let (status, content_type, body) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=tool"),
+        &[BEARER],
+        &fragment().to_string(),
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (409, "application/problem+json"),
+        "{body}"
+    );
+    assert_eq!(
+        body["type"],
+        "https://nes.network-config.io/problems/conflict"
+    );
+    assert_eq!(
+        body["errors"][0]["field"],
+        "spec.interfaces[name=\"vlan10\"].vlanId"
+    );
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("other"));
+}
+
+#[tokio::test]
+async fn put_config_for_a_pod_that_does_not_exist_is_404_and_writes_nothing() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect("GET", POD, 404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "pods \"web-0\" not found"})).await;
+        api.expect_no_more().await;
+    });
+    let (status, _, _) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=tool"),
+        &[BEARER],
+        &fragment().to_string(),
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(status.as_u16(), 404);
+}
+
+#[tokio::test]
+async fn delete_config_applies_an_empty_intent_as_that_manager() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        let sar = api.access_review(true).await;
+        api.expect("GET", CR, 200, merged_with_managed_fields())
+            .await;
+        let left = netconf(
+            "app",
+            "web-0",
+            json!({"interfaces": [{"name": "eth0"}]}),
+            json!({}),
+        );
+        let dry = api.expect("PATCH", CR, 200, left.clone()).await;
+        let apply = api.expect("PATCH", CR, 200, left).await;
+        api.expect_no_more().await;
+        (sar, dry, apply)
+    });
+    let (status, _, body) = call(
+        cliserver_state(client),
+        "DELETE",
+        &format!("{CONFIG}?manager=tool"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    let (sar, dry, apply) = finish(server).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(sar.body["spec"]["resourceAttributes"]["verb"], "update");
+    assert_eq!(dry.body, ssa_body(None));
+    assert_eq!(apply.body, ssa_body(None));
+    assert_eq!(apply.query, query(&[("fieldManager", "tool")]));
+    assert_eq!(
+        body["spec"],
+        json!({"interfaces": [{"name": "eth0", "type": "existing"}]})
+    );
+}
+
+#[tokio::test]
+async fn delete_config_of_a_manager_holding_nothing_writes_nothing() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect("GET", CR, 200, merged_with_managed_fields())
+            .await;
+        api.expect_no_more().await;
+    });
+    let (status, _, _) = call(
+        cliserver_state(client),
+        "DELETE",
+        &format!("{CONFIG}?manager=nobody"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(status.as_u16(), 200);
+}
+
+#[tokio::test]
+async fn status_shows_what_the_agent_reported() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        let sar = api.access_review(true).await;
+        let mut cr = netconf("app", "web-0", fragment(), json!({"generation": 4}));
+        cr["status"] = json!({"observedGeneration": 4, "node": "node-a", "conditions": [
+            {"type": "Applied", "status": "True", "reason": "Converged", "message": "", "observedGeneration": 4, "lastTransitionTime": "2025-01-01T00:00:00Z"}]});
+        api.expect("GET", CR, 200, cr).await;
+        api.expect_no_more().await;
+        sar
+    });
+    let (status, _, body) = call(
+        cliserver_state(client),
+        "GET",
+        "/v1/namespaces/app/pods/web-0/status",
+        &[BEARER],
+        "",
+    )
+    .await;
+    let sar = finish(server).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(sar.body["spec"]["resourceAttributes"]["verb"], "get");
+    let view: api::wire::StatusView = serde_json::from_value(body).unwrap();
+    assert!(view.is_applied());
+    assert_eq!(view.status.node.as_deref(), Some("node-a"));
+}
+
+#[tokio::test]
+async fn networkcare_is_created_owned_by_the_subscribers_workload() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review(
+            "tok",
+            "system:serviceaccount:app:watcher",
+            json!({"authentication.kubernetes.io/pod-name": ["mon-0"], "authentication.kubernetes.io/pod-uid": ["mon-uid"]}),
+        )
+        .await;
+        let sar = api.access_review(true).await;
+        api.expect(
+            "GET",
+            "/api/v1/namespaces/app/pods/mon-0",
+            200,
+            pod(
+                "app",
+                "mon-0",
+                "mon-uid",
+                Some("n"),
+                Some(("mon", "mon-sts-uid")),
+            ),
+        )
+        .await;
+        let create = api
+            .expect("POST", "/apis/nes.network-config.io/v1alpha1/namespaces/app/networkcares", 201, json!({
+                "apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkCare",
+                "metadata": {"name": "mon", "namespace": "app", "uid": "c"}, "spec": {"podNames": ["web-0"]}}))
+            .await;
+        api.expect_no_more().await;
+        (sar, create)
+    });
+    let body = json!({"name": "mon", "spec": {"podNames": ["web-0"]}}).to_string();
+    let (status, _, view) = call(
+        cliserver_state(client),
+        "POST",
+        "/v1/namespaces/app/networkcares",
+        &[BEARER],
+        &body,
+    )
+    .await;
+    let (sar, create) = finish(server).await;
+    assert_eq!(status.as_u16(), 201, "{view}");
+    assert_eq!(
+        sar.body["spec"]["resourceAttributes"],
+        json!({"group": "nes.network-config.io", "resource": "networkcares", "verb": "create", "namespace": "app"})
+    );
+    assert_eq!(
+        create.query,
+        query(&[("fieldManager", "system:serviceaccount:app:watcher")])
+    );
+    assert_eq!(
+        create.body["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "mon", "uid": "mon-sts-uid", "controller": true}])
+    );
+    assert_eq!(
+        create.body["spec"],
+        json!({"podNames": ["web-0"], "delivery": {"mode": "stream"}})
+    );
+    assert_eq!(view["name"], "mon");
+}
+
+#[tokio::test]
+async fn invalid_networkcare_is_422_with_field_paths_and_creates_nothing() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect_no_more().await;
+    });
+    let body =
+        json!({"name": "mon", "spec": {"podNames": ["Web_0"], "delivery": {"mode": "webhook"}}})
+            .to_string();
+    let (status, _, problem) = call(
+        cliserver_state(client),
+        "POST",
+        "/v1/namespaces/app/networkcares",
+        &[BEARER],
+        &body,
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(status.as_u16(), 422, "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["spec.podNames[0]", "spec.delivery.url"]);
+}
+
+#[tokio::test]
+async fn agents_cannot_forward_networkcare_requests() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review(
+            "tok",
+            AGENT,
+            json!({"authentication.kubernetes.io/node-name": ["n"]}),
+        )
+        .await;
+        api.expect_no_more().await;
+    });
+    let (status, _, _) = call(
+        cliserver_state(client),
+        "GET",
+        "/v1/namespaces/app/networkcares",
+        &[BEARER, ("x-nes-pod-uid", "u")],
+        "",
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(status.as_u16(), 403);
+}
+
+#[test]
+fn openapi_document_describes_every_cliserver_route_and_method() {
+    let doc: Value = serde_json::from_str(api::openapi::DOCUMENT).unwrap();
+    let routes = [
+        (
+            "/v1/namespaces/{namespace}/pods/{pod}/config",
+            &["get", "put", "delete"][..],
+        ),
+        ("/v1/namespaces/{namespace}/pods/{pod}/status", &["get"]),
+        ("/v1/namespaces/{namespace}/pods/{pod}/events", &["get"]),
+        ("/v1/namespaces/{namespace}/networkcares", &["get", "post"]),
+        (
+            "/v1/namespaces/{namespace}/networkcares/{name}",
+            &["get", "delete"],
+        ),
+    ];
+    for (path, methods) in routes {
+        for method in methods {
+            let op = &doc["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} is not in api/openapi.json");
+            assert_eq!(op["security"], json!([{"bearer": []}]), "{method} {path}");
+            assert!(
+                op["responses"]["403"].is_object(),
+                "{method} {path} lacks 403"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn framework_rejections_are_problem_json_too() {
+    let (client, api) = mock_client();
+    let server = tokio::spawn(api.expect_no_more());
+    let state = cliserver_state(client);
+    let cases = [
+        ("GET", "/v1/nothing/here", "", 404),
+        ("POST", CONFIG, "", 405),
+        (
+            "GET",
+            "/v1/namespaces/app/pods/web-0/events?since=soon",
+            "",
+            400,
+        ),
+    ];
+    for (method, uri, body, code) in cases {
+        let (status, content_type, problem) =
+            call(state.clone(), method, uri, &[BEARER], body).await;
+        assert_eq!(
+            (status.as_u16(), content_type.as_str()),
+            (code, "application/problem+json"),
+            "{method} {uri}"
+        );
+        assert_eq!(problem["status"], code);
+    }
+    let big = "x".repeat(api::wire::MAX_BODY_BYTES + 1);
+    drop(state);
+    finish(server).await;
+    // Over the limit: refused while the body is read, before authentication or any API call.
+    let (client, api) = mock_client();
+    let server = tokio::spawn(api.expect_no_more());
+    let (status, content_type, _) = call(
+        cliserver_state(client),
+        "PUT",
+        &format!("{CONFIG}?manager=t"),
+        &[BEARER],
+        &big,
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (413, "application/problem+json")
+    );
+}

@@ -1,0 +1,40 @@
+//! The leader-only controllers: ownership of nes's custom resources and orphan cleanup.
+
+use std::sync::Arc;
+
+use kube::runtime::events::{Recorder, Reporter};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+pub mod orphans;
+pub mod ownership;
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, instance: &str, metrics: Arc<Metrics>) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: ownership::FIELD_MANAGER.into(),
+            instance: Some(instance.into()),
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+        })
+    }
+}
+
+/// Runs every controller until `shutdown` (i.e. while this replica leads).
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    tokio::join!(
+        ownership::run(ctx.clone(), shutdown.clone()),
+        orphans::run(ctx, shutdown),
+    );
+}

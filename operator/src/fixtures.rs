@@ -1,0 +1,242 @@
+//! Test-only builders and the mock API server (tower-test) that checks every request the
+//! operator makes and answers like the Kubernetes API server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body as AxumBody;
+use axum::http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::auth::Authorizer;
+use crate::cliserver::{self, events::Hub};
+
+/// How long a test waits for the operator's next request.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+pub const AGENT: &str = "system:serviceaccount:nes-system:nes-agent";
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One request the operator made.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub body: Value,
+}
+
+/// Answers one request.
+pub struct Responder(tower_test::mock::SendResponse<Response<Body>>);
+
+impl Responder {
+    pub fn answer(self, status: u16, body: &Value) {
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap();
+        self.0.send_response(response);
+    }
+}
+
+/// The API server side of a mock client: each `expect` waits (with a deadline) for the next
+/// request, checks its method and path, answers, and hands the request back for assertions.
+pub struct ApiServerVerifier(Handle);
+
+/// A client whose every request goes to the returned verifier.
+pub fn mock_client() -> (kube::Client, ApiServerVerifier) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (
+        kube::Client::new(service, "default"),
+        ApiServerVerifier(handle),
+    )
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.replace('+', " ").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+impl ApiServerVerifier {
+    /// The next request, if the client still exists, and the means to answer it.
+    pub async fn next(&mut self) -> Option<(Call, Responder)> {
+        let (request, send) = tokio::time::timeout(DEADLINE, self.0.next_request())
+            .await
+            .expect("timed out waiting for a request")?;
+        let (parts, body) = request.into_parts();
+        let query = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (decode(k), decode(v))
+            })
+            .collect();
+        let bytes = body.collect_bytes().await.unwrap();
+        let call = Call {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query,
+            body: if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap()
+            },
+        };
+        Some((call, Responder(send)))
+    }
+
+    /// Expects `method path`, answers `status` with `answer`.
+    pub async fn expect(&mut self, method: &str, path: &str, status: u16, answer: Value) -> Call {
+        let (call, responder) = self
+            .next()
+            .await
+            .unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
+        assert_eq!(
+            (call.method.as_str(), call.path.as_str()),
+            (method, path),
+            "unexpected request {call:?}"
+        );
+        responder.answer(status, &answer);
+        call
+    }
+
+    /// Asserts the operator makes no further request (every client clone must be dropped).
+    pub async fn expect_no_more(mut self) {
+        let next = tokio::time::timeout(DEADLINE, self.0.next_request())
+            .await
+            .expect("the client was not dropped");
+        if let Some((request, _)) = next {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+
+    /// A TokenReview for `token` that authenticates `user` with `extra`.
+    pub async fn token_review(&mut self, token: &str, user: &str, extra: Value) -> Call {
+        let call = self
+            .expect(
+                "POST",
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                201,
+                json!({
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "spec": {"token": token},
+                    "status": {"authenticated": true, "user": {"username": user, "uid": "u-1", "groups": ["g"], "extra": extra}}
+                }),
+            )
+            .await;
+        assert_eq!(
+            call.body,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {}, "spec": {"token": token}})
+        );
+        call
+    }
+
+    /// A SubjectAccessReview answered `allowed`.
+    pub async fn access_review(&mut self, allowed: bool) -> Call {
+        self.expect(
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            201,
+            json!({
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {}, "status": {"allowed": allowed, "reason": if allowed { "" } else { "RBAC: no rule" }}
+            }),
+        )
+        .await
+    }
+}
+
+// === builders ===
+
+/// A pod `ns/name` with `uid` on `node`, owned by StatefulSet `sts` when given.
+pub fn pod(
+    ns: &str,
+    name: &str,
+    uid: &str,
+    node: Option<&str>,
+    sts: Option<(&str, &str)>,
+) -> Value {
+    let owners: Vec<Value> = sts
+        .map(|(n, u)| json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": n, "uid": u, "controller": true, "blockOwnerDeletion": true}))
+        .into_iter()
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": uid, "ownerReferences": owners,
+                     "labels": {api::SELECTION_LABEL: "true"}},
+        "spec": {"containers": [{"name": "app", "image": "app"}], "nodeName": node},
+    })
+}
+
+/// A `NetworkConfiguration` as the API server returns it.
+pub fn netconf(ns: &str, name: &str, spec: Value, extra_meta: Value) -> Value {
+    let mut meta = json!({"name": name, "namespace": ns, "uid": "cr-uid", "generation": 1, "resourceVersion": "7"});
+    if let (Some(m), Some(extra)) = (meta.as_object_mut(), extra_meta.as_object()) {
+        for (k, v) in extra {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkConfiguration", "metadata": meta, "spec": spec})
+}
+
+/// A cliserver over `client` and an empty event hub.
+pub fn cliserver_state(client: kube::Client) -> Arc<cliserver::State> {
+    Arc::new(cliserver::State {
+        auth: Authorizer {
+            client: client.clone(),
+            agent_username: AGENT.into(),
+            agent_namespace: "nes-system".into(),
+        },
+        client,
+        events: Arc::new(Hub::default()),
+    })
+}
+
+/// Sends one request to the cliserver of `state` and returns status, content type and body.
+pub async fn call(
+    state: Arc<cliserver::State>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, String, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = cliserver::router(state)
+        .oneshot(req.body(AxumBody::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, content_type, body)
+}

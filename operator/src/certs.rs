@@ -22,7 +22,7 @@ use kube::Api;
 use tokio_util::sync::CancellationToken;
 
 use crate::tls::CertStore;
-use crate::{Error, Result};
+use crate::{Error, Result, FIELD_MANAGER};
 
 pub mod bundle;
 
@@ -48,8 +48,8 @@ pub struct CertConfig {
 }
 
 impl CertConfig {
-    /// A serving certificate lasts a year...
-    pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+    /// A serving certificate lasts 90 days...
+    pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
     /// ...and is replaced a month before it ends.
     pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -69,10 +69,8 @@ impl CertConfig {
     }
 }
 
-/// Who the operator writes as (CONTRACT.md).
-const FIELD_MANAGER: &str = "nes-operator";
 /// The label on what the operator creates.
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "nes-operator");
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", FIELD_MANAGER);
 /// Look again at least this often: re-asserts the caBundle and ConfigMap if someone
 /// reset them, and catches a renewal whose watch event was missed.
 const RESYNC: Duration = Duration::from_secs(10 * 60);

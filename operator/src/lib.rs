@@ -20,3 +20,6 @@ pub mod tls;
 pub mod fixtures;
 
 pub use error::{Error, Result};
+
+/// Who the operator writes as: its server-side apply field manager and Events controller.
+pub const FIELD_MANAGER: &str = "nes-operator";

@@ -21,11 +21,6 @@ use crate::metrics::{self, Metrics};
 use crate::tls::{self, CertStore};
 use crate::{probes, Error, Result};
 
-/// Lifetime of a serving certificate.
-pub const CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Renew a serving certificate when less than this is left.
-pub const CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
-
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -115,8 +110,8 @@ pub async fn run(args: Args) -> Result<()> {
         service_name: args.service_name.clone(),
         webhook_name: args.webhook_config_name.clone(),
         ca_configmap_name: args.ca_configmap_name.clone(),
-        validity: CERT_VALIDITY,
-        renew_before: CERT_RENEW_BEFORE,
+        validity: CertConfig::DEFAULT_VALIDITY,
+        renew_before: CertConfig::DEFAULT_RENEW_BEFORE,
     };
     let https = bind(args.listen_addr).await?;
     let probe = bind(args.probe_addr).await?;

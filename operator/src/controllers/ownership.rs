@@ -23,7 +23,7 @@ use super::Context;
 use crate::{Error, Result};
 
 /// Field manager of everything the operator writes.
-pub const FIELD_MANAGER: &str = "nes-operator";
+pub use crate::FIELD_MANAGER;
 
 /// What a pod's `NetworkConfiguration` (or its subscriber's `NetworkCare`) should carry.
 #[derive(Debug, Clone, PartialEq)]

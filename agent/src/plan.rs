@@ -398,492 +398,595 @@ enum LinkFate {
 /// Computes the writes that take `observed` to `desired`, touching only what `owned` and the
 /// kernel markers say nes owns. `desired` must have passed `api::validate`.
 pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Owned) -> Plan {
-    let mut p = Planner::default();
-    let mut adopted = Owned::default();
-    let declared: HashMap<&str, &InterfaceSpec> = desired
-        .interfaces
-        .iter()
-        .map(|i| (i.name.as_str(), i))
-        .collect();
+    let mut s = Planning::new(desired, observed, owned);
+    s.links();
+    s.undeclared_links();
+    s.follow_parents();
+    s.mtu_limits();
+    s.wait_for_parents();
+    s.link_settings();
+    s.restore_originals();
+    s.order_settings();
+    s.addresses();
+    s.routes();
+    s.p.finish(s.adopted)
+}
 
-    // --- links
-    let mut fate: HashMap<&str, LinkFate> = HashMap::new();
-    let mut recreated: HashSet<u32> = HashSet::new();
-    let mut creates: Vec<LinkCreate> = Vec::new();
-    // Kept nes links, with what it takes to create them again.
-    let mut kept: BTreeMap<&str, LinkCreate> = BTreeMap::new();
-    let mut recreated_names: HashSet<&str> = HashSet::new();
-    for iface in &desired.interfaces {
-        let name = iface.name.as_str();
-        let seen = observed.link(name);
-        let f = match (iface.kind, seen) {
-            (InterfaceType::Existing, Some(l)) => LinkFate::Keep(l.index),
-            (InterfaceType::Existing, None) => {
-                p.block(
-                    ObjectRef::Interface(name.into()),
-                    ObjectState::Pending,
-                    format!("link {name} does not exist (type existing: nes does not create it)"),
-                );
-                LinkFate::Blocked
-            }
-            (_, seen) => {
-                let Some(kind) = link_kind(iface) else {
-                    p.block(
+/// One planning pass: the inputs, what has been decided about each declared link, and the
+/// writes collected so far. Each method is one phase, run in the order [`plan`] calls them.
+struct Planning<'a> {
+    desired: &'a NetworkConfigurationSpec,
+    observed: &'a Observed,
+    owned: &'a Owned,
+    declared: HashMap<&'a str, &'a InterfaceSpec>,
+    p: Planner,
+    /// Ownership once the writes succeed (see [`Plan::owned`]).
+    adopted: Owned,
+    fate: HashMap<&'a str, LinkFate>,
+    creates: Vec<LinkCreate>,
+    /// Kept nes links, with what it takes to create them again.
+    kept: BTreeMap<&'a str, LinkCreate>,
+    /// Indices and names of nes links deleted to be created again.
+    recreated: HashSet<u32>,
+    recreated_names: HashSet<&'a str>,
+    /// Indices and names of nes links deleted for good (or with their parent).
+    deleted: HashSet<u32>,
+    deleted_names: HashSet<&'a str>,
+    /// Everything `recreated` and `deleted`: what lives on these goes with them.
+    gone: HashSet<u32>,
+    /// Links whose declared MTU is above their parent's and is not set.
+    mtu_refused: HashSet<&'a str>,
+    /// Links created at their parent's MTU and raised after the parent is.
+    mtu_after_parent: HashSet<&'a str>,
+}
+
+impl<'a> Planning<'a> {
+    fn new(
+        desired: &'a NetworkConfigurationSpec,
+        observed: &'a Observed,
+        owned: &'a Owned,
+    ) -> Self {
+        Self {
+            desired,
+            observed,
+            owned,
+            declared: desired
+                .interfaces
+                .iter()
+                .map(|i| (i.name.as_str(), i))
+                .collect(),
+            p: Planner::default(),
+            adopted: Owned::default(),
+            fate: HashMap::new(),
+            creates: Vec::new(),
+            kept: BTreeMap::new(),
+            recreated: HashSet::new(),
+            recreated_names: HashSet::new(),
+            deleted: HashSet::new(),
+            deleted_names: HashSet::new(),
+            gone: HashSet::new(),
+            mtu_refused: HashSet::new(),
+            mtu_after_parent: HashSet::new(),
+        }
+    }
+
+    /// What becomes of each declared link: kept, created (or recreated), or blocked.
+    fn links(&mut self) {
+        let (desired, observed) = (self.desired, self.observed);
+        for iface in &desired.interfaces {
+            let name = iface.name.as_str();
+            let seen = observed.link(name);
+            let f = match (iface.kind, seen) {
+                (InterfaceType::Existing, Some(l)) => LinkFate::Keep(l.index),
+                (InterfaceType::Existing, None) => {
+                    self.p.block(
                         ObjectRef::Interface(name.into()),
-                        ObjectState::Failed,
-                        "incomplete interface (not validated?)".into(),
+                        ObjectState::Pending,
+                        format!(
+                            "link {name} does not exist (type existing: nes does not create it)"
+                        ),
                     );
-                    fate.insert(name, LinkFate::Blocked);
-                    continue;
-                };
-                let marker = kind.marker();
-                let up = iface.state != Some(LinkState::Down);
-                let create = LinkCreate {
-                    name: name.into(),
-                    kind,
-                    mtu: iface.mtu,
-                    up,
-                    marker,
-                };
-                match seen {
-                    None => {
-                        creates.push(create);
-                        LinkFate::Create
-                    }
-                    Some(l)
-                        if l.alias.as_deref() == Some(create.marker.as_str())
-                            && host_peer_ok(&create.kind, observed) =>
-                    {
-                        adopted.links.insert(name.into());
-                        kept.insert(name, create);
-                        LinkFate::Keep(l.index)
-                    }
-                    Some(l) if l.is_nes() => {
-                        p.removals_links.push(Op::DelLink {
-                            ifname: name.into(),
-                        });
-                        recreated.insert(l.index);
-                        recreated_names.insert(name);
-                        creates.push(create);
-                        LinkFate::Create
-                    }
-                    Some(l) => {
-                        p.block(
+                    LinkFate::Blocked
+                }
+                (_, seen) => {
+                    let Some(kind) = link_kind(iface) else {
+                        self.p.block(
                             ObjectRef::Interface(name.into()),
                             ObjectState::Failed,
-                            format!("link {name} already exists and was not created by nes (kind {}, no nes marker); refusing to take it over", l.kind.as_deref().unwrap_or("none")),
+                            "incomplete interface (not validated?)".into(),
                         );
-                        LinkFate::Blocked
+                        self.fate.insert(name, LinkFate::Blocked);
+                        continue;
+                    };
+                    let marker = kind.marker();
+                    let up = iface.state != Some(LinkState::Down);
+                    let create = LinkCreate {
+                        name: name.into(),
+                        kind,
+                        mtu: iface.mtu,
+                        up,
+                        marker,
+                    };
+                    match seen {
+                        None => {
+                            self.creates.push(create);
+                            LinkFate::Create
+                        }
+                        Some(l)
+                            if l.alias.as_deref() == Some(create.marker.as_str())
+                                && host_peer_ok(&create.kind, observed) =>
+                        {
+                            self.adopted.links.insert(name.into());
+                            self.kept.insert(name, create);
+                            LinkFate::Keep(l.index)
+                        }
+                        Some(l) if l.is_nes() => {
+                            self.p.removals_links.push(Op::DelLink {
+                                ifname: name.into(),
+                            });
+                            self.recreated.insert(l.index);
+                            self.recreated_names.insert(name);
+                            self.creates.push(create);
+                            LinkFate::Create
+                        }
+                        Some(l) => {
+                            self.p.block(
+                                ObjectRef::Interface(name.into()),
+                                ObjectState::Failed,
+                                format!("link {name} already exists and was not created by nes (kind {}, no nes marker); refusing to take it over", l.kind.as_deref().unwrap_or("none")),
+                            );
+                            LinkFate::Blocked
+                        }
                     }
                 }
-            }
-        };
-        fate.insert(name, f);
-    }
-    // Links nes created that are no longer declared.
-    let mut deleted: HashSet<u32> = HashSet::new();
-    let mut deleted_names: HashSet<&str> = HashSet::new();
-    for l in &observed.links {
-        if l.is_nes() && !declared.contains_key(l.name.as_str()) {
-            p.removals_links.push(Op::DelLink {
-                ifname: l.name.clone(),
-            });
-            deleted.insert(l.index);
-            deleted_names.insert(l.name.as_str());
+            };
+            self.fate.insert(name, f);
         }
     }
-    // The kernel deletes a link's VLAN, macvlan, ipvlan and vxlan uppers with it, so a kept
-    // child of a recreated parent is recreated in the same pass, and one of a deleted parent
-    // waits; down the whole chain.
-    loop {
-        let orphaned: Vec<(&str, u32, bool)> = kept
-            .iter()
-            .filter_map(|(name, c)| {
-                let parent = c.kind.pod_parent()?;
-                let Some(LinkFate::Keep(idx)) = fate.get(name) else {
-                    return None;
+
+    /// Links nes created that are no longer declared are deleted.
+    fn undeclared_links(&mut self) {
+        let observed = self.observed;
+        for l in &observed.links {
+            if l.is_nes() && !self.declared.contains_key(l.name.as_str()) {
+                self.p.removals_links.push(Op::DelLink {
+                    ifname: l.name.clone(),
+                });
+                self.deleted.insert(l.index);
+                self.deleted_names.insert(l.name.as_str());
+            }
+        }
+    }
+
+    /// The children of recreated or deleted parents.
+    fn follow_parents(&mut self) {
+        // The kernel deletes a link's VLAN, macvlan, ipvlan and vxlan uppers with it, so a kept
+        // child of a recreated parent is recreated in the same pass, and one of a deleted parent
+        // waits; down the whole chain.
+        loop {
+            let orphaned: Vec<(&str, u32, bool)> = self
+                .kept
+                .iter()
+                .filter_map(|(name, c)| {
+                    let parent = c.kind.pod_parent()?;
+                    let Some(LinkFate::Keep(idx)) = self.fate.get(name) else {
+                        return None;
+                    };
+                    if self.recreated_names.contains(parent) {
+                        Some((*name, *idx, true))
+                    } else if self.deleted_names.contains(parent) {
+                        Some((*name, *idx, false))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            if orphaned.is_empty() {
+                break;
+            }
+            for (name, idx, recreate) in orphaned {
+                self.adopted.links.remove(name);
+                let Some(c) = self.kept.remove(name) else {
+                    continue;
                 };
-                if recreated_names.contains(parent) {
-                    Some((*name, *idx, true))
-                } else if deleted_names.contains(parent) {
-                    Some((*name, *idx, false))
+                if recreate {
+                    // Deleted explicitly, before its parent, so the pass does not depend on
+                    // the kernel's cascade; a child already gone counts as deleted.
+                    self.p.removals_links.insert(
+                        0,
+                        Op::DelLink {
+                            ifname: name.into(),
+                        },
+                    );
+                    self.recreated.insert(idx);
+                    self.recreated_names.insert(name);
+                    self.creates.push(c);
+                    self.fate.insert(name, LinkFate::Create);
                 } else {
-                    None
+                    self.deleted.insert(idx);
+                    self.deleted_names.insert(name);
+                    self.p.block(
+                        ObjectRef::Interface(name.into()),
+                        ObjectState::Pending,
+                        format!(
+                            "its parent link {} is being removed",
+                            c.kind.pod_parent().unwrap_or_default()
+                        ),
+                    );
+                    self.fate.insert(name, LinkFate::Blocked);
                 }
-            })
-            .collect();
-        if orphaned.is_empty() {
-            break;
+            }
         }
-        for (name, idx, recreate) in orphaned {
-            adopted.links.remove(name);
-            let Some(c) = kept.remove(name) else { continue };
-            if recreate {
-                // Deleted explicitly, before its parent, so the pass does not depend on
-                // the kernel's cascade; a child already gone counts as deleted.
-                p.removals_links.insert(
-                    0,
-                    Op::DelLink {
-                        ifname: name.into(),
-                    },
-                );
-                recreated.insert(idx);
-                recreated_names.insert(name);
-                creates.push(c);
-                fate.insert(name, LinkFate::Create);
-            } else {
-                deleted.insert(idx);
-                deleted_names.insert(name);
-                p.block(
-                    ObjectRef::Interface(name.into()),
+        self.gone = self.deleted.union(&self.recreated).copied().collect();
+    }
+
+    /// MTUs the kernel would refuse, decided before any write.
+    fn mtu_limits(&mut self) {
+        let (desired, observed) = (self.desired, self.observed);
+        // MTU limits the kernel enforces: a VLAN, macvlan or ipvlan cannot be larger than its
+        // parent. The declared parent MTU is checked by `api::validate`; the kernel's is here.
+        for iface in &desired.interfaces {
+            let name = iface.name.as_str();
+            let (Some(mtu), Some(parent)) = (iface.mtu, mtu_bounded_by(iface)) else {
+                continue;
+            };
+            let parent_now = observed
+                .link(parent)
+                .filter(|l| !self.gone.contains(&l.index));
+            let parent_mtu = self
+                .declared
+                .get(parent)
+                .and_then(|d| d.mtu)
+                .or(parent_now.map(|l| l.mtu));
+            match parent_mtu {
+                Some(limit) if mtu > limit => {
+                    self.p.block(
+                        ObjectRef::Interface(name.into()),
+                        ObjectState::Failed,
+                        format!(
+                            "MTU {mtu} is above the MTU {limit} of its parent {parent}: a {} cannot be larger than the link it runs on",
+                            iface.kind.as_str()
+                        ),
+                    );
+                    self.mtu_refused.insert(name);
+                    if self.fate.get(name) == Some(&LinkFate::Create) {
+                        self.fate.insert(name, LinkFate::Blocked);
+                    }
+                }
+                // The parent is raised in this pass: create at the parent's MTU, then raise.
+                Some(_) if parent_now.is_some_and(|l| mtu > l.mtu) => {
+                    self.mtu_after_parent.insert(name);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Children wait for a blocked parent; the rest are created parent first.
+    fn wait_for_parents(&mut self) {
+        let observed = self.observed;
+        // Children wait for a blocked parent, down the whole chain.
+        loop {
+            let waiting: Vec<(String, String)> = self
+                .creates
+                .iter()
+                .filter(|c| self.fate.get(c.name.as_str()) == Some(&LinkFate::Create))
+                .filter_map(|c| {
+                    let parent = c.kind.pod_parent()?;
+                    let parent_ok = match self.fate.get(parent) {
+                        Some(LinkFate::Blocked) => false,
+                        Some(_) => true,
+                        None => {
+                            observed.link(parent).is_some() && !self.deleted_names.contains(parent)
+                        }
+                    };
+                    (!parent_ok).then(|| (c.name.clone(), parent.to_string()))
+                })
+                .collect();
+            if waiting.is_empty() {
+                break;
+            }
+            for (name, parent) in waiting {
+                self.p.block(
+                    ObjectRef::Interface(name.clone()),
                     ObjectState::Pending,
-                    format!(
-                        "its parent link {} is being removed",
-                        c.kind.pod_parent().unwrap_or_default()
-                    ),
+                    format!("parent link {parent} is not available"),
                 );
-                fate.insert(name, LinkFate::Blocked);
-            }
-        }
-    }
-    let gone: HashSet<u32> = deleted.union(&recreated).copied().collect();
-
-    // MTU limits the kernel enforces: a VLAN, macvlan or ipvlan cannot be larger than its
-    // parent. The declared parent MTU is checked by `api::validate`; the kernel's is here.
-    let mut mtu_refused: HashSet<&str> = HashSet::new();
-    let mut mtu_after_parent: HashSet<&str> = HashSet::new();
-    for iface in &desired.interfaces {
-        let name = iface.name.as_str();
-        let (Some(mtu), Some(parent)) = (iface.mtu, mtu_bounded_by(iface)) else {
-            continue;
-        };
-        let parent_now = observed.link(parent).filter(|l| !gone.contains(&l.index));
-        let parent_mtu = declared
-            .get(parent)
-            .and_then(|d| d.mtu)
-            .or(parent_now.map(|l| l.mtu));
-        match parent_mtu {
-            Some(limit) if mtu > limit => {
-                p.block(
-                    ObjectRef::Interface(name.into()),
-                    ObjectState::Failed,
-                    format!(
-                        "MTU {mtu} is above the MTU {limit} of its parent {parent}: a {} cannot be larger than the link it runs on",
-                        iface.kind.as_str()
-                    ),
-                );
-                mtu_refused.insert(name);
-                if fate.get(name) == Some(&LinkFate::Create) {
-                    fate.insert(name, LinkFate::Blocked);
+                if let Some(n) = self.declared.get_key_value(name.as_str()).map(|(k, _)| *k) {
+                    self.fate.insert(n, LinkFate::Blocked);
                 }
             }
-            // The parent is raised in this pass: create at the parent's MTU, then raise.
-            Some(_) if parent_now.is_some_and(|l| mtu > l.mtu) => {
-                mtu_after_parent.insert(name);
-            }
-            _ => {}
         }
+        self.creates
+            .retain(|c| self.fate.get(c.name.as_str()) == Some(&LinkFate::Create));
+        for c in &mut self.creates {
+            if self.mtu_after_parent.contains(c.name.as_str()) {
+                c.mtu = None;
+            }
+        }
+        self.p.creates.extend(
+            creation_order(std::mem::take(&mut self.creates))
+                .into_iter()
+                .map(Op::CreateLink),
+        );
     }
 
-    // Children wait for a blocked parent, down the whole chain.
-    loop {
-        let waiting: Vec<(String, String)> = creates
-            .iter()
-            .filter(|c| fate.get(c.name.as_str()) == Some(&LinkFate::Create))
-            .filter_map(|c| {
-                let parent = c.kind.pod_parent()?;
-                let parent_ok = match fate.get(parent) {
-                    Some(LinkFate::Blocked) => false,
-                    Some(_) => true,
-                    None => observed.link(parent).is_some() && !deleted_names.contains(parent),
-                };
-                (!parent_ok).then(|| (c.name.clone(), parent.to_string()))
-            })
-            .collect();
-        if waiting.is_empty() {
-            break;
-        }
-        for (name, parent) in waiting {
-            p.block(
-                ObjectRef::Interface(name.clone()),
-                ObjectState::Pending,
-                format!("parent link {parent} is not available"),
-            );
-            if let Some(n) = declared.get_key_value(name.as_str()).map(|(k, _)| *k) {
-                fate.insert(n, LinkFate::Blocked);
-            }
-        }
-    }
-    creates.retain(|c| fate.get(c.name.as_str()) == Some(&LinkFate::Create));
-    for c in &mut creates {
-        if mtu_after_parent.contains(c.name.as_str()) {
-            c.mtu = None;
-        }
-    }
-    p.creates
-        .extend(creation_order(creates).into_iter().map(Op::CreateLink));
-
-    // --- link settings
-    for iface in &desired.interfaces {
-        let name = iface.name.as_str();
-        let f = fate.get(name).copied().unwrap_or(LinkFate::Blocked);
-        let seen = match f {
-            LinkFate::Keep(idx) => observed.link_by_index(idx),
-            _ => None,
-        };
-        if f == LinkFate::Blocked {
-            continue;
-        }
-        let mut mtu = iface
-            .mtu
-            .filter(|_| !mtu_refused.contains(name))
-            .filter(|m| match seen {
-                Some(l) => l.mtu != *m,
-                None => mtu_after_parent.contains(name),
-            });
-        let want_up = match (iface.kind, iface.state) {
-            (_, Some(s)) => Some(s == LinkState::Up),
-            (InterfaceType::Existing, None) => None,
-            (_, None) => Some(true),
-        };
-        let mut up = want_up.filter(|u| seen.is_some_and(|l| l.admin_up != *u));
-        if let (InterfaceType::Existing, Some(l)) = (iface.kind, seen) {
-            let (restore, record) = originals(iface.mtu, want_up, l, owned.originals.get(name));
-            mtu = mtu.or(restore.mtu);
-            up = up.or(restore.up);
-            if let Some(record) = record {
-                adopted.originals.insert(name.into(), record);
-            }
-        }
-        let master = iface.master.clone().filter(|m| {
-            let target = match fate.get(m.as_str()) {
-                Some(LinkFate::Keep(idx)) => Some(*idx),
+    /// MTU, state and master of every usable link; host ends of veths.
+    fn link_settings(&mut self) {
+        let (desired, observed, owned) = (self.desired, self.observed, self.owned);
+        for iface in &desired.interfaces {
+            let name = iface.name.as_str();
+            let f = self.fate.get(name).copied().unwrap_or(LinkFate::Blocked);
+            let seen = match f {
+                LinkFate::Keep(idx) => observed.link_by_index(idx),
                 _ => None,
             };
-            f == LinkFate::Create || target.is_none() || seen.and_then(|l| l.controller) != target
-        });
-        if mtu.is_some() || up.is_some() || master.is_some() {
-            p.settings.push(Op::SetLink {
-                ifname: name.into(),
-                mtu,
-                up,
-                master,
-            });
-        }
-        if let (Some(peer), InterfaceType::Veth) = (&iface.peer, iface.kind) {
-            let alias = format!("{MARKER_PREFIX}peer:{name}");
-            let host = if f == LinkFate::Create {
-                None
-            } else {
-                observed.host_link(peer)
+            if f == LinkFate::Blocked {
+                continue;
+            }
+            let mut mtu = iface
+                .mtu
+                .filter(|_| !self.mtu_refused.contains(name))
+                .filter(|m| match seen {
+                    Some(l) => l.mtu != *m,
+                    None => self.mtu_after_parent.contains(name),
+                });
+            let want_up = match (iface.kind, iface.state) {
+                (_, Some(s)) => Some(s == LinkState::Up),
+                (InterfaceType::Existing, None) => None,
+                (_, None) => Some(true),
             };
-            let bridge_idx = iface
-                .peer_bridge
-                .as_deref()
-                .map(|b| observed.host_link(b).map(|l| l.index));
-            let ok = host.is_some_and(|h| {
-                h.admin_up
-                    && h.alias.as_deref() == Some(alias.as_str())
-                    && match bridge_idx {
-                        None => h.controller.is_none(),
-                        Some(Some(bi)) => h.controller == Some(bi),
-                        Some(None) => false,
-                    }
+            let mut up = want_up.filter(|u| seen.is_some_and(|l| l.admin_up != *u));
+            if let (InterfaceType::Existing, Some(l)) = (iface.kind, seen) {
+                let (restore, record) = originals(iface.mtu, want_up, l, owned.originals.get(name));
+                mtu = mtu.or(restore.mtu);
+                up = up.or(restore.up);
+                if let Some(record) = record {
+                    self.adopted.originals.insert(name.into(), record);
+                }
+            }
+            let master = iface.master.clone().filter(|m| {
+                let target = match self.fate.get(m.as_str()) {
+                    Some(LinkFate::Keep(idx)) => Some(*idx),
+                    _ => None,
+                };
+                f == LinkFate::Create
+                    || target.is_none()
+                    || seen.and_then(|l| l.controller) != target
             });
-            if !ok {
-                p.host.push(Op::SetHostPeer {
+            if mtu.is_some() || up.is_some() || master.is_some() {
+                self.p.settings.push(Op::SetLink {
                     ifname: name.into(),
-                    peer: peer.clone(),
-                    bridge: iface.peer_bridge.clone(),
-                    alias,
+                    mtu,
+                    up,
+                    master,
+                });
+            }
+            if let (Some(peer), InterfaceType::Veth) = (&iface.peer, iface.kind) {
+                let alias = format!("{MARKER_PREFIX}peer:{name}");
+                let host = if f == LinkFate::Create {
+                    None
+                } else {
+                    observed.host_link(peer)
+                };
+                let bridge_idx = iface
+                    .peer_bridge
+                    .as_deref()
+                    .map(|b| observed.host_link(b).map(|l| l.index));
+                let ok = host.is_some_and(|h| {
+                    h.admin_up
+                        && h.alias.as_deref() == Some(alias.as_str())
+                        && match bridge_idx {
+                            None => h.controller.is_none(),
+                            Some(Some(bi)) => h.controller == Some(bi),
+                            Some(None) => false,
+                        }
+                });
+                if !ok {
+                    self.p.host.push(Op::SetHostPeer {
+                        ifname: name.into(),
+                        peer: peer.clone(),
+                        bridge: iface.peer_bridge.clone(),
+                        alias,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Links nes changed but no longer manages get their own settings back.
+    fn restore_originals(&mut self) {
+        let (observed, owned) = (self.observed, self.owned);
+        for (name, prev) in &owned.originals {
+            let Some(l) = observed
+                .link(name)
+                .filter(|_| !self.declared.contains_key(name.as_str()))
+            else {
+                continue;
+            };
+            let (restore, record) = originals(None, None, l, Some(prev));
+            if let Some(record) = record {
+                self.adopted.originals.insert(name.clone(), record);
+                self.p.settings.push(Op::SetLink {
+                    ifname: name.clone(),
+                    mtu: restore.mtu,
+                    up: restore.up,
+                    master: None,
                 });
             }
         }
     }
 
-    // Links nes changed but no longer manages get their own settings back.
-    for (name, prev) in &owned.originals {
-        let Some(l) = observed
-            .link(name)
-            .filter(|_| !declared.contains_key(name.as_str()))
-        else {
-            continue;
-        };
-        let (restore, record) = originals(None, None, l, Some(prev));
-        if let Some(record) = record {
-            adopted.originals.insert(name.clone(), record);
-            p.settings.push(Op::SetLink {
-                ifname: name.clone(),
-                mtu: restore.mtu,
-                up: restore.up,
-                master: None,
-            });
-        }
+    /// A parent's MTU changes before its children's (a child cannot exceed its parent).
+    fn order_settings(&mut self) {
+        self.p.settings.sort_by_key(|op| match op {
+            Op::SetLink { ifname, .. } => depth(ifname, &self.declared),
+            _ => 0,
+        });
     }
 
-    // A parent's MTU changes before its children's (a child cannot exceed its parent).
-    p.settings.sort_by_key(|op| match op {
-        Op::SetLink { ifname, .. } => depth(ifname, &declared),
-        _ => 0,
-    });
-
-    // --- addresses
-    let mut desired_addrs: HashSet<(&str, IpNet)> = HashSet::new();
-    for iface in &desired.interfaces {
-        let name = iface.name.as_str();
-        let f = fate.get(name).copied().unwrap_or(LinkFate::Blocked);
-        let present: BTreeSet<IpNet> = match f {
-            LinkFate::Keep(idx) => observed.addresses_of(idx).collect(),
-            _ => BTreeSet::new(),
-        };
-        for a in &iface.addresses {
-            let Ok(net) = a.parse::<IpNet>() else {
-                continue;
+    /// Declared addresses added; recorded ones no longer declared removed.
+    fn addresses(&mut self) {
+        let (desired, observed, owned) = (self.desired, self.observed, self.owned);
+        let mut desired_addrs: HashSet<(&str, IpNet)> = HashSet::new();
+        for iface in &desired.interfaces {
+            let name = iface.name.as_str();
+            let f = self.fate.get(name).copied().unwrap_or(LinkFate::Blocked);
+            let present: BTreeSet<IpNet> = match f {
+                LinkFate::Keep(idx) => observed.addresses_of(idx).collect(),
+                _ => BTreeSet::new(),
             };
-            desired_addrs.insert((name, net));
-            let obj = ObjectRef::Address {
-                ifname: name.into(),
-                addr: net.to_string(),
-            };
-            match f {
-                LinkFate::Blocked => p.block(
-                    obj,
-                    ObjectState::Pending,
-                    format!("waiting for interface {name}"),
-                ),
-                _ if present.contains(&net) => {
-                    if owned.owns_address(name, &net.to_string()) {
-                        adopted.add_address(name, net.to_string());
+            for a in &iface.addresses {
+                let Ok(net) = a.parse::<IpNet>() else {
+                    continue;
+                };
+                desired_addrs.insert((name, net));
+                let obj = ObjectRef::Address {
+                    ifname: name.into(),
+                    addr: net.to_string(),
+                };
+                match f {
+                    LinkFate::Blocked => self.p.block(
+                        obj,
+                        ObjectState::Pending,
+                        format!("waiting for interface {name}"),
+                    ),
+                    _ if present.contains(&net) => {
+                        if owned.owns_address(name, &net.to_string()) {
+                            self.adopted.add_address(name, net.to_string());
+                        }
+                    }
+                    _ => {
+                        self.adopted.add_address(name, net.to_string());
+                        self.p.addresses.push(Op::AddAddress {
+                            ifname: name.into(),
+                            addr: net,
+                        });
                     }
                 }
-                _ => {
-                    adopted.add_address(name, net.to_string());
-                    p.addresses.push(Op::AddAddress {
-                        ifname: name.into(),
+            }
+        }
+        for (ifname, set) in &owned.addresses {
+            let Some(link) = observed.link(ifname) else {
+                continue;
+            };
+            if self.gone.contains(&link.index) {
+                continue;
+            }
+            let present: HashSet<IpNet> = observed.addresses_of(link.index).collect();
+            for cidr in set {
+                let Ok(net) = cidr.parse::<IpNet>() else {
+                    continue;
+                };
+                if desired_addrs.contains(&(ifname.as_str(), net)) {
+                    continue;
+                }
+                if present.contains(&net) {
+                    self.adopted.add_address(ifname, cidr.clone());
+                    self.p.removals_addresses.push(Op::DelAddress {
+                        ifname: ifname.clone(),
                         addr: net,
                     });
                 }
             }
         }
     }
-    for (ifname, set) in &owned.addresses {
-        let Some(link) = observed.link(ifname) else {
-            continue;
-        };
-        if gone.contains(&link.index) {
-            continue;
+
+    /// Declared routes added or replaced; nes routes no longer declared removed.
+    fn routes(&mut self) {
+        let (desired, observed) = (self.desired, self.observed);
+        let mut by_key: HashMap<(IpNet, u32, u32), Vec<&ObservedRoute>> = HashMap::new();
+        for o in &observed.routes {
+            by_key
+                .entry((o.dst, o.table, o.metric))
+                .or_default()
+                .push(o);
         }
-        let present: HashSet<IpNet> = observed.addresses_of(link.index).collect();
-        for cidr in set {
-            let Ok(net) = cidr.parse::<IpNet>() else {
+        let mut desired_keys: HashSet<(IpNet, u32, u32)> = HashSet::new();
+        for r in &desired.routes {
+            let Ok(dst) = r.dst.parse::<IpNet>() else {
                 continue;
             };
-            if desired_addrs.contains(&(ifname.as_str(), net)) {
+            let via = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
+            let metric = effective_metric(&dst, r.metric);
+            desired_keys.insert((dst, r.table, metric));
+            let target = RouteTarget {
+                key: r.key(),
+                dst,
+                table: r.table,
+                metric: r.metric,
+                via,
+                dev: r.dev.clone(),
+            };
+            let dev_fate = r
+                .dev
+                .as_deref()
+                .map(|d| self.fate.get(d).copied().unwrap_or(LinkFate::Blocked));
+            if dev_fate == Some(LinkFate::Blocked) {
+                let dev = r.dev.as_deref().unwrap_or_default();
+                self.p.block(
+                    ObjectRef::Route(r.key()),
+                    ObjectState::Pending,
+                    format!("waiting for interface {dev}"),
+                );
                 continue;
             }
-            if present.contains(&net) {
-                adopted.add_address(ifname, cidr.clone());
-                p.removals_addresses.push(Op::DelAddress {
-                    ifname: ifname.clone(),
-                    addr: net,
-                });
-            }
-        }
-    }
-
-    // --- routes
-    let mut by_key: HashMap<(IpNet, u32, u32), Vec<&ObservedRoute>> = HashMap::new();
-    for o in &observed.routes {
-        by_key
-            .entry((o.dst, o.table, o.metric))
-            .or_default()
-            .push(o);
-    }
-    let mut desired_keys: HashSet<(IpNet, u32, u32)> = HashSet::new();
-    for r in &desired.routes {
-        let Ok(dst) = r.dst.parse::<IpNet>() else {
-            continue;
-        };
-        let via = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
-        let metric = effective_metric(&dst, r.metric);
-        desired_keys.insert((dst, r.table, metric));
-        let target = RouteTarget {
-            key: r.key(),
-            dst,
-            table: r.table,
-            metric: r.metric,
-            via,
-            dev: r.dev.clone(),
-        };
-        let dev_fate = r
-            .dev
-            .as_deref()
-            .map(|d| fate.get(d).copied().unwrap_or(LinkFate::Blocked));
-        if dev_fate == Some(LinkFate::Blocked) {
-            let dev = r.dev.as_deref().unwrap_or_default();
-            p.block(
-                ObjectRef::Route(r.key()),
-                ObjectState::Pending,
-                format!("waiting for interface {dev}"),
-            );
-            continue;
-        }
-        let existing: Vec<&ObservedRoute> = by_key
-            .get(&(dst, r.table, metric))
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|o| o.oif.is_none_or(|i| !gone.contains(&i)))
-            .collect();
-        let ours = existing.iter().find(|o| o.is_nes());
-        match (ours, existing.first()) {
-            (Some(o), _) => {
-                adopted.routes.insert(r.key());
-                let dev_ok = match dev_fate {
-                    None => true,
-                    Some(LinkFate::Keep(idx)) => o.oif == Some(idx),
-                    Some(_) => false,
-                };
-                if o.gateway != via || !dev_ok {
-                    p.routes.push(Op::AddRoute { route: target, replace: true });
+            let existing: Vec<&ObservedRoute> = by_key
+                .get(&(dst, r.table, metric))
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|o| o.oif.is_none_or(|i| !self.gone.contains(&i)))
+                .collect();
+            let ours = existing.iter().find(|o| o.is_nes());
+            match (ours, existing.first()) {
+                (Some(o), _) => {
+                    self.adopted.routes.insert(r.key());
+                    let dev_ok = match dev_fate {
+                        None => true,
+                        Some(LinkFate::Keep(idx)) => o.oif == Some(idx),
+                        Some(_) => false,
+                    };
+                    if o.gateway != via || !dev_ok {
+                        self.p.routes.push(Op::AddRoute { route: target, replace: true });
+                    }
+                }
+                (None, Some(o)) => self.p.block(
+                    ObjectRef::Route(r.key()),
+                    ObjectState::Failed,
+                    format!("a route {} table {} metric {} already exists and was not installed by nes (proto {}); refusing to replace it", o.dst, o.table, o.metric, o.protocol),
+                ),
+                (None, None) => {
+                    self.adopted.routes.insert(r.key());
+                    self.p.routes.push(Op::AddRoute { route: target, replace: false });
                 }
             }
-            (None, Some(o)) => p.block(
-                ObjectRef::Route(r.key()),
-                ObjectState::Failed,
-                format!("a route {} table {} metric {} already exists and was not installed by nes (proto {}); refusing to replace it", o.dst, o.table, o.metric, o.protocol),
-            ),
-            (None, None) => {
-                adopted.routes.insert(r.key());
-                p.routes.push(Op::AddRoute { route: target, replace: false });
+        }
+        for o in &observed.routes {
+            if !o.is_nes() || desired_keys.contains(&(o.dst, o.table, o.metric)) {
+                continue;
             }
+            if o.oif.is_some_and(|i| self.gone.contains(&i)) {
+                continue; // removed with its link
+            }
+            let key = RouteKey {
+                dst: o.dst.to_string(),
+                table: o.table,
+                metric: o.metric,
+            };
+            self.p.removals_routes.push(Op::DelRoute(RouteTarget {
+                key,
+                dst: o.dst,
+                table: o.table,
+                metric: o.metric,
+                via: o.gateway,
+                dev: o
+                    .oif
+                    .and_then(|i| observed.link_by_index(i))
+                    .map(|l| l.name.clone()),
+            }));
         }
     }
-    for o in &observed.routes {
-        if !o.is_nes() || desired_keys.contains(&(o.dst, o.table, o.metric)) {
-            continue;
-        }
-        if o.oif.is_some_and(|i| gone.contains(&i)) {
-            continue; // removed with its link
-        }
-        let key = RouteKey {
-            dst: o.dst.to_string(),
-            table: o.table,
-            metric: o.metric,
-        };
-        p.removals_routes.push(Op::DelRoute(RouteTarget {
-            key,
-            dst: o.dst,
-            table: o.table,
-            metric: o.metric,
-            via: o.gateway,
-            dev: o
-                .oif
-                .and_then(|i| observed.link_by_index(i))
-                .map(|l| l.name.clone()),
-        }));
-    }
-    p.finish(adopted)
 }
 
 #[derive(Default)]

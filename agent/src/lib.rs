@@ -21,3 +21,5 @@ pub mod watch;
 pub mod cri;
 // -- standalone agent, socket API
 pub mod standalone;
+// -- pod socket API shared by standalone and cluster agents
+pub mod podapi;

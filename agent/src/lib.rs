@@ -23,3 +23,5 @@ pub mod cri;
 pub mod standalone;
 // -- pod socket API shared by standalone and cluster agents
 pub mod podapi;
+// -- in-cluster agent
+pub mod cluster;

@@ -65,6 +65,9 @@ pub struct ServerOptions {
     pub keeper: KeeperOptions,
     /// Reported as `status.node` (the cluster agent's node).
     pub node: Option<String>,
+    /// Conditions reported before (the CR's), so a restarted agent keeps their
+    /// transition times.
+    pub conditions: Vec<Condition>,
 }
 
 /// Every pod served, by name (the standalone admin socket's `?pod=`).
@@ -145,7 +148,7 @@ impl PodServer {
             net,
             events: EventLog::new(name, DEFAULT_CAPACITY),
             stop,
-            conditions: Mutex::new(Vec::new()),
+            conditions: Mutex::new(opts.conditions),
             observed: tokio::sync::Mutex::new(None),
             degraded: Mutex::new(None),
             serving: Mutex::new(None),
@@ -215,6 +218,11 @@ impl PodServer {
 
     pub async fn remove_manager(&self, manager: &str) -> Result<ConfigView, ApiError> {
         self.backend.remove_manager(manager).await
+    }
+
+    /// The generation of the desired state being kept applied.
+    pub fn generation(&self) -> i64 {
+        self.desired.borrow().generation
     }
 
     /// Why the pod is degraded, if it is: `(reason, message)`.

@@ -54,7 +54,10 @@ pub async fn start(
         record: tokio::sync::Mutex::new(record),
         desired,
     });
-    let opts = ServerOptions { keeper, node: None };
+    let opts = ServerOptions {
+        keeper,
+        ..Default::default()
+    };
     Ok(PodServer::start(
         name, net, desired_rx, owned, backend, opts,
     ))

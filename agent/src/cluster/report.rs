@@ -38,7 +38,10 @@ pub async fn follow(
     let mut budget = PatchBudget::new(ctx.opts.status_burst, ctx.opts.status_interval);
     let mut last_pass: Option<Pass> = None;
     let mut last_degraded: Option<(String, String)> = None;
-    let mut last_patched: Option<(Option<String>, NetworkConfigurationStatus)> = None;
+    // What the CR already says (a restarted agent finds its own last report) is not sent again.
+    let mut last_patched: Option<(Option<String>, NetworkConfigurationStatus)> = ctx
+        .conf(&key)
+        .and_then(|c| Some((c.metadata.uid.clone(), c.status.clone()?)));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -787,3 +787,46 @@ async fn an_unreachable_cliserver_is_a_clear_503_and_changes_nothing() {
     agent.shutdown().await;
     assert_eq!(api.unexpected(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_squatted_pod_socket_degrades_the_pod_with_an_event() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("cls", "demo-10", "uid-s");
+    // Something in the pod holds @nes before the agent arrives (and does not answer as nes).
+    let squatter = p
+        .client()
+        .exec
+        .run(|| {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"nes")?;
+            std::os::unix::net::UnixListener::bind_addr(&addr)
+        })
+        .await
+        .expect("run in netns")
+        .expect("squat @nes");
+    squatter.set_nonblocking(true).expect("nonblocking");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(&p.name, spec_v1());
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+    let degraded = api
+        .wait_patch(&p.name, started, |s| {
+            s.condition("Degraded").map(|c| (c.0, c.1)) == Some(("True", "SocketSquatted"))
+        })
+        .await;
+    assert_eq!(degraded.status.observed_generation, Some(1));
+    api.wait_event(&p.name, "SocketSquatted").await;
+    // The configuration itself is still kept applied.
+    assert!(
+        eventually(DEADLINE, || mtu(&p.fx.pod, "eth0") == 1400).await,
+        "configuration not applied"
+    );
+    drop(squatter);
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}

@@ -479,11 +479,14 @@ async fn drift_is_restored_with_an_event_and_a_flapping_link_cannot_flood_status
     );
     api.wait_event(&p.name, "DriftRepaired").await;
 
-    // A link flapping 40 times: patches stay within the budget (burst 4, then 1 per 250 ms).
+    // A link flapping 40 times, each state held ~15 ms so that the agent sees most of
+    // them: patches stay within the budget (burst 4, then 1 per 250 ms).
     let flap = Instant::now();
     for _ in 0..40 {
-        p.fx.pod.ip(&["link", "set", "cni-peer", "down"]);
-        p.fx.pod.ip(&["link", "set", "cni-peer", "up"]);
+        for state in ["down", "up"] {
+            p.fx.pod.ip(&["link", "set", "cni-peer", state]);
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
     }
     let flapped = flap.elapsed();
     tokio::time::sleep(Duration::from_millis(600)).await; // let the last patches land
@@ -827,6 +830,45 @@ async fn a_squatted_pod_socket_degrades_the_pod_with_an_event() {
         "configuration not applied"
     );
     drop(squatter);
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_new_sandbox_seen_only_through_the_pod_watch_is_configured_too() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let old = ServedPod::new("clw", "demo-11", "uid-w");
+    api.put_pod(pod(&old.name, &old.uid, &["10.244.0.5"]));
+    api.put_conf(&old.name, spec_v1());
+    resolver.set(&old.uid, "sb-1", &old.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+    api.wait_patch(&old.name, started, |s| s.applied(1)).await;
+
+    // No runtime event: the kubelet's pod status update (the shim restarted) is the news.
+    let new = PodFixture::new("clw2");
+    resolver.set_quietly(&old.uid, "sb-2", &new.pod.path());
+    let mut restarted_pod = pod(&old.name, &old.uid, &["10.244.0.5"]);
+    restarted_pod["status"]["containerStatuses"] = json!([{"name": "nes-shim", "restartCount": 1, "ready": false, "image": "nes",
+                "imageID": "", "started": true, "state": {"running": {}}}]);
+    let changed = Instant::now();
+    api.put_pod(restarted_pod);
+    let new_id = agent::netns::identity(new.pod.path()).expect("identity");
+    let applied = api
+        .wait_patch(&old.name, changed, |s| {
+            s.applied(1) && s.status.netns.as_ref().map(|n| n.inode) == Some(new_id.inode)
+        })
+        .await;
+    measure(
+        "new sandbox (pod watch only) -> status Applied in it",
+        changed,
+        applied.at,
+    );
+    assert_eq!(mtu(&new.pod, "eth0"), 1400);
     agent.shutdown().await;
     assert_eq!(api.unexpected(), Vec::<String>::new());
 }

@@ -432,6 +432,17 @@ impl Default for FakeResolver {
 impl FakeResolver {
     /// The pod `uid` now runs in sandbox `sandbox_id` with the netns at `path`.
     pub fn set(&self, uid: &str, sandbox_id: &str, path: &Path) -> Instant {
+        self.set_quietly(uid, sandbox_id, path);
+        let at = Instant::now();
+        let _ = self.tx.send(SandboxEvent::Started {
+            pod_uid: uid.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+        });
+        at
+    }
+
+    /// Like `set`, without an event (a runtime without an event API, e.g. CRI-O).
+    pub fn set_quietly(&self, uid: &str, sandbox_id: &str, path: &Path) {
         let identity = agent::netns::identity(path).expect("netns identity");
         self.pods.lock().unwrap().insert(
             uid.to_string(),
@@ -443,12 +454,6 @@ impl FakeResolver {
                 cached: false,
             },
         );
-        let at = Instant::now();
-        let _ = self.tx.send(SandboxEvent::Started {
-            pod_uid: uid.to_string(),
-            sandbox_id: sandbox_id.to_string(),
-        });
-        at
     }
 }
 

@@ -20,17 +20,14 @@ use super::decide::{pass_event, KubeEvent, Pass};
 use super::{Context, Key, FIELD_MANAGER};
 use crate::podapi::{report_error, PodServer};
 
-/// Pokes the reporter when the worker saw the CR change.
-pub struct Notice(pub Arc<Notify>);
-
 /// Follows one served sandbox until it stops: Events for passes and degradations, and the
-/// status whenever it changed.
+/// status whenever it changed. `poke` is the worker telling it the CR changed.
 pub async fn follow(
     ctx: Arc<Context>,
     key: Key,
     pod: Arc<Pod>,
     server: Arc<PodServer>,
-    poke: Notice,
+    poke: Arc<Notify>,
 ) {
     let stop = server.stopped();
     let mut reports = server.reports();
@@ -47,7 +44,7 @@ pub async fn follow(
             _ = stop.cancelled() => return,
             changed = reports.changed() => if changed.is_err() { return },
             _ = live.recv() => {}
-            _ = poke.0.notified() => {}
+            _ = poke.notified() => {}
         }
         // Everything that happened meanwhile is covered by the reading below.
         while live.try_recv().is_ok() {}

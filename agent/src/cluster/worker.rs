@@ -16,7 +16,7 @@ use tracing::{info, warn, Instrument};
 
 use super::decide::{self, PodPlan, Sandbox};
 use super::forward::ClusterBackend;
-use super::report::{self, Notice};
+use super::report;
 use super::state::PodState;
 use super::{Context, Key};
 use crate::backoff::Backoff;
@@ -238,7 +238,7 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
             key.clone(),
             pod.clone(),
             server.clone(),
-            Notice(poke.clone()),
+            poke.clone(),
         )
         .in_current_span(),
     );

@@ -72,6 +72,22 @@ pub enum Error {
     /// Parsing a file (config, owned record).
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+
+    /// A Kubernetes watch could not start or ended.
+    #[error("watch: {what}")]
+    Watch { what: String },
+
+    /// The cliserver cannot be used as configured.
+    #[error(transparent)]
+    Forward(#[from] crate::cluster::forward::ForwardError),
+
+    /// The probe port cannot be served.
+    #[error("probe port {addr}: {source}")]
+    Probe {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -96,6 +112,9 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::File { .. } => "file",
             Error::Parse { .. } => "parse",
+            Error::Watch { .. } => "watch",
+            Error::Forward(_) => "forward",
+            Error::Probe { .. } => "probe",
         }
     }
 }

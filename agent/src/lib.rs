@@ -21,3 +21,7 @@ pub mod watch;
 pub mod cri;
 // -- standalone agent, socket API
 pub mod standalone;
+// -- pod socket API shared by standalone and cluster agents
+pub mod podapi;
+// -- in-cluster agent
+pub mod cluster;

@@ -1,17 +1,29 @@
 //! `nes-agent` command line. Each subcommand is a module with an `Args` struct and a `run`;
-//! adding one is one variant in [`Command`] plus its module.
+//! adding one is one variant in [`Command`] plus its module. No subcommand is the
+//! in-cluster agent ([`cluster`]).
 
 use clap::{Parser, Subcommand};
 
 pub mod apply;
+pub mod cluster;
 pub mod standalone;
+
+use tokio_util::sync::CancellationToken;
 
 /// nes node agent.
 #[derive(Parser, Debug)]
-#[command(name = "nes-agent", version, about)]
+#[command(
+    name = "nes-agent",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// With no subcommand: the in-cluster agent of this node.
+    #[command(flatten)]
+    pub cluster: cluster::Args,
 }
 
 #[derive(Subcommand, Debug)]
@@ -25,14 +37,28 @@ pub enum Command {
 impl Cli {
     /// Whether the command does one thing and exits (no daemon).
     pub fn is_one_shot(&self) -> bool {
-        matches!(self.command, Command::Apply(_))
+        matches!(self.command, Some(Command::Apply(_)))
     }
 
     /// Runs the chosen subcommand; returns the process exit code.
     pub async fn run(self) -> anyhow::Result<i32> {
         match self.command {
-            Command::Apply(args) => apply::run(args).await,
-            Command::Standalone(args) => standalone::run(args).await,
+            None => cluster::run(self.cluster).await,
+            Some(Command::Apply(args)) => apply::run(args).await,
+            Some(Command::Standalone(args)) => standalone::run(args).await,
         }
     }
+}
+
+/// Cancels `stop` on SIGTERM or Ctrl-C.
+pub async fn cancel_on_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    stop.cancel();
 }

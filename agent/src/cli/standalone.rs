@@ -41,19 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         },
     };
     let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        on_signal.cancel();
-    });
+    tokio::spawn(super::cancel_on_signal(stop.clone()));
     serve(opts, stop).await.context("standalone agent")?;
     Ok(0)
 }

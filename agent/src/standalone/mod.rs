@@ -3,12 +3,11 @@
 //! directory, applied by the engine, and served on `@nes` inside that namespace. The host
 //! admin socket (mode 0600) serves the same API for any pod with `?pod=NAME`.
 
-pub mod events;
-pub mod http;
 pub mod pods;
-pub mod podsock;
-pub mod serve;
 pub mod store;
+
+// The socket API is shared with the cluster agent; kept reachable under its old paths.
+pub use crate::podapi::{events, http, podsock, serve};
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -22,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::podapi::Pods;
 use crate::watch::KeeperOptions;
-use pods::{Pod, Pods};
 use store::{DesiredStore, FileStore};
 
 /// Where the standalone agent keeps and finds things.
@@ -109,7 +108,7 @@ async fn reconcile(opts: &Options, store: &Arc<dyn DesiredStore>, pods: &Arc<Pod
             async move {
                 (
                     name.clone(),
-                    Pod::start(&name, &path, &host, store, keeper).await,
+                    pods::start(&name, &path, &host, store, keeper).await,
                 )
             }
         });

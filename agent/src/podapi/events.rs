@@ -87,6 +87,12 @@ impl EventLog {
         Ok((backlog, self.live.subscribe()))
     }
 
+    /// Live events from now on, without a backlog (a follower that only needs to know
+    /// that something happened).
+    pub fn follow(&self) -> broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+
     /// Buffered events after `since`, for a reader that fell behind the live channel.
     pub fn replay(&self, since: u64) -> Result<Vec<Event>, Gone> {
         self.lock().after(Some(since))

@@ -17,8 +17,8 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::pods::{Pod, Pods};
 use super::podsock::SERVER_HEADER;
+use super::{PodServer as Pod, Pods};
 
 /// Who a listener serves.
 #[derive(Clone)]
@@ -139,7 +139,7 @@ async fn get_config(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
-    Ok(Json(pod.config().await).into_response())
+    Ok(Json(pod.config().await?).into_response())
 }
 
 async fn put_config(

@@ -1,0 +1,404 @@
+//! The cluster agent's decisions, as pure functions: which pods to serve, whether a netns
+//! is the pod's, whether a sandbox is new, what a pass means for Kubernetes Events, and
+//! who owns which entry of a `NetworkConfiguration`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use api::merge::{Owners, RouteOwners};
+use api::{NetworkConfiguration, RouteKey};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+use crate::observe::ObservedAddress;
+use crate::podapi::Desired;
+
+/// What to do with a pod seen by the pod watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodPlan {
+    /// Not ours to serve (any more): release its sockets and state.
+    Release(&'static str),
+    /// Ours, but not ready to be paired with a netns yet.
+    Wait(&'static str),
+    /// Serve it: its UID and the IPs its netns must hold.
+    Serve { uid: String, ips: Vec<IpAddr> },
+}
+
+/// Decides from the pod object alone whether this node's agent serves it.
+pub fn pod_plan(pod: &Pod, node: &str) -> PodPlan {
+    let meta = &pod.metadata;
+    if meta.deletion_timestamp.is_some() {
+        return PodPlan::Release("the pod is being deleted");
+    }
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(api::SELECTION_LABEL))
+        .is_some_and(|v| v == "true");
+    if !labelled {
+        return PodPlan::Release("the pod does not carry the selection label");
+    }
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.node_name.as_deref()) != Some(node) {
+        return PodPlan::Release("the pod is not on this node");
+    }
+    if spec.and_then(|s| s.host_network) == Some(true) {
+        return PodPlan::Release("a hostNetwork pod's netns is the node's");
+    }
+    let Some(uid) = meta.uid.clone() else {
+        return PodPlan::Wait("the pod has no UID yet");
+    };
+    let ips: Vec<IpAddr> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if ips.is_empty() {
+        return PodPlan::Wait("the pod has no IP yet");
+    }
+    PodPlan::Serve { uid, ips }
+}
+
+/// Whether a netns holds one of the pod's IPs: the proof that the runtime's answer and the
+/// API server's pod are the same pod before anything is written there.
+pub fn holds_pod_ip(addresses: &[ObservedAddress], pod_ips: &[IpAddr]) -> bool {
+    addresses.iter().any(|a| pod_ips.contains(&a.addr.addr()))
+}
+
+/// A sandbox as the agent tells them apart: the kernel reuses a freed namespace's inode
+/// number, so the netns identity alone cannot tell a new sandbox from the old one; the
+/// runtime's sandbox id can.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sandbox {
+    pub id: String,
+    pub dev: u64,
+    pub inode: u64,
+}
+
+impl Sandbox {
+    pub fn new(id: &str, netns: &api::NetnsIdentity) -> Self {
+        Self {
+            id: id.to_string(),
+            dev: netns.dev,
+            inode: netns.inode,
+        }
+    }
+}
+
+/// The desired state a `NetworkConfiguration` declares; none declares nothing.
+pub fn desired_of(conf: Option<&NetworkConfiguration>) -> Desired {
+    conf.map(|c| Desired {
+        generation: c.metadata.generation.unwrap_or(0),
+        spec: c.spec.clone(),
+    })
+    .unwrap_or_default()
+}
+
+/// What one converge pass looked like, for deciding Kubernetes Events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pass {
+    pub generation: i64,
+    pub converged: bool,
+    pub writes: u64,
+    pub error: String,
+}
+
+/// A Kubernetes Event to emit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// The Event a pass deserves, given the one before it in the same sandbox: a generation
+/// applied, drift repaired (writes with nothing new asked), or a new failure. Quiet passes
+/// and repeats of the same failure say nothing.
+pub fn pass_event(prev: Option<&Pass>, pass: &Pass) -> Option<KubeEvent> {
+    let same_generation = prev.is_some_and(|p| p.generation == pass.generation);
+    if !pass.converged {
+        let repeat = prev.is_some_and(|p| {
+            !p.converged && p.error == pass.error && p.generation == pass.generation
+        });
+        return (!repeat).then(|| KubeEvent {
+            warning: true,
+            reason: "ApplyFailed",
+            note: format!("generation {}: {}", pass.generation, pass.error),
+        });
+    }
+    match prev {
+        Some(p) if same_generation && p.converged && pass.writes > 0 => Some(KubeEvent {
+            warning: false,
+            reason: "DriftRepaired",
+            note: format!(
+                "objects changed from outside were restored ({} netlink writes)",
+                pass.writes
+            ),
+        }),
+        Some(p) if same_generation && p.converged => None,
+        _ => Some(KubeEvent {
+            warning: false,
+            reason: "Applied",
+            note: format!(
+                "generation {} is applied ({} netlink writes)",
+                pass.generation, pass.writes
+            ),
+        }),
+    }
+}
+
+/// Who declared each interface and route, read from the object's managed fields (the
+/// fields of server-side apply), so `GET /v1/self/config` names owners as the standalone
+/// agent does.
+pub fn owners(managed: &[ManagedFieldsEntry]) -> Owners {
+    let mut interfaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut routes: BTreeMap<RouteKey, Vec<String>> = BTreeMap::new();
+    for entry in managed {
+        if entry.subresource.as_deref().is_some_and(|s| !s.is_empty()) {
+            continue; // status writers own no spec entry
+        }
+        let (Some(manager), Some(fields)) = (&entry.manager, &entry.fields_v1) else {
+            continue;
+        };
+        let spec = &fields.0["f:spec"];
+        for key in keys(&spec["f:interfaces"]) {
+            if let Some(name) = key.get("name").and_then(|n| n.as_str()) {
+                push_unique(interfaces.entry(name.to_string()).or_default(), manager);
+            }
+        }
+        for key in keys(&spec["f:routes"]) {
+            if let Ok(route) = serde_json::from_value::<RouteKey>(key) {
+                push_unique(routes.entry(route).or_default(), manager);
+            }
+        }
+    }
+    Owners {
+        interfaces,
+        routes: routes
+            .into_iter()
+            .map(|(key, managers)| RouteOwners { key, managers })
+            .collect(),
+    }
+}
+
+/// The list-map keys of a managed-fields set: `k:{"name":"eth0"}` -> `{"name":"eth0"}`.
+fn keys(set: &serde_json::Value) -> Vec<serde_json::Value> {
+    set.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.strip_prefix("k:"))
+        .filter_map(|k| serde_json::from_str(k).ok())
+        .collect()
+}
+
+fn push_unique(managers: &mut Vec<String>, manager: &str) {
+    if !managers.iter().any(|m| m == manager) {
+        managers.push(manager.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodIP, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ObjectMeta, Time};
+
+    fn pod(labelled: bool, node: &str, ips: &[&str]) -> Pod {
+        let labels = labelled.then(|| {
+            [(api::SELECTION_LABEL.to_string(), "true".to_string())]
+                .into_iter()
+                .collect()
+        });
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("demo-0".into()),
+                namespace: Some("apps".into()),
+                uid: Some("uid-1".into()),
+                labels,
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                pod_ips: Some(ips.iter().map(|ip| PodIP { ip: ip.to_string() }).collect()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn pod_plan_serves_only_labelled_running_pods_of_this_node_with_an_ip() {
+        let deleting = {
+            let mut p = pod(true, "n1", &["10.0.0.5"]);
+            p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            p
+        };
+        let host_net = {
+            let mut p = pod(true, "n1", &["10.0.0.5"]);
+            if let Some(s) = p.spec.as_mut() {
+                s.host_network = Some(true);
+            }
+            p
+        };
+        let cases: Vec<(&str, Pod, PodPlan)> = vec![
+            (
+                "served",
+                pod(true, "n1", &["10.0.0.5", "fd00::5"]),
+                PodPlan::Serve {
+                    uid: "uid-1".into(),
+                    ips: vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
+                },
+            ),
+            (
+                "deleting",
+                deleting,
+                PodPlan::Release("the pod is being deleted"),
+            ),
+            (
+                "unlabelled",
+                pod(false, "n1", &["10.0.0.5"]),
+                PodPlan::Release("the pod does not carry the selection label"),
+            ),
+            (
+                "other node",
+                pod(true, "n2", &["10.0.0.5"]),
+                PodPlan::Release("the pod is not on this node"),
+            ),
+            (
+                "host network",
+                host_net,
+                PodPlan::Release("a hostNetwork pod's netns is the node's"),
+            ),
+            (
+                "no ip",
+                pod(true, "n1", &[]),
+                PodPlan::Wait("the pod has no IP yet"),
+            ),
+        ];
+        for (name, p, want) in cases {
+            assert_eq!(pod_plan(&p, "n1"), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_netns_is_the_pods_only_when_it_holds_one_of_its_ips() {
+        let addrs = vec![
+            ObservedAddress {
+                index: 1,
+                addr: "127.0.0.1/8".parse().unwrap(),
+            },
+            ObservedAddress {
+                index: 2,
+                addr: "10.244.0.5/24".parse().unwrap(),
+            },
+        ];
+        let ip = |s: &str| vec![s.parse::<IpAddr>().unwrap()];
+        assert!(holds_pod_ip(&addrs, &ip("10.244.0.5")));
+        assert!(!holds_pod_ip(&addrs, &ip("10.244.0.6")));
+        assert!(!holds_pod_ip(&addrs, &ip("fd00::5")));
+        assert!(!holds_pod_ip(&[], &ip("10.244.0.5")));
+    }
+
+    #[test]
+    fn a_reused_inode_with_a_new_sandbox_id_is_a_new_sandbox() {
+        let ns = api::NetnsIdentity {
+            path: None,
+            dev: 4,
+            inode: 4026532000,
+        };
+        assert_eq!(Sandbox::new("a", &ns), Sandbox::new("a", &ns));
+        assert_ne!(Sandbox::new("a", &ns), Sandbox::new("b", &ns));
+    }
+
+    fn pass(generation: i64, converged: bool, writes: u64, error: &str) -> Pass {
+        Pass {
+            generation,
+            converged,
+            writes,
+            error: error.into(),
+        }
+    }
+
+    #[test]
+    fn pass_events_name_applied_drift_and_new_failures_once() {
+        let reason = |prev: Option<Pass>, p: Pass| pass_event(prev.as_ref(), &p).map(|e| e.reason);
+        let cases = [
+            (None, pass(1, true, 3, ""), Some("Applied")),
+            (Some(pass(1, true, 3, "")), pass(1, true, 0, ""), None),
+            (
+                Some(pass(1, true, 0, "")),
+                pass(1, true, 2, ""),
+                Some("DriftRepaired"),
+            ),
+            (
+                Some(pass(1, true, 0, "")),
+                pass(2, true, 1, ""),
+                Some("Applied"),
+            ),
+            (
+                Some(pass(2, false, 1, "x")),
+                pass(2, true, 1, ""),
+                Some("Applied"),
+            ),
+            (
+                Some(pass(1, true, 0, "")),
+                pass(2, false, 0, "x"),
+                Some("ApplyFailed"),
+            ),
+            (Some(pass(2, false, 0, "x")), pass(2, false, 0, "x"), None),
+            (
+                Some(pass(2, false, 0, "x")),
+                pass(2, false, 0, "y"),
+                Some("ApplyFailed"),
+            ),
+        ];
+        for (i, (prev, p, want)) in cases.into_iter().enumerate() {
+            assert_eq!(reason(prev, p), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn owners_come_from_spec_managed_fields_not_from_status_writers() {
+        let entry =
+            |manager: &str, sub: Option<&str>, fields: serde_json::Value| ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                subresource: sub.map(str::to_string),
+                fields_v1: Some(FieldsV1(fields)),
+                ..Default::default()
+            };
+        let managed = vec![
+            entry(
+                "app",
+                None,
+                serde_json::json!({"f:spec": {
+                    "f:interfaces": {"k:{\"name\":\"eth0\"}": {".": {}, "f:mtu": {}}},
+                    "f:routes": {"k:{\"dst\":\"10.1.0.0/16\",\"metric\":0,\"table\":254}": {}}
+                }}),
+            ),
+            entry(
+                "ops",
+                None,
+                serde_json::json!({"f:spec": {"f:interfaces": {"k:{\"name\":\"eth0\"}": {"f:addresses": {}}}}}),
+            ),
+            entry(
+                "nes-agent",
+                Some("status"),
+                serde_json::json!({"f:status": {"f:conditions": {}}}),
+            ),
+        ];
+        let o = owners(&managed);
+        assert_eq!(
+            o.interfaces["eth0"],
+            vec!["app".to_string(), "ops".to_string()]
+        );
+        assert_eq!(o.routes.len(), 1);
+        assert_eq!(o.routes[0].key.dst, "10.1.0.0/16");
+        assert_eq!(o.routes[0].managers, vec!["app".to_string()]);
+    }
+}

@@ -1,0 +1,383 @@
+//! Writes from a pod's socket go to the operator's cliserver, on behalf of the pod: the
+//! agent's ServiceAccount token (re-read on every call: it rotates), the pod's UID in
+//! `X-Nes-Pod-Uid`, HTTPS trusting the operator's CA. The cliserver's answer, errors
+//! included, is what the caller gets. Reads are answered from the agent's own watch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::wire::{ConfigView, ProblemDetails, MAX_BODY_BYTES};
+use api::{NetworkConfiguration, NetworkConfigurationSpec};
+use axum::http::StatusCode;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use kube::runtime::reflector::{ObjectRef, Store};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tracing::{debug, warn};
+
+use super::decide::{owners, Sandbox};
+use super::state::{PodState, StateDir};
+use crate::owned::Owned;
+use crate::podapi::http::ApiError;
+use crate::podapi::ConfigBackend;
+
+/// Header naming the pod a forwarded request is made for.
+pub const POD_UID_HEADER: &str = "X-Nes-Pod-Uid";
+
+/// Where and how to reach the cliserver.
+#[derive(Clone, Debug)]
+pub struct ForwardOptions {
+    /// `https://host:port` (a path prefix is kept).
+    pub url: String,
+    pub ca_file: PathBuf,
+    pub token_file: PathBuf,
+    /// Deadline of one forwarded request, connection included.
+    pub timeout: Duration,
+}
+
+/// A client of the cliserver for forwarded writes.
+#[derive(Clone, Debug)]
+pub struct Forwarder {
+    opts: ForwardOptions,
+    host: String,
+    port: u16,
+    prefix: String,
+}
+
+/// Why the cliserver could not be asked (not its answer: that is relayed as is).
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("cliserver URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA file {path}: {reason}")]
+    Ca { path: PathBuf, reason: String },
+    #[error("cliserver {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cliserver {addr}: {message}")]
+    Http { addr: String, message: String },
+    #[error("cliserver {addr}: no answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+}
+
+impl Forwarder {
+    pub fn new(opts: ForwardOptions) -> Result<Self, ForwardError> {
+        let bad = |reason: &str| ForwardError::Url {
+            url: opts.url.clone(),
+            reason: reason.into(),
+        };
+        let uri: http::Uri = opts.url.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad("only https is accepted"));
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?.to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Self {
+            opts,
+            host,
+            port,
+            prefix,
+        })
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// `PUT` or `DELETE` of `/v1/namespaces/{ns}/pods/{pod}/config?manager=` for the pod
+    /// `uid`; the cliserver's answer (a `ConfigView` or its problem) is returned as is.
+    pub async fn config(
+        &self,
+        method: http::Method,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        manager: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<ConfigView, ApiError> {
+        let path = format!(
+            "{}/v1/namespaces/{namespace}/pods/{pod}/config?manager={manager}",
+            self.prefix
+        );
+        let after = self.opts.timeout;
+        let sent = tokio::time::timeout(after, self.send(method, &path, uid, body)).await;
+        let (status, bytes) = match sent {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                warn!(%error, namespace, pod, "forwarding to the cliserver failed");
+                return Err(unreachable(&error));
+            }
+            Err(_) => {
+                let error = ForwardError::Timeout {
+                    addr: self.addr(),
+                    after,
+                };
+                warn!(%error, namespace, pod, "forwarding to the cliserver timed out");
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "cliserver did not answer",
+                    error.to_string(),
+                ));
+            }
+        };
+        relay(status, &bytes)
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        uid: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, bytes::Bytes), ForwardError> {
+        let token = std::fs::read_to_string(&self.opts.token_file).map_err(|source| {
+            ForwardError::File {
+                path: self.opts.token_file.clone(),
+                source,
+            }
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(self.tls_config()?));
+        let addr = self.addr();
+        let http_err = |message: String| ForwardError::Http {
+            addr: addr.clone(),
+            message,
+        };
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| ForwardError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|e| http_err(format!("server name: {e}")))?;
+        let stream = tls
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ForwardError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| http_err(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                debug!(%error, "cliserver connection ended");
+            }
+        });
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.host)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", token.trim()),
+            )
+            .header(POD_UID_HEADER, uid)
+            .header(http::header::ACCEPT, "application/json");
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| http_err(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| http_err(e.to_string()))?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| http_err(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Built for each call: the CA is a mounted ConfigMap the operator may rotate.
+    fn tls_config(&self) -> Result<rustls::ClientConfig, ForwardError> {
+        let path = &self.opts.ca_file;
+        let ca_err = |reason: String| ForwardError::Ca {
+            path: path.clone(),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))? {
+            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(ca_err("no certificate in it".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ca_err(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+}
+
+/// The cliserver's answer as the caller gets it: a `ConfigView`, or its problem with its
+/// status. An answer that is neither is a 502 saying what came back.
+pub fn relay(status: StatusCode, body: &[u8]) -> Result<ConfigView, ApiError> {
+    if status.is_success() {
+        return serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "unexpected answer from the cliserver",
+                format!("{status} with a body that is not a ConfigView: {e}"),
+            )
+        });
+    }
+    match serde_json::from_slice::<ProblemDetails>(body) {
+        Ok(mut problem) => {
+            problem.status = status.as_u16();
+            Err(ApiError(problem))
+        }
+        Err(_) => Err(ApiError::new(
+            status,
+            status.canonical_reason().unwrap_or("cliserver error"),
+            String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+        )),
+    }
+}
+
+fn unreachable(error: &ForwardError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cliserver unreachable",
+        error.to_string(),
+    )
+}
+
+/// A cluster pod's configuration: read from the watched `NetworkConfiguration`, written
+/// through the cliserver; the ownership record kept in the state directory.
+pub struct ClusterBackend {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub sandbox: Sandbox,
+    pub forwarder: Arc<Forwarder>,
+    pub confs: Store<NetworkConfiguration>,
+    pub states: StateDir,
+    pub metrics: Arc<super::probe::Metrics>,
+}
+
+impl ClusterBackend {
+    async fn forward(
+        &self,
+        method: http::Method,
+        manager: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<ConfigView, ApiError> {
+        self.metrics.forwarded.inc();
+        self.forwarder
+            .config(method, &self.namespace, &self.pod, &self.uid, manager, body)
+            .await
+    }
+}
+
+impl ConfigBackend for ClusterBackend {
+    fn config(&self) -> BoxFuture<'_, Result<ConfigView, ApiError>> {
+        let key = ObjectRef::new(&self.pod).within(&self.namespace);
+        let view = match self.confs.get(&key) {
+            Some(conf) => ConfigView {
+                pod: self.pod.clone(),
+                generation: conf.metadata.generation.unwrap_or(0),
+                spec: conf.spec.clone(),
+                owners: owners(conf.metadata.managed_fields.as_deref().unwrap_or_default()),
+            },
+            None => ConfigView {
+                pod: self.pod.clone(),
+                generation: 0,
+                spec: NetworkConfigurationSpec::default(),
+                owners: Default::default(),
+            },
+        };
+        futures::future::ready(Ok(view)).boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        manager: &'a str,
+        fragment: NetworkConfigurationSpec,
+    ) -> BoxFuture<'a, Result<ConfigView, ApiError>> {
+        async move {
+            let body = serde_json::to_vec(&fragment).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoding", e.to_string())
+            })?;
+            self.forward(http::Method::PUT, manager, Some(body)).await
+        }
+        .boxed()
+    }
+
+    fn remove_manager<'a>(
+        &'a self,
+        manager: &'a str,
+    ) -> BoxFuture<'a, Result<ConfigView, ApiError>> {
+        self.forward(http::Method::DELETE, manager, None).boxed()
+    }
+
+    fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, ()> {
+        let state = PodState {
+            sandbox: self.sandbox.clone(),
+            owned: owned.clone(),
+        };
+        if let Err(error) = self.states.save(&self.uid, &state) {
+            warn!(namespace = %self.namespace, pod = %self.pod, %error, "cannot persist the ownership record");
+        }
+        futures::future::ready(()).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_passes_the_cliservers_problem_and_status_through() {
+        let problem = ProblemDetails::new(409, "conflict with another manager", "mtu is owned");
+        let body = serde_json::to_vec(&problem).unwrap();
+        let err = relay(StatusCode::CONFLICT, &body).unwrap_err();
+        assert_eq!(err.0, problem);
+        let err = relay(StatusCode::BAD_GATEWAY, b"<html>proxy</html>").unwrap_err();
+        assert_eq!(
+            (err.0.status, err.0.detail.as_deref()),
+            (502, Some("<html>proxy</html>"))
+        );
+        let err = relay(StatusCode::OK, b"{}").unwrap_err();
+        assert_eq!(err.0.status, 502);
+    }
+
+    #[test]
+    fn forwarder_accepts_only_https_urls() {
+        let opts = |url: &str| ForwardOptions {
+            url: url.into(),
+            ca_file: "/ca".into(),
+            token_file: "/token".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let f = Forwarder::new(opts("https://nes-operator.nes-system.svc:443/")).expect("https");
+        assert_eq!(
+            (f.host.as_str(), f.port, f.prefix.as_str()),
+            ("nes-operator.nes-system.svc", 443, "")
+        );
+        assert!(Forwarder::new(opts("http://nes-operator")).is_err());
+        assert!(Forwarder::new(opts("not a url")).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! The in-cluster agent (the `nes-agent` default mode): watches the labelled Pods of its
+//! node and the `NetworkConfiguration`s labelled with it; for each pod it resolves the
+//! netns through the container runtime, proves the pairing by the pod's IP, keeps the
+//! desired state applied with the engine, serves `@nes` inside the pod's netns (writes
+//! forwarded to the cliserver) and reports status on the CR. One worker per pod serialises
+//! that pod's work; pods run in parallel; every external call has a deadline.
+
+pub mod decide;
+pub mod forward;
+pub mod probe;
+pub mod report;
+pub mod state;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::NetworkConfiguration;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::cri::{NetnsResolver, SandboxEvent};
+use crate::error::{Error, Result};
+use crate::watch::KeeperOptions;
+use forward::{ForwardOptions, Forwarder};
+use state::StateDir;
+
+/// Field manager of every write the agent makes to the API server.
+pub const FIELD_MANAGER: &str = "nes-agent";
+
+/// How the cluster agent runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub node: String,
+    /// The node's network namespace (veth peers and host parents live there).
+    pub host_netns: PathBuf,
+    pub state_dir: PathBuf,
+    pub keeper: KeeperOptions,
+    pub forward: ForwardOptions,
+    /// Deadline of each API server call (status patches, Events).
+    pub api_timeout: Duration,
+    /// Deadline of each netns resolution.
+    pub resolve_timeout: Duration,
+    /// Status patches of one pod: this many at once, then one per `status_interval`.
+    pub status_burst: u32,
+    pub status_interval: Duration,
+    /// Every pod is re-resolved at least this often, to catch what events missed.
+    pub resync: Duration,
+    /// `/healthz`, `/readyz`, `/metrics`; none in tests.
+    pub probe_addr: Option<std::net::SocketAddr>,
+}
+
+impl Options {
+    pub fn new(node: impl Into<String>, forward: ForwardOptions) -> Self {
+        Self {
+            node: node.into(),
+            host_netns: "/proc/self/ns/net".into(),
+            state_dir: "/var/lib/nes".into(),
+            keeper: KeeperOptions::default(),
+            forward,
+            api_timeout: Duration::from_secs(10),
+            resolve_timeout: Duration::from_secs(10),
+            status_burst: 4,
+            status_interval: Duration::from_secs(1),
+            resync: Duration::from_secs(60),
+            probe_addr: None,
+        }
+    }
+}
+
+/// What every pod worker shares.
+pub struct Context {
+    pub opts: Options,
+    pub client: Client,
+    pub resolver: Arc<dyn NetnsResolver>,
+    pub pods: Store<Pod>,
+    pub confs: Store<NetworkConfiguration>,
+    pub forwarder: Arc<Forwarder>,
+    pub states: StateDir,
+    pub recorder: Recorder,
+    pub metrics: Arc<probe::Metrics>,
+    /// Cancelled once both watches have listed.
+    pub ready: CancellationToken,
+}
+
+impl Context {
+    /// The pod's `NetworkConfiguration` (same namespace and name), as last watched.
+    pub fn conf(&self, key: &Key) -> Option<Arc<NetworkConfiguration>> {
+        let conf = ObjectRef::new(&key.name);
+        let conf = match key.namespace.as_deref() {
+            Some(ns) => conf.within(ns),
+            None => conf,
+        };
+        self.confs.get(&conf)
+    }
+}
+
+/// A pod by namespace and name (its `NetworkConfiguration` has the same key).
+pub type Key = ObjectRef<Pod>;
+
+/// Something changed for one pod, or for all of them (a relist, a runtime resync).
+enum Notice {
+    Pod(Key),
+    All,
+}
+
+struct Worker {
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves until `stop` is cancelled. Stopping closes every pod socket and leaves the
+/// kernel as it is: a restarted agent adopts it with zero writes.
+pub async fn run(
+    opts: Options,
+    client: Client,
+    resolver: Arc<dyn NetnsResolver>,
+    stop: CancellationToken,
+) -> Result<()> {
+    let states = StateDir::open(&opts.state_dir)?;
+    let forwarder = Arc::new(Forwarder::new(opts.forward.clone())?);
+    let (pods, pods_writer) = reflector::store::<Pod>();
+    let (confs, confs_writer) = reflector::store::<NetworkConfiguration>();
+    let (notices, mut noticed) = mpsc::unbounded_channel();
+
+    let pod_watch = watcher::Config::default()
+        .fields(&format!("spec.nodeName={}", opts.node))
+        .labels(&format!("{}=true", api::SELECTION_LABEL));
+    let conf_watch =
+        watcher::Config::default().labels(&format!("{}={}", api::NODE_LABEL, opts.node));
+    let watches = [
+        tokio::spawn(
+            follow(
+                reflector::reflector(
+                    pods_writer,
+                    watcher(Api::<Pod>::all(client.clone()), pod_watch),
+                ),
+                notices.clone(),
+                stop.clone(),
+            )
+            .instrument(tracing::info_span!("watch", kind = "Pod")),
+        ),
+        tokio::spawn(
+            follow(
+                reflector::reflector(
+                    confs_writer,
+                    watcher(Api::<NetworkConfiguration>::all(client.clone()), conf_watch),
+                ),
+                notices,
+                stop.clone(),
+            )
+            .instrument(tracing::info_span!("watch", kind = "NetworkConfiguration")),
+        ),
+    ];
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(opts.node.clone()),
+            },
+        ),
+        opts,
+        client,
+        resolver,
+        pods,
+        confs,
+        forwarder,
+        states,
+        metrics: Arc::new(probe::Metrics::default()),
+        ready: CancellationToken::new(),
+    });
+    if let Some(addr) = ctx.opts.probe_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Probe { addr, source })?;
+        tokio::spawn(probe::serve(
+            listener,
+            ctx.metrics.clone(),
+            ctx.ready.clone(),
+            stop.clone(),
+        ));
+    }
+
+    // Nothing is served before both lists are in: a pod whose CR is not known yet would be
+    // converged to an empty spec, removing what nes applied.
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        ready = async { tokio::try_join!(ctx.pods.wait_until_ready(), ctx.confs.wait_until_ready()) } => {
+            if ready.is_err() {
+                return Err(Error::Watch { what: "the pod and NetworkConfiguration watches ended before listing".into() });
+            }
+        }
+    }
+    ctx.ready.cancel();
+    info!(node = %ctx.opts.node, pods = ctx.pods.state().len(), "watches listed; serving pods");
+
+    let mut workers: HashMap<Key, Worker> = HashMap::new();
+    let mut sandboxes = ctx.resolver.subscribe();
+    let mut resync = tokio::time::interval(ctx.opts.resync);
+    let workers_stop = stop.child_token();
+    loop {
+        let notice = tokio::select! {
+            _ = stop.cancelled() => break,
+            n = noticed.recv() => match n {
+                Some(n) => n,
+                None => break,
+            },
+            ev = sandboxes.recv() => match ev {
+                Ok(SandboxEvent::Started { pod_uid, .. } | SandboxEvent::Gone { pod_uid, .. }) => {
+                    match key_of_uid(&ctx.pods, &pod_uid) {
+                        Some(key) => Notice::Pod(key),
+                        None => continue,
+                    }
+                }
+                Ok(SandboxEvent::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Notice::All,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    sandboxes = tokio::sync::broadcast::channel(1).1;
+                    continue;
+                }
+            },
+            _ = resync.tick() => Notice::All,
+        };
+        workers.retain(|_, w| !w.task.is_finished());
+        let keys: Vec<Key> = match notice {
+            Notice::Pod(key) => vec![key],
+            Notice::All => ctx
+                .pods
+                .state()
+                .iter()
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .chain(workers.keys().cloned())
+                .collect(),
+        };
+        for key in keys {
+            match workers.get(&key) {
+                Some(w) => w.wake.notify_one(),
+                None if ctx.pods.get(&key).is_some() => {
+                    let wake = Arc::new(Notify::new());
+                    let span = tracing::info_span!(
+                        "pod",
+                        namespace = key.namespace.as_deref().unwrap_or_default(),
+                        pod = %key.name,
+                        node = %ctx.opts.node
+                    );
+                    let task = tokio::spawn(
+                        worker::run(ctx.clone(), key.clone(), wake.clone(), workers_stop.clone())
+                            .instrument(span),
+                    );
+                    workers.insert(key, Worker { wake, task });
+                }
+                None => {}
+            }
+        }
+    }
+    workers_stop.cancel();
+    for (_, w) in workers {
+        let _ = w.task.await;
+    }
+    for w in watches {
+        w.abort();
+    }
+    Ok(())
+}
+
+/// Drives one reflector, telling the loop which pod each change is about.
+async fn follow<K, S>(stream: S, notices: mpsc::UnboundedSender<Notice>, stop: CancellationToken)
+where
+    K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+    S: futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let stream = stream.default_backoff();
+    futures::pin_mut!(stream);
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            next = stream.next() => next,
+        };
+        let notice = match next {
+            None => return,
+            Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => {
+                Notice::Pod(pod_key(&obj))
+            }
+            Some(Ok(watcher::Event::InitDone)) => Notice::All,
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => {
+                warn!(%error, "watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        if notices.send(notice).is_err() {
+            return;
+        }
+    }
+}
+
+/// A pod's key from its own object or from its `NetworkConfiguration` (same name).
+fn pod_key<K: Resource>(obj: &K) -> Key {
+    let meta = obj.meta();
+    let key = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
+    match meta.namespace.as_deref() {
+        Some(ns) => key.within(ns),
+        None => key,
+    }
+}
+
+fn key_of_uid(pods: &Store<Pod>, uid: &str) -> Option<Key> {
+    pods.find(|p| p.metadata.uid.as_deref() == Some(uid))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+}

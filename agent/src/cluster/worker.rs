@@ -1,0 +1,307 @@
+//! One pod's worker: everything about one pod happens here, one step at a time. A step
+//! reads the pod and its `NetworkConfiguration` from the watches, resolves the pod's netns,
+//! and then either updates the desired state of the sandbox being served, or (new sandbox:
+//! first sight, pod restart, node reboot) releases the old one and serves the new one
+//! after proving it holds the pod's IP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::conditions::{self, APPLIED, DEGRADED};
+use api::NetworkConfigurationStatus;
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use super::decide::{self, PodPlan, Sandbox};
+use super::forward::ClusterBackend;
+use super::report;
+use super::state::PodState;
+use super::{Context, Key};
+use crate::backoff::Backoff;
+use crate::cri::{PodRef, ResolveError};
+use crate::engine::PodNetwork;
+use crate::podapi::{Desired, PodServer, ServerOptions};
+
+/// The sandbox being served.
+struct Served {
+    uid: String,
+    sandbox: Sandbox,
+    server: Arc<PodServer>,
+    desired: watch::Sender<Desired>,
+    poke: Arc<Notify>,
+    reporter: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Closes every socket bound in the netns; the kernel is left as it is.
+    async fn release(self, ctx: &Context) {
+        ctx.metrics.pods_served.dec();
+        self.server.stop().await;
+        let _ = self.reporter.await;
+    }
+}
+
+/// What the worker does next.
+enum Next {
+    /// Nothing more to do until something changes (or the resync).
+    Idle,
+    /// Try again after a delay (a failure, or a pod not ready to pair yet).
+    Retry,
+    /// The pod is not ours any more.
+    Done,
+}
+
+/// Runs until the pod is released or `stop` (agent shutdown) is cancelled.
+pub async fn run(ctx: Arc<Context>, key: Key, wake: Arc<Notify>, stop: CancellationToken) {
+    let mut served: Option<Served> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let delay = match step(&ctx, &key, &mut served).await {
+            Next::Done => break,
+            Next::Idle => {
+                backoff.reset();
+                ctx.opts.resync
+            }
+            Next::Retry => backoff.next_delay(),
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    if let Some(s) = served.take() {
+        s.release(&ctx).await;
+    }
+}
+
+async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Next {
+    let pod = ctx.pods.get(key);
+    let plan = match pod.as_deref() {
+        Some(pod) => decide::pod_plan(pod, &ctx.opts.node),
+        None => PodPlan::Release("the pod is gone"),
+    };
+    let (uid, ips) = match plan {
+        PodPlan::Release(why) => {
+            if let Some(s) = served.take() {
+                info!(reason = why, "releasing the pod's sockets and state");
+                ctx.states.remove(&s.uid);
+                s.release(ctx).await;
+            }
+            return Next::Done;
+        }
+        PodPlan::Wait(why) => {
+            tracing::debug!(reason = why, "waiting");
+            return Next::Retry;
+        }
+        PodPlan::Serve { uid, ips } => (uid, ips),
+    };
+    let Some(pod) = pod else { return Next::Done };
+    if served.as_ref().is_some_and(|s| s.uid != uid) {
+        // Same name, new pod (a StatefulSet pod recreated): nothing of the old one holds.
+        if let Some(s) = served.take() {
+            ctx.states.remove(&s.uid);
+            s.release(ctx).await;
+        }
+    }
+
+    let pod_ref = PodRef::new(&uid, key.namespace.clone().unwrap_or_default(), &key.name);
+    let resolved = match tokio::time::timeout(
+        ctx.opts.resolve_timeout,
+        ctx.resolver.resolve(&pod_ref),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(error)) => {
+            if sandbox_gone(&error) {
+                if let Some(s) = served.take() {
+                    info!(%error, "the pod's sandbox is gone: closing everything bound in its netns");
+                    s.release(ctx).await;
+                }
+            } else {
+                warn!(%error, "cannot resolve the pod's network namespace");
+            }
+            return Next::Retry;
+        }
+        Err(_) => {
+            warn!(after = ?ctx.opts.resolve_timeout, "resolving the pod's network namespace timed out");
+            return Next::Retry;
+        }
+    };
+    let sandbox = Sandbox::new(&resolved.sandbox_id, &resolved.identity);
+    let desired = decide::desired_of(ctx.conf(key).as_deref());
+
+    if let Some(s) = served.as_ref().filter(|s| s.sandbox == sandbox) {
+        s.desired.send_if_modified(|current| {
+            let changed = *current != desired;
+            *current = desired;
+            changed
+        });
+        s.poke.notify_one();
+        return Next::Idle;
+    }
+    if let Some(s) = served.take() {
+        info!(
+            old = %s.sandbox.id, new = %sandbox.id,
+            "new sandbox: re-applying the whole configuration and re-binding @nes there"
+        );
+        s.release(ctx).await;
+    }
+
+    let Some(path) = resolved.identity.path.clone() else {
+        warn!(sandbox = %sandbox.id, "the runtime gave no netns path");
+        return Next::Retry;
+    };
+    let net = match PodNetwork::open(&path, &ctx.opts.host_netns).await {
+        Ok(net) => Arc::new(net),
+        Err(error) => {
+            warn!(%error, netns = %path, "cannot open the pod's network namespace");
+            ctx.resolver.invalidate(&uid);
+            return Next::Retry;
+        }
+    };
+    if Sandbox::new(&resolved.sandbox_id, net.identity()) != sandbox {
+        warn!(netns = %path, "the netns file changed while opening it; resolving again");
+        ctx.resolver.invalidate(&uid);
+        return Next::Retry;
+    }
+    // Configure the right netns or none: the runtime's answer must hold the pod's IP.
+    let holds = match net.observe().await {
+        Ok(observed) => decide::holds_pod_ip(&observed.addresses, &ips),
+        Err(error) => {
+            warn!(%error, netns = %path, "cannot read the pod's network namespace");
+            return Next::Retry;
+        }
+    };
+    if !holds {
+        let message = format!(
+            "netns {path} of sandbox {} does not hold any of the pod's IPs {ips:?}; nothing was written",
+            sandbox.id
+        );
+        warn!(%message, "refusing a netns that is not the pod's");
+        ctx.resolver.invalidate(&uid);
+        refuse(ctx, key, &pod, "NetnsMismatch", &message).await;
+        return Next::Retry;
+    }
+
+    let owned = ctx.states.owned_in(&uid, &sandbox);
+    let state = PodState {
+        sandbox: sandbox.clone(),
+        owned: owned.clone(),
+    };
+    if let Err(error) = ctx.states.save(&uid, &state) {
+        warn!(%error, "cannot persist the pod record");
+    }
+    let conf = ctx.conf(key);
+    let previous_conditions = conf
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .filter(|s| {
+            s.netns
+                .as_ref()
+                .is_some_and(|n| n.inode == sandbox.inode && n.dev == sandbox.dev)
+        })
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let backend = Arc::new(ClusterBackend {
+        namespace: key.namespace.clone().unwrap_or_default(),
+        pod: key.name.clone(),
+        uid: uid.clone(),
+        sandbox: sandbox.clone(),
+        forwarder: ctx.forwarder.clone(),
+        confs: ctx.confs.clone(),
+        states: ctx.states.clone(),
+        metrics: ctx.metrics.clone(),
+    });
+    let (desired_tx, desired_rx) = watch::channel(desired);
+    let server = PodServer::start(
+        &key.name,
+        net,
+        desired_rx,
+        owned,
+        backend,
+        ServerOptions {
+            keeper: ctx.opts.keeper.clone(),
+            node: Some(ctx.opts.node.clone()),
+            conditions: previous_conditions,
+        },
+    );
+    info!(sandbox = %sandbox.id, netns = %path, "serving the pod");
+    ctx.metrics.pods_served.inc();
+    let poke = Arc::new(Notify::new());
+    let reporter = tokio::spawn(
+        report::follow(
+            ctx.clone(),
+            key.clone(),
+            pod.clone(),
+            server.clone(),
+            poke.clone(),
+        )
+        .in_current_span(),
+    );
+    *served = Some(Served {
+        uid,
+        sandbox,
+        server,
+        desired: desired_tx,
+        poke,
+        reporter,
+    });
+    Next::Idle
+}
+
+/// The runtime says the pod has no live sandbox: whatever was bound in the old one goes.
+fn sandbox_gone(error: &ResolveError) -> bool {
+    matches!(
+        error,
+        ResolveError::PodNotFound { .. }
+            | ResolveError::NoReadySandbox { .. }
+            | ResolveError::NetnsUnreadable { .. }
+            | ResolveError::HostNetwork { .. }
+    )
+}
+
+/// A pod nes cannot serve: Degraded on its CR (when it has one) and an Event on the pod.
+async fn refuse(ctx: &Arc<Context>, key: &Key, pod: &Pod, reason: &'static str, message: &str) {
+    let event = decide::KubeEvent {
+        warning: true,
+        reason,
+        note: message.to_string(),
+    };
+    report::publish(ctx, pod, &event).await;
+    let Some(conf) = ctx.conf(key) else {
+        return;
+    };
+    let generation = conf.metadata.generation.unwrap_or(0);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut status = conf.status.clone().unwrap_or_default();
+    conditions::set(
+        &mut status.conditions,
+        APPLIED,
+        false,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    conditions::set(
+        &mut status.conditions,
+        DEGRADED,
+        true,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    let status = NetworkConfigurationStatus {
+        observed_generation: Some(generation),
+        node: Some(ctx.opts.node.clone()),
+        ..status
+    };
+    if conf.status.as_ref() != Some(&status) {
+        report::patch_status(ctx, key, &status).await;
+    }
+}

@@ -1,0 +1,589 @@
+//! The pod socket API, shared by the standalone and the in-cluster agent: one
+//! [`PodServer`] per pod keeps its desired state applied with the engine, reads status live
+//! from the kernel, logs events and serves the REST API on `@nes` inside the pod's network
+//! namespace. Where configuration is read from and where writes go is the pod's
+//! [`ConfigBackend`]: the local file store (standalone) or the operator's cliserver (cluster).
+
+pub mod events;
+pub mod http;
+pub mod podsock;
+pub mod serve;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use api::conditions::{self, APPLIED, DEGRADED};
+use api::wire::{ConfigView, EventBody, StatusView, POD_SOCKET_NAME};
+use api::{NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState};
+use axum::http::StatusCode;
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::apply::ApplyReport;
+use crate::backoff::Backoff;
+use crate::engine::PodNetwork;
+use crate::observe::Observed;
+use crate::owned::Owned;
+use crate::watch::{spawn_keeper, KeeperOptions, NetEvent};
+use events::{EventLog, DEFAULT_CAPACITY};
+use http::{router, ApiError, Scope};
+use podsock::BindError;
+
+/// The desired spec a pod server keeps applied, with the generation it belongs to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Desired {
+    pub generation: i64,
+    pub spec: NetworkConfigurationSpec,
+}
+
+/// Where a pod's configuration is read from and where writes go.
+pub trait ConfigBackend: Send + Sync + 'static {
+    /// `GET /v1/self/config`.
+    fn config(&self) -> BoxFuture<'_, Result<ConfigView, ApiError>>;
+    /// `PUT /v1/self/config?manager=`: a rejected fragment changes nothing.
+    fn apply<'a>(
+        &'a self,
+        manager: &'a str,
+        fragment: NetworkConfigurationSpec,
+    ) -> BoxFuture<'a, Result<ConfigView, ApiError>>;
+    /// `DELETE /v1/self/config?manager=`.
+    fn remove_manager<'a>(
+        &'a self,
+        manager: &'a str,
+    ) -> BoxFuture<'a, Result<ConfigView, ApiError>>;
+    /// A converge pass changed what nes owns in the pod's netns: keep the record.
+    fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, ()>;
+}
+
+/// How a pod server is started.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    pub keeper: KeeperOptions,
+    /// Reported as `status.node` (the cluster agent's node).
+    pub node: Option<String>,
+    /// Conditions reported before (the CR's), so a restarted agent keeps their
+    /// transition times.
+    pub conditions: Vec<Condition>,
+}
+
+/// Every pod served, by name (the standalone admin socket's `?pod=`).
+#[derive(Default)]
+pub struct Pods {
+    map: RwLock<BTreeMap<String, Arc<PodServer>>>,
+}
+
+impl Pods {
+    pub fn get(&self, name: &str) -> Option<Arc<PodServer>> {
+        self.read().get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    pub fn insert(&self, pod: Arc<PodServer>) -> Option<Arc<PodServer>> {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pod.name.clone(), pod)
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Arc<PodServer>> {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<PodServer>>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One served pod: the engine keeping its desired state applied, its event log and its
+/// `@nes` socket. Writes are serialised by the backend; pods run in parallel.
+pub struct PodServer {
+    name: String,
+    node: Option<String>,
+    backend: Arc<dyn ConfigBackend>,
+    desired: watch::Receiver<Desired>,
+    reports: watch::Receiver<Option<Arc<ApplyReport>>>,
+    net: Arc<PodNetwork>,
+    events: EventLog,
+    stop: CancellationToken,
+    conditions: Mutex<Vec<Condition>>,
+    /// The last kernel reading and when it started: concurrent status reads share one
+    /// netlink dump (a socket serves one dump at a time) instead of queueing many.
+    observed: tokio::sync::Mutex<Option<(Instant, Arc<Observed>)>>,
+    /// Why the pod cannot be served as it should (e.g. `@nes` squatted).
+    degraded: Mutex<Option<(String, String)>>,
+    /// The task serving `@nes`; awaited by [`PodServer::stop`].
+    serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl PodServer {
+    /// Starts keeping `desired` applied in `net` from the ownership record `owned` (what
+    /// nes created in this very netns; empty for a new one), and binds `@nes` there.
+    pub fn start(
+        name: &str,
+        net: Arc<PodNetwork>,
+        desired: watch::Receiver<Desired>,
+        owned: Owned,
+        backend: Arc<dyn ConfigBackend>,
+        opts: ServerOptions,
+    ) -> Arc<Self> {
+        let stop = CancellationToken::new();
+        let specs = follow_specs(desired.clone(), stop.clone());
+        let reports = spawn_keeper(net.clone(), specs, owned.clone(), opts.keeper);
+        let pod = Arc::new(Self {
+            name: name.to_string(),
+            node: opts.node,
+            backend,
+            desired,
+            reports,
+            net,
+            events: EventLog::new(name, DEFAULT_CAPACITY),
+            stop,
+            conditions: Mutex::new(opts.conditions),
+            observed: tokio::sync::Mutex::new(None),
+            degraded: Mutex::new(None),
+            serving: Mutex::new(None),
+        });
+        let netns = pod.net.executor().path().display().to_string();
+        let span = tracing::info_span!("pod", pod = name, netns = %netns);
+        tokio::spawn(follow_reports(Arc::downgrade(&pod), owned).instrument(span.clone()));
+        tokio::spawn(follow_netlink(pod.clone()).instrument(span.clone()));
+        let serving = tokio::spawn(serve_socket(pod.clone()).instrument(span));
+        *pod.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(serving);
+        pod
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn identity(&self) -> &api::NetnsIdentity {
+        self.net.identity()
+    }
+
+    pub fn network(&self) -> &Arc<PodNetwork> {
+        &self.net
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// Each converge pass's report, as the keeper publishes it.
+    pub fn reports(&self) -> watch::Receiver<Option<Arc<ApplyReport>>> {
+        self.reports.clone()
+    }
+
+    /// Cancelled when the pod stops being served.
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Stops serving and returns once `@nes` and every connection on it are closed, so a
+    /// successor (a restarted agent) never shares the name with a dying listener. The
+    /// netlink sockets and executor threads go with the last reference. Never changes
+    /// anything in the kernel.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(serving) = serving {
+            let _ = serving.await;
+        }
+    }
+
+    pub async fn config(&self) -> Result<ConfigView, ApiError> {
+        self.backend.config().await
+    }
+
+    pub async fn apply(
+        &self,
+        manager: &str,
+        fragment: NetworkConfigurationSpec,
+    ) -> Result<ConfigView, ApiError> {
+        self.backend.apply(manager, fragment).await
+    }
+
+    pub async fn remove_manager(&self, manager: &str) -> Result<ConfigView, ApiError> {
+        self.backend.remove_manager(manager).await
+    }
+
+    /// The generation of the desired state being kept applied.
+    pub fn generation(&self) -> i64 {
+        self.desired.borrow().generation
+    }
+
+    /// Why the pod is degraded, if it is: `(reason, message)`.
+    pub fn degraded(&self) -> Option<(String, String)> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Live status: the kernel is read now and compared with the desired spec.
+    pub async fn status(&self) -> Result<StatusView, ApiError> {
+        let Desired { generation, spec } = self.desired.borrow().clone();
+        let observed = self.observe_since(Instant::now()).await?;
+        let last = self.reports.borrow().clone();
+        let (interfaces, routes) = crate::status::status(&spec, &observed, last.as_deref());
+        let summary = summarise(&interfaces, &routes);
+        let degraded = self.degraded();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let conditions = {
+            let mut c = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
+            conditions::set(
+                &mut c,
+                APPLIED,
+                summary.applied,
+                summary.reason,
+                summary.message.clone(),
+                generation,
+                now,
+            );
+            let (status, reason, message) = match (&degraded, summary.reason) {
+                (Some((reason, message)), _) => (true, reason.as_str(), message.clone()),
+                (None, "Failed") => (true, "ApplyFailed", summary.message),
+                (None, _) => (false, "AsExpected", String::new()),
+            };
+            conditions::set(&mut c, DEGRADED, status, reason, message, generation, now);
+            c.clone()
+        };
+        Ok(StatusView {
+            pod: self.name.clone(),
+            generation,
+            status: NetworkConfigurationStatus {
+                observed_generation: Some(generation),
+                conditions,
+                node: self.node.clone(),
+                netns: Some(self.net.identity().clone()),
+                interfaces,
+                routes,
+            },
+        })
+    }
+
+    /// A kernel reading taken no earlier than `asked`: one in flight when the caller asked
+    /// is reused, so a burst of readers costs one dump.
+    async fn observe_since(&self, asked: Instant) -> Result<Arc<Observed>, ApiError> {
+        let mut cached = self.observed.lock().await;
+        if let Some((taken, observed)) = cached.as_ref() {
+            if *taken >= asked {
+                return Ok(observed.clone());
+            }
+        }
+        let taken = Instant::now();
+        let observed = Arc::new(self.net.observe().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the kernel",
+                e.to_string(),
+            )
+        })?);
+        *cached = Some((taken, observed.clone()));
+        Ok(observed)
+    }
+
+    fn set_degraded(&self, reason: &str, message: String) {
+        *self.degraded.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((reason.to_string(), message.clone()));
+        self.events.publish(EventBody::Degraded {
+            reason: reason.to_string(),
+            message,
+        });
+    }
+}
+
+/// The `Applied` verdict over every declared object.
+#[derive(Debug, PartialEq)]
+struct Summary {
+    applied: bool,
+    reason: &'static str,
+    message: String,
+}
+
+fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -> Summary {
+    let failed: Vec<String> = interfaces
+        .iter()
+        .filter(|i| i.state == ObjectState::Failed)
+        .map(|i| {
+            let why = i.error.as_deref().unwrap_or("failed");
+            format!("interface {}: {why}", i.name)
+        })
+        .chain(
+            routes
+                .iter()
+                .filter(|r| r.state == ObjectState::Failed)
+                .map(|r| {
+                    let why = r.error.as_deref().unwrap_or("failed");
+                    format!("route {}: {why}", r.dst)
+                }),
+        )
+        .collect();
+    let pending = interfaces
+        .iter()
+        .filter(|i| i.state == ObjectState::Pending)
+        .count()
+        + routes
+            .iter()
+            .filter(|r| r.state == ObjectState::Pending)
+            .count();
+    match (failed.is_empty(), pending) {
+        (true, 0) => Summary {
+            applied: true,
+            reason: "Converged",
+            message: "every declared object is in the kernel".into(),
+        },
+        (true, n) => Summary {
+            applied: false,
+            reason: "Pending",
+            message: format!("{n} object(s) not applied yet"),
+        },
+        (false, _) => Summary {
+            applied: false,
+            reason: "Failed",
+            message: failed.join("; "),
+        },
+    }
+}
+
+/// The keeper wants specs alone: forwards each desired spec until the pod stops (then the
+/// keeper ends with its sender).
+fn follow_specs(
+    mut desired: watch::Receiver<Desired>,
+    stop: CancellationToken,
+) -> watch::Receiver<NetworkConfigurationSpec> {
+    let (tx, rx) = watch::channel(desired.borrow_and_update().spec.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = desired.changed() => if changed.is_err() { return },
+            }
+            let spec = desired.borrow_and_update().spec.clone();
+            tx.send_if_modified(|current| {
+                let changed = *current != spec;
+                *current = spec;
+                changed
+            });
+        }
+    });
+    rx
+}
+
+/// Hands each pass's ownership record to the backend and turns passes into config events.
+async fn follow_reports(pod: std::sync::Weak<PodServer>, mut owned: Owned) {
+    let Some((mut reports, stop)) = pod.upgrade().map(|p| (p.reports.clone(), p.stop.clone()))
+    else {
+        return;
+    };
+    let mut last_published: Option<(i64, bool, String)> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = reports.changed() => if changed.is_err() { return },
+        }
+        let Some(report) = reports.borrow_and_update().clone() else {
+            continue;
+        };
+        let Some(pod) = pod.upgrade() else { return };
+        if report.owned != owned {
+            pod.backend.owned_changed(&report.owned).await;
+            owned = report.owned.clone();
+        }
+        let generation = pod.desired.borrow().generation;
+        let error = report_error(&report);
+        let key = (generation, report.is_converged(), error.clone());
+        if report.writes == 0 && last_published.as_ref() == Some(&key) {
+            continue; // a resync that changed nothing: no news
+        }
+        let body = if report.is_converged() {
+            EventBody::ConfigApplied {
+                generation,
+                writes: report.writes,
+            }
+        } else {
+            EventBody::ConfigFailed { generation, error }
+        };
+        pod.events.publish(body);
+        last_published = Some(key);
+    }
+}
+
+/// Every failure of a pass, as one line.
+pub fn report_error(report: &ApplyReport) -> String {
+    report
+        .failures()
+        .filter_map(|f| match &f.outcome {
+            crate::apply::Outcome::Failed { message, .. } => {
+                Some(format!("{}: {message}", f.op.object()))
+            }
+            crate::apply::Outcome::Applied => None,
+        })
+        .chain(report.blocked.iter().map(|b| b.reason.clone()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Publishes the netns's netlink events to the pod's event log.
+async fn follow_netlink(pod: Arc<PodServer>) {
+    let stop = pod.stop.clone();
+    let mut rx = match pod.net.events().await {
+        Ok(rx) => rx,
+        Err(error) => {
+            warn!(%error, "cannot follow netlink events");
+            return;
+        }
+    };
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = rx.recv() => ev,
+        };
+        match ev {
+            Ok(ev) => {
+                pod.events.publish(to_body(ev));
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                pod.events.publish(EventBody::Degraded {
+                    reason: "EventsLost".into(),
+                    message: format!(
+                        "{n} netlink events were dropped under load; status is still read live"
+                    ),
+                });
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+fn to_body(ev: NetEvent) -> EventBody {
+    match ev {
+        NetEvent::LinkAdded { ifname, .. } => EventBody::LinkAdded { ifname },
+        NetEvent::LinkRemoved { ifname, .. } => EventBody::LinkRemoved { ifname },
+        NetEvent::LinkUp { ifname, .. } => EventBody::LinkUp { ifname },
+        NetEvent::LinkDown { ifname, .. } => EventBody::LinkDown { ifname },
+        NetEvent::MtuChanged {
+            ifname, old, new, ..
+        } => EventBody::MtuChanged {
+            ifname,
+            old: Some(old),
+            new,
+        },
+        NetEvent::AddressAdded {
+            ifname, address, ..
+        } => EventBody::AddressAdded { ifname, address },
+        NetEvent::AddressRemoved {
+            ifname, address, ..
+        } => EventBody::AddressRemoved { ifname, address },
+        NetEvent::RouteAdded {
+            dst, table, metric, ..
+        } => EventBody::RouteAdded { dst, table, metric },
+        NetEvent::RouteRemoved {
+            dst, table, metric, ..
+        } => EventBody::RouteRemoved { dst, table, metric },
+    }
+}
+
+/// Binds `@nes` in the pod's netns and serves it until the pod stops. Another agent holding
+/// it (an upgrade overlap) is waited for; anything else holding it degrades the pod.
+async fn serve_socket(pod: Arc<PodServer>) {
+    let stop = pod.stop.clone();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let listener = loop {
+        match podsock::bind(pod.net.executor(), POD_SOCKET_NAME).await {
+            Ok(l) => break l,
+            Err(e @ BindError::HeldByAgent { .. }) => {
+                info!(error = %e, "waiting for the other agent to release @nes");
+            }
+            Err(e @ BindError::Squatted { .. }) => {
+                warn!(error = %e, "pod socket squatted");
+                pod.set_degraded("SocketSquatted", e.to_string());
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot bind the pod socket");
+                pod.set_degraded("SocketUnavailable", e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    };
+    *pod.degraded.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    info!("serving @{POD_SOCKET_NAME}");
+    let app = router(Scope::Pod(pod.clone()));
+    drop(pod); // the router holds it; this task must not keep the pod alive after stop
+    serve::serve(listener, app, stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::{InterfaceStatus, RouteStatus};
+
+    fn iface(state: ObjectState, error: Option<&str>) -> InterfaceStatus {
+        InterfaceStatus {
+            name: "net1".into(),
+            state,
+            error: error.map(str::to_string),
+            index: None,
+            mac: None,
+            mtu: None,
+            oper_state: None,
+            addresses: vec![],
+        }
+    }
+
+    #[test]
+    fn summary_is_converged_pending_or_failed_naming_each_failure() {
+        let route = RouteStatus {
+            dst: "10.1.0.0/16".into(),
+            table: 254,
+            metric: 0,
+            state: ObjectState::Failed,
+            error: Some("ENETUNREACH".into()),
+        };
+        let cases = [
+            (
+                vec![iface(ObjectState::Applied, None)],
+                vec![],
+                true,
+                "Converged",
+            ),
+            (
+                vec![iface(ObjectState::Pending, None)],
+                vec![],
+                false,
+                "Pending",
+            ),
+            (
+                vec![iface(ObjectState::Pending, None)],
+                vec![route.clone()],
+                false,
+                "Failed",
+            ),
+        ];
+        for (ifs, routes, applied, reason) in cases {
+            let s = summarise(&ifs, &routes);
+            assert_eq!((s.applied, s.reason), (applied, reason), "{s:?}");
+        }
+        let s = summarise(&[iface(ObjectState::Failed, Some("EBUSY"))], &[route]);
+        assert_eq!(
+            s.message,
+            "interface net1: EBUSY; route 10.1.0.0/16: ENETUNREACH"
+        );
+    }
+}

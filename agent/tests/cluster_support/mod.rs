@@ -1,0 +1,558 @@
+//! Test support for the cluster agent: a tower-test mock API server that answers the
+//! agent's watches, status patches and Events like the API server would (checking each
+//! request's method, path, query and body), a fake netns resolver, and pod-side clients.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent::cri::{NetnsResolver, NetnsSource, PodRef, ResolveError, ResolvedNetns, SandboxEvent};
+use agent::netns::NetnsExecutor;
+use agent::standalone::podsock;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+pub const NODE: &str = "node-1";
+pub const NS: &str = "apps";
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+type Handle = tower_test::mock::Handle<Request<kube::client::Body>, Response<axum::body::Body>>;
+
+/// One status patch the agent sent, with when it arrived.
+#[derive(Clone, Debug)]
+pub struct Patched {
+    pub at: Instant,
+    pub name: String,
+    pub status: api::NetworkConfigurationStatus,
+}
+
+impl Patched {
+    pub fn condition(&self, type_: &str) -> Option<(&str, &str, Option<i64>)> {
+        self.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.as_str(), c.reason.as_str(), c.observed_generation))
+    }
+
+    /// Applied=True for `generation`.
+    pub fn applied(&self, generation: i64) -> bool {
+        self.condition("Applied") == Some(("True", "Converged", Some(generation)))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    pods: BTreeMap<String, Value>,
+    confs: BTreeMap<String, Value>,
+    pod_watches: Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>,
+    conf_watches: Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>,
+    patches: Vec<Patched>,
+    events: Vec<(Instant, Value)>,
+    /// Requests the API server would not have answered like this: the test fails on them.
+    unexpected: Vec<String>,
+}
+
+/// The mock API server; every `client()` is served from the same objects.
+#[derive(Clone, Default)]
+pub struct ApiServer {
+    state: Arc<Mutex<State>>,
+}
+
+impl ApiServer {
+    pub fn client(&self) -> kube::Client {
+        let (service, handle) =
+            tower_test::mock::pair::<Request<kube::client::Body>, Response<axum::body::Body>>();
+        tokio::spawn(serve(handle, self.state.clone()));
+        kube::Client::new(service, "default")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds or replaces a pod and tells the pod watches.
+    pub fn put_pod(&self, mut pod: Value) {
+        let mut s = self.lock();
+        s.rv += 1;
+        pod["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+        let key = key_of(&pod);
+        let kind = if s.pods.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        s.pods.insert(key, pod.clone());
+        let line = watch_line(kind, &pod);
+        s.pod_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
+    }
+
+    pub fn delete_pod(&self, name: &str) {
+        let mut s = self.lock();
+        s.rv += 1;
+        let rv = s.rv;
+        if let Some(mut pod) = s.pods.remove(&format!("{NS}/{name}")) {
+            pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let line = watch_line("DELETED", &pod);
+            s.pod_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
+        }
+    }
+
+    /// Creates or updates a NetworkConfiguration's spec; the generation grows on a change.
+    pub fn put_conf(&self, name: &str, spec: Value) -> Instant {
+        let mut s = self.lock();
+        s.rv += 1;
+        let rv = s.rv;
+        let key = format!("{NS}/{name}");
+        let (kind, conf) = match s.confs.get(&key) {
+            Some(old) => {
+                let mut c = old.clone();
+                if c["spec"] != spec {
+                    c["metadata"]["generation"] =
+                        json!(c["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
+                    c["spec"] = spec;
+                }
+                ("MODIFIED", c)
+            }
+            None => (
+                "ADDED",
+                json!({
+                    "apiVersion": "nes.network-config.io/v1alpha1",
+                    "kind": "NetworkConfiguration",
+                    "metadata": {
+                        "name": name, "namespace": NS, "uid": format!("conf-{name}"),
+                        "generation": 1,
+                        "labels": {"nes.network-config.io/node": NODE},
+                    },
+                    "spec": spec,
+                }),
+            ),
+        };
+        let mut conf = conf;
+        conf["metadata"]["resourceVersion"] = json!(rv.to_string());
+        s.confs.insert(key, conf.clone());
+        let line = watch_line(kind, &conf);
+        s.conf_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
+        Instant::now()
+    }
+
+    pub fn patches(&self) -> Vec<Patched> {
+        self.lock().patches.clone()
+    }
+
+    /// Reasons of the Events posted about pod `name`.
+    pub fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.lock()
+            .events
+            .iter()
+            .filter(|(_, e)| e["regarding"]["name"] == name)
+            .filter_map(|(_, e)| e["reason"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn unexpected(&self) -> Vec<String> {
+        self.lock().unexpected.clone()
+    }
+
+    /// The first status patch of pod `name` after `since` that satisfies `want`.
+    pub async fn wait_patch(
+        &self,
+        name: &str,
+        since: Instant,
+        want: impl Fn(&Patched) -> bool,
+    ) -> Patched {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(p) = self
+                .patches()
+                .into_iter()
+                .find(|p| p.name == name && p.at >= since && want(p))
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < end,
+                "no matching status patch for {name}; got {:#?}; unexpected: {:?}",
+                self.patches()
+                    .iter()
+                    .filter(|p| p.name == name)
+                    .map(|p| p.status.conditions.clone())
+                    .collect::<Vec<_>>(),
+                self.unexpected()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn wait_event(&self, name: &str, reason: &str) {
+        let end = Instant::now() + DEADLINE;
+        while !self.event_reasons(name).iter().any(|r| r == reason) {
+            assert!(
+                Instant::now() < end,
+                "no {reason} Event for {name}; got {:?}",
+                self.event_reasons(name)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn key_of(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+        obj["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+fn watch_line(kind: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).expect("json");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+async fn serve(mut handle: Handle, state: Arc<Mutex<State>>) {
+    while let Some((req, send)) = handle.next_request().await {
+        let resp = respond(&state, req).await;
+        send.send_response(resp);
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<axum::body::Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .expect("response")
+}
+
+fn not_found(what: &str) -> Response<axum::body::Body> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "NotFound", "code": 404, "message": format!("{what} not found")}),
+    )
+}
+
+async fn respond(
+    state: &Arc<Mutex<State>>,
+    req: Request<kube::client::Body>,
+) -> Response<axum::body::Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = req.into_body().collect_bytes().await.unwrap_or_default();
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    let request = format!("{method} {path}?{query}");
+    macro_rules! check {
+        ($ok:expr, $what:expr $(,)?) => {
+            if !$ok {
+                s.unexpected.push(format!("{request}: {}", $what));
+            }
+        };
+    }
+    const PODS: &str = "/api/v1/pods";
+    const CONFS: &str = "/apis/nes.network-config.io/v1alpha1/networkconfigurations";
+    let conf_status = regex_like_status(&path);
+    match (method.as_str(), path.as_str()) {
+        ("GET", PODS) | ("GET", CONFS) => {
+            let pods = path == PODS;
+            if pods {
+                check!(
+                    query.contains(&format!("fieldSelector=spec.nodeName%3D{NODE}")),
+                    "pods must be watched by spec.nodeName",
+                );
+                check!(
+                    query.contains("labelSelector=network-config%2Fruntime-ip%3Dtrue"),
+                    "pods must be watched by the selection label",
+                );
+            } else {
+                check!(
+                    query.contains(&format!(
+                        "labelSelector=nes.network-config.io%2Fnode%3D{NODE}"
+                    )),
+                    "NetworkConfigurations must be watched by the node label",
+                );
+            }
+            if query.contains("watch=true") {
+                let (tx, rx) = mpsc::unbounded_channel();
+                if pods {
+                    s.pod_watches.push(tx);
+                } else {
+                    s.conf_watches.push(tx);
+                }
+                return Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from_stream(
+                        tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+                    ))
+                    .expect("watch response");
+            }
+            let (items, kind): (Vec<Value>, _) = if pods {
+                (s.pods.values().cloned().collect(), "PodList")
+            } else {
+                (
+                    s.confs.values().cloned().collect(),
+                    "NetworkConfigurationList",
+                )
+            };
+            let api_version = if pods {
+                "v1"
+            } else {
+                "nes.network-config.io/v1alpha1"
+            };
+            json_response(
+                StatusCode::OK,
+                &json!({"apiVersion": api_version, "kind": kind,
+                        "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+            )
+        }
+        ("PATCH", _) if conf_status.is_some() => {
+            let (ns, name) = conf_status.unwrap_or_default();
+            check!(
+                query.contains("fieldManager=nes-agent"),
+                "status must be written as nes-agent"
+            );
+            check!(query.contains("force=true"), "the agent owns status: force");
+            check!(
+                content_type == "application/apply-patch+yaml",
+                "status must be server-side applied",
+            );
+            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            check!(
+                patch["apiVersion"] == "nes.network-config.io/v1alpha1"
+                    && patch["kind"] == "NetworkConfiguration",
+                "apply patch names its kind",
+            );
+            check!(
+                patch.get("spec").is_none() && patch.get("status").is_some(),
+                "a status patch carries status alone",
+            );
+            let status: Result<api::NetworkConfigurationStatus, _> =
+                serde_json::from_value(patch["status"].clone());
+            check!(
+                status.is_ok(),
+                "status must parse as NetworkConfigurationStatus"
+            );
+            let key = format!("{ns}/{name}");
+            let Some(mut conf) = s.confs.get(&key).cloned() else {
+                return not_found(&key);
+            };
+            s.rv += 1;
+            conf["status"] = patch["status"].clone();
+            conf["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+            s.confs.insert(key, conf.clone());
+            if let Ok(status) = status {
+                s.patches.push(Patched {
+                    at: Instant::now(),
+                    name,
+                    status,
+                });
+            }
+            let line = watch_line("MODIFIED", &conf);
+            s.conf_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
+            json_response(StatusCode::OK, &conf)
+        }
+        ("POST", p) if p.starts_with("/apis/events.k8s.io/v1/namespaces/") => {
+            let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+            check!(
+                event["reportingController"] == "nes-agent",
+                "Events are reported by nes-agent",
+            );
+            check!(
+                event["regarding"]["kind"] == "Pod",
+                "Events are about the pod"
+            );
+            s.events.push((Instant::now(), event.clone()));
+            json_response(StatusCode::CREATED, &event)
+        }
+        ("PATCH", p) if p.starts_with("/apis/events.k8s.io/v1/namespaces/") => {
+            let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+            json_response(StatusCode::OK, &event)
+        }
+        _ => {
+            s.unexpected.push(format!("{method} {path}?{query}"));
+            not_found(&path)
+        }
+    }
+}
+
+/// `(namespace, name)` of a `.../namespaces/NS/networkconfigurations/NAME/status` path.
+fn regex_like_status(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/apis/nes.network-config.io/v1alpha1/namespaces/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [ns, "networkconfigurations", name, "status"] => Some((ns.to_string(), name.to_string())),
+        _ => None,
+    }
+}
+
+/// A labelled pod of this node.
+pub fn pod(name: &str, uid: &str, ips: &[&str]) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "uid": uid,
+                     "labels": {"network-config/runtime-ip": "true"}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "app"}]},
+        "status": {"podIPs": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()},
+    })
+}
+
+/// A resolver answering from a table the test fills, announcing each change.
+pub struct FakeResolver {
+    pods: Mutex<HashMap<String, ResolvedNetns>>,
+    tx: broadcast::Sender<SandboxEvent>,
+}
+
+impl Default for FakeResolver {
+    fn default() -> Self {
+        Self {
+            pods: Mutex::default(),
+            tx: broadcast::channel(64).0,
+        }
+    }
+}
+
+impl FakeResolver {
+    /// The pod `uid` now runs in sandbox `sandbox_id` with the netns at `path`.
+    pub fn set(&self, uid: &str, sandbox_id: &str, path: &Path) -> Instant {
+        self.set_quietly(uid, sandbox_id, path);
+        let at = Instant::now();
+        let _ = self.tx.send(SandboxEvent::Started {
+            pod_uid: uid.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+        });
+        at
+    }
+
+    /// Like `set`, without an event (a runtime without an event API, e.g. CRI-O).
+    pub fn set_quietly(&self, uid: &str, sandbox_id: &str, path: &Path) {
+        let identity = agent::netns::identity(path).expect("netns identity");
+        self.pods.lock().unwrap().insert(
+            uid.to_string(),
+            ResolvedNetns {
+                pod_uid: uid.to_string(),
+                sandbox_id: sandbox_id.to_string(),
+                identity,
+                source: NetnsSource::RuntimeSpec,
+                cached: false,
+            },
+        );
+    }
+}
+
+impl FakeResolver {
+    /// The pod has no sandbox any more.
+    pub fn forget(&self, uid: &str) {
+        if let Some(old) = self.pods.lock().unwrap().remove(uid) {
+            let _ = self.tx.send(SandboxEvent::Gone {
+                pod_uid: uid.to_string(),
+                sandbox_id: old.sandbox_id,
+            });
+        }
+    }
+}
+
+impl NetnsResolver for FakeResolver {
+    fn resolve<'a>(
+        &'a self,
+        pod: &'a PodRef,
+    ) -> BoxFuture<'a, Result<ResolvedNetns, ResolveError>> {
+        let found = self.pods.lock().unwrap().get(&pod.uid).cloned();
+        async move {
+            found.ok_or_else(|| ResolveError::PodNotFound {
+                pod: pod.name.clone(),
+                socket: "/fake".into(),
+            })
+        }
+        .boxed()
+    }
+
+    fn invalidate(&self, _pod_uid: &str) {}
+
+    fn subscribe(&self) -> broadcast::Receiver<SandboxEvent> {
+        self.tx.subscribe()
+    }
+}
+
+/// A process inside a pod's netns talking to its `@nes`.
+pub struct PodClient {
+    pub exec: NetnsExecutor,
+}
+
+impl PodClient {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            exec: NetnsExecutor::spawn(path).expect("enter pod netns"),
+        }
+    }
+
+    pub async fn connect(&self) -> tokio::net::UnixStream {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match podsock::connect(&self.exec, "nes").await {
+                Ok(s) => return s,
+                Err(e) if Instant::now() > end => panic!("@nes never came up: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Whether `@nes` accepts a connection right now.
+    pub async fn reachable(&self) -> bool {
+        podsock::connect(&self.exec, "nes").await.is_ok()
+    }
+
+    pub async fn call(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
+        request(self.connect().await, method, uri, body, &[]).await
+    }
+}
+
+/// One HTTP/1.1 exchange on a stream.
+pub async fn request<S>(
+    stream: S,
+    method: &str,
+    uri: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "nes")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (code, String::from_utf8_lossy(&bytes).into_owned())
+}

@@ -1,0 +1,874 @@
+//! The in-cluster agent end to end, against the tower-test mock API server, a fake netns
+//! resolver and real network namespaces: watch -> apply -> status, the pod-IP proof, a new
+//! sandbox, an agent restart, drift, coalesced status patches, pod isolation, and writes
+//! forwarded to a stub cliserver over HTTPS. MEASURE lines give event-path latencies
+//! (`cargo nextest run -p nes-agent --test netns_cluster --success-output final`).
+
+mod cluster_support;
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent::cluster::forward::ForwardOptions;
+use agent::cluster::Options;
+use agent::watch::KeeperOptions;
+use api::wire::{ConfigView, EventBody, ProblemDetails, StatusView};
+use cluster_support::{pod, ApiServer, FakeResolver, PodClient, DEADLINE, NODE, NS};
+use common::{eventually, require_root, Netns, PodFixture};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// The cluster agent under test, restartable on the same state directory.
+struct Agent {
+    api: ApiServer,
+    resolver: Arc<FakeResolver>,
+    dir: tempfile::TempDir,
+    host: Netns,
+    cliserver: String,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Agent {
+    fn new(api: &ApiServer, resolver: &Arc<FakeResolver>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("token"), "token-1").expect("token");
+        Self {
+            api: api.clone(),
+            resolver: resolver.clone(),
+            dir,
+            host: Netns::new("clh"),
+            cliserver: "https://localhost:1".into(),
+            stop: CancellationToken::new(),
+            task: None,
+        }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.dir.path().join("token")
+    }
+
+    fn options(&self) -> Options {
+        let forward = ForwardOptions {
+            url: self.cliserver.clone(),
+            ca_file: self.ca_file(),
+            token_file: self.token_file(),
+            timeout: Duration::from_secs(5),
+        };
+        Options {
+            host_netns: self.host.path(),
+            state_dir: self.dir.path().join("state"),
+            keeper: KeeperOptions {
+                debounce: Duration::from_millis(50),
+                resync: Duration::from_secs(300),
+            },
+            api_timeout: Duration::from_secs(5),
+            resolve_timeout: Duration::from_secs(5),
+            status_burst: 4,
+            status_interval: Duration::from_millis(250),
+            resync: Duration::from_secs(300),
+            ..Options::new(NODE, forward)
+        }
+    }
+
+    fn start(&mut self) -> Instant {
+        let (opts, client, resolver) = (self.options(), self.api.client(), self.resolver.clone());
+        self.stop = CancellationToken::new();
+        let stop = self.stop.clone();
+        let at = Instant::now();
+        self.task = Some(tokio::spawn(async move {
+            agent::cluster::run(opts, client, resolver, stop)
+                .await
+                .expect("agent runs");
+        }));
+        at
+    }
+
+    async fn shutdown(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("agent stops in time")
+                .expect("agent task");
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn measure(what: &str, from: Instant, to: Instant) {
+    println!(
+        "MEASURE {what}: {:.1} ms",
+        to.duration_since(from).as_secs_f64() * 1e3
+    );
+}
+
+fn spec_v1() -> serde_json::Value {
+    json!({
+        "interfaces": [{"name": "eth0", "type": "existing", "mtu": 1400,
+                        "addresses": ["10.10.0.5/24"]}],
+        "routes": [{"dst": "10.20.0.0/16", "via": "10.10.0.1", "dev": "eth0"}],
+    })
+}
+
+fn spec_v2() -> serde_json::Value {
+    json!({
+        "interfaces": [{"name": "eth0", "type": "existing", "mtu": 1400,
+                        "addresses": ["10.10.0.5/24", "fd00:10::5/64"]}],
+        "routes": [{"dst": "10.20.0.0/16", "via": "10.10.0.1", "dev": "eth0"}],
+    })
+}
+
+fn mtu(ns: &Netns, dev: &str) -> u64 {
+    ns.ip_json(&["link", "show", "dev", dev])[0]["mtu"]
+        .as_u64()
+        .unwrap_or_default()
+}
+
+/// A served pod: its netns (with a CNI-like eth0 at 10.244.0.5) and its client.
+struct ServedPod {
+    fx: PodFixture,
+    name: String,
+    uid: String,
+}
+
+impl ServedPod {
+    fn new(tag: &str, name: &str, uid: &str) -> Self {
+        Self {
+            fx: PodFixture::new(tag),
+            name: name.into(),
+            uid: uid.into(),
+        }
+    }
+
+    fn client(&self) -> PodClient {
+        PodClient::new(&self.fx.pod.path())
+    }
+}
+
+async fn events_of(client: &PodClient) -> Vec<api::wire::Event> {
+    // The backlog arrives at once; the stream then stays open for live events.
+    let stream = client.connect().await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get("/v1/self/events")
+        .header("host", "nes")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("events");
+    let mut body = resp.into_body();
+    let mut buf = Vec::new();
+    use http_body_util::BodyExt;
+    while let Ok(Some(Ok(frame))) =
+        tokio::time::timeout(Duration::from_millis(300), body.frame()).await
+    {
+        if let Some(d) = frame.data_ref() {
+            buf.extend_from_slice(d);
+        }
+    }
+    buf.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("event"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_labelled_pod_gets_its_configuration_applied_and_its_status_reported() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("cla", "demo-0", "uid-a");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(&p.name, spec_v1());
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+
+    let first = api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+    measure(
+        "agent start (pod and CR listed) -> status Applied",
+        started,
+        first.at,
+    );
+    assert_eq!(first.status.node.as_deref(), Some(NODE));
+    assert_eq!(first.status.observed_generation, Some(1));
+    let netns = agent::netns::identity(p.fx.pod.path()).expect("identity");
+    let reported = first.status.netns.clone().expect("netns identity reported");
+    assert_eq!((reported.dev, reported.inode), (netns.dev, netns.inode));
+    assert_eq!(first.status.interfaces[0].mtu, Some(1400));
+    assert!(p
+        .fx
+        .pod
+        .addresses("eth0")
+        .contains(&"10.10.0.5/24".to_string()));
+    assert!(p.fx.pod.routes().contains("10.20.0.0/16 via 10.10.0.1"));
+    assert_eq!(mtu(&p.fx.pod, "eth0"), 1400);
+    api.wait_event(&p.name, "Applied").await;
+
+    // A CR change reaches the kernel and the status.
+    let changed = api.put_conf(&p.name, spec_v2());
+    let second = api.wait_patch(&p.name, changed, |s| s.applied(2)).await;
+    measure("CR change -> status Applied", changed, second.at);
+    assert!(p
+        .fx
+        .pod
+        .addresses("eth0")
+        .contains(&"fd00:10::5/64".to_string()));
+
+    // The pod's own socket answers status and config locally.
+    let client = p.client();
+    let (code, body) = client.call("GET", "/v1/self/status", "").await;
+    assert_eq!(code, 200, "{body}");
+    let status: StatusView = serde_json::from_str(&body).expect("status");
+    assert!(status.is_applied(), "{status:?}");
+    assert_eq!((status.pod.as_str(), status.generation), ("demo-0", 2));
+    let (code, body) = client.call("GET", "/v1/self/config", "").await;
+    assert_eq!(code, 200, "{body}");
+    let config: ConfigView = serde_json::from_str(&body).expect("config");
+    assert_eq!(config.generation, 2);
+    assert_eq!(config.spec.interfaces[0].addresses.len(), 2);
+
+    // The pod is deleted: its socket closes; nothing is torn down in the kernel.
+    api.delete_pod(&p.name);
+    let end = Instant::now() + DEADLINE;
+    while client.reachable().await {
+        assert!(
+            Instant::now() < end,
+            "@nes still served after the pod was deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(mtu(&p.fx.pod, "eth0"), 1400, "release never writes");
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_netns_without_the_pods_ip_is_refused_and_nothing_is_written() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("clm", "demo-1", "uid-m");
+    // The API server says 10.244.0.99; the netns the runtime names holds 10.244.0.5.
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.99"]));
+    api.put_conf(&p.name, spec_v1());
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+
+    let refused = api
+        .wait_patch(&p.name, started, |s| {
+            s.condition("Degraded").map(|c| (c.0, c.1)) == Some(("True", "NetnsMismatch"))
+        })
+        .await;
+    assert_eq!(
+        refused.condition("Applied").map(|c| c.0),
+        Some("False"),
+        "{:?}",
+        refused.status
+    );
+    api.wait_event(&p.name, "NetnsMismatch").await;
+    assert_eq!(
+        mtu(&p.fx.pod, "eth0"),
+        1500,
+        "a wrong pairing is never configured"
+    );
+    assert!(!p
+        .fx
+        .pod
+        .addresses("eth0")
+        .contains(&"10.10.0.5/24".to_string()));
+    assert!(
+        !p.client().reachable().await,
+        "no socket in a netns that is not the pod's"
+    );
+
+    // The pod's real IP shows up: now it is the pod's netns.
+    let fixed = Instant::now();
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    let applied = api.wait_patch(&p.name, fixed, |s| s.applied(1)).await;
+    measure("pod IP corrected -> status Applied", fixed, applied.at);
+    assert_eq!(mtu(&p.fx.pod, "eth0"), 1400);
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_new_sandbox_gets_the_whole_configuration_again_and_its_own_socket() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let old = ServedPod::new("clr", "demo-2", "uid-r");
+    api.put_pod(pod(&old.name, &old.uid, &["10.244.0.5"]));
+    api.put_conf(&old.name, spec_v1());
+    resolver.set(&old.uid, "sb-1", &old.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+    api.wait_patch(&old.name, started, |s| s.applied(1)).await;
+    let old_client = old.client();
+    assert!(old_client.reachable().await);
+
+    // The pod restarts: a new sandbox with a new netns (the old one still exists, as a
+    // sandbox being torn down would).
+    let new = PodFixture::new("clr2");
+    let restarted = resolver.set(&old.uid, "sb-2", &new.pod.path());
+    let new_id = agent::netns::identity(new.pod.path()).expect("identity");
+    let applied = api
+        .wait_patch(&old.name, restarted, |s| {
+            s.applied(1) && s.status.netns.as_ref().map(|n| n.inode) == Some(new_id.inode)
+        })
+        .await;
+    measure(
+        "new sandbox (runtime event) -> status Applied in it",
+        restarted,
+        applied.at,
+    );
+    assert_eq!(mtu(&new.pod, "eth0"), 1400);
+    assert!(new
+        .pod
+        .addresses("eth0")
+        .contains(&"10.10.0.5/24".to_string()));
+    let new_client = PodClient::new(&new.pod.path());
+    let (code, body) = new_client.call("GET", "/v1/self/status", "").await;
+    assert_eq!(code, 200, "{body}");
+    let end = Instant::now() + DEADLINE;
+    while old_client.reachable().await {
+        assert!(Instant::now() < end, "the old sandbox's @nes is still open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The sandbox goes away altogether: everything bound in it is closed.
+    resolver.forget(&old.uid);
+    let end = Instant::now() + DEADLINE;
+    while new_client.reachable().await {
+        assert!(Instant::now() < end, "@nes outlived its sandbox");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_agent_restart_rebinds_every_socket_with_zero_netlink_writes() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let a = ServedPod::new("clu", "demo-3", "uid-u");
+    let b = ServedPod::new("clv", "demo-4", "uid-v");
+    for p in [&a, &b] {
+        api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+        api.put_conf(&p.name, spec_v1());
+        resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    }
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+    for p in [&a, &b] {
+        api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+    }
+    let before: Vec<String> = [&a, &b].iter().map(|p| p.fx.pod.routes()).collect();
+
+    agent.shutdown().await;
+    assert!(
+        !a.client().reachable().await,
+        "a stopped agent holds no socket"
+    );
+    let restarted = agent.start();
+    let clients = [a.client(), b.client()];
+    for client in &clients {
+        client.connect().await;
+    }
+    measure(
+        "agent restart -> every pod's @nes re-bound",
+        restarted,
+        Instant::now(),
+    );
+    for client in &clients {
+        let end = Instant::now() + DEADLINE;
+        let applied = loop {
+            let events = events_of(client).await;
+            if let Some(writes) = events.iter().find_map(|e| match e.body {
+                EventBody::ConfigApplied { writes, .. } => Some(writes),
+                _ => None,
+            }) {
+                break writes;
+            }
+            assert!(
+                Instant::now() < end,
+                "no ConfigApplied after the restart: {events:?}"
+            );
+        };
+        assert_eq!(
+            applied, 0,
+            "a restarted agent must adopt with zero netlink writes"
+        );
+    }
+    assert!(
+        api.patches().iter().all(|p| p.at < restarted),
+        "an unchanged status is not patched again after a restart"
+    );
+    let after: Vec<String> = [&a, &b].iter().map(|p| p.fx.pod.routes()).collect();
+    assert_eq!(before, after);
+    assert!(
+        !api.event_reasons(&a.name)
+            .iter()
+            .any(|r| r == "DriftRepaired"),
+        "a restart is not drift"
+    );
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn drift_is_restored_with_an_event_and_a_flapping_link_cannot_flood_status() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("cld", "demo-5", "uid-d");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    // cni-peer is declared with nothing to set: its live state is reported, never enforced.
+    let mut spec = spec_v1();
+    spec["interfaces"]
+        .as_array_mut()
+        .expect("interfaces")
+        .push(json!({"name": "cni-peer"}));
+    api.put_conf(&p.name, spec);
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+    api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+
+    let drifted = Instant::now();
+    p.fx.pod.ip(&["addr", "del", "10.10.0.5/24", "dev", "eth0"]);
+    assert!(
+        eventually(DEADLINE, || p
+            .fx
+            .pod
+            .addresses("eth0")
+            .contains(&"10.10.0.5/24".to_string()))
+        .await,
+        "drift not restored"
+    );
+    measure(
+        "address removed from outside -> restored",
+        drifted,
+        Instant::now(),
+    );
+    api.wait_event(&p.name, "DriftRepaired").await;
+
+    // A link flapping 40 times, each state held ~15 ms so that the agent sees most of
+    // them: patches stay within the budget (burst 4, then 1 per 250 ms).
+    let flap = Instant::now();
+    for _ in 0..40 {
+        for state in ["down", "up"] {
+            p.fx.pod.ip(&["link", "set", "cni-peer", state]);
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+    let flapped = flap.elapsed();
+    tokio::time::sleep(Duration::from_millis(600)).await; // let the last patches land
+    let window = flap.elapsed();
+    let patches = api
+        .patches()
+        .iter()
+        .filter(|x| x.name == p.name && x.at >= flap)
+        .count();
+    let budget = 4 + (window.as_millis() / 250) as usize + 1;
+    assert!(patches >= 1, "the flapping link's state was never reported");
+    println!(
+        "MEASURE 80 link changes in {:.0} ms -> {patches} status patches (budget {budget})",
+        flapped.as_secs_f64() * 1e3
+    );
+    assert!(
+        patches <= budget,
+        "{patches} patches for a flapping link, budget {budget}"
+    );
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_process_in_one_pods_netns_reaches_only_its_own_pod() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let a = ServedPod::new("cli", "demo-6", "uid-i");
+    let b = ServedPod::new("clj", "demo-7", "uid-j");
+    for (p, spec) in [
+        (&a, spec_v1()),
+        (&b, json!({"interfaces": [{"name": "eth0", "mtu": 1300}]})),
+    ] {
+        api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+        api.put_conf(&p.name, spec);
+        resolver.set(&p.uid, &format!("sb-{}", p.uid), &p.fx.pod.path());
+    }
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+    for p in [&a, &b] {
+        api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+    }
+    for (p, other, mtu) in [(&a, &b, 1400), (&b, &a, 1300)] {
+        let client = p.client();
+        let (code, body) = client.call("GET", "/v1/self/status", "").await;
+        assert_eq!(code, 200, "{body}");
+        let status: StatusView = serde_json::from_str(&body).expect("status");
+        assert_eq!(status.pod, p.name);
+        assert_eq!(status.status.interfaces[0].mtu, Some(mtu));
+        let (code, _) = client
+            .call("GET", &format!("/v1/self/status?pod={}", other.name), "")
+            .await;
+        assert_eq!(code, 403, "pod {} reached pod {}", p.name, other.name);
+    }
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+// === forwarding ===
+
+/// What the stub cliserver saw.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    uri: String,
+    token: String,
+    pod_uid: String,
+    body: serde_json::Value,
+}
+
+/// An HTTPS cliserver stub: records each request and answers from a script.
+async fn stub_cliserver(
+    dir: &std::path::Path,
+    answers: Vec<(u16, serde_json::Value)>,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("cert");
+    std::fs::write(dir.join("ca.crt"), ca.pem()).expect("ca file");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let answers = Arc::new(Mutex::new(answers.into_iter()));
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |method: http::Method,
+              uri: http::Uri,
+              headers: http::HeaderMap,
+              body: bytes::Bytes| {
+            let (record, answers) = (record.clone(), answers.clone());
+            async move {
+                let header = |k: &str| {
+                    headers
+                        .get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                record.lock().unwrap().push(Seen {
+                    method: method.to_string(),
+                    uri: uri.to_string(),
+                    token: header("authorization"),
+                    pod_uid: header("x-nes-pod-uid"),
+                    body: serde_json::from_slice(&body).unwrap_or_default(),
+                });
+                let (code, answer) = answers.lock().unwrap().next().unwrap_or((500, json!({})));
+                let content_type = if code >= 400 {
+                    "application/problem+json"
+                } else {
+                    "application/json"
+                };
+                (
+                    http::StatusCode::from_u16(code).expect("code"),
+                    [(http::header::CONTENT_TYPE, content_type)],
+                    answer.to_string(),
+                )
+            }
+        },
+    );
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), seen)
+}
+
+#[tokio::test]
+async fn pod_socket_writes_are_forwarded_to_the_cliserver_and_its_answer_relayed() {
+    if !require_root() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("clf", "demo-8", "uid-f");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let view = ConfigView {
+        pod: p.name.clone(),
+        generation: 1,
+        spec: serde_json::from_value(spec_v1()).expect("spec"),
+        owners: Default::default(),
+    };
+    let conflict = ProblemDetails::new(409, "conflict with another manager", "mtu is owned by ops");
+    let invalid = json!({"type": "https://nes.network-config.io/problems/invalid",
+        "title": "invalid network configuration", "status": 422,
+        "detail": "spec.interfaces[0].mtu: below 68",
+        "errors": [{"field": "spec.interfaces[0].mtu", "message": "below 68"}]});
+    let (url, seen) = stub_cliserver(
+        agent.dir.path(),
+        vec![
+            (200, serde_json::to_value(&view).expect("view")),
+            (409, serde_json::to_value(&conflict).expect("problem")),
+            (422, invalid.clone()),
+            (200, serde_json::to_value(&view).expect("view")),
+        ],
+    )
+    .await;
+    agent.cliserver = url;
+    agent.start();
+    let client = p.client();
+    let fragment = spec_v1();
+
+    let asked = Instant::now();
+    let (code, body) = client
+        .call("PUT", "/v1/self/config?manager=app", &fragment.to_string())
+        .await;
+    measure(
+        "pod socket PUT -> cliserver answer relayed",
+        asked,
+        Instant::now(),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<ConfigView>(&body).expect("view"),
+        view
+    );
+
+    // The token rotates: the next request carries the new one.
+    std::fs::write(agent.token_file(), "token-2\n").expect("rotate");
+    let (code, body) = client
+        .call("PUT", "/v1/self/config?manager=app", &fragment.to_string())
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(
+        serde_json::from_str::<ProblemDetails>(&body).expect("problem"),
+        conflict
+    );
+    let (code, body) = client
+        .call("PUT", "/v1/self/config?manager=app", &fragment.to_string())
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+        invalid
+    );
+    let (code, body) = client
+        .call("DELETE", "/v1/self/config?manager=app", "")
+        .await;
+    assert_eq!(code, 200, "{body}");
+
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    let path = format!("/v1/namespaces/{NS}/pods/{}/config?manager=app", p.name);
+    for (i, s) in requests.iter().enumerate() {
+        assert_eq!(s.uri, path);
+        assert_eq!(s.pod_uid, p.uid);
+        let token = if i == 0 {
+            "Bearer token-1"
+        } else {
+            "Bearer token-2"
+        };
+        assert_eq!(s.token, token, "request {i}");
+    }
+    assert_eq!(
+        requests
+            .iter()
+            .map(|s| s.method.as_str())
+            .collect::<Vec<_>>(),
+        ["PUT", "PUT", "PUT", "DELETE"]
+    );
+    let forwarded: api::NetworkConfigurationSpec =
+        serde_json::from_value(requests[0].body.clone()).expect("a spec fragment");
+    assert_eq!(
+        forwarded,
+        serde_json::from_value(fragment.clone()).expect("spec")
+    );
+    assert_eq!(
+        requests[3].body,
+        serde_json::Value::Null,
+        "DELETE has no body"
+    );
+
+    // A malformed fragment is refused by the socket itself and never forwarded.
+    let (code, _) = client
+        .call("PUT", "/v1/self/config?manager=app", r#"{"bogus": 1}"#)
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(seen.lock().unwrap().len(), 4, "never forwarded");
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_unreachable_cliserver_is_a_clear_503_and_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("clk", "demo-9", "uid-k");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    std::fs::write(agent.ca_file(), "not a certificate").expect("ca");
+    agent.start();
+    let (code, body) = p
+        .client()
+        .call("PUT", "/v1/self/config?manager=app", &spec_v1().to_string())
+        .await;
+    assert_eq!(code, 503, "{body}");
+    let problem: ProblemDetails = serde_json::from_str(&body).expect("problem json");
+    assert_eq!(problem.title, "cliserver unreachable");
+    assert_eq!(mtu(&p.fx.pod, "eth0"), 1500);
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_squatted_pod_socket_degrades_the_pod_with_an_event() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("cls", "demo-10", "uid-s");
+    // Something in the pod holds @nes before the agent arrives (and does not answer as nes).
+    let squatter = p
+        .client()
+        .exec
+        .run(|| {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"nes")?;
+            std::os::unix::net::UnixListener::bind_addr(&addr)
+        })
+        .await
+        .expect("run in netns")
+        .expect("squat @nes");
+    squatter.set_nonblocking(true).expect("nonblocking");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(&p.name, spec_v1());
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+    let degraded = api
+        .wait_patch(&p.name, started, |s| {
+            s.condition("Degraded").map(|c| (c.0, c.1)) == Some(("True", "SocketSquatted"))
+        })
+        .await;
+    assert_eq!(degraded.status.observed_generation, Some(1));
+    api.wait_event(&p.name, "SocketSquatted").await;
+    // The configuration itself is still kept applied.
+    assert!(
+        eventually(DEADLINE, || mtu(&p.fx.pod, "eth0") == 1400).await,
+        "configuration not applied"
+    );
+    drop(squatter);
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_new_sandbox_seen_only_through_the_pod_watch_is_configured_too() {
+    if !require_root() {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let old = ServedPod::new("clw", "demo-11", "uid-w");
+    api.put_pod(pod(&old.name, &old.uid, &["10.244.0.5"]));
+    api.put_conf(&old.name, spec_v1());
+    resolver.set(&old.uid, "sb-1", &old.fx.pod.path());
+    let mut agent = Agent::new(&api, &resolver);
+    let started = agent.start();
+    api.wait_patch(&old.name, started, |s| s.applied(1)).await;
+
+    // No runtime event: the kubelet's pod status update (the shim restarted) is the news.
+    let new = PodFixture::new("clw2");
+    resolver.set_quietly(&old.uid, "sb-2", &new.pod.path());
+    let mut restarted_pod = pod(&old.name, &old.uid, &["10.244.0.5"]);
+    restarted_pod["status"]["containerStatuses"] = json!([{"name": "nes-shim", "restartCount": 1, "ready": false, "image": "nes",
+                "imageID": "", "started": true, "state": {"running": {}}}]);
+    let changed = Instant::now();
+    api.put_pod(restarted_pod);
+    let new_id = agent::netns::identity(new.pod.path()).expect("identity");
+    let applied = api
+        .wait_patch(&old.name, changed, |s| {
+            s.applied(1) && s.status.netns.as_ref().map(|n| n.inode) == Some(new_id.inode)
+        })
+        .await;
+    measure(
+        "new sandbox (pod watch only) -> status Applied in it",
+        changed,
+        applied.at,
+    );
+    assert_eq!(mtu(&new.pod, "eth0"), 1400);
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}

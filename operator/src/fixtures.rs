@@ -12,6 +12,10 @@ use kube::client::Body;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use api::{NetworkCare, NetworkConfigurationStatus};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
+
 use crate::auth::Authorizer;
 use crate::cliserver::{self, events::Hub};
 
@@ -199,6 +203,50 @@ pub fn netconf(ns: &str, name: &str, spec: Value, extra_meta: Value) -> Value {
         }
     }
     json!({"apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkConfiguration", "metadata": meta, "spec": spec})
+}
+
+/// Labels from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A pod's metadata as the Pod metadata watch delivers it.
+pub fn pod_meta(ns: &str, name: &str, pairs: &[(&str, &str)]) -> PartialObjectMeta<Pod> {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "labels": labels(pairs)}
+    }))
+    .unwrap()
+}
+
+/// A `NetworkCare` `ns/name` with `uid`, generation 1.
+pub fn network_care(ns: &str, name: &str, uid: &str, spec: Value) -> NetworkCare {
+    serde_json::from_value(json!({
+        "apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkCare",
+        "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// A status with link `v10` (10.0.0.1/24) in oper state `oper`, as the agent writes it.
+pub fn link_status(oper: &str) -> NetworkConfigurationStatus {
+    NetworkConfigurationStatus {
+        interfaces: vec![api::InterfaceStatus {
+            name: "v10".into(),
+            state: api::ObjectState::Applied,
+            error: None,
+            index: Some(7),
+            mac: None,
+            mtu: Some(1500),
+            oper_state: Some(oper.into()),
+            addresses: vec!["10.0.0.1/24".into()],
+        }],
+        ..Default::default()
+    }
 }
 
 /// A cliserver over `client` and an empty event hub.

@@ -436,30 +436,6 @@ async fn events_since_a_sequence_no_longer_held_is_410_with_the_oldest_sequence(
 
 // === subscriptions ===
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn pod_meta(ns: &str, name: &str, pairs: &[(&str, &str)]) -> PartialObjectMeta<Pod> {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "labels": labels(pairs)}
-    }))
-    .unwrap()
-}
-
-fn care(ns: &str, name: &str, uid: &str, spec: serde_json::Value) -> NetworkCare {
-    serde_json::from_value(json!({
-        "apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkCare",
-        "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 1},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
 #[test]
 fn the_merge_filter_delivers_events_of_selected_pods_of_wanted_kinds_only() {
     let spec: NetworkCareSpec = serde_json::from_value(json!({
@@ -527,7 +503,7 @@ fn hub_with_subscription(capacity: usize) -> Hub {
         "db-0",
         &[("app", "db")],
     )));
-    hub.apply_care(&care(
+    hub.apply_care(&network_care(
         "app",
         "mon",
         "care-uid",
@@ -537,19 +513,11 @@ fn hub_with_subscription(capacity: usize) -> Hub {
 }
 
 fn up() -> NetworkConfigurationStatus {
-    status(
-        vec![iface("v10", "up", 1500, &["10.0.0.1/24"])],
-        vec![],
-        vec![],
-    )
+    link_status("up")
 }
 
 fn down() -> NetworkConfigurationStatus {
-    status(
-        vec![iface("v10", "down", 1500, &["10.0.0.1/24"])],
-        vec![],
-        vec![],
-    )
+    link_status("down")
 }
 
 /// Alternates `pod` between up and down `n` times (after an up baseline when it is new):
@@ -620,7 +588,7 @@ fn a_deleted_subscription_ends_its_readers_and_a_new_uid_starts_a_new_sequence()
     let hub = hub_with_subscription(16);
     flap(&hub, "web-0", 1);
     let (_, mut live, _) = hub.subscribe_care("app", "mon", Some(1)).unwrap();
-    hub.apply_care_event(watcher::Event::Delete(care(
+    hub.apply_care_event(watcher::Event::Delete(network_care(
         "app",
         "mon",
         "care-uid",
@@ -631,7 +599,12 @@ fn a_deleted_subscription_ends_its_readers_and_a_new_uid_starts_a_new_sequence()
         hub.subscribe_care("app", "mon", None).err(),
         Some(CareStreamError::Unknown)
     );
-    hub.apply_care(&care("app", "mon", "uid-2", json!({"podNames": ["web-0"]})));
+    hub.apply_care(&network_care(
+        "app",
+        "mon",
+        "uid-2",
+        json!({"podNames": ["web-0"]}),
+    ));
     hub.observe("app", "web-0", &up());
     let state = hub.care_state("app", "mon").unwrap();
     assert_eq!((state.uid.as_str(), state.last_sequence), ("uid-2", 1));
@@ -640,9 +613,14 @@ fn a_deleted_subscription_ends_its_readers_and_a_new_uid_starts_a_new_sequence()
 #[test]
 fn a_relist_forgets_subscriptions_deleted_while_the_watch_was_down() {
     let hub = hub_with_subscription(16);
-    hub.apply_care(&care("app", "keep", "k", json!({"podNames": ["web-0"]})));
+    hub.apply_care(&network_care(
+        "app",
+        "keep",
+        "k",
+        json!({"podNames": ["web-0"]}),
+    ));
     hub.apply_care_event(watcher::Event::Init);
-    hub.apply_care_event(watcher::Event::InitApply(care(
+    hub.apply_care_event(watcher::Event::InitApply(network_care(
         "app",
         "keep",
         "k",
@@ -796,8 +774,13 @@ async fn a_subscription_this_replica_has_not_seen_yet_is_read_from_the_api_serve
             "GET",
             "/apis/nes.network-config.io/v1alpha1/namespaces/app/networkcares/new",
             200,
-            serde_json::to_value(care("app", "new", "n-1", json!({"podNames": ["web-0"]})))
-                .unwrap(),
+            serde_json::to_value(network_care(
+                "app",
+                "new",
+                "n-1",
+                json!({"podNames": ["web-0"]}),
+            ))
+            .unwrap(),
         )
         .await;
         api.token_review("tok", "alice", json!({})).await;

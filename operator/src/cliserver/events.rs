@@ -487,17 +487,21 @@ impl Hub {
     // === subscriptions ===
 
     /// Follows a `NetworkCare` (new, or with a changed spec). A new UID under the same name is
-    /// a new subscription: the old one's readers' streams end.
+    /// a new subscription: the old one's readers' streams end. Idempotent.
     pub fn apply_care(&self, care: &NetworkCare) {
         let k = key(&care.namespace().unwrap_or_default(), &care.name_any());
         let uid = care.uid().unwrap_or_default();
-        {
+        let changed = {
             let mut feeds = self.feeds();
             if let Some(seen) = feeds.relisting.as_mut() {
                 seen.insert(k.clone());
             }
             match feeds.cares.get_mut(&k) {
-                Some(c) if c.uid == uid => c.spec = care.spec.clone(),
+                Some(c) if c.uid == uid && c.spec == care.spec => false,
+                Some(c) if c.uid == uid => {
+                    c.spec = care.spec.clone();
+                    true
+                }
                 _ => {
                     feeds.cares.insert(
                         k.clone(),
@@ -507,10 +511,18 @@ impl Hub {
                             feed: Feed::new(self.capacity),
                         },
                     );
+                    true
                 }
             }
+        };
+        if changed {
+            self.notify(k);
         }
-        self.notify(k);
+    }
+
+    /// Says that something a subscription's status shows changed (e.g. its delivery).
+    pub fn care_changed(&self, namespace: &str, name: &str) {
+        self.notify(key(namespace, name));
     }
 
     /// Stops following a deleted subscription: its readers' streams end and its webhook

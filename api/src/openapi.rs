@@ -106,6 +106,13 @@ pub fn generate() -> Value {
                     "responses": auth_errors(json!({"200": care_ok("The subscription"), "404": problem("No such subscription")}))},
             "delete": {"summary": "Delete a subscription (RBAC: delete networkcares)", "parameters": [ns.clone(), care_name.clone()],
                        "responses": auth_errors(json!({"204": {"description": "Deleted"}, "404": problem("No such subscription")}))}
+        },
+        "/v1/namespaces/{namespace}/networkcares/{name}/events": {
+            "get": {"summary": "NDJSON stream of the subscription: the events of every pod it selects, of the kinds it wants, numbered by the subscription (RBAC: get networkcares)",
+                    "parameters": [ns.clone(), care_name.clone(), since.clone()],
+                    "responses": auth_errors(json!({"200": {"description": "Events, then live ones", "content": {"application/x-ndjson": {"schema": r("event")}}},
+                                  "404": problem("No such subscription"),
+                                  "410": problem("since is not held by this server; oldestSequence tells where it starts")}))}
         }
     });
 

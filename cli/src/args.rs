@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use api::care::EventKind;
 use api::wire::POD_SOCKET_NAME;
 use api::{InterfaceType, LinkMode, LinkState, NetworkConfigurationSpec, RouteSpec};
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::fragment::{self, IfaceFlag};
 use crate::output::Format;
@@ -16,7 +18,9 @@ use crate::output::Format;
 ///
 /// nescli talks to the nes node agent over the abstract unix socket @nes of the network
 /// namespace it runs in, so from inside a pod it always addresses that pod. The host admin
-/// uses a filesystem socket instead (--socket PATH, with --pod NAME).
+/// uses a filesystem socket instead (--socket PATH, with --pod NAME). With --url it talks to
+/// the operator's cliserver REST API instead (bearer token, --namespace, --pod NAME); that is
+/// also how subscriptions (`subscribe`, `watch --subscription`) are reached.
 ///
 /// Exit codes: 0 ok; 1 rejected by the server (its problem is printed); 2 usage error;
 /// 3 the agent is unreachable, not root, or did not answer in time.
@@ -37,9 +41,46 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "NES_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Pod to address (admin socket only: needs --socket).
+    /// Pod to address (needs --socket, the admin socket, or --url).
     #[arg(long, global = true, value_name = "NAME")]
     pub pod: Option<String>,
+
+    /// The operator's cliserver REST API, e.g. https://nes-operator.nes-system.svc, instead
+    /// of the pod socket.
+    #[arg(
+        long,
+        global = true,
+        env = "NES_URL",
+        value_name = "URL",
+        conflicts_with = "socket"
+    )]
+    pub url: Option<String>,
+
+    /// Namespace addressed over --url. Default: the pod's own (its ServiceAccount's
+    /// namespace file), else `default`.
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        env = "NES_NAMESPACE",
+        value_name = "NS"
+    )]
+    pub namespace: Option<String>,
+
+    /// Bearer token file for --url (read when it exists).
+    #[arg(
+        long,
+        global = true,
+        env = "NES_TOKEN_FILE",
+        value_name = "PATH",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    pub token_file: PathBuf,
+
+    /// PEM CA certificates to trust for --url besides the system roots (e.g. the operator's
+    /// CA from the nes-ca ConfigMap).
+    #[arg(long, global = true, env = "NES_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
@@ -95,6 +136,14 @@ pub enum Command {
 
     /// Wait until the configuration is applied (exit 0) or --timeout passes (exit 3).
     Wait(WaitArgs),
+
+    /// Subscribe to the network events of pods: create a NetworkCare (needs --url)
+    ///
+    /// Read its events with `nescli watch --subscription NAME`, or have them POSTed to
+    /// --webhook. When nescli runs in a pod, the subscription is owned by the pod's workload
+    /// and disappears with it.
+    #[command(verbatim_doc_comment)]
+    Subscribe(SubscribeArgs),
 
     /// Print a shell completion script, e.g. `nescli completions bash > /etc/bash_completion.d/nescli`.
     Completions {
@@ -175,6 +224,33 @@ pub struct WatchArgs {
     /// Resume after this sequence number (the last one you saw).
     #[arg(long, value_name = "SEQ")]
     pub since: Option<u64>,
+
+    /// Follow this subscription (NetworkCare) instead of this pod (needs --url).
+    #[arg(long, value_name = "NAME")]
+    pub subscription: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SubscribeArgs {
+    /// The subscription's (NetworkCare's) name: the subscriber's name.
+    pub name: String,
+
+    /// Pods to follow by label, e.g. `app=web`, `tier in (edge,core)`, `!canary`.
+    #[arg(long, value_name = "SELECTOR", value_parser = crate::selector::parse)]
+    pub selector: Option<LabelSelector>,
+
+    /// Pods to follow by name (repeatable, or comma-separated).
+    #[arg(long = "pod-name", value_name = "NAME", value_delimiter = ',')]
+    pub pod_names: Vec<String>,
+
+    /// Event kinds to deliver: link, address, route, config (default: all).
+    #[arg(long, value_name = "KINDS", value_delimiter = ',',
+          value_parser = fragment::parse_wire_enum::<EventKind>)]
+    pub events: Vec<EventKind>,
+
+    /// POST events to this HTTPS URL instead of keeping them for `watch --subscription`.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -206,10 +282,21 @@ impl Cli {
         let mut cmd = Cli::command();
         let matches = cmd.try_get_matches_from_mut(args)?;
         let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
-        if cli.global.pod.is_some() && cli.global.socket.is_none() {
+        if cli.global.pod.is_some() && cli.global.socket.is_none() && cli.global.url.is_none() {
             return Err(cmd.error(
                 ErrorKind::MissingRequiredArgument,
-                "--pod needs --socket PATH (the admin socket); over @nes a pod addresses only itself",
+                "--pod needs --socket PATH (the admin socket) or --url URL; over @nes a pod addresses only itself",
+            ));
+        }
+        let pod_scoped = match &cli.command {
+            Command::Watch(w) => w.subscription.is_none(),
+            Command::Subscribe(_) | Command::Completions { .. } => false,
+            _ => true,
+        };
+        if pod_scoped && cli.global.url.is_some() && cli.global.pod.is_none() {
+            return Err(cmd.error(
+                ErrorKind::MissingRequiredArgument,
+                "over --url, say which pod with --pod NAME (and --namespace NS)",
             ));
         }
         if let (Command::Configure(c), Some(("configure", sub))) =

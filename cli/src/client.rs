@@ -1,20 +1,25 @@
-//! Transport: HTTP/1.1 over a unix socket (the pod's abstract `@nes`, or a filesystem socket),
-//! with connection retries, a peer-credential check and one deadline per operation.
+//! Transport: HTTP/1.1 over a unix socket (the pod's abstract `@nes`, or a filesystem socket)
+//! with a peer-credential check, or over HTTPS to the operator's cliserver (`--url`) with a
+//! bearer token; connection retries and one deadline per operation either way.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::wire::{ProblemDetails, MAX_BODY_BYTES};
-use http::header::{ACCEPT, CONTENT_TYPE, HOST};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, timeout_at, Instant};
 use tracing::{debug, info};
 
@@ -32,6 +37,8 @@ pub enum Endpoint {
     Abstract(String),
     /// A filesystem unix socket.
     Path(PathBuf),
+    /// The operator's cliserver REST API, an `https://` URL.
+    Url(String),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -39,19 +46,68 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Abstract(name) => write!(f, "@{name}"),
             Endpoint::Path(p) => write!(f, "{}", p.display()),
+            Endpoint::Url(u) => write!(f, "{u}"),
         }
     }
 }
 
-/// A client of the socket API. Every call opens its own connection (calls are few and the
-/// agent may restart between them).
+/// What a REST client (`--url`) needs besides the URL.
+#[derive(Clone)]
+pub struct Rest {
+    /// The namespace addressed (`/v1/namespaces/{ns}/...`).
+    pub namespace: String,
+    /// Sent as `Authorization: Bearer`.
+    pub token: Option<String>,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for Rest {
+    // The token never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rest")
+            .field("namespace", &self.namespace)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// TLS settings trusting the system roots and the CA certificates of `extra_ca_pem`.
+pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(pem) = extra_ca_pem {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Usage(format!("--ca-file is not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Usage("--ca-file holds no certificate".into()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| Error::Usage(format!("--ca-file: {e}")))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Usage(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A client of the socket API or the cliserver. Every call opens its own connection (calls
+/// are few and the agent may restart between them).
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
-    /// `pod=NAME` on every request (admin socket only).
+    /// `pod=NAME` on every request (admin socket), or the pod of `/v1/self` paths (REST).
     pod: Option<String>,
     /// The uid the server must run as: 0, unless a test says otherwise.
     trusted_uid: u32,
+    rest: Option<Rest>,
 }
 
 impl Client {
@@ -60,16 +116,53 @@ impl Client {
             endpoint,
             pod,
             trusted_uid,
+            rest: None,
         }
+    }
+
+    /// A client of the cliserver at `url` (`https://host[:port]`).
+    pub fn rest(url: &str, pod: Option<String>, rest: Rest) -> Result<Self> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| Error::Usage(format!("--url {url:?}: {e}")))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            return Err(Error::Usage(format!(
+                "--url {url:?}: the cliserver is reached over https://HOST[:PORT]"
+            )));
+        }
+        Ok(Self {
+            endpoint: Endpoint::Url(url.trim_end_matches('/').to_string()),
+            pod,
+            trusted_uid: 0,
+            rest: Some(rest),
+        })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
 
-    /// `path?k=v&...` with `pod=` added when addressing a pod on the admin socket.
+    /// The namespace a REST client addresses; `None` on a socket.
+    pub fn namespace(&self) -> Option<&str> {
+        self.rest.as_ref().map(|r| r.namespace.as_str())
+    }
+
+    /// `path?k=v&...` with `pod=` added when addressing a pod on the admin socket. Over REST,
+    /// `/v1/self/...` becomes `/v1/namespaces/{ns}/pods/{pod}/...`.
     pub fn uri(&self, path: &str, query: &[(&str, &str)]) -> String {
-        let pod = self.pod.as_deref().map(|p| ("pod", p));
+        let mut path = path.to_string();
+        if let (Some(rest), Some(tail)) = (&self.rest, path.strip_prefix("/v1/self/")) {
+            path = format!(
+                "/v1/namespaces/{}/pods/{}/{tail}",
+                rest.namespace,
+                self.pod.as_deref().unwrap_or_default()
+            );
+        }
+        let pod = self
+            .pod
+            .as_deref()
+            .filter(|_| self.rest.is_none())
+            .map(|p| ("pod", p));
         let pairs: Vec<String> = query
             .iter()
             .copied()
@@ -77,7 +170,7 @@ impl Client {
             .map(|(k, v)| format!("{k}={}", percent_encode(v)))
             .collect();
         if pairs.is_empty() {
-            path.to_string()
+            path
         } else {
             format!("{path}?{}", pairs.join("&"))
         }
@@ -162,10 +255,18 @@ impl Client {
         uri: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Request<Full<Bytes>>> {
+        let host = match &self.endpoint {
+            Endpoint::Url(url) => url
+                .parse::<Uri>()
+                .ok()
+                .and_then(|u| u.authority().map(|a| a.to_string()))
+                .unwrap_or_default(),
+            _ => "nes".to_string(),
+        };
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(uri)
-            .header(HOST, "nes")
+            .header(HOST, host)
             .header(
                 ACCEPT,
                 "application/json, application/x-ndjson, application/problem+json",
@@ -173,13 +274,17 @@ impl Client {
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
         }
+        if let Some(token) = self.rest.as_ref().and_then(|r| r.token.as_deref()) {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
         builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| Error::Usage(format!("cannot build the request {method} {uri}: {e}")))
     }
 
-    /// Connects, retrying a refused or absent socket with backoff until `deadline`, checks
-    /// the server's credentials and does the HTTP/1.1 handshake.
+    /// Connects, retrying a refused or absent server with backoff until `deadline`, checks
+    /// who the server is (socket: its credentials; URL: its certificate) and does the HTTP/1.1
+    /// handshake.
     async fn connect(
         &self,
         start: Instant,
@@ -208,18 +313,59 @@ impl Client {
             debug!(endpoint = %self.endpoint, error = %source, retry_in = %humanize(delay), "connect failed; retrying");
             sleep(delay).await;
         };
-        let cred = stream.peer_cred().map_err(|source| Error::Unreachable {
-            endpoint: self.endpoint.to_string(),
-            waited: start.elapsed(),
-            source,
-        })?;
-        if cred.uid() != self.trusted_uid {
-            return Err(Error::UntrustedServer {
-                endpoint: self.endpoint.to_string(),
-                uid: cred.uid(),
-            });
+        match stream {
+            Stream::Unix(stream) => {
+                let cred = stream.peer_cred().map_err(|source| Error::Unreachable {
+                    endpoint: self.endpoint.to_string(),
+                    waited: start.elapsed(),
+                    source,
+                })?;
+                if cred.uid() != self.trusted_uid {
+                    return Err(Error::UntrustedServer {
+                        endpoint: self.endpoint.to_string(),
+                        uid: cred.uid(),
+                    });
+                }
+                self.handshake(stream, start, deadline).await
+            }
+            Stream::Tcp(tcp, host) => {
+                let Some(rest) = &self.rest else {
+                    return Err(Error::Usage("a URL endpoint without REST settings".into()));
+                };
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| Error::Usage(format!("--url host {host:?}: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(rest.tls.clone());
+                let tls = match timeout_at(deadline, connector.connect(name, tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(source)) => {
+                        return Err(Error::Unreachable {
+                            endpoint: self.endpoint.to_string(),
+                            waited: start.elapsed(),
+                            source,
+                        })
+                    }
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            what: format!("TLS handshake with {}", self.endpoint),
+                            after: start.elapsed(),
+                        })
+                    }
+                };
+                self.handshake(tls, start, deadline).await
+            }
         }
-        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream));
+    }
+
+    async fn handshake<T>(
+        &self,
+        io: T,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<SendRequest<Full<Bytes>>>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io));
         let (sender, conn) = match timeout_at(deadline, handshake).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(source)) => {
@@ -274,20 +420,44 @@ impl Client {
     }
 }
 
-/// One connection attempt. The connect itself is a blocking call (an abstract address has no
+/// A connected transport, before TLS.
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    /// With the host name the certificate must carry.
+    Tcp(tokio::net::TcpStream, String),
+}
+
+/// One connection attempt. A unix connect is a blocking call (an abstract address has no
 /// tokio constructor), so it runs on the blocking pool.
-async fn connect_once(endpoint: Endpoint) -> io::Result<tokio::net::UnixStream> {
+async fn connect_once(endpoint: Endpoint) -> io::Result<Stream> {
+    if let Endpoint::Url(url) = &endpoint {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        return Ok(Stream::Tcp(tcp, host));
+    }
     let std_stream = tokio::task::spawn_blocking(move || match &endpoint {
         Endpoint::Abstract(name) => {
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
             std::os::unix::net::UnixStream::connect_addr(&addr)
         }
         Endpoint::Path(path) => std::os::unix::net::UnixStream::connect(path),
+        Endpoint::Url(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a URL is not a unix socket",
+        )),
     })
     .await
     .map_err(io::Error::other)??;
     std_stream.set_nonblocking(true)?;
-    tokio::net::UnixStream::from_std(std_stream)
+    Ok(Stream::Unix(tokio::net::UnixStream::from_std(std_stream)?))
 }
 
 /// Errors that mean "the agent is not there right now" (restarting, not yet bound).

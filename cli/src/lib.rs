@@ -12,13 +12,14 @@ pub mod commands;
 pub mod error;
 pub mod fragment;
 pub mod output;
+pub mod selector;
 
 pub use args::{Cli, Command};
 pub use error::{Error, Result};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let ctx = commands::Context::new(&cli.global);
+    let ctx = commands::Context::new(&cli.global)?;
     match cli.command {
         Command::Configure(args) => commands::configure::run(&ctx, *args).await,
         Command::Unconfigure(args) => commands::unconfigure::run(&ctx, args).await,
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status => commands::status::run(&ctx).await,
         Command::Watch(args) => commands::watch::run(&ctx, args).await,
         Command::Wait(args) => commands::wait::run(&ctx, args).await,
+        Command::Subscribe(args) => commands::subscribe::run(&ctx, args).await,
         Command::Completions { shell } => commands::completions::run(shell),
     }
 }

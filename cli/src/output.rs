@@ -34,6 +34,23 @@ pub fn object<T: Serialize>(w: &mut dyn Write, format: Format, value: &T) -> Res
     }
 }
 
+/// A subscription: one line in table form, the whole view otherwise.
+pub fn care(w: &mut dyn Write, format: Format, view: &api::wire::CareView) -> Result<()> {
+    if format != Format::Table {
+        return object(w, format, view);
+    }
+    let delivery = match &view.spec.delivery.url {
+        Some(url) => format!("webhook {url}"),
+        None => "stream".to_string(),
+    };
+    writeln!(
+        w,
+        "networkcare {}/{} created ({delivery})",
+        view.namespace, view.name
+    )
+    .map_err(Error::Output)
+}
+
 pub fn config(w: &mut dyn Write, format: Format, view: &ConfigView) -> Result<()> {
     if format != Format::Table {
         return object(w, format, view);

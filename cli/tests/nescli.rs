@@ -662,3 +662,26 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
         assert!(out.stdout.contains("configure"), "{shell}");
     }
 }
+
+#[test]
+fn subscriptions_over_the_pod_socket_say_they_need_the_rest_url() {
+    for args in [
+        &["subscribe", "mon", "--selector", "app=web"][..],
+        &["watch", "--subscription", "mon"][..],
+    ] {
+        let mut cmd = nescli();
+        cmd.args(args);
+        let out = run(cmd);
+        assert_eq!(out.code, Some(2), "{args:?}: {out:?}");
+        assert!(out.stderr.contains("give --url URL"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn pod_commands_over_the_rest_url_need_the_pod() {
+    let mut cmd = nescli();
+    cmd.args(["--url", "https://nes-operator.nes-system.svc", "status"]);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--pod NAME"), "{}", out.stderr);
+}

@@ -59,6 +59,11 @@ pub struct Args {
     /// coordination.k8s.io Lease (in --namespace) electing the replica that runs the controllers.
     #[arg(long, default_value = "nes-operator")]
     pub lease_name: String,
+
+    /// PEM file of extra CA certificates to trust for NetworkCare webhook receivers, besides
+    /// the system roots (e.g. a private CA).
+    #[arg(long, env = "NES_WEBHOOK_CA_BUNDLE", value_name = "PATH")]
+    pub webhook_ca_bundle: Option<std::path::PathBuf>,
 }
 
 impl Args {

@@ -2,8 +2,8 @@
 //! operator makes and answers like the Kubernetes API server.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body as AxumBody;
 use axum::http::{Request, Response, StatusCode};
@@ -11,6 +11,22 @@ use http_body_util::BodyExt;
 use kube::client::Body;
 use serde_json::{json, Value};
 use tower::ServiceExt;
+
+use api::{NetworkCare, NetworkConfigurationStatus};
+use axum::body::Bytes;
+use axum::extract::State as St;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::certs::bundle::Bundle;
+use crate::delivery::{Target, WebhookBatch, IDEMPOTENCY_KEY};
+use crate::tls::{self, CertStore};
 
 use crate::auth::Authorizer;
 use crate::cliserver::{self, events::Hub};
@@ -201,6 +217,76 @@ pub fn netconf(ns: &str, name: &str, spec: Value, extra_meta: Value) -> Value {
     json!({"apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkConfiguration", "metadata": meta, "spec": spec})
 }
 
+/// Labels from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A pod's metadata as the Pod metadata watch delivers it.
+pub fn pod_meta(ns: &str, name: &str, pairs: &[(&str, &str)]) -> PartialObjectMeta<Pod> {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "labels": labels(pairs)}
+    }))
+    .unwrap()
+}
+
+/// A `NetworkCare` `ns/name` with `uid`, generation 1.
+pub fn network_care(ns: &str, name: &str, uid: &str, spec: Value) -> NetworkCare {
+    serde_json::from_value(json!({
+        "apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkCare",
+        "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// A status with link `v10` (10.0.0.1/24) in oper state `oper`, as the agent writes it.
+pub fn link_status(oper: &str) -> NetworkConfigurationStatus {
+    NetworkConfigurationStatus {
+        interfaces: vec![api::InterfaceStatus {
+            name: "v10".into(),
+            state: api::ObjectState::Applied,
+            error: None,
+            index: Some(7),
+            mac: None,
+            mtu: Some(1500),
+            oper_state: Some(oper.into()),
+            addresses: vec!["10.0.0.1/24".into()],
+        }],
+        ..Default::default()
+    }
+}
+
+/// A controller context over `client` with an empty hub and no extra CA.
+pub fn test_context(client: kube::Client) -> Arc<crate::controllers::Context> {
+    test_context_with(client, Arc::new(Hub::default()), None)
+}
+
+/// A controller context over `client` and `hub`, trusting `ca_pem` for webhooks, with
+/// fast delivery retries.
+pub fn test_context_with(
+    client: kube::Client,
+    hub: Arc<Hub>,
+    ca_pem: Option<&str>,
+) -> Arc<crate::controllers::Context> {
+    let webhook = crate::delivery::WebhookClient::new(ca_pem.map(str::as_bytes)).unwrap();
+    let config = crate::delivery::DeliveryConfig {
+        base_delay: Duration::from_millis(40),
+        max_delay: Duration::from_millis(200),
+        ..Default::default()
+    };
+    crate::controllers::Context::new(
+        client,
+        "op-0",
+        Arc::new(crate::metrics::Metrics::default()),
+        crate::controllers::cares::Subscriptions::new(hub, webhook, config),
+    )
+}
+
 /// A cliserver over `client` and an empty event hub.
 pub fn cliserver_state(client: kube::Client) -> Arc<cliserver::State> {
     Arc::new(cliserver::State {
@@ -239,4 +325,145 @@ pub async fn call(
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, content_type, body)
+}
+
+// === a webhook receiver ===
+
+/// How long a test waits for a webhook request.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub key: String,
+    pub batch: WebhookBatch,
+    pub at: Instant,
+}
+
+/// A subscriber's HTTPS webhook receiver (axum behind the operator's own TLS server, with a
+/// certificate from a CA made for the test). It answers 500 to the first `fail_first`
+/// requests — after processing them, as when an acknowledgement is lost — and keeps every
+/// request and, deduplicated by `Idempotency-Key`, every batch.
+pub struct Receiver {
+    pub url: String,
+    pub ca_pem: String,
+    pub requests: mpsc::UnboundedReceiver<Received>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    fail_first: Arc<Mutex<usize>>,
+    sent: mpsc::UnboundedSender<Received>,
+}
+
+async fn receive(St(s): St<ReceiverState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let batch: WebhookBatch = serde_json::from_slice(&body).unwrap();
+    let _ = s.sent.send(Received {
+        key,
+        batch,
+        at: Instant::now(),
+    });
+    let mut fail = s.fail_first.lock().unwrap();
+    if *fail > 0 {
+        *fail -= 1;
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
+impl Receiver {
+    pub async fn start(fail_first: usize) -> Self {
+        let bundle = Bundle::generate(
+            &["localhost".to_string()],
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let certs = CertStore::new();
+        certs.load_pem(&bundle.tls_crt, &bundle.tls_key).unwrap();
+        let (sent, requests) = mpsc::unbounded_channel();
+        let app = axum::Router::new()
+            .route("/hook", post(receive))
+            .with_state(ReceiverState {
+                fail_first: Arc::new(Mutex::new(fail_first)),
+                sent,
+            });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(tls::serve(listener, app, certs, shutdown.clone()));
+        Self {
+            url: format!("https://localhost:{port}/hook"),
+            ca_pem: bundle.ca_crt,
+            requests,
+            shutdown,
+        }
+    }
+
+    pub async fn next(&mut self) -> Received {
+        tokio::time::timeout(WAIT, self.requests.recv())
+            .await
+            .expect("no webhook request in time")
+            .unwrap()
+    }
+
+    /// Asserts no request arrives within `quiet`.
+    pub async fn expect_none(&mut self, quiet: Duration) {
+        if let Ok(Some(r)) = tokio::time::timeout(quiet, self.requests.recv()).await {
+            panic!("unexpected webhook request {r:?}");
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn fast() -> crate::delivery::DeliveryConfig {
+    crate::delivery::DeliveryConfig {
+        max_batch: 100,
+        attempt_timeout: Duration::from_secs(5),
+        base_delay: Duration::from_millis(40),
+        max_delay: Duration::from_millis(200),
+    }
+}
+
+/// A hub with pods web-0, web-1 (app=web) and webhook subscription `app/hook` (uid h-1) on
+/// their link events to `url`.
+pub fn hub_with_webhook(url: &str) -> Arc<Hub> {
+    let hub = Arc::new(Hub::default());
+    for pod in ["web-0", "web-1"] {
+        hub.apply_pod_event(watcher::Event::Apply(pod_meta(
+            "app",
+            pod,
+            &[("app", "web")],
+        )));
+        hub.observe("app", pod, &link_status("up"));
+    }
+    hub.apply_care(&network_care(
+        "app",
+        "hook",
+        "h-1",
+        json!({"selector": {"matchLabels": {"app": "web"}}, "events": ["link"],
+               "delivery": {"mode": "webhook", "url": url}}),
+    ));
+    hub
+}
+
+pub fn target(url: &str) -> Target {
+    Target {
+        namespace: "app".into(),
+        name: "hook".into(),
+        uid: "h-1".into(),
+        url: url.into(),
+    }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod certs;
 pub mod cliserver;
 pub mod controllers;
+pub mod delivery;
 pub mod error;
 pub mod leader;
 pub mod metrics;

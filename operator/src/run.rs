@@ -15,7 +15,8 @@ use crate::args::Args;
 use crate::auth::Authorizer;
 use crate::certs::{self, CertConfig};
 use crate::cliserver::{self, events::Hub};
-use crate::controllers::{self, Context};
+use crate::controllers::{self, cares::Subscriptions, Context};
+use crate::delivery::{DeliveryConfig, WebhookClient};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::{self, Metrics};
 use crate::tls::{self, CertStore};
@@ -120,7 +121,26 @@ pub async fn run(args: Args) -> Result<()> {
     let probe_app = probes::router(metrics.clone(), certs.clone());
     let probe_addr = args.probe_addr;
     let probe_shutdown = shutdown.clone();
-    let ctx = Context::new(client.clone(), &args.pod_name, metrics.clone());
+    let extra_ca = match &args.webhook_ca_bundle {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            Error::Tls(format!(
+                "cannot read the webhook CA bundle {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let subscriptions = Subscriptions::new(
+        hub.clone(),
+        WebhookClient::new(extra_ca.as_deref())?,
+        DeliveryConfig::default(),
+    );
+    let ctx = Context::new(
+        client.clone(),
+        &args.pod_name,
+        metrics.clone(),
+        subscriptions,
+    );
     let lease = LeaseConfig {
         namespace: args.namespace.clone(),
         name: args.lease_name.clone(),

@@ -5,13 +5,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::args::GlobalArgs;
-use crate::client::{Client, Endpoint};
+use crate::client::{self, Client, Endpoint, Rest};
+use crate::error::{Error, Result};
 use crate::output::Format;
 
 pub mod completions;
 pub mod configure;
 pub mod get;
 pub mod status;
+pub mod subscribe;
 pub mod unconfigure;
 pub mod wait;
 pub mod watch;
@@ -24,23 +26,81 @@ pub struct Context {
     pub timeout: Duration,
 }
 
+/// Where a pod's ServiceAccount namespace is mounted.
+const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
 impl Context {
-    pub fn new(g: &GlobalArgs) -> Self {
-        let endpoint = match &g.socket {
-            Some(path) => Endpoint::Path(path.clone()),
-            None => Endpoint::Abstract(g.abstract_name.clone()),
+    pub fn new(g: &GlobalArgs) -> Result<Self> {
+        let client = match (&g.url, &g.socket) {
+            (Some(url), _) => Client::rest(url, g.pod.clone(), rest(g)?)?,
+            (None, Some(path)) => Client::new(
+                Endpoint::Path(path.clone()),
+                g.pod.clone(),
+                g.allow_server_uid,
+            ),
+            (None, None) => Client::new(
+                Endpoint::Abstract(g.abstract_name.clone()),
+                g.pod.clone(),
+                g.allow_server_uid,
+            ),
         };
-        Self {
-            client: Client::new(endpoint, g.pod.clone(), g.allow_server_uid),
+        Ok(Self {
+            client,
             output: g.output,
             timeout: g.timeout,
-        }
+        })
+    }
+
+    /// The namespace of a REST client, or the error saying subscriptions need `--url`.
+    pub fn rest_namespace(&self, what: &str) -> Result<&str> {
+        self.client.namespace().ok_or_else(|| {
+            Error::Usage(format!(
+                "{what} goes through the cliserver REST API: give --url URL (the pod socket \
+                 @nes does not serve subscriptions yet)"
+            ))
+        })
     }
 
     /// The deadline of an operation starting now.
     pub fn deadline(&self) -> Instant {
         Instant::now() + self.timeout
     }
+}
+
+/// REST settings from the flags: namespace, token (when its file exists), extra CA.
+fn rest(g: &GlobalArgs) -> Result<Rest> {
+    let namespace = g
+        .namespace
+        .clone()
+        .or_else(|| {
+            std::fs::read_to_string(NAMESPACE_FILE)
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    let token = match std::fs::read_to_string(&g.token_file) {
+        Ok(t) => Some(t.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(Error::ReadFile {
+                path: g.token_file.clone(),
+                source,
+            })
+        }
+    };
+    let ca = match &g.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|source| Error::ReadFile {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    Ok(Rest {
+        namespace,
+        token,
+        tls: client::tls_config(ca.as_deref())?,
+    })
 }
 
 /// The field manager: `--manager`/`NES_MANAGER`, else the caller's program name (the parent

@@ -1,4 +1,5 @@
-//! `nescli watch`: follow the event stream, reconnecting from the last seen sequence.
+//! `nescli watch`: follow the event stream of this pod, or of a subscription
+//! (`--subscription NAME`, over `--url`), reconnecting from the last seen sequence.
 
 use std::io::Write;
 
@@ -8,13 +9,24 @@ use tracing::warn;
 
 use super::Context;
 use crate::args::WatchArgs;
-use crate::client::{Backoff, Lines};
+use crate::client::{percent_encode, Backoff, Lines};
 use crate::error::{humanize, Error, Result};
 use crate::output;
 
 /// Runs until the stream is refused (410, another problem: exit 1), the agent stays
 /// unreachable for `--timeout` (exit 3), or stdout closes (exit 0).
 pub async fn run(ctx: &Context, args: WatchArgs) -> Result<()> {
+    let path = match &args.subscription {
+        Some(name) => {
+            let ns = ctx.rest_namespace("watch --subscription")?;
+            format!(
+                "/v1/namespaces/{}/networkcares/{}/events",
+                percent_encode(ns),
+                percent_encode(name)
+            )
+        }
+        None => "/v1/self/events".to_string(),
+    };
     let mut since = args.since;
     let mut stdout = std::io::stdout();
     // Paces reconnects, so a server that keeps ending streams is not hammered.
@@ -22,7 +34,7 @@ pub async fn run(ctx: &Context, args: WatchArgs) -> Result<()> {
     loop {
         let since_text = since.map(|s| s.to_string());
         let query: Vec<(&str, &str)> = since_text.iter().map(|s| ("since", s.as_str())).collect();
-        let uri = ctx.client.uri("/v1/self/events", &query);
+        let uri = ctx.client.uri(&path, &query);
         let deadline = ctx.deadline();
         let resp = ctx.client.send(Method::GET, &uri, None, deadline).await?;
         if !resp.status().is_success() {

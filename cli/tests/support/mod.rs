@@ -278,6 +278,10 @@ pub fn clean_env(cmd: &mut Command) {
         "NES_MANAGER",
         "NES_ABSTRACT_NAME",
         "NES_ALLOW_SERVER_UID",
+        "NES_URL",
+        "NES_NAMESPACE",
+        "NES_TOKEN_FILE",
+        "NES_CA_FILE",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);

@@ -2,18 +2,28 @@
 //! by diffing successive `NetworkConfiguration` statuses. Each replica keeps a bounded log per
 //! pod with sequence numbers that only grow; a reader resumes with `since`, and a `since`
 //! the log no longer holds (or never issued) is a 410 naming the oldest sequence held.
+//!
+//! A subscription (`NetworkCare`) gets the same kind of log, numbered on its own: the merge
+//! of the events of every pod it selects, of the kinds it wants, read at
+//! `GET /v1/namespaces/{ns}/networkcares/{name}/events?since=SEQ` or delivered by webhook.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use api::wire::{Event, EventBody, ProblemDetails};
-use api::{InterfaceStatus, NetworkConfiguration, NetworkConfigurationStatus, ObjectState};
+use api::{
+    InterfaceStatus, NetworkCare, NetworkCareSpec, NetworkConfiguration,
+    NetworkConfigurationStatus, ObjectState,
+};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State as St};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use serde::Deserialize;
@@ -22,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{access, ApiError, State};
-use crate::auth::NETWORKCONFIGURATIONS;
+use crate::auth::{NETWORKCARES, NETWORKCONFIGURATIONS};
 
 /// Events kept per pod for resuming readers.
 pub const LOG_CAPACITY: usize = 256;
@@ -225,6 +235,11 @@ impl EventLog {
         event
     }
 
+    /// The last sequence issued (0 before the first).
+    pub fn last(&self) -> u64 {
+        self.next_seq - 1
+    }
+
     /// The oldest sequence still held (the next one when empty).
     pub fn oldest(&self) -> u64 {
         self.events.front().map(|e| e.seq).unwrap_or(self.next_seq)
@@ -252,18 +267,112 @@ impl EventLog {
     }
 }
 
-// === the hub ===
+// === feeds ===
 
-struct PodEvents {
-    last: NetworkConfigurationStatus,
+/// A numbered log and the live channel of what is appended to it: one pod's events, or one
+/// subscription's merge of the events of the pods it selects.
+#[derive(Debug)]
+struct Feed {
     log: EventLog,
     live: broadcast::Sender<Event>,
 }
 
-/// Every pod's event log on this replica, fed by a watch on `NetworkConfiguration`s.
+impl Feed {
+    fn new(capacity: usize) -> Self {
+        Self {
+            log: EventLog::new(capacity),
+            live: broadcast::channel(capacity.max(1)).0,
+        }
+    }
+
+    fn push(&mut self, pod: &str, body: EventBody, time: String) -> Event {
+        let event = self.log.push(pod, body, time);
+        // No receiver is fine: nobody is reading right now.
+        let _ = self.live.send(event.clone());
+        event
+    }
+
+    /// The held events after `since` and a receiver for the ones to come; called under the
+    /// hub's lock, so that none is missed or repeated.
+    fn subscribe(
+        &self,
+        since: Option<u64>,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), Gone> {
+        Ok((self.log.since(since)?, self.live.subscribe()))
+    }
+}
+
+/// Whether a subscription delivers an event of `pod` (with `labels`): the pod is selected
+/// and the event's kind is wanted.
+pub fn delivers(
+    spec: &NetworkCareSpec,
+    pod: &str,
+    labels: &BTreeMap<String, String>,
+    body: &EventBody,
+) -> bool {
+    spec.wants(body.kind()) && spec.selects(pod, labels)
+}
+
+// === the hub ===
+
+type Key = (String, String);
+
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.to_string(), name.to_string())
+}
+
+struct PodEvents {
+    last: NetworkConfigurationStatus,
+    feed: Feed,
+}
+
+/// A subscription as this replica follows it: its own sequence, starting when this replica
+/// first saw it.
+struct Care {
+    uid: String,
+    spec: NetworkCareSpec,
+    feed: Feed,
+}
+
+#[derive(Default)]
+struct Feeds {
+    pods: HashMap<Key, PodEvents>,
+    cares: HashMap<Key, Care>,
+    /// The subscriptions seen since a NetworkCare watch (re)listed, until it is done.
+    relisting: Option<HashSet<Key>>,
+}
+
+/// Why a subscription's stream cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CareStreamError {
+    /// This replica does not know the subscription (yet, or any more).
+    Unknown,
+    Gone(Gone),
+}
+
+/// A subscription's stream: held events, the receiver of later ones, and the UID of the
+/// `NetworkCare` it belongs to.
+pub type CareStream = (Vec<Event>, broadcast::Receiver<Event>, String);
+
+/// What the controller reports about a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CareState {
+    pub uid: String,
+    /// Names of the existing pods it selects, sorted.
+    pub matched_pods: Vec<String>,
+    /// The last sequence of its stream (0 before the first event).
+    pub last_sequence: u64,
+}
+
+/// Every event feed on this replica: one per pod, fed by a watch on `NetworkConfiguration`s,
+/// and one per subscription, fed from the pods it selects (labels from a Pod reflector).
 pub struct Hub {
-    pods: Mutex<HashMap<(String, String), PodEvents>>,
+    feeds: Mutex<Feeds>,
     capacity: usize,
+    pods: reflector::Store<PartialObjectMeta<Pod>>,
+    pod_writer: Mutex<reflector::store::Writer<PartialObjectMeta<Pod>>>,
+    /// Subscriptions whose status inputs changed (events, selected pods).
+    changed: broadcast::Sender<Key>,
 }
 
 impl Default for Hub {
@@ -276,79 +385,260 @@ fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data (each step is atomic).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Hub {
     pub fn new(capacity: usize) -> Self {
+        let writer = reflector::store::Writer::default();
         Self {
-            pods: Mutex::default(),
+            feeds: Mutex::default(),
             capacity,
+            pods: writer.as_reader(),
+            pod_writer: Mutex::new(writer),
+            changed: broadcast::channel(1024).0,
         }
     }
 
-    fn pods(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), PodEvents>> {
-        // A panic while holding the lock leaves consistent data (each step is atomic).
-        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+    fn feeds(&self) -> std::sync::MutexGuard<'_, Feeds> {
+        lock(&self.feeds)
     }
 
-    fn entry<'a>(
-        pods: &'a mut HashMap<(String, String), PodEvents>,
-        namespace: &str,
-        pod: &str,
-        capacity: usize,
-        status: Option<&NetworkConfigurationStatus>,
-    ) -> &'a mut PodEvents {
-        pods.entry((namespace.to_string(), pod.to_string()))
-            .or_insert_with(|| PodEvents {
-                last: status.cloned().unwrap_or_default(),
-                log: EventLog::new(capacity),
-                live: broadcast::channel(capacity).0,
-            })
+    fn labels(&self, namespace: &str, pod: &str) -> BTreeMap<String, String> {
+        self.pods
+            .get(&ObjectRef::new(pod).within(namespace))
+            .and_then(|p| p.metadata.labels.clone())
+            .unwrap_or_default()
     }
 
-    /// Records a pod's new status; the first one seen is the baseline (no events).
+    fn notify(&self, key: Key) {
+        // No receiver: no controller runs on this replica.
+        let _ = self.changed.send(key);
+    }
+
+    /// Records a pod's new status; the first one seen is the baseline (no events). Each event
+    /// also goes, renumbered, to every subscription of the namespace that delivers it.
     pub fn observe(
         &self,
         namespace: &str,
         pod: &str,
         status: &NetworkConfigurationStatus,
     ) -> Vec<Event> {
-        let mut pods = self.pods();
-        let entry = Self::entry(&mut pods, namespace, pod, self.capacity, Some(status));
-        let bodies = status_events(&entry.last, status);
-        entry.last = status.clone();
-        let time = now();
-        bodies
-            .into_iter()
-            .map(|body| {
-                let event = entry.log.push(pod, body, time.clone());
-                // No receiver is fine: nobody is reading right now.
-                let _ = entry.live.send(event.clone());
-                event
-            })
-            .collect()
+        let labels = self.labels(namespace, pod);
+        let capacity = self.capacity;
+        let mut touched = Vec::new();
+        let events = {
+            let mut feeds = self.feeds();
+            let Feeds { pods, cares, .. } = &mut *feeds;
+            let entry = pods
+                .entry(key(namespace, pod))
+                .or_insert_with(|| PodEvents {
+                    last: status.clone(),
+                    feed: Feed::new(capacity),
+                });
+            let bodies = status_events(&entry.last, status);
+            entry.last = status.clone();
+            let time = now();
+            let mut events = Vec::with_capacity(bodies.len());
+            for body in bodies {
+                for ((ns, name), care) in cares.iter_mut() {
+                    if ns == namespace && delivers(&care.spec, pod, &labels, &body) {
+                        care.feed.push(pod, body.clone(), time.clone());
+                        touched.push((ns.clone(), name.clone()));
+                    }
+                }
+                events.push(entry.feed.push(pod, body, time.clone()));
+            }
+            events
+        };
+        touched.dedup();
+        for k in touched {
+            self.notify(k);
+        }
+        events
     }
 
-    /// The held events after `since` and a receiver for the ones to come, taken together so
-    /// that none is missed or repeated.
+    /// A pod's held events after `since` and a receiver for the ones to come.
     pub fn subscribe(
         &self,
         namespace: &str,
         pod: &str,
         since: Option<u64>,
     ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), Gone> {
-        let mut pods = self.pods();
-        let entry = Self::entry(&mut pods, namespace, pod, self.capacity, None);
-        let backlog = entry.log.since(since)?;
-        Ok((backlog, entry.live.subscribe()))
+        let capacity = self.capacity;
+        let mut feeds = self.feeds();
+        let entry = feeds
+            .pods
+            .entry(key(namespace, pod))
+            .or_insert_with(|| PodEvents {
+                last: NetworkConfigurationStatus::default(),
+                feed: Feed::new(capacity),
+            });
+        entry.feed.subscribe(since)
     }
 
     /// Forgets a deleted pod's configuration; its readers' streams end.
     pub fn forget(&self, namespace: &str, pod: &str) {
-        self.pods()
-            .remove(&(namespace.to_string(), pod.to_string()));
+        self.feeds().pods.remove(&key(namespace, pod));
     }
 
-    /// Feeds the hub from a watch on every `NetworkConfiguration` until `shutdown`.
+    // === subscriptions ===
+
+    /// Follows a `NetworkCare` (new, or with a changed spec). A new UID under the same name is
+    /// a new subscription: the old one's readers' streams end. Idempotent.
+    pub fn apply_care(&self, care: &NetworkCare) {
+        let k = key(&care.namespace().unwrap_or_default(), &care.name_any());
+        let uid = care.uid().unwrap_or_default();
+        let changed = {
+            let mut feeds = self.feeds();
+            if let Some(seen) = feeds.relisting.as_mut() {
+                seen.insert(k.clone());
+            }
+            match feeds.cares.get_mut(&k) {
+                Some(c) if c.uid == uid && c.spec == care.spec => false,
+                Some(c) if c.uid == uid => {
+                    c.spec = care.spec.clone();
+                    true
+                }
+                _ => {
+                    feeds.cares.insert(
+                        k.clone(),
+                        Care {
+                            uid,
+                            spec: care.spec.clone(),
+                            feed: Feed::new(self.capacity),
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if changed {
+            self.notify(k);
+        }
+    }
+
+    /// Says that something a subscription's status shows changed (e.g. its delivery).
+    pub fn care_changed(&self, namespace: &str, name: &str) {
+        self.notify(key(namespace, name));
+    }
+
+    /// Stops following a deleted subscription: its readers' streams end and its webhook
+    /// delivery stops.
+    pub fn forget_care(&self, namespace: &str, name: &str) {
+        self.feeds().cares.remove(&key(namespace, name));
+    }
+
+    /// Applies one event of the NetworkCare watch; after a relist, the subscriptions it no
+    /// longer lists are forgotten.
+    pub fn apply_care_event(&self, event: watcher::Event<NetworkCare>) {
+        match event {
+            watcher::Event::Apply(care) | watcher::Event::InitApply(care) => self.apply_care(&care),
+            watcher::Event::Delete(care) => {
+                self.forget_care(&care.namespace().unwrap_or_default(), &care.name_any())
+            }
+            watcher::Event::Init => self.feeds().relisting = Some(HashSet::new()),
+            watcher::Event::InitDone => {
+                let mut feeds = self.feeds();
+                if let Some(seen) = feeds.relisting.take() {
+                    feeds.cares.retain(|k, _| seen.contains(k));
+                }
+            }
+        }
+    }
+
+    /// Applies one event of the Pod (metadata) watch to the label store; every subscription
+    /// of the namespace may now select other pods.
+    pub fn apply_pod_event(&self, event: watcher::Event<PartialObjectMeta<Pod>>) {
+        let namespace = match &event {
+            watcher::Event::Apply(p) | watcher::Event::Delete(p) => p.namespace(),
+            _ => None,
+        };
+        lock(&self.pod_writer).apply_watcher_event(&event);
+        let cares: Vec<Key> = self
+            .feeds()
+            .cares
+            .keys()
+            .filter(|(ns, _)| namespace.as_ref().is_none_or(|n| n == ns))
+            .cloned()
+            .collect();
+        for k in cares {
+            self.notify(k);
+        }
+    }
+
+    /// A subscription's held events after `since`, a receiver for the ones to come, and its UID.
+    pub fn subscribe_care(
+        &self,
+        namespace: &str,
+        name: &str,
+        since: Option<u64>,
+    ) -> Result<CareStream, CareStreamError> {
+        let feeds = self.feeds();
+        let care = feeds
+            .cares
+            .get(&key(namespace, name))
+            .ok_or(CareStreamError::Unknown)?;
+        let (backlog, live) = care.feed.subscribe(since).map_err(CareStreamError::Gone)?;
+        Ok((backlog, live, care.uid.clone()))
+    }
+
+    /// The UID of the subscription this replica follows under that name.
+    pub fn care_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        self.feeds()
+            .cares
+            .get(&key(namespace, name))
+            .map(|c| c.uid.clone())
+    }
+
+    /// What a subscription selects and how far its stream has got.
+    pub fn care_state(&self, namespace: &str, name: &str) -> Option<CareState> {
+        let (uid, spec, last_sequence) = {
+            let feeds = self.feeds();
+            let care = feeds.cares.get(&key(namespace, name))?;
+            (care.uid.clone(), care.spec.clone(), care.feed.log.last())
+        };
+        let mut matched_pods: Vec<String> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .filter(|p| spec.selects(&p.name_any(), p.labels()))
+            .map(|p| p.name_any())
+            .collect();
+        matched_pods.sort();
+        Some(CareState {
+            uid,
+            matched_pods,
+            last_sequence,
+        })
+    }
+
+    /// Subscriptions (`namespace`, `name`) whose events or selected pods changed.
+    pub fn changes(&self) -> broadcast::Receiver<(String, String)> {
+        self.changed.subscribe()
+    }
+
+    // === the watches ===
+
+    /// Feeds the hub until `shutdown` from watches on every `NetworkConfiguration` (pod
+    /// events), `NetworkCare` (subscriptions) and the metadata of selected pods (labels).
     pub async fn run(self: Arc<Self>, client: kube::Client, shutdown: CancellationToken) {
+        tokio::join!(
+            self.clone()
+                .watch_configurations(client.clone(), shutdown.clone()),
+            self.clone().watch_cares(client.clone(), shutdown.clone()),
+            self.watch_pods(client, shutdown),
+        );
+    }
+
+    async fn watch_configurations(
+        self: Arc<Self>,
+        client: kube::Client,
+        shutdown: CancellationToken,
+    ) {
         let api = Api::<NetworkConfiguration>::all(client);
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         let mut stream = std::pin::pin!(stream);
@@ -371,6 +661,42 @@ impl Hub {
             }
         }
     }
+
+    async fn watch_cares(self: Arc<Self>, client: kube::Client, shutdown: CancellationToken) {
+        let api = Api::<NetworkCare>::all(client);
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => self.apply_care_event(event),
+                Some(Err(error)) => warn!(%error, "NetworkCare watch failed; retrying"),
+                None => return,
+            }
+        }
+    }
+
+    async fn watch_pods(self: Arc<Self>, client: kube::Client, shutdown: CancellationToken) {
+        let api = Api::<PartialObjectMeta<Pod>>::all(client);
+        // Only pods that opted in have network configurations to follow.
+        let selected = watcher::Config::default().labels(&format!("{}=true", api::SELECTION_LABEL));
+        let stream = watcher(api, selected).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => self.apply_pod_event(event),
+                Some(Err(error)) => warn!(%error, "Pod watch failed; retrying"),
+                None => return,
+            }
+        }
+    }
 }
 
 // === the endpoint ===
@@ -386,7 +712,7 @@ fn line(event: &Event) -> Bytes {
     Bytes::from(v)
 }
 
-/// `GET .../events?since=SEQ`: held events after `since`, then live ones.
+/// `GET .../pods/{pod}/events?since=SEQ`: a pod's held events after `since`, then live ones.
 pub async fn get_events(
     St(state): St<Arc<State>>,
     Path((ns, pod)): Path<(String, String)>,
@@ -403,10 +729,50 @@ pub async fn get_events(
         .events
         .subscribe(&ns, &pod, q.since)
         .map_err(|g| ApiError(ProblemDetails::gone(g.since, g.oldest)))?;
-    let last = backlog.last().map(|e| e.seq).or(q.since).unwrap_or(0);
+    Ok(ndjson(backlog, live, q.since))
+}
+
+/// `GET .../networkcares/{name}/events?since=SEQ`: a subscription's held events after
+/// `since`, then live ones, numbered by the subscription.
+pub async fn get_care_events(
+    St(state): St<Arc<State>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<SinceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state
+        .authorize(&headers, access("get", NETWORKCARES, &ns, Some(&name)))
+        .await?;
+    let gone = |g: Gone| ApiError(ProblemDetails::gone(g.since, g.oldest));
+    let stream = match state.events.subscribe_care(&ns, &name, q.since) {
+        Err(CareStreamError::Unknown) => {
+            // Just created: this replica's watch has not brought it yet.
+            let care = Api::<NetworkCare>::namespaced(state.client.clone(), &ns)
+                .get_opt(&name)
+                .await
+                .map_err(|e| ApiError::from_kube(&format!("get NetworkCare {ns}/{name}"), &e))?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("NetworkCare {ns}/{name} does not exist"))
+                })?;
+            state.events.apply_care(&care);
+            state.events.subscribe_care(&ns, &name, q.since)
+        }
+        other => other,
+    };
+    let (backlog, live, _) = stream.map_err(|e| match e {
+        CareStreamError::Gone(g) => gone(g),
+        CareStreamError::Unknown => {
+            ApiError::not_found(format!("NetworkCare {ns}/{name} does not exist"))
+        }
+    })?;
+    Ok(ndjson(backlog, live, q.since))
+}
+
+/// The NDJSON answer: `backlog`, then live events after it. A reader too slow for the live
+/// channel loses its place: the stream ends and it resumes with `since`.
+fn ndjson(backlog: Vec<Event>, live: broadcast::Receiver<Event>, since: Option<u64>) -> Response {
+    let last = backlog.last().map(|e| e.seq).or(since).unwrap_or(0);
     let backlog = futures::stream::iter(backlog.into_iter().map(|e| Ok::<_, Infallible>(line(&e))));
-    // A reader too slow for the live channel loses its place: the stream ends and it
-    // resumes with `since`.
     let live = futures::stream::unfold((live, last), |(mut rx, last)| async move {
         loop {
             match rx.recv().await {
@@ -416,11 +782,11 @@ pub async fn get_events(
             }
         }
     });
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(backlog.chain(live)),
     )
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]

@@ -54,6 +54,10 @@ pub fn router(state: Arc<State>) -> Router {
             "/v1/namespaces/{ns}/networkcares/{name}",
             get(cares::get_care).delete(cares::delete_care),
         )
+        .route(
+            "/v1/namespaces/{ns}/networkcares/{name}/events",
+            get(events::get_care_events),
+        )
         .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(problem::normalize))

@@ -1,4 +1,5 @@
-//! The leader-only controllers: ownership of nes's custom resources and orphan cleanup.
+//! The leader-only controllers: ownership of nes's custom resources, orphan cleanup, and
+//! NetworkCare subscriptions (webhook delivery and status).
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+pub mod cares;
 pub mod orphans;
 pub mod ownership;
 
@@ -15,10 +17,16 @@ pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub subscriptions: Arc<cares::Subscriptions>,
 }
 
 impl Context {
-    pub fn new(client: kube::Client, instance: &str, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        client: kube::Client,
+        instance: &str,
+        metrics: Arc<Metrics>,
+        subscriptions: Arc<cares::Subscriptions>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: ownership::FIELD_MANAGER.into(),
             instance: Some(instance.into()),
@@ -27,6 +35,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            subscriptions,
         })
     }
 }
@@ -35,6 +44,7 @@ impl Context {
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     tokio::join!(
         ownership::run(ctx.clone(), shutdown.clone()),
-        orphans::run(ctx, shutdown),
+        orphans::run(ctx.clone(), shutdown.clone()),
+        cares::run(ctx, shutdown),
     );
 }

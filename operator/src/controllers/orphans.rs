@@ -79,7 +79,7 @@ async fn current_uid(
 }
 
 #[instrument(skip(obj, ctx), fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), kind = %K::kind(&())))]
-async fn reconcile<K>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action>
+pub(crate) async fn reconcile<K>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone

@@ -367,9 +367,10 @@ async fn events_endpoint_streams_buffered_then_live_events_after_since_as_ndjson
             // Live events go out once the reader is subscribed (its backlog was taken).
             let deadline = tokio::time::Instant::now() + DEADLINE;
             while hub
-                .pods()
+                .feeds()
+                .pods
                 .get(&("app".into(), "web-0".into()))
-                .map(|p| p.live.receiver_count())
+                .map(|p| p.feed.live.receiver_count())
                 != Some(1)
             {
                 assert!(
@@ -431,4 +432,410 @@ async fn events_since_a_sequence_no_longer_held_is_410_with_the_oldest_sequence(
         (410, "application/problem+json")
     );
     assert_eq!(problem["oldestSequence"], 3);
+}
+
+// === subscriptions ===
+
+#[test]
+fn the_merge_filter_delivers_events_of_selected_pods_of_wanted_kinds_only() {
+    let spec: NetworkCareSpec = serde_json::from_value(json!({
+        "selector": {"matchLabels": {"app": "web"}}, "podNames": ["db-0"], "events": ["link", "config"]
+    }))
+    .unwrap();
+    let link = body(1);
+    let address = EventBody::AddressAdded {
+        ifname: "v10".into(),
+        address: "10.0.0.1/24".into(),
+    };
+    let applied = EventBody::ConfigApplied {
+        generation: 1,
+        writes: 0,
+    };
+    let web = labels(&[("app", "web")]);
+    let other = labels(&[("app", "api")]);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a BTreeMap<String, String>,
+        &'a EventBody,
+        bool,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        ("selected by label, wanted kind", "web-0", &web, &link, true),
+        (
+            "selected by label, config kind",
+            "web-1",
+            &web,
+            &applied,
+            true,
+        ),
+        (
+            "selected by label, unwanted kind",
+            "web-0",
+            &web,
+            &address,
+            false,
+        ),
+        ("named pod whatever its labels", "db-0", &other, &link, true),
+        ("neither named nor matching", "api-0", &other, &link, false),
+    ];
+    for (name, pod, labels, body, want) in cases {
+        assert_eq!(delivers(&spec, pod, labels, body), want, "{name}");
+    }
+}
+
+/// A hub with pods web-0, web-1 (app=web) and db-0 (app=db) in `app`, and subscription
+/// `mon` on app=web link events.
+fn hub_with_subscription(capacity: usize) -> Hub {
+    let hub = Hub::new(capacity);
+    hub.apply_pod_event(watcher::Event::Apply(pod_meta(
+        "app",
+        "web-0",
+        &[("app", "web")],
+    )));
+    hub.apply_pod_event(watcher::Event::Apply(pod_meta(
+        "app",
+        "web-1",
+        &[("app", "web")],
+    )));
+    hub.apply_pod_event(watcher::Event::Apply(pod_meta(
+        "app",
+        "db-0",
+        &[("app", "db")],
+    )));
+    hub.apply_care(&network_care(
+        "app",
+        "mon",
+        "care-uid",
+        json!({"selector": {"matchLabels": {"app": "web"}}, "events": ["link"]}),
+    ));
+    hub
+}
+
+fn up() -> NetworkConfigurationStatus {
+    link_status("up")
+}
+
+fn down() -> NetworkConfigurationStatus {
+    link_status("down")
+}
+
+/// Alternates `pod` between up and down `n` times (after an up baseline when it is new):
+/// n link events, numbered 1..=n in the pod's own log.
+fn flap(hub: &Hub, pod: &str, n: usize) {
+    hub.observe("app", pod, &up());
+    for i in 0..n {
+        hub.observe("app", pod, &if i % 2 == 0 { down() } else { up() });
+    }
+}
+
+#[test]
+fn a_subscription_numbers_the_merged_events_of_its_pods_on_its_own() {
+    let hub = hub_with_subscription(16);
+    flap(&hub, "web-0", 2); // care 1, 2
+    flap(&hub, "db-0", 3); // not selected
+    flap(&hub, "web-1", 1); // care 3
+                            // An address change of a selected pod is not a wanted kind.
+    hub.observe(
+        "app",
+        "web-1",
+        &status(
+            vec![iface("v10", "down", 1500, &["10.0.0.9/24"])],
+            vec![],
+            vec![],
+        ),
+    );
+    let (backlog, _live, uid) = hub.subscribe_care("app", "mon", None).unwrap();
+    let seen: Vec<(u64, &str, &str)> = backlog
+        .iter()
+        .map(|e| {
+            let kind = match &e.body {
+                EventBody::LinkUp { .. } => "LinkUp",
+                EventBody::LinkDown { .. } => "LinkDown",
+                _ => "other",
+            };
+            (e.seq, e.pod.as_str(), kind)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "web-0", "LinkDown"),
+            (2, "web-0", "LinkUp"),
+            (3, "web-1", "LinkDown")
+        ]
+    );
+    assert_eq!(uid, "care-uid");
+    let state = hub.care_state("app", "mon").unwrap();
+    assert_eq!(state.matched_pods, ["web-0", "web-1"]);
+    assert_eq!(state.last_sequence, 3);
+    // A pod relabelled out of the selector stops contributing.
+    hub.apply_pod_event(watcher::Event::Apply(pod_meta(
+        "app",
+        "web-1",
+        &[("app", "old")],
+    )));
+    flap(&hub, "web-1", 2);
+    assert_eq!(hub.care_state("app", "mon").unwrap().last_sequence, 3);
+    assert_eq!(
+        hub.care_state("app", "mon").unwrap().matched_pods,
+        ["web-0"]
+    );
+}
+
+#[test]
+fn a_deleted_subscription_ends_its_readers_and_a_new_uid_starts_a_new_sequence() {
+    let hub = hub_with_subscription(16);
+    flap(&hub, "web-0", 1);
+    let (_, mut live, _) = hub.subscribe_care("app", "mon", Some(1)).unwrap();
+    hub.apply_care_event(watcher::Event::Delete(network_care(
+        "app",
+        "mon",
+        "care-uid",
+        json!({}),
+    )));
+    assert_eq!(live.try_recv(), Err(broadcast::error::TryRecvError::Closed));
+    assert_eq!(
+        hub.subscribe_care("app", "mon", None).err(),
+        Some(CareStreamError::Unknown)
+    );
+    hub.apply_care(&network_care(
+        "app",
+        "mon",
+        "uid-2",
+        json!({"podNames": ["web-0"]}),
+    ));
+    hub.observe("app", "web-0", &up());
+    let state = hub.care_state("app", "mon").unwrap();
+    assert_eq!((state.uid.as_str(), state.last_sequence), ("uid-2", 1));
+}
+
+#[test]
+fn a_relist_forgets_subscriptions_deleted_while_the_watch_was_down() {
+    let hub = hub_with_subscription(16);
+    hub.apply_care(&network_care(
+        "app",
+        "keep",
+        "k",
+        json!({"podNames": ["web-0"]}),
+    ));
+    hub.apply_care_event(watcher::Event::Init);
+    hub.apply_care_event(watcher::Event::InitApply(network_care(
+        "app",
+        "keep",
+        "k",
+        json!({"podNames": ["web-0"]}),
+    )));
+    hub.apply_care_event(watcher::Event::InitDone);
+    assert!(hub.care_uid("app", "keep").is_some());
+    assert_eq!(hub.care_uid("app", "mon"), None);
+}
+
+/// Waits until `n` readers follow subscription `app/mon` live.
+async fn readers(hub: &Hub, n: usize) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while hub
+        .feeds()
+        .cares
+        .get(&key("app", "mon"))
+        .map(|c| c.feed.live.receiver_count())
+        != Some(n)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reader never subscribed"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+fn seqs_and_pods(lines: &[serde_json::Value]) -> Vec<(u64, String)> {
+    lines
+        .iter()
+        .map(|l| {
+            (
+                l["seq"].as_u64().unwrap(),
+                l["pod"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_subscription_stream_resumes_after_since_without_gaps_across_two_pods() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            api.token_review("tok", "alice", json!({})).await;
+            let sar = api.access_review(true).await;
+            assert_eq!(
+                sar.body["spec"]["resourceAttributes"],
+                json!({"namespace": "app", "verb": "get", "group": "nes.network-config.io", "resource": "networkcares", "name": "mon"})
+            );
+        }
+        api.expect_no_more().await;
+    });
+    let state = Arc::new(State {
+        events: Arc::new(hub_with_subscription(16)),
+        ..Arc::try_unwrap(cliserver_state(client)).ok().unwrap()
+    });
+    let hub = state.events.clone();
+    flap(&hub, "web-0", 2); // 1, 2
+    flap(&hub, "web-1", 2); // 3, 4
+                            // A first reader takes everything held, then disconnects.
+    let (code, first) = read_lines(
+        state.clone(),
+        "/v1/namespaces/app/networkcares/mon/events",
+        4,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        seqs_and_pods(&first),
+        [
+            (1, "web-0".into()),
+            (2, "web-0".into()),
+            (3, "web-1".into()),
+            (4, "web-1".into())
+        ]
+    );
+    // Meanwhile both pods change again; the reader comes back from the middle of what it saw.
+    hub.observe("app", "web-0", &down()); // 5
+    let feeder = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            readers(&hub, 1).await;
+            hub.observe("app", "web-1", &down()); // 6, live
+        }
+    });
+    let (code, resumed) = read_lines(
+        state,
+        "/v1/namespaces/app/networkcares/mon/events?since=2",
+        4,
+    )
+    .await;
+    feeder.await.unwrap();
+    tokio::time::timeout(DEADLINE * 2, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        seqs_and_pods(&resumed),
+        [
+            (3, "web-1".into()),
+            (4, "web-1".into()),
+            (5, "web-0".into()),
+            (6, "web-1".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_stream_since_a_sequence_no_longer_held_is_410_with_the_oldest() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect_no_more().await;
+    });
+    let state = Arc::new(State {
+        events: Arc::new(hub_with_subscription(3)),
+        ..Arc::try_unwrap(cliserver_state(client)).ok().unwrap()
+    });
+    flap(&state.events, "web-0", 3); // 1..=3
+    flap(&state.events, "web-1", 2); // 4, 5: holds 3..=5
+    let (status, content_type, problem) = call(
+        state,
+        "GET",
+        "/v1/namespaces/app/networkcares/mon/events?since=1",
+        &[("authorization", "Bearer tok")],
+        "",
+    )
+    .await;
+    tokio::time::timeout(DEADLINE * 2, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (410, "application/problem+json")
+    );
+    assert_eq!(problem["oldestSequence"], 3);
+}
+
+#[tokio::test]
+async fn a_subscription_this_replica_has_not_seen_yet_is_read_from_the_api_server() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect(
+            "GET",
+            "/apis/nes.network-config.io/v1alpha1/namespaces/app/networkcares/new",
+            200,
+            serde_json::to_value(network_care(
+                "app",
+                "new",
+                "n-1",
+                json!({"podNames": ["web-0"]}),
+            ))
+            .unwrap(),
+        )
+        .await;
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect(
+            "GET",
+            "/apis/nes.network-config.io/v1alpha1/namespaces/app/networkcares/none",
+            404,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+        )
+        .await;
+        api.expect_no_more().await;
+    });
+    let state = cliserver_state(client);
+    let hub = state.events.clone();
+    let feeder = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while hub
+                .feeds()
+                .cares
+                .get(&key("app", "new"))
+                .map(|c| c.feed.live.receiver_count())
+                != Some(1)
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "reader never subscribed"
+                );
+                tokio::task::yield_now().await;
+            }
+            flap(&hub, "web-0", 1);
+        }
+    });
+    let (code, lines) = read_lines(
+        state.clone(),
+        "/v1/namespaces/app/networkcares/new/events",
+        1,
+    )
+    .await;
+    feeder.await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(seqs_and_pods(&lines), [(1, "web-0".into())]);
+    let (status, _, _) = call(
+        state,
+        "GET",
+        "/v1/namespaces/app/networkcares/none/events",
+        &[("authorization", "Bearer tok")],
+        "",
+    )
+    .await;
+    assert_eq!(status.as_u16(), 404);
+    tokio::time::timeout(DEADLINE * 2, server)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -5,7 +5,6 @@ use serde_json::json;
 
 use super::*;
 use crate::fixtures::*;
-use crate::metrics::Metrics;
 
 fn owner(kind: &str, name: &str, uid: &str) -> OwnerReference {
     OwnerReference {
@@ -64,7 +63,7 @@ fn owned_cr() -> NetworkConfiguration {
 #[tokio::test]
 async fn orphan_whose_statefulset_is_gone_gets_an_event_and_is_deleted_with_a_uid_precondition() {
     let (client, mut api) = mock_client();
-    let ctx = Context::new(client, "op-0", Arc::new(Metrics::default()));
+    let ctx = test_context(client);
     let server = tokio::spawn(async move {
         api.expect(
             "GET",
@@ -106,7 +105,7 @@ async fn orphan_whose_statefulset_is_gone_gets_an_event_and_is_deleted_with_a_ui
 #[tokio::test]
 async fn resource_whose_owner_exists_is_kept_and_rechecked_later() {
     let (client, mut api) = mock_client();
-    let ctx = Context::new(client, "op-0", Arc::new(Metrics::default()));
+    let ctx = test_context(client);
     let server = tokio::spawn(async move {
         api.expect(
             "GET",

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::*;
 use crate::fixtures::*;
-use crate::metrics::Metrics;
 
 fn pod_of(v: serde_json::Value) -> Pod {
     serde_json::from_value(v).unwrap()
@@ -76,7 +75,7 @@ fn ownership_is_current_only_with_the_same_owner_uid_and_node_label() {
 #[tokio::test]
 async fn reconcile_applies_owner_and_node_label_of_a_rescheduled_pod_as_nes_operator() {
     let (client, mut api) = mock_client();
-    let ctx = Context::new(client, "op-0", Arc::new(Metrics::default()));
+    let ctx = test_context(client);
     // Owned already, but labelled with the node the pod ran on before.
     let cr: NetworkConfiguration = serde_json::from_value(netconf(
         "app",
@@ -136,7 +135,7 @@ async fn reconcile_writes_nothing_when_ownership_is_current_or_the_pod_is_gone()
         ),
     ] {
         let (client, mut api) = mock_client();
-        let ctx = Context::new(client, "op-0", Arc::new(Metrics::default()));
+        let ctx = test_context(client);
         let cr: NetworkConfiguration = serde_json::from_value(netconf(
             "app",
             "web-0",

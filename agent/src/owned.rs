@@ -11,7 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::atomic_file::{read_json, write_json, Durability};
+use crate::error::Result;
 
 /// What nes owns in one network namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -67,27 +68,13 @@ impl Owned {
 
     /// Loads a record written by [`Owned::save`]; a missing file is an empty record.
     pub fn load(path: &Path) -> Result<Self> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(Error::File {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        Ok(read_json(path)?.unwrap_or_default())
     }
 
-    /// Writes the record atomically (temp file, rename). Not synced: the record describes
-    /// kernel objects that a power loss removes too.
+    /// Writes the record atomically, not synced: it describes kernel objects that a power
+    /// loss removes too.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        crate::atomic_file::write_atomic_unsynced(path, &json)
+        write_json(path, self, Durability::ProcessCrash)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::decide::Sandbox;
-use crate::atomic_file::write_atomic;
+use crate::atomic_file::{read_json, write_json, Durability};
 use crate::error::{Error, Result};
 use crate::owned::Owned;
 
@@ -59,26 +59,11 @@ impl StateDir {
     }
 
     pub fn load(&self, uid: &str) -> Result<Option<PodState>> {
-        let path = self.path(uid);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Parse {
-                    path,
-                    message: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::File { path, source }),
-        }
+        read_json(&self.path(uid))
     }
 
     pub fn save(&self, uid: &str, state: &PodState) -> Result<()> {
-        let path = self.path(uid);
-        let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        write_atomic(&path, &json)
+        write_json(&self.path(uid), state, Durability::ProcessCrash)
     }
 
     /// Forgets a pod that is gone for good.

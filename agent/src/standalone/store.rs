@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use api::NetworkConfigurationSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::write_atomic;
+use crate::atomic_file::{read_json, write_json, Durability};
 use crate::error::{Error, Result};
 use crate::owned::Owned;
 
@@ -59,26 +59,11 @@ impl FileStore {
 
 impl DesiredStore for FileStore {
     fn load(&self, pod: &str) -> Result<Option<PodRecord>> {
-        let path = self.path(pod);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Parse {
-                    path,
-                    message: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::File { path, source }),
-        }
+        read_json(&self.path(pod))
     }
 
     fn save(&self, pod: &str, record: &PodRecord) -> Result<()> {
-        let path = self.path(pod);
-        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        write_atomic(&path, &json)
+        write_json(&self.path(pod), record, Durability::PowerLoss)
     }
 }
 

@@ -11,6 +11,11 @@
 #   TARGET=aarch64-unknown-linux-musl scripts/image-sizes.sh   # another architecture
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "image-sizes: takes no arguments (see --help)" >&2; exit 2 ;;
+esac
 
 TARGET=${TARGET:-$(uname -m)-unknown-linux-musl}
 # gcr.io/distroless/static-debian12:nonroot: ca-certificates, tzdata, /etc/passwd with

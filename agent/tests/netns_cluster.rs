@@ -15,7 +15,7 @@ use agent::cluster::forward::ForwardOptions;
 use agent::cluster::Options;
 use agent::watch::KeeperOptions;
 use api::wire::{ConfigView, EventBody, ProblemDetails, StatusView};
-use cluster_support::{pod, ApiServer, FakeResolver, PodClient, DEADLINE, NODE, NS};
+use cluster_support::{pod, ApiServer, FakeResolver, Patched, PodClient, DEADLINE, NODE, NS};
 use common::{eventually, require_root, Netns, PodFixture};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -499,7 +499,24 @@ async fn drift_is_restored_with_an_event_and_a_flapping_link_cannot_flood_status
         }
     }
     let flapped = flap.elapsed();
-    tokio::time::sleep(Duration::from_millis(600)).await; // let the last patches land
+    // Settled once the newest patch since the flapping began reports the final state (up);
+    // the coalescer sends nothing more for an unchanged status.
+    let eth0_up = |x: &Patched| {
+        x.status
+            .interfaces
+            .iter()
+            .any(|i| i.name == "eth0" && i.oper_state.as_deref() == Some("up"))
+    };
+    assert!(
+        eventually(DEADLINE, || api
+            .patches()
+            .iter()
+            .rev()
+            .find(|x| x.name == p.name && x.at >= flap)
+            .is_some_and(eth0_up))
+        .await,
+        "the final state of the flapping link was never reported"
+    );
     let window = flap.elapsed();
     let patches = api
         .patches()

@@ -634,68 +634,45 @@ impl Hub {
         );
     }
 
+    /// Pod events from a `NetworkConfiguration`'s status; a deleted one forgets its pod.
+    pub fn apply_configuration_event(&self, event: watcher::Event<NetworkConfiguration>) {
+        match event {
+            watcher::Event::Apply(cr) | watcher::Event::InitApply(cr) => {
+                let status = cr.status.clone().unwrap_or_default();
+                self.observe(&cr.namespace().unwrap_or_default(), &cr.name_any(), &status);
+            }
+            watcher::Event::Delete(cr) => {
+                self.forget(&cr.namespace().unwrap_or_default(), &cr.name_any())
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
     async fn watch_configurations(
         self: Arc<Self>,
         client: kube::Client,
         shutdown: CancellationToken,
     ) {
         let api = Api::<NetworkConfiguration>::all(client);
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = stream.next() => next,
-            };
-            match next {
-                Some(Ok(watcher::Event::Apply(cr) | watcher::Event::InitApply(cr))) => {
-                    let status = cr.status.clone().unwrap_or_default();
-                    self.observe(&cr.namespace().unwrap_or_default(), &cr.name_any(), &status);
-                }
-                Some(Ok(watcher::Event::Delete(cr))) => {
-                    self.forget(&cr.namespace().unwrap_or_default(), &cr.name_any())
-                }
-                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
-                Some(Err(error)) => warn!(%error, "NetworkConfiguration watch failed; retrying"),
-                None => return,
-            }
-        }
+        follow(api, watcher::Config::default(), shutdown, |e| {
+            self.apply_configuration_event(e)
+        })
+        .await
     }
 
     async fn watch_cares(self: Arc<Self>, client: kube::Client, shutdown: CancellationToken) {
         let api = Api::<NetworkCare>::all(client);
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = stream.next() => next,
-            };
-            match next {
-                Some(Ok(event)) => self.apply_care_event(event),
-                Some(Err(error)) => warn!(%error, "NetworkCare watch failed; retrying"),
-                None => return,
-            }
-        }
+        follow(api, watcher::Config::default(), shutdown, |e| {
+            self.apply_care_event(e)
+        })
+        .await
     }
 
     async fn watch_pods(self: Arc<Self>, client: kube::Client, shutdown: CancellationToken) {
         let api = Api::<PartialObjectMeta<Pod>>::all(client);
         // Only pods that opted in have network configurations to follow.
         let selected = watcher::Config::default().labels(&format!("{}=true", api::SELECTION_LABEL));
-        let stream = watcher(api, selected).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = stream.next() => next,
-            };
-            match next {
-                Some(Ok(event)) => self.apply_pod_event(event),
-                Some(Err(error)) => warn!(%error, "Pod watch failed; retrying"),
-                None => return,
-            }
-        }
+        follow(api, selected, shutdown, |e| self.apply_pod_event(e)).await
     }
 }
 
@@ -791,3 +768,31 @@ fn ndjson(backlog: Vec<Event>, live: broadcast::Receiver<Event>, since: Option<u
 
 #[cfg(test)]
 mod tests;
+
+/// Hands every event of one watch to `apply` until `shutdown`; a failed watch is logged and
+/// retried with the watcher's backoff.
+async fn follow<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    shutdown: CancellationToken,
+    mut apply: impl FnMut(watcher::Event<K>),
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    let stream = watcher(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = stream.next() => next,
+        };
+        match next {
+            Some(Ok(event)) => apply(event),
+            Some(Err(error)) => {
+                warn!(%error, kind = %K::kind(&K::DynamicType::default()), "watch failed; retrying")
+            }
+            None => return,
+        }
+    }
+}

@@ -3,6 +3,8 @@
 //! request's method, path, query and body), a fake netns resolver, and pod-side clients.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::path::Path;

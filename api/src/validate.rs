@@ -129,6 +129,26 @@ pub fn check_manager(name: &str) -> Result<(), String> {
     }
 }
 
+/// Validates a subscription as it is asked for: its name (a Kubernetes object name, also
+/// a path segment of the REST APIs) and its spec.
+pub fn validate_new_care(new: &crate::wire::NewCare) -> Result<(), Invalid> {
+    let mut p = Problems::default();
+    if let Err(why) = check_object_name(&new.name) {
+        p.add("name", why);
+    }
+    if let Err(Invalid(problems)) = validate_care(&new.spec) {
+        p.0.extend(problems);
+    }
+    p.into_result()
+}
+
+/// Checks a Kubernetes object name (lowercase RFC 1123 subdomain).
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    check_dns_label(name).map_err(|_| {
+        format!("{name:?} is not a valid name (lowercase RFC 1123 subdomain: a-z, 0-9, '-', '.')")
+    })
+}
+
 fn check_dns_label(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253

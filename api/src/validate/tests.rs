@@ -711,3 +711,23 @@ fn validate_care_refuses_a_selector_it_cannot_evaluate() {
     }
     assert_eq!(validate_care(&with("In", Some(vec!["web".into()]))), Ok(()));
 }
+
+#[test]
+fn validate_new_care_checks_the_name_and_the_spec_together() {
+    let new = |name: &str, pods: &[&str]| crate::wire::NewCare {
+        name: name.into(),
+        spec: NetworkCareSpec {
+            pod_names: pods.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        },
+    };
+    assert!(validate_new_care(&new("mon", &["web-0"])).is_ok());
+    let err = validate_new_care(&new("Mon/../x", &[])).unwrap_err();
+    let fields: Vec<_> = err.0.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["name", "spec"]);
+    assert!(
+        err.0[0].message.contains("RFC 1123"),
+        "{}",
+        err.0[0].message
+    );
+}

@@ -7,26 +7,43 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::wire::{ConfigView, ProblemDetails, MAX_BODY_BYTES};
+use api::wire::{CareView, ConfigView, Event, NewCare, ProblemDetails, MAX_BODY_BYTES};
 use api::{NetworkConfiguration, NetworkConfigurationSpec};
 use axum::http::StatusCode;
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kube::runtime::reflector::{ObjectRef, Store};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use serde::de::DeserializeOwned;
+use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::io::StreamReader;
 use tracing::{debug, warn};
 
 use super::decide::{owners, Sandbox};
 use super::state::{PodState, StateDir};
 use crate::owned::Owned;
+use crate::podapi::feed::Feed;
 use crate::podapi::http::ApiError;
 use crate::podapi::ConfigBackend;
+use tokio_util::sync::CancellationToken;
 
-/// Header naming the pod a forwarded request is made for.
+/// Headers naming the pod a forwarded request is made for: its UID, and its name for
+/// requests whose path does not name it (subscriptions).
 pub const POD_UID_HEADER: &str = "X-Nes-Pod-Uid";
+pub const POD_NAME_HEADER: &str = "X-Nes-Pod-Name";
+
+/// The pod a request is forwarded for.
+#[derive(Clone, Copy, Debug)]
+pub struct ForPod<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+}
 
 /// Where and how to reach the cliserver.
 #[derive(Clone, Debug)]
@@ -98,52 +115,151 @@ impl Forwarder {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// `PUT` or `DELETE` of `/v1/namespaces/{ns}/pods/{pod}/config?manager=` for the pod
-    /// `uid`; the cliserver's answer (a `ConfigView` or its problem) is returned as is.
+    /// `PUT` or `DELETE` of `/v1/namespaces/{ns}/pods/{pod}/config?manager=` for `pod`;
+    /// the cliserver's answer (a `ConfigView` or its problem) is returned as is.
     pub async fn config(
         &self,
         method: http::Method,
-        namespace: &str,
-        pod: &str,
-        uid: &str,
+        pod: &ForPod<'_>,
         manager: &str,
         body: Option<Vec<u8>>,
     ) -> Result<ConfigView, ApiError> {
         let path = format!(
-            "{}/v1/namespaces/{namespace}/pods/{pod}/config?manager={manager}",
-            self.prefix
+            "/v1/namespaces/{}/pods/{}/config?manager={manager}",
+            pod.namespace, pod.name
         );
+        self.call(method, &path, pod, body).await
+    }
+
+    /// `POST /v1/namespaces/{ns}/networkcares`: a subscription owned by `pod`'s workload.
+    pub async fn create_care(&self, pod: &ForPod<'_>, new: &NewCare) -> Result<CareView, ApiError> {
+        let body = serde_json::to_vec(new).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoding", e.to_string())
+        })?;
+        let path = format!("/v1/namespaces/{}/networkcares", pod.namespace);
+        self.call(http::Method::POST, &path, pod, Some(body)).await
+    }
+
+    /// `GET /v1/namespaces/{ns}/networkcares/{name}`.
+    pub async fn care(&self, pod: &ForPod<'_>, name: &str) -> Result<CareView, ApiError> {
+        let path = format!("/v1/namespaces/{}/networkcares/{name}", pod.namespace);
+        self.call(http::Method::GET, &path, pod, None).await
+    }
+
+    /// `GET /v1/namespaces/{ns}/networkcares/{name}/events?since=`: the subscription's
+    /// events as the cliserver numbers them. The stream ends with the connection (or a line
+    /// that is not an event, logged).
+    pub async fn care_events(
+        &self,
+        pod: &ForPod<'_>,
+        name: &str,
+        since: Option<u64>,
+    ) -> Result<BoxStream<'static, Event>, ApiError> {
+        let mut path = format!(
+            "/v1/namespaces/{}/networkcares/{name}/events",
+            pod.namespace
+        );
+        if let Some(since) = since {
+            path.push_str(&format!("?since={since}"));
+        }
+        // Only the answer's head has a deadline: the stream itself is long-lived.
+        let resp = self
+            .deadline(pod, self.request(http::Method::GET, &path, pod, None))
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = self.deadline(pod, collect(&self.addr(), resp)).await?;
+            return Err(problem(status, &bytes));
+        }
+        let body = http_body_util::BodyDataStream::new(resp.into_body())
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        let lines = FramedRead::new(
+            StreamReader::new(body),
+            LinesCodec::new_with_max_length(MAX_BODY_BYTES),
+        );
+        let addr = self.addr();
+        Ok(lines
+            .take_while(move |line| {
+                let go = match line {
+                    Ok(_) => true,
+                    Err(error) => {
+                        debug!(%error, cliserver = %addr, "subscription stream ended");
+                        false
+                    }
+                };
+                futures::future::ready(go)
+            })
+            .filter_map(|line| {
+                let event = line.ok().and_then(|l| match serde_json::from_str::<Event>(&l) {
+                    Ok(event) => Some(event),
+                    Err(error) => {
+                        warn!(%error, line = %l, "the cliserver sent a line that is not an event");
+                        None
+                    }
+                });
+                futures::future::ready(event)
+            })
+            .boxed())
+    }
+
+    /// One request with the forwarding deadline; the answer's body is decoded as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        pod: &ForPod<'_>,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        let addr = self.addr();
+        let answer = self
+            .deadline(pod, async {
+                let resp = self.request(method, path, pod, body).await?;
+                let status = resp.status();
+                Ok((status, collect(&addr, resp).await?))
+            })
+            .await?;
+        relay(answer.0, &answer.1)
+    }
+
+    /// Runs `call` within the forwarding timeout; failures become the caller's 503/504.
+    async fn deadline<T>(
+        &self,
+        pod: &ForPod<'_>,
+        call: impl std::future::Future<Output = Result<T, ForwardError>>,
+    ) -> Result<T, ApiError> {
         let after = self.opts.timeout;
-        let sent = tokio::time::timeout(after, self.send(method, &path, uid, body)).await;
-        let (status, bytes) = match sent {
-            Ok(Ok(answer)) => answer,
+        match tokio::time::timeout(after, call).await {
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => {
-                warn!(%error, namespace, pod, "forwarding to the cliserver failed");
-                return Err(unreachable(&error));
+                warn!(%error, namespace = pod.namespace, pod = pod.name, "forwarding to the cliserver failed");
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cliserver unreachable",
+                    error.to_string(),
+                ))
             }
             Err(_) => {
                 let error = ForwardError::Timeout {
                     addr: self.addr(),
                     after,
                 };
-                warn!(%error, namespace, pod, "forwarding to the cliserver timed out");
-                return Err(ApiError::new(
+                warn!(%error, namespace = pod.namespace, pod = pod.name, "forwarding to the cliserver timed out");
+                Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "cliserver did not answer",
                     error.to_string(),
-                ));
+                ))
             }
-        };
-        relay(status, &bytes)
+        }
     }
 
-    async fn send(
+    async fn request(
         &self,
         method: http::Method,
         path: &str,
-        uid: &str,
+        pod: &ForPod<'_>,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, bytes::Bytes), ForwardError> {
+    ) -> Result<http::Response<Incoming>, ForwardError> {
         let token = std::fs::read_to_string(&self.opts.token_file).map_err(|source| {
             ForwardError::File {
                 path: self.opts.token_file.clone(),
@@ -181,13 +297,14 @@ impl Forwarder {
         });
         let mut req = http::Request::builder()
             .method(method)
-            .uri(path)
+            .uri(format!("{}{path}", self.prefix))
             .header(http::header::HOST, &self.host)
             .header(
                 http::header::AUTHORIZATION,
                 format!("Bearer {}", token.trim()),
             )
-            .header(POD_UID_HEADER, uid)
+            .header(POD_UID_HEADER, pod.uid)
+            .header(POD_NAME_HEADER, pod.name)
             .header(http::header::ACCEPT, "application/json");
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
@@ -195,17 +312,10 @@ impl Forwarder {
         let req = req
             .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
             .map_err(|e| http_err(e.to_string()))?;
-        let resp = sender
+        sender
             .send_request(req)
             .await
-            .map_err(|e| http_err(e.to_string()))?;
-        let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| http_err(format!("reading the answer: {e}")))?
-            .to_bytes();
-        Ok((status, bytes))
+            .map_err(|e| http_err(e.to_string()))
     }
 
     /// Built for each call: the CA is a mounted ConfigMap the operator may rotate.
@@ -232,37 +342,51 @@ impl Forwarder {
     }
 }
 
-/// The cliserver's answer as the caller gets it: a `ConfigView`, or its problem with its
+async fn collect(addr: &str, resp: http::Response<Incoming>) -> Result<bytes::Bytes, ForwardError> {
+    Ok(Limited::new(resp.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| ForwardError::Http {
+            addr: addr.to_string(),
+            message: format!("reading the answer: {e}"),
+        })?
+        .to_bytes())
+}
+
+/// The cliserver's answer as the caller gets it: the expected body, or its problem with its
 /// status. An answer that is neither is a 502 saying what came back.
-pub fn relay(status: StatusCode, body: &[u8]) -> Result<ConfigView, ApiError> {
+pub fn relay<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ApiError> {
     if status.is_success() {
         return serde_json::from_slice(body).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "unexpected answer from the cliserver",
-                format!("{status} with a body that is not a ConfigView: {e}"),
+                format!(
+                    "{status} with a body that is not a {}: {e}",
+                    std::any::type_name::<T>()
+                        .rsplit("::")
+                        .next()
+                        .unwrap_or("answer")
+                ),
             )
         });
     }
+    Err(problem(status, body))
+}
+
+/// The cliserver's problem with its status; a body that is not one is quoted.
+fn problem(status: StatusCode, body: &[u8]) -> ApiError {
     match serde_json::from_slice::<ProblemDetails>(body) {
         Ok(mut problem) => {
             problem.status = status.as_u16();
-            Err(ApiError(problem))
+            ApiError(problem)
         }
-        Err(_) => Err(ApiError::new(
+        Err(_) => ApiError::new(
             status,
             status.canonical_reason().unwrap_or("cliserver error"),
             String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
-        )),
+        ),
     }
-}
-
-fn unreachable(error: &ForwardError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "cliserver unreachable",
-        error.to_string(),
-    )
 }
 
 /// A cluster pod's configuration: read from the watched `NetworkConfiguration`, written
@@ -276,9 +400,18 @@ pub struct ClusterBackend {
     pub confs: Store<NetworkConfiguration>,
     pub states: StateDir,
     pub metrics: Arc<super::probe::Metrics>,
+    pub subscriptions: Arc<super::cares::Subscriptions>,
 }
 
 impl ClusterBackend {
+    fn for_pod(&self) -> ForPod<'_> {
+        ForPod {
+            namespace: &self.namespace,
+            name: &self.pod,
+            uid: &self.uid,
+        }
+    }
+
     async fn forward(
         &self,
         method: http::Method,
@@ -287,7 +420,7 @@ impl ClusterBackend {
     ) -> Result<ConfigView, ApiError> {
         self.metrics.forwarded.inc();
         self.forwarder
-            .config(method, &self.namespace, &self.pod, &self.uid, manager, body)
+            .config(method, &self.for_pod(), manager, body)
             .await
     }
 }
@@ -333,6 +466,24 @@ impl ConfigBackend for ClusterBackend {
         self.forward(http::Method::DELETE, manager, None).boxed()
     }
 
+    fn create_care(&self, new: NewCare) -> BoxFuture<'_, Result<CareView, ApiError>> {
+        async move {
+            self.metrics.forwarded.inc();
+            self.forwarder.create_care(&self.for_pod(), &new).await
+        }
+        .boxed()
+    }
+
+    fn care_feed<'a>(
+        &'a self,
+        name: &'a str,
+        pod_stopped: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Feed, ApiError>> {
+        self.subscriptions
+            .feed(self.for_pod(), name, pod_stopped)
+            .boxed()
+    }
+
     fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, ()> {
         let state = PodState {
             sandbox: self.sandbox.clone(),
@@ -353,14 +504,14 @@ mod tests {
     fn relay_passes_the_cliservers_problem_and_status_through() {
         let problem = ProblemDetails::new(409, "conflict with another manager", "mtu is owned");
         let body = serde_json::to_vec(&problem).unwrap();
-        let err = relay(StatusCode::CONFLICT, &body).unwrap_err();
+        let err = relay::<ConfigView>(StatusCode::CONFLICT, &body).unwrap_err();
         assert_eq!(err.0, problem);
-        let err = relay(StatusCode::BAD_GATEWAY, b"<html>proxy</html>").unwrap_err();
+        let err = relay::<ConfigView>(StatusCode::BAD_GATEWAY, b"<html>proxy</html>").unwrap_err();
         assert_eq!(
             (err.0.status, err.0.detail.as_deref()),
             (502, Some("<html>proxy</html>"))
         );
-        let err = relay(StatusCode::OK, b"{}").unwrap_err();
+        let err = relay::<ConfigView>(StatusCode::OK, b"{}").unwrap_err();
         assert_eq!(err.0.status, 502);
     }
 

@@ -5,6 +5,7 @@
 //! forwarded to the cliserver) and reports status on the CR. One worker per pod serialises
 //! that pod's work; pods run in parallel; every external call has a deadline.
 
+pub mod cares;
 pub mod decide;
 pub mod forward;
 pub mod probe;
@@ -88,6 +89,9 @@ pub struct Context {
     pub states: StateDir,
     pub recorder: Recorder,
     pub metrics: Arc<probe::Metrics>,
+    /// The pod servers of this node; workers keep it current.
+    pub served: tokio::sync::watch::Sender<cares::ServedPods>,
+    pub subscriptions: Arc<cares::Subscriptions>,
     /// Cancelled once both watches have listed.
     pub ready: CancellationToken,
 }
@@ -162,6 +166,13 @@ pub async fn run(
         ),
     ];
 
+    let (served, served_rx) = tokio::sync::watch::channel(cares::ServedPods::new());
+    let subscriptions = Arc::new(cares::Subscriptions::new(
+        forwarder.clone(),
+        pods.clone(),
+        served_rx,
+        cares::LINGER,
+    ));
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -178,6 +189,8 @@ pub async fn run(
         forwarder,
         states,
         metrics: Arc::new(probe::Metrics::default()),
+        served,
+        subscriptions,
         ready: CancellationToken::new(),
     });
     if let Some(addr) = ctx.opts.probe_addr {

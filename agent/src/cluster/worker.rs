@@ -26,6 +26,7 @@ use crate::podapi::{Desired, PodServer, ServerOptions};
 
 /// The sandbox being served.
 struct Served {
+    key: Key,
     uid: String,
     sandbox: Sandbox,
     server: Arc<PodServer>,
@@ -38,6 +39,12 @@ impl Served {
     /// Closes every socket bound in the netns; the kernel is left as it is.
     async fn release(self, ctx: &Context) {
         ctx.metrics.pods_served.dec();
+        ctx.served.send_if_modified(|served| {
+            let ours = served
+                .get(&self.key)
+                .is_some_and(|s| Arc::ptr_eq(s, &self.server));
+            ours && served.remove(&self.key).is_some()
+        });
         self.server.stop().await;
         let _ = self.reporter.await;
     }
@@ -215,6 +222,7 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
         confs: ctx.confs.clone(),
         states: ctx.states.clone(),
         metrics: ctx.metrics.clone(),
+        subscriptions: ctx.subscriptions.clone(),
     });
     let (desired_tx, desired_rx) = watch::channel(desired);
     let server = PodServer::start(
@@ -231,6 +239,9 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
     );
     info!(sandbox = %sandbox.id, netns = %path, "serving the pod");
     ctx.metrics.pods_served.inc();
+    ctx.served.send_modify(|served| {
+        served.insert(key.clone(), server.clone());
+    });
     let poke = Arc::new(Notify::new());
     let reporter = tokio::spawn(
         report::follow(
@@ -243,6 +254,7 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
         .in_current_span(),
     );
     *served = Some(Served {
+        key: key.clone(),
         uid,
         sandbox,
         server,

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use api::wire::{Event, EventBody};
-use tokio::sync::broadcast;
+use futures::Stream;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
 
 /// Events kept per pod for replay.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -66,15 +68,29 @@ impl EventLog {
             pod: inner.pod.clone(),
             body,
         };
-        inner.next_seq += 1;
-        if inner.buffer.len() == inner.capacity {
-            inner.buffer.pop_front();
-        }
-        inner.buffer.push_back(event.clone());
+        inner.push(event.clone());
         // Sent while holding the lock, so a subscriber sees each event once: either in its
         // backlog or live, never both and never neither.
         let _ = self.live.send(event.clone());
         event
+    }
+
+    /// Appends an event that happened elsewhere (another pod's log, the cliserver): it keeps
+    /// its pod and time and gets this log's next sequence.
+    pub fn relay(&self, event: &Event) -> Event {
+        let mut inner = self.lock();
+        let event = Event {
+            seq: inner.next_seq,
+            ..event.clone()
+        };
+        inner.push(event.clone());
+        let _ = self.live.send(event.clone());
+        event
+    }
+
+    /// How many live readers (streams, followers) the log has.
+    pub fn readers(&self) -> usize {
+        self.live.receiver_count()
     }
 
     /// Events after `since` (all buffered ones when `None`) and a receiver for what follows.
@@ -110,6 +126,14 @@ impl EventLog {
 }
 
 impl Inner {
+    fn push(&mut self, event: Event) {
+        self.next_seq = event.seq + 1;
+        if self.buffer.len() == self.capacity {
+            self.buffer.pop_front();
+        }
+        self.buffer.push_back(event);
+    }
+
     fn after(&self, since: Option<u64>) -> Result<Vec<Event>, Gone> {
         let Some(since) = since else {
             return Ok(self.buffer.iter().cloned().collect());
@@ -125,6 +149,56 @@ impl Inner {
             .filter(|e| e.seq > since)
             .cloned()
             .collect())
+    }
+}
+
+impl EventLog {
+    /// The events after `since` (all buffered ones when `None`), then live ones in order
+    /// without gaps or repeats, until `stop` or until the log moves past what a slow reader
+    /// missed: the stream then ends, and a reconnect with `since` gets [`Gone`].
+    pub fn stream(
+        &self,
+        since: Option<u64>,
+        stop: CancellationToken,
+    ) -> Result<impl Stream<Item = Event> + Send + 'static, Gone> {
+        let (backlog, live) = self.subscribe(since)?;
+        let state = Follow {
+            log: self.clone(),
+            last: since.unwrap_or(0),
+            pending: backlog.into(),
+            live,
+            stop,
+        };
+        Ok(futures::stream::unfold(state, Follow::next))
+    }
+}
+
+struct Follow {
+    log: EventLog,
+    last: u64,
+    pending: VecDeque<Event>,
+    live: broadcast::Receiver<Event>,
+    stop: CancellationToken,
+}
+
+impl Follow {
+    async fn next(mut self) -> Option<(Event, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.last = event.seq;
+                return Some((event, self));
+            }
+            let next = tokio::select! {
+                _ = self.stop.cancelled() => return None,
+                next = self.live.recv() => next,
+            };
+            match next {
+                Ok(event) if event.seq <= self.last => {}
+                Ok(event) => self.pending.push_back(event),
+                Err(RecvError::Lagged(_)) => self.pending = self.log.replay(self.last).ok()?.into(),
+                Err(RecvError::Closed) => return None,
+            }
+        }
     }
 }
 

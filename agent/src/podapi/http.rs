@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use api::wire::{ProblemDetails, MAX_BODY_BYTES, PROBLEM_JSON};
+use api::wire::{Event, NewCare, ProblemDetails, MAX_BODY_BYTES, PROBLEM_JSON};
 use api::NetworkConfigurationSpec;
 use axum::body::{Body, Bytes};
+use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::podsock::SERVER_HEADER;
 use super::{PodServer as Pod, Pods};
@@ -61,6 +61,8 @@ pub fn router(scope: Scope) -> Router {
         )
         .route("/v1/self/status", get(get_status))
         .route("/v1/self/events", get(get_events))
+        .route("/v1/self/networkcares", post(create_care))
+        .route("/v1/self/networkcares/{name}/events", get(get_care_events))
         .route("/v1/pods", get(list_pods))
         .fallback(|| async {
             ApiError::new(
@@ -196,78 +198,81 @@ async fn get_events(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
-    // 0 means "from the oldest event still buffered", like no `since` at all.
-    let since = match params.get("since").map(String::as_str) {
-        None | Some("0") => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+    let since = since(&params)?;
+    let events = pod
+        .events()
+        .stream(since, pod.stopped())
+        .map_err(|gone| ApiError(ProblemDetails::gone(since.unwrap_or(0), gone.oldest)))?;
+    Ok(ndjson(events))
+}
+
+/// `POST /v1/self/networkcares`: a subscription in the pod's namespace, owned by its
+/// workload. Checked here with the one validator, so bad input changes nothing even when
+/// the operator cannot be reached.
+async fn create_care(
+    State(scope): State<Scope>,
+    Query(params): Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let pod = target(&scope, &params)?;
+    let bytes = read_body(body).await?;
+    let new: NewCare = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed subscription",
+            e.to_string(),
+        )
+    })?;
+    api::validate::validate_new_care(&new).map_err(|i| ApiError(ProblemDetails::invalid(&i)))?;
+    let view = pod.create_care(new).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// NDJSON: a subscription's events as this node sees them: the local pods' live events
+/// merged with the cliserver's events of pods elsewhere, numbered by the node's feed.
+async fn get_care_events(
+    State(scope): State<Scope>,
+    Path(name): Path<String>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let pod = target(&scope, &params)?;
+    let since = since(&params)?;
+    api::validate::check_object_name(&name)
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid subscription name", why))?;
+    let feed = pod.care_feed(&name).await?;
+    let events = feed
+        .log
+        .stream(since, feed.done.clone())
+        .map_err(|gone| ApiError(ProblemDetails::gone(since.unwrap_or(0), gone.oldest)))?;
+    Ok(ndjson(events))
+}
+
+/// The `since` parameter; 0 means "from the oldest event still buffered", like none.
+fn since(params: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
+    match params.get("since").map(String::as_str) {
+        None | Some("0") => Ok(None),
+        Some(s) => s.parse::<u64>().map(Some).map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid since",
                 format!("{s:?} is not a sequence number"),
             )
-        })?),
-    };
-    let log = pod.events().clone();
-    let (backlog, mut live) = log
-        .subscribe(since)
-        .map_err(|gone| ApiError(ProblemDetails::gone(since.unwrap_or(0), gone.oldest)))?;
-    let stop = pod.stopped();
-    let stream = async_stream(move |tx| async move {
-        let mut last = since.unwrap_or(0);
-        for event in backlog {
-            last = event.seq;
-            if tx.send(line(&event)).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => return,
-                next = live.recv() => next,
-            };
-            let batch = match next {
-                Ok(event) if event.seq <= last => continue,
-                Ok(event) => vec![event],
-                Err(RecvError::Lagged(_)) => match log.replay(last) {
-                    Ok(missed) => missed,
-                    Err(_) => return,
-                },
-                Err(RecvError::Closed) => return,
-            };
-            for event in batch {
-                last = event.seq;
-                if tx.send(line(&event)).await.is_err() {
-                    return;
-                }
-            }
-        }
+        }),
+    }
+}
+
+/// An event stream as an `application/x-ndjson` answer.
+pub fn ndjson(events: impl futures::Stream<Item = Event> + Send + 'static) -> Response {
+    let lines = events.map(|event| {
+        let mut bytes = serde_json::to_vec(&event).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, Infallible>(Bytes::from(bytes))
     });
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
+        Body::from_stream(lines),
     )
-        .into_response())
-}
-
-fn line(event: &api::wire::Event) -> Result<Bytes, Infallible> {
-    let mut bytes = serde_json::to_vec(event).unwrap_or_default();
-    bytes.push(b'\n');
-    Ok(Bytes::from(bytes))
-}
-
-/// A stream fed by a task through a small channel (backpressure from a slow reader).
-fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = Result<Bytes, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let task = tokio::spawn(f(tx));
-    let abort = task.abort_handle();
-    tokio_stream::wrappers::ReceiverStream::new(rx).chain(futures::stream::poll_fn(move |_| {
-        abort.abort();
-        std::task::Poll::Ready(None)
-    }))
+        .into_response()
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {

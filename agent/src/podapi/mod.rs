@@ -5,6 +5,7 @@
 //! [`ConfigBackend`]: the local file store (standalone) or the operator's cliserver (cluster).
 
 pub mod events;
+pub mod feed;
 pub mod http;
 pub mod podsock;
 pub mod serve;
@@ -14,10 +15,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use api::conditions::{self, APPLIED, DEGRADED};
-use api::wire::{ConfigView, EventBody, StatusView, POD_SOCKET_NAME};
+use api::wire::{CareView, ConfigView, EventBody, NewCare, StatusView, POD_SOCKET_NAME};
 use api::{NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState};
 use axum::http::StatusCode;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,7 @@ use crate::observe::Observed;
 use crate::owned::Owned;
 use crate::watch::{spawn_keeper, KeeperOptions, NetEvent};
 use events::{EventLog, DEFAULT_CAPACITY};
+use feed::Feed;
 use http::{router, ApiError, Scope};
 use podsock::BindError;
 
@@ -57,6 +60,30 @@ pub trait ConfigBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<ConfigView, ApiError>>;
     /// A converge pass changed what nes owns in the pod's netns: keep the record.
     fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, ()>;
+    /// `POST /v1/self/networkcares`: a subscription of this pod's application (already
+    /// validated).
+    fn create_care(&self, new: NewCare) -> BoxFuture<'_, Result<CareView, ApiError>> {
+        let _ = new;
+        futures::future::ready(Err(no_subscriptions())).boxed()
+    }
+    /// The feed of subscription `name` read from this pod, ended at the latest when the
+    /// pod stops being served (`pod_stopped`).
+    fn care_feed<'a>(
+        &'a self,
+        name: &'a str,
+        pod_stopped: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Feed, ApiError>> {
+        let _ = (name, pod_stopped);
+        futures::future::ready(Err(no_subscriptions())).boxed()
+    }
+}
+
+fn no_subscriptions() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "subscriptions are not served here",
+        "NetworkCare subscriptions are served by the in-cluster agent",
+    )
 }
 
 /// How a pod server is started.
@@ -218,6 +245,15 @@ impl PodServer {
 
     pub async fn remove_manager(&self, manager: &str) -> Result<ConfigView, ApiError> {
         self.backend.remove_manager(manager).await
+    }
+
+    pub async fn create_care(&self, new: NewCare) -> Result<CareView, ApiError> {
+        self.backend.create_care(new).await
+    }
+
+    /// The feed of subscription `name` as this pod reads it.
+    pub async fn care_feed(&self, name: &str) -> Result<Feed, ApiError> {
+        self.backend.care_feed(name, &self.stop).await
     }
 
     /// The generation of the desired state being kept applied.

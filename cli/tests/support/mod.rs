@@ -28,6 +28,8 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -36,6 +38,13 @@ impl Recorded {
         self.query
             .iter()
             .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -78,22 +87,14 @@ impl Stub {
     /// Serves on an already bound listener.
     pub fn on(listener: UnixListener, responder: Responder) -> Stub {
         let log = Arc::new(Log::default());
-        let served = log.clone();
+        let app = recording_app(log.clone(), responder);
         listener
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("nonblocking: {e}"));
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("runtime: {e}"));
-            rt.block_on(async move {
+            runtime().block_on(async move {
                 let listener = tokio::net::UnixListener::from_std(listener)
                     .unwrap_or_else(|e| panic!("listener: {e}"));
-                let app = Router::new().fallback(move |req: Request| {
-                    let (log, responder) = (served.clone(), responder.clone());
-                    async move { handle(req, &log, &responder).await }
-                });
                 if let Err(e) = axum::serve(listener, app).await {
                     eprintln!("stub server stopped: {e}");
                 }
@@ -128,6 +129,21 @@ impl Stub {
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// The stub's one route: record the request, answer what `responder` says.
+fn recording_app(log: Arc<Log>, responder: Responder) -> Router {
+    Router::new().fallback(move |req: Request| {
+        let (log, responder) = (log.clone(), responder.clone());
+        async move { handle(req, &log, &responder).await }
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -135,6 +151,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn handle(req: Request, log: &Log, responder: &Responder) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
         .map(|q| q.0)
         .unwrap_or_default();
@@ -145,6 +171,7 @@ async fn handle(req: Request, log: &Log, responder: &Responder) -> Response {
         method,
         path,
         query,
+        headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     let n = {
@@ -200,6 +227,48 @@ pub fn ndjson(events: Vec<serde_json::Value>, then_hold: bool) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Ends an [`ndjson_until_cut`] stream by breaking its connection.
+#[derive(Clone, Default)]
+pub struct Cut(Arc<tokio::sync::Notify>);
+
+impl Cut {
+    /// Breaks the connection (now, or as soon as the stream has sent its events).
+    pub fn cut(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// An NDJSON stream of `events` that then waits for `cut` and breaks off: the connection
+/// closes without the end of the chunked body, as when the server goes away mid-stream.
+pub fn ndjson_until_cut(events: Vec<serde_json::Value>, cut: &Cut) -> Response {
+    use futures::StreamExt;
+    let lines = futures::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, std::io::Error>(format!("{e}\n"))),
+    );
+    let notify = cut.0.clone();
+    let broken = futures::stream::once(async move {
+        notify.notified().await;
+        Err(std::io::Error::other("the stub cut the stream"))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines.chain(broken)),
+    )
+        .into_response()
+}
+
+/// The `CareView` the server answers for a `NewCare` request body, in `namespace`.
+pub fn care_view(new_care: &serde_json::Value, namespace: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": new_care["name"],
+        "namespace": namespace,
+        "spec": new_care["spec"],
+    })
 }
 
 pub fn config_view(spec: serde_json::Value) -> serde_json::Value {

@@ -334,9 +334,8 @@ impl Client {
                 let tls = match timeout_at(deadline, connector.connect(name, tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(source)) => {
-                        return Err(Error::Unreachable {
+                        return Err(Error::Tls {
                             endpoint: self.endpoint.to_string(),
-                            waited: start.elapsed(),
                             source,
                         })
                     }

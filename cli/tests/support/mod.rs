@@ -1,6 +1,7 @@
-//! Test support: a stub of the agent's socket API (axum over a unix listener, on its own
-//! thread and runtime) that records every request, and a runner for the real `nescli` binary
-//! with deadlines instead of sleeps.
+//! Test support: a stub of the agent's socket API (axum over a unix listener) or of the
+//! operator's cliserver (the same app over HTTPS on 127.0.0.1, with a throwaway CA), each on
+//! its own thread and runtime, recording every request; and a runner for the real `nescli`
+//! binary with deadlines instead of sleeps.
 #![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader, Read};
@@ -61,6 +62,8 @@ pub type Responder = Arc<dyn Fn(&Recorded, usize) -> Response + Send + Sync>;
 struct Log {
     requests: Mutex<Vec<Recorded>>,
     changed: Condvar,
+    /// Connections accepted (HTTPS stub), whether or not a request followed.
+    connections: AtomicUsize,
 }
 
 /// A running stub server.
@@ -101,6 +104,63 @@ impl Stub {
             });
         });
         Stub { log }
+    }
+
+    /// Serves HTTPS on 127.0.0.1 with `tls`'s certificate; `https://127.0.0.1:PORT` reaches it.
+    pub fn https(tls: &TestTls, responder: Responder) -> (Stub, String) {
+        let log = Arc::new(Log::default());
+        let app = recording_app(log.clone(), responder);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("local addr: {e}"))
+            .port();
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let accepted = log.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .unwrap_or_else(|e| panic!("listener: {e}"));
+                loop {
+                    let (tcp, _) = match listener.accept().await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            eprintln!("stub server stopped: {e}");
+                            return;
+                        }
+                    };
+                    accepted.connections.fetch_add(1, Ordering::SeqCst);
+                    accepted.changed.notify_all();
+                    let (acceptor, app) = (acceptor.clone(), app.clone());
+                    tokio::spawn(async move {
+                        let tls = match acceptor.accept(tcp).await {
+                            Ok(tls) => tls,
+                            Err(e) => {
+                                eprintln!("stub: TLS handshake failed: {e}");
+                                return;
+                            }
+                        };
+                        let service = hyper_util::service::TowerToHyperService::new(app);
+                        if let Err(e) = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await
+                        {
+                            eprintln!("stub: connection ended: {e}");
+                        }
+                    });
+                }
+            });
+        });
+        (Stub { log }, format!("https://127.0.0.1:{port}"))
+    }
+
+    /// Connections accepted so far (HTTPS stub only).
+    pub fn connections(&self) -> usize {
+        self.log.connections.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -302,6 +362,53 @@ pub fn status_view(applied: bool, generation: i64) -> serde_json::Value {
 pub fn event(seq: u64, ifname: &str) -> serde_json::Value {
     serde_json::json!({"seq": seq, "time": "2025-01-01T00:00:00Z", "pod": "web-0",
                        "type": "LinkUp", "ifname": ifname})
+}
+
+// === TLS ===
+
+/// A throwaway CA (its PEM in `ca_file`) and a server configuration with a certificate it
+/// signed for `localhost` and 127.0.0.1.
+pub struct TestTls {
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    server: Arc<rustls::ServerConfig>,
+}
+
+pub fn test_tls() -> TestTls {
+    let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("CA key: {e}"));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap_or_else(|e| panic!("CA params: {e}"));
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nes test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)
+        .unwrap_or_else(|e| panic!("CA: {e}"));
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("server key: {e}"));
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap_or_else(|e| panic!("server params: {e}"))
+            .signed_by(&key, &ca)
+            .unwrap_or_else(|e| panic!("server cert: {e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap_or_else(|e| panic!("write CA: {e}"));
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("TLS versions: {e}"))
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap_or_else(|e| panic!("server TLS config: {e}"));
+    TestTls {
+        dir,
+        ca_file,
+        server: Arc::new(server),
+    }
 }
 
 // === running nescli ===

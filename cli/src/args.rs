@@ -19,8 +19,9 @@ use crate::output::Format;
 /// nescli talks to the nes node agent over the abstract unix socket @nes of the network
 /// namespace it runs in, so from inside a pod it always addresses that pod. The host admin
 /// uses a filesystem socket instead (--socket PATH, with --pod NAME). With --url it talks to
-/// the operator's cliserver REST API instead (bearer token, --namespace, --pod NAME); that is
-/// also how subscriptions (`subscribe`, `watch --subscription`) are reached.
+/// the operator's cliserver REST API instead (bearer token, --namespace, --pod NAME).
+/// Subscriptions (`subscribe`, `watch --subscription`) belong to a namespace: over the socket
+/// the pod's own, over --url the one --namespace names.
 ///
 /// Exit codes: 0 ok; 1 rejected by the server (its problem is printed); 2 usage error;
 /// 3 the agent is unreachable, not root, or did not answer in time.
@@ -137,11 +138,12 @@ pub enum Command {
     /// Wait until the configuration is applied (exit 0) or --timeout passes (exit 3).
     Wait(WaitArgs),
 
-    /// Subscribe to the network events of pods: create a NetworkCare (needs --url)
+    /// Subscribe to the network events of pods: create a NetworkCare
     ///
-    /// Read its events with `nescli watch --subscription NAME`, or have them POSTed to
-    /// --webhook. When nescli runs in a pod, the subscription is owned by the pod's workload
-    /// and disappears with it.
+    /// The NetworkCare is created in the pod's own namespace over the pod socket, or in
+    /// --namespace over --url. Read its events with `nescli watch --subscription NAME`, or
+    /// have them POSTed to --webhook. When nescli runs in a pod, the subscription is owned by
+    /// the pod's workload and disappears with it.
     #[command(verbatim_doc_comment)]
     Subscribe(SubscribeArgs),
 
@@ -225,7 +227,8 @@ pub struct WatchArgs {
     #[arg(long, value_name = "SEQ")]
     pub since: Option<u64>,
 
-    /// Follow this subscription (NetworkCare) instead of this pod (needs --url).
+    /// Follow this subscription (NetworkCare, in the pod's namespace or --namespace) instead
+    /// of this pod.
     #[arg(long, value_name = "NAME")]
     pub subscription: Option<String>,
 }

@@ -142,22 +142,18 @@ impl Client {
         &self.endpoint
     }
 
-    /// The namespace a REST client addresses; `None` on a socket.
-    pub fn namespace(&self) -> Option<&str> {
-        self.rest.as_ref().map(|r| r.namespace.as_str())
-    }
-
-    /// `path?k=v&...` with `pod=` added when addressing a pod on the admin socket. Over REST,
-    /// `/v1/self/...` becomes `/v1/namespaces/{ns}/pods/{pod}/...`.
+    /// `path?k=v&...` for a path of the pod socket API (`/v1/self/...`): as it is on a
+    /// socket, with `pod=` added when addressing a pod on the admin socket; over REST, the
+    /// cliserver's path for it (see [`rest_path`]).
     pub fn uri(&self, path: &str, query: &[(&str, &str)]) -> String {
-        let mut path = path.to_string();
-        if let (Some(rest), Some(tail)) = (&self.rest, path.strip_prefix("/v1/self/")) {
-            path = format!(
-                "/v1/namespaces/{}/pods/{}/{tail}",
-                rest.namespace,
-                self.pod.as_deref().unwrap_or_default()
-            );
-        }
+        let path = match &self.rest {
+            Some(rest) => rest_path(
+                path,
+                &rest.namespace,
+                self.pod.as_deref().unwrap_or_default(),
+            ),
+            None => path.to_string(),
+        };
         let pod = self
             .pod
             .as_deref()
@@ -338,9 +334,8 @@ impl Client {
                 let tls = match timeout_at(deadline, connector.connect(name, tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(source)) => {
-                        return Err(Error::Unreachable {
+                        return Err(Error::Tls {
                             endpoint: self.endpoint.to_string(),
-                            waited: start.elapsed(),
                             source,
                         })
                     }
@@ -417,6 +412,23 @@ impl Client {
             .await
             .unwrap_or_default();
         problem_from(status, &bytes)
+    }
+}
+
+/// The cliserver's path for a pod socket path: the namespace is explicit there, and what the
+/// socket serves of the pod itself is under the pod's name. So `/v1/self/networkcares...`
+/// (the namespace's subscriptions) becomes `/v1/namespaces/{ns}/networkcares...` and any other
+/// `/v1/self/X` becomes `/v1/namespaces/{ns}/pods/{pod}/X`.
+pub fn rest_path(path: &str, namespace: &str, pod: &str) -> String {
+    let Some(tail) = path.strip_prefix("/v1/self/") else {
+        return path.to_string();
+    };
+    let ns = percent_encode(namespace);
+    let namespaced = tail == "networkcares" || tail.starts_with("networkcares/");
+    if namespaced {
+        format!("/v1/namespaces/{ns}/{tail}")
+    } else {
+        format!("/v1/namespaces/{ns}/pods/{}/{tail}", percent_encode(pod))
     }
 }
 
@@ -604,6 +616,50 @@ mod tests {
         );
         let c = Client::new(Endpoint::Abstract("nes".into()), None, 0);
         assert_eq!(c.uri("/v1/self/status", &[]), "/v1/self/status");
+    }
+
+    #[test]
+    fn socket_paths_become_the_cliserver_paths_of_the_same_resource() {
+        let cases = [
+            ("/v1/self/config", "/v1/namespaces/team/pods/web-0/config"),
+            ("/v1/self/status", "/v1/namespaces/team/pods/web-0/status"),
+            ("/v1/self/events", "/v1/namespaces/team/pods/web-0/events"),
+            ("/v1/self/networkcares", "/v1/namespaces/team/networkcares"),
+            (
+                "/v1/self/networkcares/mon/events",
+                "/v1/namespaces/team/networkcares/mon/events",
+            ),
+            (
+                "/v1/self/networkcaresx",
+                "/v1/namespaces/team/pods/web-0/networkcaresx",
+            ),
+            ("/openapi.json", "/openapi.json"),
+        ];
+        for (socket, rest) in cases {
+            assert_eq!(rest_path(socket, "team", "web-0"), rest, "{socket}");
+        }
+        assert_eq!(
+            rest_path("/v1/self/status", "a b", "c/d"),
+            "/v1/namespaces/a%20b/pods/c%2Fd/status"
+        );
+    }
+
+    #[test]
+    fn over_rest_the_pod_is_in_the_path_not_the_query() {
+        let rest = Rest {
+            namespace: "team".into(),
+            token: None,
+            tls: tls_config(None).unwrap(),
+        };
+        let c = Client::rest("https://nes", Some("web-0".into()), rest).unwrap();
+        assert_eq!(
+            c.uri("/v1/self/config", &[("manager", "app")]),
+            "/v1/namespaces/team/pods/web-0/config?manager=app"
+        );
+        assert_eq!(
+            c.uri("/v1/self/networkcares/mon/events", &[("since", "4")]),
+            "/v1/namespaces/team/networkcares/mon/events?since=4"
+        );
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub enum Error {
     )]
     UntrustedServer { endpoint: String, uid: u32 },
 
+    /// The TLS handshake with the cliserver failed (e.g. its certificate is not trusted).
+    #[error("TLS handshake with {endpoint} failed: {source}{}", tls_hint(.source))]
+    Tls {
+        endpoint: String,
+        source: std::io::Error,
+    },
+
     /// The HTTP exchange broke (and retrying did not help before the deadline).
     #[error("talking to the nes agent at {endpoint}: {source}")]
     Http {
@@ -78,6 +85,7 @@ impl Error {
             Error::Unreachable { .. }
             | Error::Timeout { .. }
             | Error::UntrustedServer { .. }
+            | Error::Tls { .. }
             | Error::Http { .. }
             | Error::BadResponse { .. } => EXIT_UNREACHABLE,
             Error::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
@@ -113,6 +121,20 @@ fn problem_headline(p: &ProblemDetails) -> String {
     match p.detail.as_deref() {
         Some(detail) if !detail.is_empty() => format!("{}: {detail}", p.title),
         _ => format!("{} (HTTP {})", p.title, p.status),
+    }
+}
+
+/// What to do about a certificate rustls did not accept.
+fn tls_hint(source: &std::io::Error) -> &'static str {
+    let rejected_certificate = source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    if rejected_certificate {
+        " (give the CA that signed the cliserver's certificate with --ca-file, e.g. ca.crt of \
+         the nes-ca ConfigMap)"
+    } else {
+        ""
     }
 }
 
@@ -223,6 +245,25 @@ mod tests {
         for (err, code) in cases {
             assert_eq!(err.exit_code(), code, "{err}");
         }
+    }
+
+    #[test]
+    fn an_untrusted_certificate_says_to_give_the_ca() {
+        let untrusted = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let err = Error::Tls {
+            endpoint: "https://nes".into(),
+            source: untrusted,
+        };
+        assert_eq!(err.exit_code(), EXIT_UNREACHABLE);
+        assert!(err.to_string().contains("--ca-file"), "{err}");
+        let other = Error::Tls {
+            endpoint: "https://nes".into(),
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        };
+        assert!(!other.to_string().contains("--ca-file"), "{other}");
     }
 
     #[test]

@@ -663,18 +663,312 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
     }
 }
 
+// === subscriptions over the pod socket ===
+
+/// The agent's answer to a new subscription: created in the pod's namespace `team`.
+fn created_in_team(r: &Recorded, _: usize) -> axum::response::Response {
+    json(StatusCode::CREATED, &care_view(&r.json(), "team"))
+}
+
 #[test]
-fn subscriptions_over_the_pod_socket_say_they_need_the_rest_url() {
-    for args in [
-        &["subscribe", "mon", "--selector", "app=web"][..],
-        &["watch", "--subscription", "mon"][..],
-    ] {
+fn subscribe_over_the_pod_socket_posts_the_subscription_to_self_networkcares_and_prints_it() {
+    let name = unique_abstract_name();
+    let server = Stub::at_abstract(&name, Arc::new(created_in_team));
+    let mut cmd = nescli();
+    cmd.env("NES_ABSTRACT_NAME", &name).args([
+        "subscribe",
+        "mon",
+        "--selector",
+        "app=web",
+        "--pod-name",
+        "db-0",
+        "--events",
+        "link,address",
+    ]);
+    let out = run(cmd);
+
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    let r = &reqs[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str(), r.query.len()),
+        ("POST", "/v1/self/networkcares", 0)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("authorization"), None, "no token over the socket");
+    assert_eq!(
+        r.json(),
+        json!({
+            "name": "mon",
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "podNames": ["db-0"],
+                "events": ["link", "address"],
+                "delivery": {"mode": "stream"}
+            }
+        })
+    );
+    assert_eq!(out.stdout, "networkcare team/mon created (stream)\n");
+}
+
+#[test]
+fn subscribe_as_json_prints_the_created_subscription() {
+    let dir = socket_dir();
+    let _server = stub(&dir, created_in_team);
+    let mut cmd = nescli();
+    cmd.arg("--socket").arg(&dir.sock).args([
+        "subscribe",
+        "hooked",
+        "--pod-name",
+        "web-0",
+        "--webhook",
+        "https://hook.example/x",
+        "-o",
+        "json",
+    ]);
+    let out = run(cmd);
+
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let got: api::wire::CareView =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    assert_eq!(
+        (got.name.as_str(), got.namespace.as_str()),
+        ("hooked", "team")
+    );
+    assert_eq!(
+        got.spec.delivery.url.as_deref(),
+        Some("https://hook.example/x")
+    );
+}
+
+#[test]
+fn subscriptions_over_the_admin_socket_name_the_pod_in_the_query() {
+    let dir = socket_dir();
+    let server = stub(&dir, |r, _| {
+        if r.method == "POST" {
+            created_in_team(r, 0)
+        } else {
+            ndjson(vec![event(1, "eth0")], false)
+        }
+    });
+    let mut cmd = nescli();
+    cmd.arg("--socket").arg(&dir.sock).args([
+        "--pod",
+        "web-0",
+        "subscribe",
+        "mon",
+        "--pod-name",
+        "db-0",
+    ]);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    let mut cmd = nescli();
+    cmd.arg("--socket")
+        .arg(&dir.sock)
+        .args([
+            "--pod",
+            "web-0",
+            "watch",
+            "--subscription",
+            "mon",
+            "-o",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let stdout = lines_of(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
+    let line = next_line(&stdout, "event");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let got: Event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(got.seq, 1);
+    let reqs = server.requests();
+    let seen: Vec<(&str, &str, Option<&str>)> = reqs
+        .iter()
+        .take(2)
+        .map(|r| (r.method.as_str(), r.path.as_str(), r.param("pod")))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("POST", "/v1/self/networkcares", Some("web-0")),
+            ("GET", "/v1/self/networkcares/mon/events", Some("web-0")),
+        ]
+    );
+}
+
+#[test]
+fn a_subscription_the_server_refuses_exits_1_with_its_problem() {
+    let conflict = json!({
+        "type": "https://nes.network-config.io/problems/conflict",
+        "title": "already exists", "status": 409,
+        "detail": "networkcares.nes.network-config.io \"mon\" already exists"
+    });
+    let invalid = json!({
+        "type": "https://nes.network-config.io/problems/invalid",
+        "title": "invalid network configuration", "status": 422,
+        "detail": "invalid network configuration: 1 problem",
+        "errors": [{"field": "spec.podNames[0]", "message": "\"db-0\" is not a pod of this namespace"}]
+    });
+    let cases = [
+        (conflict, "error: already exists: networkcares.nes.network-config.io \"mon\" already exists"),
+        (invalid, "error: invalid network configuration: invalid network configuration: 1 problem\n  spec.podNames[0]: \"db-0\" is not a pod of this namespace"),
+    ];
+    for (answer, want) in cases {
+        let dir = socket_dir();
+        let sent = answer.clone();
+        let server = stub(&dir, move |_, _| problem(&sent));
         let mut cmd = nescli();
-        cmd.args(args);
+        cmd.arg("--socket")
+            .arg(&dir.sock)
+            .args(["subscribe", "mon", "--pod-name", "db-0"]);
         let out = run(cmd);
-        assert_eq!(out.code, Some(2), "{args:?}: {out:?}");
-        assert!(out.stderr.contains("give --url URL"), "{}", out.stderr);
+
+        assert_eq!(out.code, Some(1), "{answer}: {out:?}");
+        assert_eq!(out.stderr.trim_end(), want, "{answer}");
+        assert_eq!(out.stdout, "");
+        assert_eq!(server.requests().len(), 1, "a refusal is not retried");
     }
+}
+
+#[test]
+fn subscribe_retries_while_the_agent_says_the_operator_is_unavailable() {
+    let dir = socket_dir();
+    let server = stub(&dir, |r, n| {
+        if n == 0 {
+            problem(
+                &json!({"type": "about:blank", "title": "operator unavailable",
+                            "status": 503, "detail": "the cliserver did not answer"}),
+            )
+        } else {
+            created_in_team(r, n)
+        }
+    });
+    let mut cmd = nescli();
+    cmd.arg("--socket")
+        .arg(&dir.sock)
+        .args(["subscribe", "mon", "--pod-name", "db-0"]);
+    let out = run(cmd);
+
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].body, reqs[1].body, "the same subscription again");
+    assert_eq!(out.stdout, "networkcare team/mon created (stream)\n");
+}
+
+#[test]
+fn an_invalid_subscription_is_refused_before_any_request() {
+    let dir = socket_dir();
+    let server = stub(&dir, created_in_team);
+    let mut cmd = nescli();
+    cmd.arg("--socket")
+        .arg(&dir.sock)
+        .args(["subscribe", "mon"]);
+    let out = run(cmd);
+
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("error: invalid network configuration"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.requests().len(), 0);
+}
+
+#[test]
+fn watch_subscription_over_the_pod_socket_prints_events_in_order_and_resumes_after_a_cut() {
+    let dir = socket_dir();
+    let cut = Cut::default();
+    let first = cut.clone();
+    let server = stub(&dir, move |r, n| {
+        let since: u64 = r.param("since").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if n == 0 {
+            // The connection breaks after event 3 (the agent or operator went away).
+            let events = (since + 1..=3).map(|seq| event(seq, "eth0")).collect();
+            ndjson_until_cut(events, &first)
+        } else {
+            let events = (since + 1..=5).map(|seq| event(seq, "eth0")).collect();
+            ndjson(events, true)
+        }
+    });
+    let mut cmd = nescli();
+    cmd.arg("--socket")
+        .arg(&dir.sock)
+        .args([
+            "watch",
+            "--subscription",
+            "mon",
+            "--since",
+            "1",
+            "-o",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let stdout = lines_of(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
+    let seq = || {
+        let line = next_line(&stdout, "event");
+        let ev: Event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        ev.seq
+    };
+    let before_cut = vec![seq(), seq()];
+    cut.cut();
+    let after_cut = vec![seq(), seq()];
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert_eq!((before_cut, after_cut), (vec![2, 3], vec![4, 5]));
+    let reqs = server.requests();
+    let seen: Vec<(&str, Option<&str>)> = reqs
+        .iter()
+        .map(|r| (r.path.as_str(), r.param("since")))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("/v1/self/networkcares/mon/events", Some("1")),
+            ("/v1/self/networkcares/mon/events", Some("3")),
+        ]
+    );
+}
+
+#[test]
+fn watch_subscription_from_a_sequence_no_longer_buffered_exits_1_naming_the_oldest() {
+    let dir = socket_dir();
+    let server = stub(&dir, |_, _| {
+        problem(&serde_json::to_value(api::wire::ProblemDetails::gone(2, 40)).unwrap_or_default())
+    });
+    let mut cmd = nescli();
+    cmd.arg("--socket")
+        .arg(&dir.sock)
+        .args(["watch", "--subscription", "mon", "--since", "2"]);
+    let out = run(cmd);
+
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("error: events are gone: sequence 2 is no longer buffered; the oldest is 40"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("resume with --since 39"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        server.requests()[0].path,
+        "/v1/self/networkcares/mon/events"
+    );
 }
 
 #[test]

@@ -51,16 +51,6 @@ impl Context {
         })
     }
 
-    /// The namespace of a REST client, or the error saying subscriptions need `--url`.
-    pub fn rest_namespace(&self, what: &str) -> Result<&str> {
-        self.client.namespace().ok_or_else(|| {
-            Error::Usage(format!(
-                "{what} goes through the cliserver REST API: give --url URL (the pod socket \
-                 @nes does not serve subscriptions yet)"
-            ))
-        })
-    }
-
     /// The deadline of an operation starting now.
     pub fn deadline(&self) -> Instant {
         Instant::now() + self.timeout

@@ -1,4 +1,5 @@
-//! `nescli subscribe NAME`: create a NetworkCare through the cliserver REST API.
+//! `nescli subscribe NAME`: create a NetworkCare in the pod's namespace (over the pod socket)
+//! or in `--namespace` (over `--url`).
 
 use api::care::{Delivery, DeliveryMode};
 use api::wire::{CareView, NewCare, ProblemDetails};
@@ -7,9 +8,12 @@ use http::Method;
 
 use super::Context;
 use crate::args::SubscribeArgs;
-use crate::client::percent_encode;
 use crate::error::{Error, Result};
 use crate::output;
+
+/// The subscriptions of the namespace, as the pod socket names them (the client maps it to
+/// the cliserver's `/v1/namespaces/{ns}/networkcares` over `--url`).
+pub const CARES_PATH: &str = "/v1/self/networkcares";
 
 /// The subscription the flags describe.
 pub fn new_care(args: SubscribeArgs) -> NewCare {
@@ -32,17 +36,13 @@ pub fn new_care(args: SubscribeArgs) -> NewCare {
 }
 
 pub async fn run(ctx: &Context, args: SubscribeArgs) -> Result<()> {
-    let namespace = ctx.rest_namespace("subscribe")?.to_string();
     let new = new_care(args);
     // The one validator the server also runs: a bad spec is refused before any request.
     api::validate::validate_care(&new.spec)
         .map_err(|invalid| Error::Rejected(Box::new(ProblemDetails::invalid(&invalid))))?;
     let body = serde_json::to_vec(&new)
         .map_err(|e| Error::Usage(format!("cannot encode the subscription: {e}")))?;
-    let uri = ctx.client.uri(
-        &format!("/v1/namespaces/{}/networkcares", percent_encode(&namespace)),
-        &[],
-    );
+    let uri = ctx.client.uri(CARES_PATH, &[]);
     let view: CareView = ctx
         .client
         .json(Method::POST, &uri, Some(body), ctx.deadline())

@@ -1,5 +1,5 @@
 //! `nescli watch`: follow the event stream of this pod, or of a subscription
-//! (`--subscription NAME`, over `--url`), reconnecting from the last seen sequence.
+//! (`--subscription NAME`), reconnecting from the last seen sequence.
 
 use std::io::Write;
 
@@ -7,6 +7,7 @@ use http::Method;
 use tokio::time::sleep;
 use tracing::warn;
 
+use super::subscribe::CARES_PATH;
 use super::Context;
 use crate::args::WatchArgs;
 use crate::client::{percent_encode, Backoff, Lines};
@@ -16,17 +17,7 @@ use crate::output;
 /// Runs until the stream is refused (410, another problem: exit 1), the agent stays
 /// unreachable for `--timeout` (exit 3), or stdout closes (exit 0).
 pub async fn run(ctx: &Context, args: WatchArgs) -> Result<()> {
-    let path = match &args.subscription {
-        Some(name) => {
-            let ns = ctx.rest_namespace("watch --subscription")?;
-            format!(
-                "/v1/namespaces/{}/networkcares/{}/events",
-                percent_encode(ns),
-                percent_encode(name)
-            )
-        }
-        None => "/v1/self/events".to_string(),
-    };
+    let path = events_path(args.subscription.as_deref());
     let mut since = args.since;
     let mut stdout = std::io::stdout();
     // Paces reconnects, so a server that keeps ending streams is not hammered.
@@ -79,6 +70,15 @@ pub async fn run(ctx: &Context, args: WatchArgs) -> Result<()> {
     }
 }
 
+/// The event stream of the pod itself, or of its namespace's subscription `subscription`, as
+/// the pod socket names it (the client maps it to the cliserver's path over `--url`).
+pub fn events_path(subscription: Option<&str>) -> String {
+    match subscription {
+        Some(name) => format!("{CARES_PATH}/{}/events", percent_encode(name)),
+        None => "/v1/self/events".to_string(),
+    }
+}
+
 /// An event line as JSON and its sequence number. Events of types this nescli does not
 /// know (from a newer agent) are kept as they are.
 pub fn parse_event(line: &[u8]) -> Option<(u64, serde_json::Value)> {
@@ -90,6 +90,12 @@ pub fn parse_event(line: &[u8]) -> Option<(u64, serde_json::Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_events_of_a_subscription_are_under_its_name() {
+        assert_eq!(events_path(None), "/v1/self/events");
+        assert_eq!(events_path(Some("mon")), "/v1/self/networkcares/mon/events");
+    }
 
     #[test]
     fn event_lines_need_a_numeric_seq() {

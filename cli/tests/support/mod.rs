@@ -1,6 +1,7 @@
-//! Test support: a stub of the agent's socket API (axum over a unix listener, on its own
-//! thread and runtime) that records every request, and a runner for the real `nescli` binary
-//! with deadlines instead of sleeps.
+//! Test support: a stub of the agent's socket API (axum over a unix listener) or of the
+//! operator's cliserver (the same app over HTTPS on 127.0.0.1, with a throwaway CA), each on
+//! its own thread and runtime, recording every request; and a runner for the real `nescli`
+//! binary with deadlines instead of sleeps.
 #![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader, Read};
@@ -28,6 +29,8 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -36,6 +39,13 @@ impl Recorded {
         self.query
             .iter()
             .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -52,6 +62,8 @@ pub type Responder = Arc<dyn Fn(&Recorded, usize) -> Response + Send + Sync>;
 struct Log {
     requests: Mutex<Vec<Recorded>>,
     changed: Condvar,
+    /// Connections accepted (HTTPS stub), whether or not a request followed.
+    connections: AtomicUsize,
 }
 
 /// A running stub server.
@@ -78,28 +90,77 @@ impl Stub {
     /// Serves on an already bound listener.
     pub fn on(listener: UnixListener, responder: Responder) -> Stub {
         let log = Arc::new(Log::default());
-        let served = log.clone();
+        let app = recording_app(log.clone(), responder);
         listener
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("nonblocking: {e}"));
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("runtime: {e}"));
-            rt.block_on(async move {
+            runtime().block_on(async move {
                 let listener = tokio::net::UnixListener::from_std(listener)
                     .unwrap_or_else(|e| panic!("listener: {e}"));
-                let app = Router::new().fallback(move |req: Request| {
-                    let (log, responder) = (served.clone(), responder.clone());
-                    async move { handle(req, &log, &responder).await }
-                });
                 if let Err(e) = axum::serve(listener, app).await {
                     eprintln!("stub server stopped: {e}");
                 }
             });
         });
         Stub { log }
+    }
+
+    /// Serves HTTPS on 127.0.0.1 with `tls`'s certificate; `https://127.0.0.1:PORT` reaches it.
+    pub fn https(tls: &TestTls, responder: Responder) -> (Stub, String) {
+        let log = Arc::new(Log::default());
+        let app = recording_app(log.clone(), responder);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("local addr: {e}"))
+            .port();
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let accepted = log.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .unwrap_or_else(|e| panic!("listener: {e}"));
+                loop {
+                    let (tcp, _) = match listener.accept().await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            eprintln!("stub server stopped: {e}");
+                            return;
+                        }
+                    };
+                    accepted.connections.fetch_add(1, Ordering::SeqCst);
+                    accepted.changed.notify_all();
+                    let (acceptor, app) = (acceptor.clone(), app.clone());
+                    tokio::spawn(async move {
+                        let tls = match acceptor.accept(tcp).await {
+                            Ok(tls) => tls,
+                            Err(e) => {
+                                eprintln!("stub: TLS handshake failed: {e}");
+                                return;
+                            }
+                        };
+                        let service = hyper_util::service::TowerToHyperService::new(app);
+                        if let Err(e) = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await
+                        {
+                            eprintln!("stub: connection ended: {e}");
+                        }
+                    });
+                }
+            });
+        });
+        (Stub { log }, format!("https://127.0.0.1:{port}"))
+    }
+
+    /// Connections accepted so far (HTTPS stub only).
+    pub fn connections(&self) -> usize {
+        self.log.connections.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -128,6 +189,21 @@ impl Stub {
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// The stub's one route: record the request, answer what `responder` says.
+fn recording_app(log: Arc<Log>, responder: Responder) -> Router {
+    Router::new().fallback(move |req: Request| {
+        let (log, responder) = (log.clone(), responder.clone());
+        async move { handle(req, &log, &responder).await }
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -135,6 +211,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn handle(req: Request, log: &Log, responder: &Responder) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
         .map(|q| q.0)
         .unwrap_or_default();
@@ -145,6 +231,7 @@ async fn handle(req: Request, log: &Log, responder: &Responder) -> Response {
         method,
         path,
         query,
+        headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     let n = {
@@ -202,6 +289,48 @@ pub fn ndjson(events: Vec<serde_json::Value>, then_hold: bool) -> Response {
         .into_response()
 }
 
+/// Ends an [`ndjson_until_cut`] stream by breaking its connection.
+#[derive(Clone, Default)]
+pub struct Cut(Arc<tokio::sync::Notify>);
+
+impl Cut {
+    /// Breaks the connection (now, or as soon as the stream has sent its events).
+    pub fn cut(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// An NDJSON stream of `events` that then waits for `cut` and breaks off: the connection
+/// closes without the end of the chunked body, as when the server goes away mid-stream.
+pub fn ndjson_until_cut(events: Vec<serde_json::Value>, cut: &Cut) -> Response {
+    use futures::StreamExt;
+    let lines = futures::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, std::io::Error>(format!("{e}\n"))),
+    );
+    let notify = cut.0.clone();
+    let broken = futures::stream::once(async move {
+        notify.notified().await;
+        Err(std::io::Error::other("the stub cut the stream"))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines.chain(broken)),
+    )
+        .into_response()
+}
+
+/// The `CareView` the server answers for a `NewCare` request body, in `namespace`.
+pub fn care_view(new_care: &serde_json::Value, namespace: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": new_care["name"],
+        "namespace": namespace,
+        "spec": new_care["spec"],
+    })
+}
+
 pub fn config_view(spec: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "pod": "web-0",
@@ -233,6 +362,53 @@ pub fn status_view(applied: bool, generation: i64) -> serde_json::Value {
 pub fn event(seq: u64, ifname: &str) -> serde_json::Value {
     serde_json::json!({"seq": seq, "time": "2025-01-01T00:00:00Z", "pod": "web-0",
                        "type": "LinkUp", "ifname": ifname})
+}
+
+// === TLS ===
+
+/// A throwaway CA (its PEM in `ca_file`) and a server configuration with a certificate it
+/// signed for `localhost` and 127.0.0.1.
+pub struct TestTls {
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    server: Arc<rustls::ServerConfig>,
+}
+
+pub fn test_tls() -> TestTls {
+    let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("CA key: {e}"));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap_or_else(|e| panic!("CA params: {e}"));
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nes test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)
+        .unwrap_or_else(|e| panic!("CA: {e}"));
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("server key: {e}"));
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap_or_else(|e| panic!("server params: {e}"))
+            .signed_by(&key, &ca)
+            .unwrap_or_else(|e| panic!("server cert: {e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap_or_else(|e| panic!("write CA: {e}"));
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("TLS versions: {e}"))
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap_or_else(|e| panic!("server TLS config: {e}"));
+    TestTls {
+        dir,
+        ca_file,
+        server: Arc::new(server),
+    }
 }
 
 // === running nescli ===

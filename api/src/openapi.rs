@@ -146,6 +146,22 @@ pub fn generate() -> Value {
                         "responses": {"200": {"description": "Events, then live ones", "content": {"application/x-ndjson": {"schema": r("event")}}},
                                       "410": problem("since is older than the buffer; oldestSequence tells where it starts")}}
             },
+            "/v1/self/networkcares": {
+                "post": {"summary": "Create a subscription in the pod's namespace, owned by the pod's workload (forwarded to the cliserver for the pod)",
+                         "parameters": [pod.clone()],
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": r("newCare")}}},
+                         "responses": {"201": care_ok("Created"), "400": problem("Malformed body"),
+                                       "409": problem("A subscription of that name exists"), "422": problem("Invalid subscription; errors name each field"),
+                                       "501": problem("Standalone agent: subscriptions need the in-cluster agent"),
+                                       "503": problem("The cliserver cannot be reached; nothing was created")}}
+            },
+            "/v1/self/networkcares/{name}/events": {
+                "get": {"summary": "NDJSON stream of the subscription as this node sees it: the live netlink events of the selected pods served on this node, merged with the cliserver's events of the selected pods elsewhere, numbered by this node's feed",
+                        "parameters": [pod.clone(), care_name.clone(), since.clone()],
+                        "responses": {"200": {"description": "Events, then live ones", "content": {"application/x-ndjson": {"schema": r("event")}}},
+                                      "404": problem("No such subscription"),
+                                      "410": problem("since is not held by this node's feed; oldestSequence tells where it starts")}}
+            },
             "/v1/pods": {
                 "get": {"summary": "Admin socket only: the pods served",
                         "responses": {"200": {"description": "Pod names", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}},

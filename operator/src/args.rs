@@ -52,7 +52,8 @@ pub struct Args {
     pub shim_image_pull_policy: String,
 
     /// ServiceAccount (in --namespace) of the node agents; only its tokens may forward
-    /// requests on behalf of a pod (header X-Nes-Pod-Uid).
+    /// requests on behalf of a pod (header X-Nes-Pod-Uid, with X-Nes-Pod-Name for the pod's
+    /// subscriptions).
     #[arg(long, default_value = "nes-agent")]
     pub agent_service_account: String,
 

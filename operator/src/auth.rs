@@ -1,5 +1,6 @@
 //! Who may call the cliserver: the bearer token is checked with a TokenReview; direct
-//! callers need RBAC (SubjectAccessReview); a node agent forwarding a pod's own request is
+//! callers need RBAC (SubjectAccessReview); a node agent forwarding a pod's own request
+//! (`X-Nes-Pod-Uid`, plus `X-Nes-Pod-Name` for a subscription, whose path names no pod) is
 //! accepted only for a pod on its node. The decisions are pure functions over the review
 //! results; [`Authorizer`] does the calls.
 
@@ -17,6 +18,9 @@ use crate::{Error, Result};
 
 /// Header naming the pod a node agent forwards a request for.
 pub const FORWARDED_POD_UID: &str = "x-nes-pod-uid";
+/// Header naming the subscriber pod of a forwarded `networkcares` request, whose path names
+/// no pod; sent with [`FORWARDED_POD_UID`].
+pub const FORWARDED_POD_NAME: &str = "x-nes-pod-name";
 /// TokenReview extra: the node of the pod a ServiceAccount token is bound to.
 pub const EXTRA_NODE_NAME: &str = "authentication.kubernetes.io/node-name";
 /// TokenReview extra: the pod a ServiceAccount token is bound to.
@@ -45,6 +49,15 @@ pub enum Denied {
     /// 403: the caller is known but may not do this.
     #[error("{0}")]
     Forbidden(String),
+}
+
+/// What a node agent says about the pod it forwards a request for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded<'a> {
+    /// `X-Nes-Pod-Uid`.
+    pub uid: &'a str,
+    /// `X-Nes-Pod-Name`: the subscriber pod, for `networkcares` requests.
+    pub name: Option<&'a str>,
 }
 
 /// A caller allowed to go on.
@@ -217,6 +230,36 @@ pub fn agent_pod_node(pod: Option<&Pod>, expected_uid: Option<&str>) -> Result<S
         .ok_or_else(|| Denied::Forbidden("the agent pod of this token has no node".into()))
 }
 
+/// The pod a forwarded request acts for, decided before any lookup from what it wants and
+/// the `X-Nes-Pod-Name` it carries (`named`). A pod's configuration is addressed by the path
+/// (a `named` pod must be that one); a subscription is created, or read with its events, for
+/// the `named` pod. Nothing else is forwarded: listing and deleting subscriptions need RBAC.
+pub fn forwarded_pod<'a>(access: &'a Access, named: Option<&'a str>) -> Result<&'a str, Denied> {
+    let named = named.filter(|n| !n.is_empty());
+    match (access.resource, access.verb, access.name.as_deref()) {
+        (NETWORKCONFIGURATIONS, _, Some(pod)) => match named {
+            Some(other) if other != pod => Err(Denied::Forbidden(format!(
+                "X-Nes-Pod-Name {other} is not the pod {pod} the request is addressed to"
+            ))),
+            _ => Ok(pod),
+        },
+        (NETWORKCARES, "create", None) | (NETWORKCARES, "get", Some(_)) => {
+            named.ok_or_else(|| {
+                Denied::Forbidden(format!(
+                    "a forwarded {} of networkcares must name its subscriber pod in X-Nes-Pod-Name",
+                    access.verb
+                ))
+            })
+        }
+        (NETWORKCARES, verb, _) => Err(Denied::Forbidden(format!(
+            "agents forward only create and get of networkcares, not {verb}: that needs a caller with RBAC"
+        ))),
+        (resource, verb, _) => Err(Denied::Forbidden(format!(
+            "agents forward only requests addressed to a pod or its subscriptions, not {verb} {resource}"
+        ))),
+    }
+}
+
 /// Whether a forwarded request for `pod` (found or not) with `uid` may be served by an agent
 /// on `agent_node`.
 pub fn forwarded_pod_allowed(
@@ -268,12 +311,12 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
-    /// Authenticates the request and authorises `access`: a request with `forwarded_uid`
-    /// as a node agent's (no SAR), any other by SubjectAccessReview.
+    /// Authenticates the request and authorises `access`: a `forwarded` one as a node
+    /// agent's (no SAR), any other by SubjectAccessReview.
     pub async fn authorize(
         &self,
         authorization: Option<&str>,
-        forwarded_uid: Option<&str>,
+        forwarded: Option<Forwarded<'_>>,
         access: &Access,
     ) -> Result<Authorized, AuthError> {
         let token = bearer_token(authorization)?;
@@ -284,13 +327,8 @@ impl Authorizer {
             .map_err(Error::kube("TokenReview"))?;
         let user = reviewed_user(&review)?;
 
-        if let Some(uid) = forwarded_uid {
-            if access.resource != NETWORKCONFIGURATIONS || access.name.is_none() {
-                return Err(Denied::Forbidden(
-                    "agents forward only requests addressed to a pod".into(),
-                )
-                .into());
-            }
+        if let Some(forwarded) = forwarded {
+            let name = forwarded_pod(access, forwarded.name)?;
             let node = match forwarding_agent(&user, &self.agent_username)? {
                 AgentNode::Named(node) => node,
                 AgentNode::OfPod { name, uid } => {
@@ -302,12 +340,11 @@ impl Authorizer {
                     agent_pod_node(pod.as_ref(), uid.as_deref())?
                 }
             };
-            let name = access.name.as_deref().unwrap_or_default();
             let pod = Api::<Pod>::namespaced(self.client.clone(), &access.namespace)
                 .get_opt(name)
                 .await
                 .map_err(Error::kube(format!("get pod {}/{name}", access.namespace)))?;
-            forwarded_pod_allowed(pod.as_ref(), &access.namespace, name, uid, &node)?;
+            forwarded_pod_allowed(pod.as_ref(), &access.namespace, name, forwarded.uid, &node)?;
             let pod = Box::new(pod.ok_or_else(|| Denied::Forbidden("pod is gone".into()))?);
             return Ok(Authorized::Forwarded { agent: user, pod });
         }

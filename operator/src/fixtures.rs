@@ -327,6 +327,42 @@ pub async fn call(
     (status, content_type, body)
 }
 
+/// Sends a GET to the cliserver of `state` and reads the first `n` lines of its NDJSON
+/// answer (fewer if it ends): status and lines.
+pub async fn read_lines(
+    state: Arc<cliserver::State>,
+    uri: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> (u16, Vec<Value>) {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = cliserver::router(state)
+        .oneshot(req.body(AxumBody::empty()).unwrap())
+        .await
+        .unwrap();
+    let code = res.status().as_u16();
+    let mut body = res.into_body();
+    let mut text = String::new();
+    let mut lines = vec![];
+    while lines.len() < n {
+        let frame = tokio::time::timeout(DEADLINE, body.frame())
+            .await
+            .expect("no event in time");
+        let Some(frame) = frame else { break };
+        if let Ok(data) = frame.unwrap().into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        while let Some((line, rest)) = text.split_once('\n') {
+            lines.push(serde_json::from_str(line).unwrap());
+            text = rest.to_string();
+        }
+    }
+    (code, lines)
+}
+
 // === a webhook receiver ===
 
 /// How long a test waits for a webhook request.

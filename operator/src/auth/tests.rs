@@ -181,3 +181,85 @@ fn forwarded_request_is_allowed_only_for_the_same_pod_on_the_agents_node() {
         );
     }
 }
+
+#[test]
+fn forwarded_request_acts_for_the_path_pod_or_for_the_named_subscriber_and_nothing_else() {
+    let access = |verb, resource, name: Option<&str>| Access {
+        verb,
+        resource,
+        namespace: "app".into(),
+        name: name.map(str::to_string),
+    };
+    // (what, access, X-Nes-Pod-Name, the pod it acts for or a phrase of the refusal)
+    let cases = [
+        (
+            "configuration: the pod of the path",
+            access("update", NETWORKCONFIGURATIONS, Some("web-0")),
+            None,
+            Ok("web-0"),
+        ),
+        (
+            "configuration: a header naming the same pod",
+            access("get", NETWORKCONFIGURATIONS, Some("web-0")),
+            Some("web-0"),
+            Ok("web-0"),
+        ),
+        (
+            "configuration: a header naming another pod",
+            access("update", NETWORKCONFIGURATIONS, Some("web-0")),
+            Some("web-1"),
+            Err("not the pod web-0"),
+        ),
+        (
+            "configuration: no pod in the path",
+            access("list", NETWORKCONFIGURATIONS, None),
+            None,
+            Err("addressed to a pod"),
+        ),
+        (
+            "subscription create for the named pod",
+            access("create", NETWORKCARES, None),
+            Some("mon-0"),
+            Ok("mon-0"),
+        ),
+        (
+            "subscription get for the named pod",
+            access("get", NETWORKCARES, Some("mon")),
+            Some("mon-0"),
+            Ok("mon-0"),
+        ),
+        (
+            "subscription create without X-Nes-Pod-Name",
+            access("create", NETWORKCARES, None),
+            None,
+            Err("must name its subscriber pod in X-Nes-Pod-Name"),
+        ),
+        (
+            "subscription get with an empty X-Nes-Pod-Name",
+            access("get", NETWORKCARES, Some("mon")),
+            Some(""),
+            Err("must name its subscriber pod in X-Nes-Pod-Name"),
+        ),
+        (
+            "subscription list",
+            access("list", NETWORKCARES, None),
+            Some("mon-0"),
+            Err("not list"),
+        ),
+        (
+            "subscription delete",
+            access("delete", NETWORKCARES, Some("mon")),
+            Some("mon-0"),
+            Err("not delete"),
+        ),
+    ];
+    for (what, access, named, want) in cases {
+        match (forwarded_pod(&access, named), want) {
+            (Ok(pod), Ok(want)) => assert_eq!(pod, want, "{what}"),
+            (Err(Denied::Forbidden(why)), Err(phrase)) => {
+                assert!(why.contains(phrase), "{what}: {why}")
+            }
+            (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+        }
+    }
+}

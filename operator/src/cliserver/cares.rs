@@ -1,5 +1,6 @@
 //! `/v1/namespaces/{ns}/networkcares[/{name}]`: subscriptions, owned by the subscriber's
-//! workload so they disappear with the application.
+//! workload so they disappear with the application. The subscriber is the pod a caller's
+//! token is bound to, or the pod a node agent forwards for (`X-Nes-Pod-Name`).
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::{access, parse_body, ApiError, State};
-use crate::auth::{EXTRA_POD_NAME, EXTRA_POD_UID, NETWORKCARES};
+use crate::auth::{Authorized, EXTRA_POD_NAME, EXTRA_POD_UID, NETWORKCARES};
 use crate::controllers::ownership;
 
 pub fn care_view(care: &NetworkCare) -> CareView {
@@ -46,21 +47,37 @@ pub fn subscriber_pod(user: &UserInfo, namespace: &str) -> Option<(String, Strin
     Some((pod, uid))
 }
 
-/// The field manager for a caller: its user name when that is a valid manager name.
-pub fn manager_for(user: &UserInfo) -> String {
-    user.username
-        .as_deref()
-        .filter(|n| api::validate::check_manager(n).is_ok())
-        .unwrap_or(ownership::FIELD_MANAGER)
-        .to_string()
+/// The Kubernetes user name of the ServiceAccount a pod runs as.
+fn service_account_user(pod: &Pod) -> Option<String> {
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let account = pod.spec.as_ref()?.service_account_name.as_deref()?;
+    Some(format!("system:serviceaccount:{namespace}:{account}"))
 }
 
-/// The subscriber's workload, when the caller is a pod of this namespace.
+/// The field manager for a caller: its user name when that is a valid manager name. A
+/// forwarded request is the pod's own, relayed by its node agent: it records the pod's
+/// ServiceAccount, as the pod's own token would, not the agent that relays for every pod
+/// of its node.
+pub fn manager_for(who: &Authorized) -> String {
+    match who {
+        Authorized::Direct { user } => user.username.clone(),
+        Authorized::Forwarded { pod, .. } => service_account_user(pod),
+    }
+    .filter(|n| api::validate::check_manager(n).is_ok())
+    .unwrap_or_else(|| ownership::FIELD_MANAGER.to_string())
+}
+
+/// The subscriber's workload: that of the pod a request was forwarded for (already checked
+/// and read), or of the pod of this namespace the caller's token is bound to.
 async fn owner(
     state: &State,
-    user: &UserInfo,
+    who: &Authorized,
     ns: &str,
 ) -> Result<Option<OwnerReference>, ApiError> {
+    let user = match who {
+        Authorized::Forwarded { pod, .. } => return Ok(ownership::workload_of(pod)),
+        Authorized::Direct { user } => user,
+    };
     let Some((name, uid)) = subscriber_pod(user, ns) else {
         return Ok(None);
     };
@@ -86,7 +103,7 @@ pub async fn create_care(
     let new: NewCare = parse_body(&body)?;
     api::validate::validate_care(&new.spec)
         .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
-    let owner = owner(&state, who.user(), &ns).await?;
+    let owner = owner(&state, &who, &ns).await?;
     let care = NetworkCare {
         metadata: ObjectMeta {
             name: Some(new.name.clone()),
@@ -98,7 +115,7 @@ pub async fn create_care(
         status: None,
     };
     let pp = PostParams {
-        field_manager: Some(manager_for(who.user())),
+        field_manager: Some(manager_for(&who)),
         ..Default::default()
     };
     let created = Api::<NetworkCare>::namespaced(state.client.clone(), &ns)

@@ -1,5 +1,10 @@
 //! The cliserver: the REST API of the pod socket, addressed by namespace and pod, over the
 //! `NetworkConfiguration` and `NetworkCare` resources. Served on every replica.
+//!
+//! A node agent forwards a pod's own requests with its ServiceAccount token and the pod's
+//! UID in `X-Nes-Pod-Uid`: a pod's configuration (the pod named by the path), and the
+//! create and get (one, and its events) of the pod's subscriptions, whose path names no pod,
+//! so the agent also sends the subscriber pod's name in `X-Nes-Pod-Name` (see [`crate::auth`]).
 
 use std::sync::Arc;
 
@@ -12,7 +17,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{Access, Authorized, Authorizer, FORWARDED_POD_UID};
+use crate::auth::{
+    Access, Authorized, Authorizer, Forwarded, FORWARDED_POD_NAME, FORWARDED_POD_UID,
+};
 
 mod cares;
 mod config;
@@ -74,20 +81,18 @@ async fn openapi() -> ([(header::HeaderName, &'static str); 1], &'static str) {
 impl State {
     /// Authenticates and authorises a request for `access`.
     async fn authorize(&self, headers: &HeaderMap, access: Access) -> Result<Authorized, ApiError> {
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| ApiError::bad_request("Authorization is not text"))
-            })
-            .transpose()?;
-        let forwarded = headers
-            .get(FORWARDED_POD_UID)
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| ApiError::bad_request("X-Nes-Pod-Uid is not text"))
-            })
-            .transpose()?;
+        let authorization = text(headers, header::AUTHORIZATION.as_str(), "Authorization")?;
+        let uid = text(headers, FORWARDED_POD_UID, "X-Nes-Pod-Uid")?;
+        let name = text(headers, FORWARDED_POD_NAME, "X-Nes-Pod-Name")?;
+        let forwarded = match (uid, name) {
+            (Some(uid), name) => Some(Forwarded { uid, name }),
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "X-Nes-Pod-Name is sent only with X-Nes-Pod-Uid, by a node agent forwarding a pod's request",
+                ))
+            }
+            (None, None) => None,
+        };
         Ok(self
             .auth
             .authorize(authorization, forwarded, &access)
@@ -105,6 +110,17 @@ impl State {
             .map_err(|e| ApiError::from_kube(&format!("get pod {namespace}/{name}"), &e))?
             .ok_or_else(|| ApiError::not_found(format!("pod {namespace}/{name} does not exist")))
     }
+}
+
+/// The value of header `name` (`shown` in errors), which must be text.
+fn text<'a>(headers: &'a HeaderMap, name: &str, shown: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request(format!("{shown} is not text")))
+        })
+        .transpose()
 }
 
 /// Parses a JSON body, refusing unknown fields with a 400 naming what was wrong.

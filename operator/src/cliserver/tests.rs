@@ -642,28 +642,271 @@ async fn invalid_networkcare_is_422_with_field_paths_and_creates_nothing() {
     assert_eq!(fields, ["spec.podNames[0]", "spec.delivery.url"]);
 }
 
+const CARES: &str = "/v1/namespaces/app/networkcares";
+const CARES_API: &str = "/apis/nes.network-config.io/v1alpha1/namespaces/app/networkcares";
+const SUBSCRIBER: &str = "/api/v1/namespaces/app/pods/mon-0";
+/// What a node agent sends for subscriber pod `app/mon-0`.
+const FORWARDED_FOR_MON: [(&str, &str); 3] = [
+    BEARER,
+    ("x-nes-pod-uid", "mon-uid"),
+    ("x-nes-pod-name", "mon-0"),
+];
+
+/// Subscriber pod `app/mon-0` of StatefulSet `mon`, running as ServiceAccount `watcher` on `node`.
+fn subscriber(node: &str) -> Value {
+    let mut p = pod(
+        "app",
+        "mon-0",
+        "mon-uid",
+        Some(node),
+        Some(("mon", "mon-sts-uid")),
+    );
+    p["spec"]["serviceAccountName"] = json!("watcher");
+    p
+}
+
+fn node_bound(node: &str) -> Value {
+    json!({"authentication.kubernetes.io/node-name": [node]})
+}
+
 #[tokio::test]
-async fn agents_cannot_forward_networkcare_requests() {
+async fn forwarded_networkcare_create_is_owned_by_the_subscriber_pods_workload_without_access_review(
+) {
     let (client, mut api) = mock_client();
     let server = tokio::spawn(async move {
-        api.token_review(
-            "tok",
-            AGENT,
-            json!({"authentication.kubernetes.io/node-name": ["n"]}),
-        )
-        .await;
+        api.token_review("tok", AGENT, node_bound("node-a")).await;
+        api.expect("GET", SUBSCRIBER, 200, subscriber("node-a"))
+            .await;
+        let create = api
+            .expect("POST", CARES_API, 201, json!({
+                "apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkCare",
+                "metadata": {"name": "mon", "namespace": "app", "uid": "c"}, "spec": {"podNames": ["web-0"]}}))
+            .await;
+        api.expect_no_more().await;
+        create
+    });
+    let body = json!({"name": "mon", "spec": {"podNames": ["web-0"]}}).to_string();
+    let (status, _, view) = call(
+        cliserver_state(client),
+        "POST",
+        CARES,
+        &FORWARDED_FOR_MON,
+        &body,
+    )
+    .await;
+    let create = finish(server).await;
+    assert_eq!(status.as_u16(), 201, "{view}");
+    // The subscriber pod's ServiceAccount, as its own token would have recorded.
+    assert_eq!(
+        create.query,
+        query(&[("fieldManager", "system:serviceaccount:app:watcher")])
+    );
+    assert_eq!(
+        create.body,
+        json!({"apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkCare",
+               "metadata": {"name": "mon", "namespace": "app",
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "mon", "uid": "mon-sts-uid", "controller": true}]},
+               "spec": {"podNames": ["web-0"], "delivery": {"mode": "stream"}}})
+    );
+    assert_eq!(view["name"], "mon");
+}
+
+#[tokio::test]
+async fn forwarded_networkcare_create_for_a_pod_on_another_node_is_403_and_creates_nothing() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", AGENT, node_bound("node-b")).await;
+        api.expect("GET", SUBSCRIBER, 200, subscriber("node-a"))
+            .await;
         api.expect_no_more().await;
     });
-    let (status, _, _) = call(
+    let body = json!({"name": "mon", "spec": {"podNames": ["web-0"]}}).to_string();
+    let (status, _, problem) = call(
         cliserver_state(client),
-        "GET",
-        "/v1/namespaces/app/networkcares",
-        &[BEARER, ("x-nes-pod-uid", "u")],
-        "",
+        "POST",
+        CARES,
+        &FORWARDED_FOR_MON,
+        &body,
     )
     .await;
     finish(server).await;
-    assert_eq!(status.as_u16(), 403);
+    assert_eq!(status.as_u16(), 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pod app/mon-0 runs on node-a, not on the forwarding agent's node node-b"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_networkcare_request_without_x_nes_pod_name_is_403_without_any_lookup() {
+    let (client, mut api) = mock_client();
+    let cases = [
+        ("POST", CARES.to_string()),
+        ("GET", format!("{CARES}/mon")),
+        ("GET", format!("{CARES}/mon/events")),
+    ];
+    let server = tokio::spawn(async move {
+        for _ in 0..3 {
+            // Bound to the agent pod: any lookup (of it, or of a subscriber) would show here.
+            api.token_review(
+                "tok",
+                AGENT,
+                json!({"authentication.kubernetes.io/pod-name": ["nes-agent-x"]}),
+            )
+            .await;
+        }
+        api.expect_no_more().await;
+    });
+    let state = cliserver_state(client);
+    let body = json!({"name": "mon", "spec": {"podNames": ["web-0"]}}).to_string();
+    for (method, uri) in &cases {
+        let (status, content_type, problem) = call(
+            state.clone(),
+            method,
+            uri,
+            &[BEARER, ("x-nes-pod-uid", "mon-uid")],
+            &body,
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), content_type.as_str()),
+            (403, "application/problem+json"),
+            "{method} {uri}: {problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("must name its subscriber pod in X-Nes-Pod-Name"),
+            "{method} {uri}: {problem}"
+        );
+    }
+    drop(state);
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn forwarded_get_of_a_networkcare_and_of_its_events_is_served_without_access_review() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", AGENT, node_bound("node-a")).await;
+        api.expect("GET", SUBSCRIBER, 200, subscriber("node-a"))
+            .await;
+        api.expect(
+            "GET",
+            &format!("{CARES_API}/mon"),
+            200,
+            serde_json::to_value(network_care(
+                "app",
+                "mon",
+                "care-uid",
+                json!({"podNames": ["web-0"]}),
+            ))
+            .unwrap(),
+        )
+        .await;
+        // The stream is this replica's: only the subscriber check reaches the API server.
+        api.token_review("tok", AGENT, node_bound("node-a")).await;
+        api.expect("GET", SUBSCRIBER, 200, subscriber("node-a"))
+            .await;
+        api.expect_no_more().await;
+    });
+    let state = cliserver_state(client);
+    state.events.apply_care(&network_care(
+        "app",
+        "mon",
+        "care-uid",
+        json!({"podNames": ["web-0"], "events": ["link"]}),
+    ));
+    state.events.observe("app", "web-0", &link_status("up"));
+    state.events.observe("app", "web-0", &link_status("down")); // 1
+
+    let (status, _, view) = call(
+        state.clone(),
+        "GET",
+        &format!("{CARES}/mon"),
+        &FORWARDED_FOR_MON,
+        "",
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{view}");
+    assert_eq!(
+        (&view["name"], &view["spec"]["podNames"]),
+        (&json!("mon"), &json!(["web-0"]))
+    );
+
+    let (status, lines) = read_lines(
+        state.clone(),
+        &format!("{CARES}/mon/events"),
+        &FORWARDED_FOR_MON,
+        1,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&lines[0]["seq"], &lines[0]["pod"], &lines[0]["type"]),
+        (&json!(1), &json!("web-0"), &json!("LinkDown"))
+    );
+    drop(state);
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn forwarded_list_and_delete_of_networkcares_are_403_without_any_lookup() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            api.token_review("tok", AGENT, node_bound("node-a")).await;
+        }
+        api.expect_no_more().await;
+    });
+    let state = cliserver_state(client);
+    for (method, uri, verb) in [
+        ("GET", CARES.to_string(), "list"),
+        ("DELETE", format!("{CARES}/mon"), "delete"),
+    ] {
+        let (status, _, problem) = call(state.clone(), method, &uri, &FORWARDED_FOR_MON, "").await;
+        assert_eq!(status.as_u16(), 403, "{method} {uri}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(&format!(
+                "agents forward only create and get of networkcares, not {verb}"
+            )),
+            "{problem}"
+        );
+    }
+    drop(state);
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn x_nes_pod_name_without_x_nes_pod_uid_is_400_and_calls_nothing() {
+    let (client, api) = mock_client();
+    let server = tokio::spawn(api.expect_no_more());
+    let body = json!({"name": "mon", "spec": {"podNames": ["web-0"]}}).to_string();
+    let (status, content_type, problem) = call(
+        cliserver_state(client),
+        "POST",
+        CARES,
+        &[BEARER, ("x-nes-pod-name", "mon-0")],
+        &body,
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(
+        (status.as_u16(), content_type.as_str()),
+        (400, "application/problem+json"),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("X-Nes-Pod-Name is sent only with X-Nes-Pod-Uid"),
+        "{problem}"
+    );
 }
 
 #[test]
@@ -680,6 +923,10 @@ fn openapi_document_describes_every_cliserver_route_and_method() {
         (
             "/v1/namespaces/{namespace}/networkcares/{name}",
             &["get", "delete"],
+        ),
+        (
+            "/v1/namespaces/{namespace}/networkcares/{name}/events",
+            &["get"],
         ),
     ];
     for (path, methods) in routes {

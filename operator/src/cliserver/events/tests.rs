@@ -1,13 +1,12 @@
 use api::{InterfaceStatus, RouteStatus};
-use axum::http::Request;
-use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use pretty_assertions::assert_eq;
 use serde_json::json;
-use tower::ServiceExt;
 
 use super::*;
 use crate::fixtures::*;
+
+const BEARER: (&str, &str) = ("authorization", "Bearer tok");
 
 fn iface(name: &str, oper: &str, mtu: u32, addresses: &[&str]) -> InterfaceStatus {
     InterfaceStatus {
@@ -315,36 +314,6 @@ fn hub_takes_the_first_status_as_baseline_and_numbers_later_changes() {
     assert_eq!(hub.observe("app", "web-1", &up)[0].seq, 1);
 }
 
-async fn read_lines(state: Arc<State>, uri: &str, n: usize) -> (u16, Vec<serde_json::Value>) {
-    let res = crate::cliserver::router(state)
-        .oneshot(
-            Request::get(uri)
-                .header("authorization", "Bearer tok")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let code = res.status().as_u16();
-    let mut body = res.into_body();
-    let mut text = String::new();
-    let mut lines = vec![];
-    while lines.len() < n {
-        let frame = tokio::time::timeout(DEADLINE, body.frame())
-            .await
-            .expect("no event in time");
-        let Some(frame) = frame else { break };
-        if let Ok(data) = frame.unwrap().into_data() {
-            text.push_str(std::str::from_utf8(&data).unwrap());
-        }
-        while let Some((line, rest)) = text.split_once('\n') {
-            lines.push(serde_json::from_str(line).unwrap());
-            text = rest.to_string();
-        }
-    }
-    (code, lines)
-}
-
 #[tokio::test]
 async fn events_endpoint_streams_buffered_then_live_events_after_since_as_ndjson() {
     let (client, mut api) = mock_client();
@@ -382,7 +351,13 @@ async fn events_endpoint_streams_buffered_then_live_events_after_since_as_ndjson
             hub.observe("app", "web-0", &down); // 3
         }
     });
-    let (code, lines) = read_lines(state, "/v1/namespaces/app/pods/web-0/events?since=1", 2).await;
+    let (code, lines) = read_lines(
+        state,
+        "/v1/namespaces/app/pods/web-0/events?since=1",
+        &[BEARER],
+        2,
+    )
+    .await;
     feeder.await.unwrap();
     let sar = tokio::time::timeout(DEADLINE * 2, server)
         .await
@@ -686,6 +661,7 @@ async fn a_subscription_stream_resumes_after_since_without_gaps_across_two_pods(
     let (code, first) = read_lines(
         state.clone(),
         "/v1/namespaces/app/networkcares/mon/events",
+        &[BEARER],
         4,
     )
     .await;
@@ -711,6 +687,7 @@ async fn a_subscription_stream_resumes_after_since_without_gaps_across_two_pods(
     let (code, resumed) = read_lines(
         state,
         "/v1/namespaces/app/networkcares/mon/events?since=2",
+        &[BEARER],
         4,
     )
     .await;
@@ -819,6 +796,7 @@ async fn a_subscription_this_replica_has_not_seen_yet_is_read_from_the_api_serve
     let (code, lines) = read_lines(
         state.clone(),
         "/v1/namespaces/app/networkcares/new/events",
+        &[BEARER],
         1,
     )
     .await;

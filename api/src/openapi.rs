@@ -57,9 +57,11 @@ pub fn generate() -> Value {
     let care_name = path_param("name", "The NetworkCare (the subscriber's name).");
     let forwarded = json!({"name": "X-Nes-Pod-Uid", "in": "header", "required": false, "schema": {"type": "string"},
         "description": "Set only by a node agent forwarding a pod's own request: the pod's UID. Accepted only from the agent ServiceAccount for a pod on its node; no SubjectAccessReview then."});
+    let forwarded_name = json!({"name": "X-Nes-Pod-Name", "in": "header", "required": false, "schema": {"type": "string"},
+        "description": "Set only by a node agent forwarding a subscriber pod's request, with X-Nes-Pod-Uid: the pod's name, which these paths do not carry. Forwarded requests may create and read subscriptions, not list or delete them."});
     let auth_errors = |mut responses: Value| {
         responses["401"] = problem("Missing or rejected bearer token (TokenReview)");
-        responses["403"] = problem("Denied by SubjectAccessReview, or a forwarded request for a pod not on the agent's node");
+        responses["403"] = problem("Denied by SubjectAccessReview, or a forwarded request for a pod not on the agent's node (or a forwarded list or delete of subscriptions)");
         responses
     };
     let care_ok = |description: &str| json!({"description": description, "content": {"application/json": {"schema": r("care")}}});
@@ -96,20 +98,20 @@ pub fn generate() -> Value {
             "get": {"summary": "The subscriptions of the namespace (RBAC: list networkcares)", "parameters": [ns.clone()],
                     "responses": auth_errors(json!({"200": {"description": "Subscriptions", "content": {"application/json": {"schema": {"type": "array", "items": r("care")}}}}}))},
             "post": {"summary": "Create a subscription, owned by the caller's workload when the caller is a pod of the namespace (RBAC: create networkcares)",
-                     "parameters": [ns.clone()],
+                     "parameters": [ns.clone(), forwarded.clone(), forwarded_name.clone()],
                      "requestBody": {"required": true, "content": {"application/json": {"schema": r("newCare")}}},
                      "responses": auth_errors(json!({"201": care_ok("Created"), "400": problem("Malformed body"),
                                    "409": problem("A subscription of that name exists"), "422": problem("Invalid subscription; errors name each field")}))}
         },
         "/v1/namespaces/{namespace}/networkcares/{name}": {
-            "get": {"summary": "One subscription (RBAC: get networkcares)", "parameters": [ns.clone(), care_name.clone()],
+            "get": {"summary": "One subscription (RBAC: get networkcares)", "parameters": [ns.clone(), care_name.clone(), forwarded.clone(), forwarded_name.clone()],
                     "responses": auth_errors(json!({"200": care_ok("The subscription"), "404": problem("No such subscription")}))},
             "delete": {"summary": "Delete a subscription (RBAC: delete networkcares)", "parameters": [ns.clone(), care_name.clone()],
                        "responses": auth_errors(json!({"204": {"description": "Deleted"}, "404": problem("No such subscription")}))}
         },
         "/v1/namespaces/{namespace}/networkcares/{name}/events": {
             "get": {"summary": "NDJSON stream of the subscription: the events of every pod it selects, of the kinds it wants, numbered by the subscription (RBAC: get networkcares)",
-                    "parameters": [ns.clone(), care_name.clone(), since.clone()],
+                    "parameters": [ns.clone(), care_name.clone(), since.clone(), forwarded.clone(), forwarded_name.clone()],
                     "responses": auth_errors(json!({"200": {"description": "Events, then live ones", "content": {"application/x-ndjson": {"schema": r("event")}}},
                                   "404": problem("No such subscription"),
                                   "410": problem("since is not held by this server; oldestSequence tells where it starts")}))}

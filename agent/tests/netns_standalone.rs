@@ -179,6 +179,11 @@ impl PodClient {
             Some(s) => format!("/v1/self/events?since={s}"),
             None => "/v1/self/events".to_string(),
         };
+        self.stream(&uri).await
+    }
+
+    /// Opens an NDJSON stream at `uri`; returns a line reader.
+    async fn stream(&self, uri: &str) -> EventReader {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(
             hyper_util::rt::TokioIo::new(self.connect().await),
         )
@@ -206,6 +211,18 @@ struct EventReader {
 }
 
 impl EventReader {
+    /// Whether the stream ends within the deadline (events still arriving are skipped).
+    async fn ends(&mut self) -> bool {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(end, self.body.frame()).await {
+                Ok(Some(Ok(_))) => {}
+                Ok(None | Some(Err(_))) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Reads events until `want` matches one, returning every event read.
     async fn until(&mut self, mut want: impl FnMut(&Event) -> bool) -> Vec<Event> {
         let mut seen = vec![];
@@ -732,4 +749,80 @@ async fn two_hundred_concurrent_clients_all_get_their_answers() {
         "MEASURE 200 concurrent status reads in {elapsed:?} ({:.0}/s)",
         200.0 / elapsed.as_secs_f64()
     );
+}
+
+#[tokio::test]
+async fn a_subscription_relays_the_selected_pods_live_and_goes_with_its_owners_namespace() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let (web, db, mon) = (
+        pod_with_eth0("sacw"),
+        pod_with_eth0("sacd"),
+        pod_with_eth0("sacm"),
+    );
+    for ns in [&web, &db, &mon] {
+        agent.add(ns);
+    }
+    let (web_client, mon_client) = (PodClient::new(&web), PodClient::new(&mon));
+    let care = serde_json::json!({"name": "watch-web",
+        "spec": {"podNames": [web.name], "events": ["link"]}});
+    let (code, body) = mon_client
+        .call("POST", "/v1/self/networkcares", &care.to_string())
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let view: api::wire::CareView = serde_json::from_str(&body).expect("view");
+    assert_eq!(
+        (view.name.as_str(), view.spec.pod_names.clone()),
+        ("watch-web", vec![web.name.clone()])
+    );
+    let (code, _) = mon_client
+        .call("POST", "/v1/self/networkcares", &care.to_string())
+        .await;
+    assert_eq!(code, 409, "a second one of the same name");
+    let hook = serde_json::json!({"name": "hook", "spec": {"podNames": [web.name],
+        "delivery": {"mode": "webhook", "url": "https://receiver.example/x"}}});
+    let (code, body) = mon_client
+        .call("POST", "/v1/self/networkcares", &hook.to_string())
+        .await;
+    assert_eq!(code, 501, "{body}");
+
+    // Kept across an agent restart.
+    agent.restart().await;
+    let uri = "/v1/self/networkcares/watch-web/events";
+    let mut reader = web_client.stream(uri).await;
+    db.ip(&["link", "set", "peer0", "mtu", "1300"]);
+    web.ip(&["addr", "add", "10.9.9.9/32", "dev", "peer0"]);
+    let changed = Instant::now();
+    web.ip(&["link", "set", "peer0", "mtu", "1400"]);
+    let seen = reader
+        .until(|e| matches!(&e.body, EventBody::MtuChanged { ifname, new: 1400, .. } if ifname == "peer0"))
+        .await;
+    println!(
+        "MEASURE standalone: netlink change -> subscriber: {:.1} ms (`ip` included)",
+        changed.elapsed().as_secs_f64() * 1e3
+    );
+    for e in &seen {
+        assert_eq!(e.pod, web.name, "only the selected pod: {seen:?}");
+        assert_eq!(
+            e.body.kind(),
+            api::care::EventKind::Link,
+            "only links: {seen:?}"
+        );
+    }
+    assert!(
+        seen.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "gapless: {seen:?}"
+    );
+
+    // The owner's namespace deleted: the subscription goes, its readers' streams end.
+    agent.remove(&mon);
+    assert!(reader.ends().await, "delivery stops with the owner");
+    let (code, body) = web_client.call("GET", uri, "").await;
+    assert_eq!(code, 404, "{body}");
+    let kept = std::fs::read_to_string(agent.dir.path().join("state/networkcares.json"))
+        .expect("subscriptions file");
+    assert!(!kept.contains("watch-web"), "{kept}");
+    agent.shutdown().await;
 }

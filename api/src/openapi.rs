@@ -149,12 +149,12 @@ pub fn generate() -> Value {
                                       "410": problem("since is older than the buffer; oldestSequence tells where it starts")}}
             },
             "/v1/self/networkcares": {
-                "post": {"summary": "Create a subscription in the pod's namespace, owned by the pod's workload (forwarded to the cliserver for the pod)",
+                "post": {"summary": "Create a subscription in the pod's namespace, owned by the pod's workload (in-cluster: forwarded to the cliserver for the pod; standalone: kept by the agent, removed with the creating pod's namespace)",
                          "parameters": [pod.clone()],
                          "requestBody": {"required": true, "content": {"application/json": {"schema": r("newCare")}}},
                          "responses": {"201": care_ok("Created"), "400": problem("Malformed body"),
                                        "409": problem("A subscription of that name exists"), "422": problem("Invalid subscription; errors name each field"),
-                                       "501": problem("Standalone agent: subscriptions need the in-cluster agent"),
+                                       "501": problem("Standalone agent: webhook delivery is nes-operator's (stream subscriptions are served)"),
                                        "503": problem("The cliserver cannot be reached; nothing was created")}}
             },
             "/v1/self/networkcares/{name}/events": {

@@ -43,12 +43,12 @@ pub fn care(w: &mut dyn Write, format: Format, view: &api::wire::CareView) -> Re
         Some(url) => format!("webhook {url}"),
         None => "stream".to_string(),
     };
-    writeln!(
-        w,
-        "networkcare {}/{} created ({delivery})",
-        view.namespace, view.name
-    )
-    .map_err(Error::Output)
+    // The standalone agent has no namespaces.
+    let name = match view.namespace.as_str() {
+        "" => view.name.clone(),
+        ns => format!("{ns}/{}", view.name),
+    };
+    writeln!(w, "networkcare {name} created ({delivery})").map_err(Error::Output)
 }
 
 pub fn config(w: &mut dyn Write, format: Format, view: &ConfigView) -> Result<()> {

@@ -9,21 +9,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use api::wire::Event;
 use api::NetworkCareSpec;
-use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{info, Instrument};
 
 use super::forward::{ForPod, Forwarder};
 use super::Key;
-use crate::backoff::Backoff;
-use crate::podapi::feed::{Feed, Followers, LocalPod};
+use crate::podapi::feed::{self, Feed, LocalPod, Upstream};
 use crate::podapi::http::ApiError;
 use crate::podapi::PodServer;
 
@@ -153,33 +149,6 @@ impl Subscriptions {
             })
             .collect()
     }
-
-    fn is_local(&self, namespace: &str, pod: &str) -> bool {
-        self.served
-            .borrow()
-            .contains_key(&ObjectRef::new(pod).within(namespace))
-    }
-}
-
-/// What the cliserver's stream asks of the feed.
-#[derive(Debug, PartialEq)]
-enum Upstream {
-    /// Resume it after a delay.
-    Retry,
-    /// End the feed: `why`.
-    End(&'static str),
-}
-
-/// A failed (re)connection to the cliserver's stream, judged by its status.
-fn upstream_failed(status: u16) -> Upstream {
-    match status {
-        // The cliserver no longer holds what this feed has not relayed yet (or it is another
-        // replica, numbering on its own): going on would hide a gap from the readers.
-        410 => Upstream::End("the cliserver no longer has the events this feed needs next"),
-        404 => Upstream::End("the subscription was deleted"),
-        403 => Upstream::End("the reader pod may no longer read the subscription"),
-        _ => Upstream::Retry,
-    }
 }
 
 async fn run(
@@ -189,99 +158,31 @@ async fn run(
     spec: NetworkCareSpec,
     feed: Feed,
 ) {
-    let mut served = subs.served.clone();
-    let mut followers = Followers::default();
-    followers.sync(&spec, &subs.local(&reader.namespace), &feed);
-    let mut upstream: Option<BoxStream<'static, Event>> = None;
-    let mut last_upstream: Option<u64> = None;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    let reconnect = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(reconnect);
-    let mut check = tokio::time::interval((subs.linger / 10).max(Duration::from_millis(50)));
-    let mut unread_since: Option<Instant> = None;
-    let why = loop {
-        tokio::select! {
-            _ = feed.done.cancelled() => break "the reader pod is gone or a local pod's events were missed",
-            changed = served.changed() => {
-                if changed.is_err() {
-                    break "the agent is stopping";
-                }
-                followers.sync(&spec, &subs.local(&reader.namespace), &feed);
-            }
-            _ = &mut reconnect, if upstream.is_none() => {
-                match subs.forwarder.care_events(&reader.for_pod(), &name, last_upstream).await {
-                    Ok(stream) => {
-                        debug!(since = ?last_upstream, "following the cliserver's events");
-                        upstream = Some(stream);
-                        backoff.reset();
-                    }
-                    Err(ApiError(problem)) => match upstream_failed(problem.status) {
-                        Upstream::End(why) => break why,
-                        Upstream::Retry => {
-                            let delay = backoff.next_delay();
-                            warn!(status = problem.status, detail = problem.detail.as_deref().unwrap_or_default(), ?delay, "cannot follow the cliserver's events; retrying");
-                            reconnect.as_mut().reset(Instant::now() + delay);
-                        }
-                    },
-                }
-            }
-            next = next_event(&mut upstream) => match next {
-                Some(event) => {
-                    last_upstream = Some(event.seq);
-                    // The pods served here are followed live; their status-made events are late copies.
-                    if !subs.is_local(&reader.namespace, &event.pod) {
-                        feed.log.relay(&event);
-                    }
-                }
-                None => {
-                    upstream = None;
-                    reconnect.as_mut().reset(Instant::now() + backoff.next_delay());
-                }
-            },
-            _ = check.tick() => {
-                // Labels change without a new server: match again now and then.
-                followers.sync(&spec, &subs.local(&reader.namespace), &feed);
-                if feed.log.readers() > 0 {
-                    unread_since = None;
-                } else if unread_since.get_or_insert_with(Instant::now).elapsed() >= subs.linger {
-                    break "nobody has read it for a while";
-                }
-            }
-        }
+    let local = {
+        let (subs, namespace) = (subs.clone(), reader.namespace.clone());
+        move || subs.local(&namespace)
     };
-    info!(reason = why, "ending the subscription's feed on this node");
-    feed.done.cancel();
+    let upstream: Upstream = {
+        let subs = subs.clone();
+        Box::new(move |since| {
+            let (subs, reader, name) = (subs.clone(), reader.clone(), name.clone());
+            async move {
+                subs.forwarder
+                    .care_events(&reader.for_pod(), &name, since)
+                    .await
+            }
+            .boxed()
+        })
+    };
+    let why = feed::run(
+        &feed,
+        &spec,
+        local,
+        subs.served.clone(),
+        Some(upstream),
+        subs.linger,
+    )
+    .await;
+    info!(reason = why, "ended the subscription's feed on this node");
     subs.lock().retain(|_, f| !f.done.is_cancelled());
-}
-
-async fn next_event(upstream: &mut Option<BoxStream<'static, Event>>) -> Option<Event> {
-    match upstream {
-        Some(stream) => stream.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_gap_a_deleted_subscription_or_a_refusal_ends_a_feed() {
-        for (status, ends) in [
-            (410, true),
-            (404, true),
-            (403, true),
-            (503, false),
-            (504, false),
-            (502, false),
-            (500, false),
-            (401, false),
-        ] {
-            assert_eq!(
-                matches!(upstream_failed(status), Upstream::End(_)),
-                ends,
-                "{status}"
-            );
-        }
-    }
 }

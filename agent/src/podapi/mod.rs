@@ -98,9 +98,19 @@ pub struct ServerOptions {
 }
 
 /// Every pod served, by name (the standalone admin socket's `?pod=`).
-#[derive(Default)]
 pub struct Pods {
     map: RwLock<BTreeMap<String, Arc<PodServer>>>,
+    /// Bumped on every insert and removal, for those who follow the set (subscriptions).
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Pods {
+    fn default() -> Self {
+        Self {
+            map: RwLock::default(),
+            changes: watch::channel(0).0,
+        }
+    }
 }
 
 impl Pods {
@@ -112,18 +122,34 @@ impl Pods {
         self.read().keys().cloned().collect()
     }
 
+    /// Every pod server, for those who follow the set.
+    pub fn all(&self) -> Vec<Arc<PodServer>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Changes whenever a pod is inserted or removed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     pub fn insert(&self, pod: Arc<PodServer>) -> Option<Arc<PodServer>> {
-        self.map
+        let old = self
+            .map
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(pod.name.clone(), pod)
+            .insert(pod.name.clone(), pod);
+        self.changes.send_modify(|n| *n += 1);
+        old
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<PodServer>> {
-        self.map
+        let old = self
+            .map
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
+            .remove(name);
+        self.changes.send_modify(|n| *n += 1);
+        old
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<PodServer>>> {

@@ -3,6 +3,7 @@
 //! directory, applied by the engine, and served on `@nes` inside that namespace. The host
 //! admin socket (mode 0600) serves the same API for any pod with `?pod=NAME`.
 
+pub mod cares;
 pub mod pods;
 pub mod store;
 
@@ -42,6 +43,12 @@ pub struct Options {
 pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
     let store: Arc<dyn DesiredStore> = Arc::new(FileStore::open(&opts.state_dir)?);
     let pods = Arc::new(Pods::default());
+    let cares = Arc::new(cares::Cares::open(
+        &opts.state_dir,
+        pods.clone(),
+        stop.child_token(),
+        cares::LINGER,
+    )?);
     let admin = bind_admin(&opts.admin_socket)?;
     info!(socket = %opts.admin_socket.display(), "serving the admin socket");
     let admin = tokio::spawn(serve::serve(
@@ -56,7 +63,7 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
     })?;
     let mut inotify = watch_dir(&opts.netns_dir);
     loop {
-        let settled = reconcile(&opts, &store, &pods).await;
+        let settled = reconcile(&opts, &store, &cares, &pods).await;
         // A namespace caught half-created is looked at again soon, not at the next rescan.
         let next = if settled {
             opts.rescan
@@ -81,8 +88,14 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
 
 /// Starts pods for new namespaces, stops those whose namespace went or was replaced.
 /// Returns false when a namespace could not be opened yet.
-async fn reconcile(opts: &Options, store: &Arc<dyn DesiredStore>, pods: &Arc<Pods>) -> bool {
+async fn reconcile(
+    opts: &Options,
+    store: &Arc<dyn DesiredStore>,
+    cares: &Arc<cares::Cares>,
+    pods: &Arc<Pods>,
+) -> bool {
     let present = list_netns(&opts.netns_dir);
+    cares.keep_owners(&present);
     for name in pods.names() {
         let path = opts.netns_dir.join(&name);
         let same = present.contains(&name)
@@ -102,13 +115,13 @@ async fn reconcile(opts: &Options, store: &Arc<dyn DesiredStore>, pods: &Arc<Pod
         .filter(|n| pods.get(n).is_none())
         .map(|name| {
             let path = opts.netns_dir.join(&name);
-            let store = store.clone();
+            let (store, cares) = (store.clone(), cares.clone());
             let keeper = opts.keeper.clone();
             let host = opts.host_netns.clone();
             async move {
                 (
                     name.clone(),
-                    pods::start(&name, &path, &host, store, keeper).await,
+                    pods::start(&name, &path, &host, store, cares, keeper).await,
                 )
             }
         });

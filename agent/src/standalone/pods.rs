@@ -14,12 +14,16 @@ use futures::FutureExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::cares::Cares;
 use super::store::{DesiredStore, PodRecord};
 use crate::engine::PodNetwork;
 use crate::owned::Owned;
+use crate::podapi::feed::Feed;
 use crate::podapi::http::ApiError;
 use crate::podapi::{ConfigBackend, Desired, PodServer, ServerOptions};
 use crate::watch::KeeperOptions;
+use api::wire::{CareView, NewCare};
+use tokio_util::sync::CancellationToken;
 
 /// Opens the pod's netns, adopts what is already applied (a record for another netns
 /// means the pod restarted: nothing in the new one is owned yet), starts keeping the
@@ -29,6 +33,7 @@ pub async fn start(
     netns: &Path,
     host_netns: &Path,
     store: Arc<dyn DesiredStore>,
+    cares: Arc<Cares>,
     keeper: KeeperOptions,
 ) -> crate::error::Result<Arc<PodServer>> {
     let net = Arc::new(PodNetwork::open(netns, host_netns).await?);
@@ -53,6 +58,7 @@ pub async fn start(
         store,
         record: tokio::sync::Mutex::new(record),
         desired,
+        cares,
     });
     let opts = ServerOptions {
         keeper,
@@ -69,6 +75,7 @@ struct FileBackend {
     store: Arc<dyn DesiredStore>,
     record: tokio::sync::Mutex<PodRecord>,
     desired: watch::Sender<Desired>,
+    cares: Arc<Cares>,
 }
 
 impl FileBackend {
@@ -170,6 +177,19 @@ impl ConfigBackend for FileBackend {
 
     fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, ()> {
         self.save_owned(owned).boxed()
+    }
+
+    fn create_care(&self, new: NewCare) -> BoxFuture<'_, Result<CareView, ApiError>> {
+        futures::future::ready(self.cares.create(&self.name, new)).boxed()
+    }
+
+    fn care_feed<'a>(
+        &'a self,
+        name: &'a str,
+        _pod_stopped: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Feed, ApiError>> {
+        // Shared by every reader on the host: it outlives the pod it was first read from.
+        futures::future::ready(self.cares.feed(name)).boxed()
     }
 }
 

@@ -103,3 +103,21 @@ fn events_print_one_line_each_and_unknown_types_are_kept() {
         Some(known)
     );
 }
+
+#[test]
+fn a_created_subscription_is_named_with_its_namespace_when_it_has_one() {
+    let view = |ns: &str| api::wire::CareView {
+        name: "mon".into(),
+        namespace: ns.into(),
+        spec: Default::default(),
+        status: None,
+    };
+    for (ns, line) in [
+        ("team", "networkcare team/mon created (stream)\n"),
+        ("", "networkcare mon created (stream)\n"),
+    ] {
+        let mut out = Vec::new();
+        care(&mut out, Format::Table, &view(ns)).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), line);
+    }
+}

@@ -72,10 +72,6 @@ impl Subscriptions {
         }
     }
 
-    pub fn forwarder(&self) -> &Forwarder {
-        &self.forwarder
-    }
-
     /// The running feed of subscription `name` for `reader`, or a new one once the
     /// cliserver has shown the subscription to it (its 403 or 404 is the caller's).
     pub async fn feed(

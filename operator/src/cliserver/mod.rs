@@ -81,9 +81,24 @@ async fn openapi() -> ([(header::HeaderName, &'static str); 1], &'static str) {
 impl State {
     /// Authenticates and authorises a request for `access`.
     async fn authorize(&self, headers: &HeaderMap, access: Access) -> Result<Authorized, ApiError> {
+        // Names go into API server URLs: a bad one is refused before anything is asked.
+        let named = [
+            ("namespace", Some(access.namespace.as_str())),
+            ("name", access.name.as_deref()),
+        ];
+        for (what, value) in named {
+            if let Some(value) = value {
+                api::validate::check_object_name(value)
+                    .map_err(|why| ApiError::bad_request(format!("{what}: {why}")))?;
+            }
+        }
         let authorization = text(headers, header::AUTHORIZATION.as_str(), "Authorization")?;
         let uid = text(headers, FORWARDED_POD_UID, "X-Nes-Pod-Uid")?;
         let name = text(headers, FORWARDED_POD_NAME, "X-Nes-Pod-Name")?;
+        if let Some(name) = name {
+            api::validate::check_object_name(name)
+                .map_err(|why| ApiError::bad_request(format!("X-Nes-Pod-Name: {why}")))?;
+        }
         let forwarded = match (uid, name) {
             (Some(uid), name) => Some(Forwarded { uid, name }),
             (None, Some(_)) => {

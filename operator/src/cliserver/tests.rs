@@ -188,6 +188,26 @@ async fn request_without_a_token_is_401_and_calls_nothing() {
 }
 
 #[tokio::test]
+async fn a_malformed_namespace_pod_or_subscriber_name_is_400_and_calls_nothing() {
+    for (path, headers) in [
+        ("/v1/namespaces/Apps/pods/web-0/status", vec![BEARER]),
+        ("/v1/namespaces/apps/pods/web_0/status", vec![BEARER]),
+        ("/v1/namespaces/apps/networkcares/mon%2Fx", vec![BEARER]),
+        (
+            "/v1/namespaces/apps/networkcares/mon",
+            vec![BEARER, ("x-nes-pod-uid", "u"), ("x-nes-pod-name", "../x")],
+        ),
+    ] {
+        let (client, api) = mock_client();
+        let server = tokio::spawn(api.expect_no_more());
+        let (status, _, body) = call(cliserver_state(client), "GET", path, &headers, "").await;
+        finish(server).await;
+        assert_eq!(status.as_u16(), 400, "{path}: {body}");
+        assert!(body.to_string().contains("RFC 1123"), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn forwarded_request_for_a_pod_on_another_node_is_403_and_nothing_is_written() {
     let (client, mut api) = mock_client();
     let server = tokio::spawn(async move {

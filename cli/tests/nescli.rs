@@ -899,34 +899,16 @@ fn watch_subscription_over_the_pod_socket_prints_events_in_order_and_resumes_aft
         }
     });
     let mut cmd = nescli();
-    cmd.arg("--socket")
-        .arg(&dir.sock)
-        .args([
-            "watch",
-            "--subscription",
-            "mon",
-            "--since",
-            "1",
-            "-o",
-            "json",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let stdout = lines_of(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
-    let seq = || {
-        let line = next_line(&stdout, "event");
-        let ev: Event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        ev.seq
-    };
-    let before_cut = vec![seq(), seq()];
-    cut.cut();
-    let after_cut = vec![seq(), seq()];
-    let _ = child.kill();
-    let _ = child.wait();
-
-    assert_eq!((before_cut, after_cut), (vec![2, 3], vec![4, 5]));
+    cmd.arg("--socket").arg(&dir.sock).args([
+        "watch",
+        "--subscription",
+        "mon",
+        "--since",
+        "1",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(seqs_around_a_cut(cmd, &cut), (vec![2, 3], vec![4, 5]));
     let reqs = server.requests();
     let seen: Vec<(&str, Option<&str>)> = reqs
         .iter()

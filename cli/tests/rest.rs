@@ -4,10 +4,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 
-use api::wire::{ConfigView, Event, ProblemDetails, StatusView};
+use api::wire::{ConfigView, ProblemDetails, StatusView};
 use axum::http::StatusCode;
 use axum::response::Response;
 use pretty_assertions::assert_eq;
@@ -259,24 +258,8 @@ fn watch_subscription_over_rest_streams_and_resumes_with_since_after_a_cut() {
         "1",
         "-o",
         "json",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let stdout = lines_of(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
-    let seq = || {
-        let line = next_line(&stdout, "event");
-        let ev: Event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        ev.seq
-    };
-    let before_cut = vec![seq(), seq()];
-    cut.cut();
-    let after_cut = vec![seq(), seq()];
-    let _ = child.kill();
-    let _ = child.wait();
-
-    assert_eq!((before_cut, after_cut), (vec![2, 3], vec![4, 5]));
+    ]);
+    assert_eq!(seqs_around_a_cut(cmd, &cut), (vec![2, 3], vec![4, 5]));
     let reqs = server.stub.requests();
     let seen: Vec<(&str, &str, Option<&str>, Option<&str>)> = reqs
         .iter()

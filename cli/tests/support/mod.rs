@@ -541,3 +541,25 @@ pub fn next_line(rx: &mpsc::Receiver<String>, what: &str) -> String {
     rx.recv_timeout(DEADLINE)
         .unwrap_or_else(|e| panic!("no {what} line within {DEADLINE:?}: {e}"))
 }
+
+/// Runs a `watch ... -o json` command: reads the sequences of two events, cuts the stub's
+/// stream with `cut`, reads two more, then ends the command. Returns both pairs.
+pub fn seqs_around_a_cut(mut cmd: Command, cut: &Cut) -> (Vec<u64>, Vec<u64>) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let stdout = lines_of(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
+    let seq = || {
+        let line = next_line(&stdout, "event");
+        let ev: api::wire::Event =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        ev.seq
+    };
+    let before_cut = vec![seq(), seq()];
+    cut.cut();
+    let after_cut = vec![seq(), seq()];
+    let _ = child.kill();
+    let _ = child.wait();
+    (before_cut, after_cut)
+}

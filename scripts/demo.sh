@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The main job on one host: a network namespace stands in for a pod, the standalone agent
 # serves it on @nes inside it, and `ip netns exec demo-0 nescli ...` is the application.
-# Needs root. Cleans up on exit, also on Ctrl-C.
+# Run as root (no sudo needed). Installs what it needs first (scripts/deps.sh demo: protoc
+# for the build, iproute2). Cleans up on exit, also on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh needs root (it creates network namespaces)"; exit 1; }
-command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; }
+# shellcheck source=/dev/null
+source scripts/deps.sh
+export PATH
+PATH="$(deps_clean_path):$PATH"
+deps_ensure demo
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }

@@ -6,9 +6,10 @@
 # Usage (from anywhere, as root on Debian/Ubuntu):  bash scripts/test-kernel.sh
 #
 # Steps:
-#  1. installs what it needs, idempotently: qemu-system-x86, linux-image-amd64,
-#     busybox-static, protobuf-compiler (apt), virtme-ng (PyPI, pinned, in a
-#     venv under /opt/nes-kernel-lane);
+#  1. installs what it needs, idempotently, from the one list in scripts/deps.sh
+#     (group kernel: qemu-system-x86, linux-image-amd64, busybox-static, protoc...
+#     from apt; virtme-ng from PyPI, pinned, in a venv under /opt/nes-kernel-lane)
+#     and runs with the system PATH plus that venv's bin/;
 #  2. finds the Debian kernel image (/boot/vmlinuz-VER and /lib/modules/VER of
 #     the version linux-image-amd64 depends on, not the running kernel);
 #  3. probes KVM with a 15 s throw-away boot, else uses software emulation;
@@ -36,9 +37,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
 kdir="$repo/scripts/kernel"
-
-VIRTME_NG_VERSION=1.42
-VENV=/opt/nes-kernel-lane/venv
 
 : "${NES_REQUIRE_KINDS:=vlan,dummy,ipvlan,bond}"
 : "${NES_KERNEL_TESTS:=^netns_}"
@@ -68,56 +66,21 @@ if [[ "${NES_KERNEL_LANE:-}" == off ]]; then
 fi
 
 # --- 1. dependencies -------------------------------------------------------------
-static_busybox() {
-    local b
-    for b in busybox-static busybox.static busybox; do
-        b=$(command -v "$b" 2>/dev/null) || continue
-        if ! file -L "$b" 2>/dev/null | grep -q 'dynamically linked'; then
-            return 0
-        fi
-    done
-    return 1
-}
-
-apt_updated=
-apt_install() {
-    [[ $(id -u) -eq 0 ]] || die "need root to install $*"
-    command -v apt-get >/dev/null || die "no apt-get to install $*"
-    if [[ -z "$apt_updated" ]]; then
-        apt-get update -qq
-        apt_updated=1
-    fi
-    say "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
+# The one list (scripts/deps.sh, group `kernel`). vng starts `virtme-run` through the
+# shell, so the venv's bin/ goes on PATH here, ahead of the system PATH this lane runs with.
 t_deps=$(now)
-need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-dpkg-query -W -f='${Status}' linux-image-amd64 2>/dev/null | grep -q 'install ok installed' ||
-    need+=(linux-image-amd64)
-command -v file >/dev/null || need+=(file)
-command -v protoc >/dev/null || need+=(protobuf-compiler)
-command -v ip >/dev/null || need+=(iproute2)
-command -v unshare >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then apt_install "${need[@]}"; fi
-static_busybox || apt_install busybox-static
-static_busybox || die "no statically linked busybox after installing busybox-static"
-
-vng="$VENV/bin/vng"
-if ! "$vng" --version 2>/dev/null | grep -qx "virtme-ng $VIRTME_NG_VERSION"; then
-    say "installing virtme-ng $VIRTME_NG_VERSION into $VENV"
-    # The venv lives under /opt: the guest sees it (its init comes from there);
-    # /var/cache and /tmp are private to the guest.
-    if ! python3 -m venv --clear "$VENV" >/dev/null 2>&1; then
-        apt_install python3-venv
-        python3 -m venv --clear "$VENV"
-    fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "virtme-ng==$VIRTME_NG_VERSION" ||
-        die "pip could not install virtme-ng==$VIRTME_NG_VERSION"
-    "$vng" --version | grep -qx "virtme-ng $VIRTME_NG_VERSION" || die "vng does not run after install"
+# shellcheck source=/dev/null
+source "$repo/scripts/deps.sh"
+export PATH
+PATH="$NES_KERNEL_VENV/bin:$(deps_clean_path)"
+if [[ $(id -u) -eq 0 ]]; then
+    deps_ensure kernel || die "dependencies missing (above)"
+else
+    report=$(deps_report kernel)
+    [[ -z "$report" ]] || die "not root, so not installing: $report"
 fi
+vng="$NES_KERNEL_VENV/bin/vng"
+command -v virtme-run >/dev/null || die "virtme-run is not on PATH ($NES_KERNEL_VENV/bin)"
 say "dependencies ready in $(since "$t_deps") s"
 
 # --- 2. the Debian kernel ------------------------------------------------------

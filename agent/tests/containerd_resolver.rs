@@ -4,7 +4,7 @@
 //! the kubelet creates them (CRI RunPodSandbox with the pod UID label).
 //!
 //! Root and the containerd binary are needed: without them the test prints `SKIP` and
-//! passes, unless `NES_REQUIRE_CONTAINERD=1` (CI) makes a missing containerd a failure.
+//! passes, unless `NES_REQUIRE_CONTAINERD=1` or `NES_REQUIRE_ROOT=1` (CI) makes it a failure.
 //! Whatever happens, the `Containerd` guard leaves no process, mount or netns behind.
 
 use std::collections::HashMap;
@@ -47,7 +47,9 @@ fn which(bin: &str) -> Option<PathBuf> {
 
 /// Whether the test can run; prints the loud skip, or panics when CI requires containerd.
 fn runnable(test: &str) -> bool {
-    let required = std::env::var("NES_REQUIRE_CONTAINERD").as_deref() == Ok("1");
+    let required = ["NES_REQUIRE_CONTAINERD", "NES_REQUIRE_ROOT"]
+        .iter()
+        .any(|v| std::env::var(v).as_deref() == Ok("1"));
     let mut missing: Vec<String> = ["containerd", "runc", "ctr", "nsenter", "ip", "tar"]
         .iter()
         .filter(|b| which(b).is_none())
@@ -67,7 +69,7 @@ fn runnable(test: &str) -> bool {
     }
     let reason = missing.join(", ");
     if required {
-        panic!("{test}: NES_REQUIRE_CONTAINERD=1 but {reason}");
+        panic!("{test}: NES_REQUIRE_CONTAINERD=1 or NES_REQUIRE_ROOT=1 but {reason}");
     }
     eprintln!("SKIP {test}: {reason}");
     false

@@ -339,8 +339,8 @@ fn a_server_that_appears_late_is_reached_by_retrying() {
 
 #[test]
 fn a_server_not_running_as_root_is_refused_with_exit_3() {
-    if !is_root() {
-        eprintln!("SKIP a_server_not_running_as_root_is_refused_with_exit_3: needs root");
+    const TEST: &str = "a_server_not_running_as_root_is_refused_with_exit_3";
+    if !require_root(TEST) {
         return;
     }
     let dir = socket_dir();
@@ -363,7 +363,7 @@ while True:
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
     else {
-        eprintln!("SKIP a_server_not_running_as_root_is_refused_with_exit_3: no system python3");
+        skip(TEST, "no system python3");
         return;
     };
     let spawned = std::process::Command::new("setpriv")
@@ -383,7 +383,7 @@ while True:
     let mut squatter = match spawned {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("SKIP a_server_not_running_as_root_is_refused_with_exit_3: cannot run setpriv/python3: {e}");
+            skip(TEST, &format!("cannot run setpriv/python3: {e}"));
             return;
         }
     };

@@ -13,8 +13,8 @@ use support::*;
 
 #[test]
 fn nescli_reaches_at_nes_of_its_own_network_namespace_by_default() {
-    if !is_root() {
-        eprintln!("SKIP nescli_reaches_at_nes_of_its_own_network_namespace_by_default: needs root");
+    const TEST: &str = "nescli_reaches_at_nes_of_its_own_network_namespace_by_default";
+    if !require_root(TEST) {
         return;
     }
     if std::process::Command::new("nsenter")
@@ -22,7 +22,7 @@ fn nescli_reaches_at_nes_of_its_own_network_namespace_by_default() {
         .output()
         .is_err()
     {
-        eprintln!("SKIP nescli_reaches_at_nes_of_its_own_network_namespace_by_default: no nsenter");
+        skip(TEST, "no nsenter");
         return;
     }
     // The thread that enters the new netns binds there and then parks until the test ends,

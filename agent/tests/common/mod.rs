@@ -122,13 +122,25 @@ fn test_name() -> String {
         })
 }
 
-/// True when running as root; otherwise prints `SKIP <test>: needs root`.
-pub fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
+/// Whether `NES_REQUIRE_ROOT=1` (scripts/test.sh as root, CI): every root test must run, so
+/// any reason to skip other than a kernel link kind is a failure.
+pub fn root_required() -> bool {
+    std::env::var("NES_REQUIRE_ROOT").as_deref() == Ok("1")
+}
+
+/// Prints `SKIP <test>: <reason>` and returns false; panics instead under
+/// `NES_REQUIRE_ROOT=1`, where a skipped root test would be a pass that tested nothing.
+pub fn skip(reason: &str) -> bool {
+    if root_required() {
+        panic!("{}: NES_REQUIRE_ROOT=1 but {reason}", test_name());
     }
-    eprintln!("SKIP {}: needs root", test_name());
+    eprintln!("SKIP {}: {reason}", test_name());
     false
+}
+
+/// True when running as root; otherwise skips (see [`skip`]) with `needs root`.
+pub fn require_root() -> bool {
+    nix::unistd::geteuid().is_root() || skip("needs root")
 }
 
 /// Whether the running kernel can create a link of `kind` (probed in a throwaway

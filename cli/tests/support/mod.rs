@@ -439,6 +439,21 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Prints `SKIP <test>: <reason>` and returns false; panics instead under
+/// `NES_REQUIRE_ROOT=1` (scripts/test.sh as root, CI), where every root test must run.
+pub fn skip(test: &str, reason: &str) -> bool {
+    if std::env::var("NES_REQUIRE_ROOT").as_deref() == Ok("1") {
+        panic!("{test}: NES_REQUIRE_ROOT=1 but {reason}");
+    }
+    eprintln!("SKIP {test}: {reason}");
+    false
+}
+
+/// True when running as root; otherwise skips (see [`skip`]) with `needs root`.
+pub fn require_root(test: &str) -> bool {
+    is_root() || skip(test, "needs root")
+}
+
 /// `nescli` with a clean environment: no inherited NES_* settings, and (only when the tests
 /// run unprivileged) the stub's uid accepted in place of root.
 pub fn nescli() -> Command {

@@ -458,7 +458,12 @@ async fn a_socket_without_permission_is_permission_denied() {
     let exe = std::env::current_exe().expect("test binary");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(exe)
-            .args(["--exact", "permission_denied_inner", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "permission_denied_inner",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("NES_CRI_PERMISSION_SOCKET", &socket)
             .uid(65534)
             .gid(65534)

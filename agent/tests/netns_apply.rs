@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agent::apply::Outcome;
 use agent::owned::Owned;
-use common::{require_root, spec, PodFixture};
+use common::{require_root, spec, NetlinkWitness, PodFixture};
 
 const BASIC: &str = r#"
 interfaces:
@@ -57,6 +57,7 @@ async fn apply_configures_an_existing_interface_and_reapply_writes_nothing() {
     );
     assert!(fx.pod.ip(&["link", "show", "eth0"]).contains("mtu 1400"));
 
+    let witness = NetlinkWitness::start(&fx.pod).await;
     let again = net
         .converge(&desired, &first.owned)
         .await
@@ -66,6 +67,11 @@ async fn apply_configures_an_existing_interface_and_reapply_writes_nothing() {
         "re-applying an unchanged spec writes nothing: {again:#?}"
     );
     assert_eq!(again.owned, first.owned);
+    assert_eq!(
+        witness.stop().await,
+        Vec::<String>::new(),
+        "ip monitor saw a write"
+    );
 }
 
 #[tokio::test]
@@ -86,6 +92,7 @@ async fn a_restarted_engine_adopts_the_converged_state_with_zero_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("owned.json");
     owned.save(&path).expect("persist");
+    let witness = NetlinkWitness::start(&fx.pod).await;
     let net = fx.open().await;
     let report = net
         .converge(&desired, &Owned::load(&path).expect("load"))
@@ -93,6 +100,11 @@ async fn a_restarted_engine_adopts_the_converged_state_with_zero_writes() {
         .expect("converge");
     assert_eq!(report.writes, 0, "{report:#?}");
     assert_eq!(report.owned, owned);
+    assert_eq!(
+        witness.stop().await,
+        Vec::<String>::new(),
+        "ip monitor saw a write"
+    );
 }
 
 #[tokio::test]
@@ -205,11 +217,17 @@ routes:
         routes.contains("fd00:30::/64 dev eth0 table 200 proto 78 metric 300"),
         "{routes}"
     );
+    let witness = NetlinkWitness::start(&fx.pod).await;
     let again = net
         .converge(&desired, &first.owned)
         .await
         .expect("converge");
     assert_eq!(again.writes, 0, "{again:#?}");
+    assert_eq!(
+        witness.stop().await,
+        Vec::<String>::new(),
+        "ip monitor saw a write"
+    );
 }
 
 #[tokio::test]
@@ -347,6 +365,7 @@ async fn a_down_link_keeps_its_ipv6_addresses_and_reapply_writes_nothing() {
         .pod
         .addresses("eth0")
         .contains(&"fd00:6::5/64".to_string()));
+    let witness = NetlinkWitness::start(&fx.pod).await;
     for _ in 0..3 {
         let again = net
             .converge(&desired, &first.owned)
@@ -354,4 +373,29 @@ async fn a_down_link_keeps_its_ipv6_addresses_and_reapply_writes_nothing() {
             .expect("converge");
         assert_eq!(again.writes, 0, "{again:#?}");
     }
+    assert_eq!(
+        witness.stop().await,
+        Vec::<String>::new(),
+        "ip monitor saw a write"
+    );
+}
+
+/// The witness the zero-write tests rely on sees a write made in its window, and only that.
+#[tokio::test]
+async fn the_netlink_witness_reports_a_write_in_its_window() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("witness");
+    fx.pod.ip(&["addr", "add", "10.77.0.1/24", "dev", "eth0"]);
+    let witness = NetlinkWitness::start(&fx.pod).await;
+    fx.pod.ip(&["link", "set", "eth0", "mtu", "1300"]);
+    let seen = witness.stop().await;
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|e| e.contains("eth0") && e.contains("mtu 1300")),
+        "{seen:#?}"
+    );
 }

@@ -292,3 +292,136 @@ fn socket_netns(fd_path: &std::path::Path) -> Option<u64> {
     let inode = file.metadata().ok()?.ino();
     Some(inode)
 }
+
+/// An independent witness of netlink writes in a namespace: `ip monitor link address route`
+/// run in it between two fences, so that a test's "nes wrote nothing" does not rest on nes's
+/// own write counter. The kernel's own notifications are left out: IPv6 link-local and
+/// multicast ones, and duplicate address detection, which [`NetlinkWitness::start`] lets
+/// finish first.
+pub struct NetlinkWitness {
+    ns: String,
+    child: std::process::Child,
+    events: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Marker addresses on `lo` that open and close the witnessed window.
+const OPEN_MARK: &str = "192.0.2.254";
+const CLOSE_MARK: &str = "192.0.2.253";
+
+impl NetlinkWitness {
+    /// Waits for duplicate address detection to finish on every link that is up, starts
+    /// `ip monitor` and returns once it has seen the opening marker: nothing after this
+    /// returns can be missed.
+    pub async fn start(ns: &Netns) -> Self {
+        assert!(
+            eventually(Duration::from_secs(10), || !dad_running(ns)).await,
+            "IPv6 duplicate address detection never finished:\n{}",
+            ns.ip(&["addr"])
+        );
+        let mut child = Command::new("ip")
+            .args(["-n", &ns.name, "monitor", "link", "address", "route"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ip monitor");
+        let stdout = child.stdout.take().expect("ip monitor stdout");
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut events = sink.lock().unwrap_or_else(|p| p.into_inner());
+                // Continuation lines (indented) belong to the event above them.
+                match events.last_mut() {
+                    Some(last) if line.starts_with(char::is_whitespace) => {
+                        last.push('\n');
+                        last.push_str(&line);
+                    }
+                    _ => events.push(line),
+                }
+            }
+        });
+        let witness = Self {
+            ns: ns.name.clone(),
+            child,
+            events,
+        };
+        witness.fence(OPEN_MARK).await;
+        witness
+    }
+
+    /// Closes the window and returns every notification in it that was not the kernel's own.
+    pub async fn stop(mut self) -> Vec<String> {
+        self.fence(CLOSE_MARK).await;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let open = events
+            .iter()
+            .rposition(|e| e.starts_with("Deleted") && e.contains(OPEN_MARK))
+            .expect("the opening marker's removal was seen");
+        events[open + 1..]
+            .iter()
+            .take_while(|e| !e.contains(CLOSE_MARK))
+            .filter(|e| !kernel_own(e) && !e.contains(OPEN_MARK))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds and removes `mark` on `lo` and waits until the monitor has reported both. The
+    /// monitor may not listen yet when it starts: the addition is retried until seen.
+    async fn fence(&self, mark: &str) {
+        let cidr = format!("{mark}/32");
+        let addr = |verb: &str| run(&["ip", "-n", &self.ns, "addr", verb, &cidr, "dev", "lo"]);
+        let seen = |prefix: &str| {
+            let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            events
+                .iter()
+                .any(|e| e.contains(mark) && e.contains(" inet ") && e.starts_with(prefix))
+        };
+        let mut listening = false;
+        for _ in 0..50 {
+            addr("add");
+            if eventually(Duration::from_millis(200), || seen("")).await {
+                listening = true;
+                break;
+            }
+            addr("del");
+        }
+        assert!(listening, "ip monitor in {} never reported {cidr}", self.ns);
+        addr("del");
+        assert!(
+            eventually(Duration::from_secs(10), || seen("Deleted")).await,
+            "ip monitor in {} never reported the removal of {cidr}",
+            self.ns
+        );
+    }
+}
+
+impl Drop for NetlinkWitness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether an IPv6 address is still tentative on a link that is up (DAD under way; on a link
+/// without carrier it stays tentative, and the kernel sends nothing for it).
+fn dad_running(ns: &Netns) -> bool {
+    ns.ip_json(&["addr", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["operstate"] == "UP")
+        .flat_map(|l| l["addr_info"].as_array().into_iter().flatten())
+        .any(|a| a["tentative"] == true)
+}
+
+/// Notifications the kernel makes by itself: IPv6 link-local addresses and routes, multicast
+/// routes.
+fn kernel_own(event: &str) -> bool {
+    event.contains("fe80:") || event.contains("ff00::/8") || event.starts_with("multicast ")
+}

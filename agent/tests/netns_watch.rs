@@ -94,7 +94,7 @@ async fn an_owned_address_deleted_behind_nes_back_comes_back() {
         debounce: Duration::from_millis(50),
         resync: Duration::from_secs(3600),
     };
-    let mut reports = spawn_keeper(net.clone(), spec_rx, Owned::default(), opts);
+    let mut reports = spawn_keeper(net.clone(), spec_rx, Owned::default(), opts.clone());
     tokio::time::timeout(
         Duration::from_secs(5),
         reports.wait_for(|r| r.as_ref().is_some_and(|r| r.is_converged())),
@@ -107,8 +107,14 @@ async fn an_owned_address_deleted_behind_nes_back_comes_back() {
         .addresses("eth0")
         .contains(&"10.10.0.5/24".to_string()));
 
-    // Deleting the address also flushes the route through it; both must come back.
+    // Deleting the address also flushes the route through it; both must come back, in one
+    // pass (addresses before routes).
+    reports.mark_unchanged();
     fx.pod.ip(&["addr", "del", "10.10.0.5/24", "dev", "eth0"]);
+    tokio::time::timeout(Duration::from_secs(5), reports.changed())
+        .await
+        .expect("the drift gets a pass")
+        .expect("keeper alive");
     let healed = eventually(Duration::from_secs(5), || {
         fx.pod
             .addresses("eth0")
@@ -122,17 +128,27 @@ async fn an_owned_address_deleted_behind_nes_back_comes_back() {
         fx.pod.routes()
     );
 
-    // A foreign change (the CNI's address is not ours) causes no write.
+    // A foreign change (the CNI's address is not ours) is not drift: no keeper pass runs for
+    // it. A pass would come one debounce after the event; ten debounces of nothing, then a
+    // real drift whose pass does come, show that the keeper was listening all along.
+    reports.mark_unchanged();
     let writes = net.writes();
     fx.pod
         .ip(&["addr", "add", "10.244.1.5/24", "dev", "cni-peer"]);
     fx.pod
         .ip(&["addr", "del", "10.244.1.5/24", "dev", "cni-peer"]);
-    assert!(!fx
-        .pod
-        .addresses("cni-peer")
-        .contains(&"10.244.1.5/24".to_string()));
+    let pass = tokio::time::timeout(opts.debounce * 10, reports.changed()).await;
+    assert!(
+        pass.is_err(),
+        "a keeper pass ran for a foreign change: {:?}",
+        reports.borrow().as_deref().map(|r| r.writes)
+    );
     assert_eq!(net.writes(), writes, "foreign changes are not drift");
+    fx.pod.ip(&["addr", "del", "10.10.0.5/24", "dev", "eth0"]);
+    tokio::time::timeout(Duration::from_secs(5), reports.changed())
+        .await
+        .expect("a real drift gets a pass")
+        .expect("keeper alive");
 }
 
 /// A namespace being removed must not stay pinned by nes's event socket until some event

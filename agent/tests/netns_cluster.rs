@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use api::wire::{ConfigView, EventBody, ProblemDetails, StatusView};
 use cluster_support::harness::{events_of, measure, stub_cliserver, Agent, ServedPod};
 use cluster_support::{pod, ApiServer, FakeResolver, Patched, PodClient, DEADLINE, NODE, NS};
-use common::{eventually, require_root, Netns, PodFixture};
+use common::{eventually, require_root, NetlinkWitness, Netns, PodFixture};
 use serde_json::json;
 
 fn spec_v1() -> serde_json::Value {
@@ -30,6 +30,16 @@ fn spec_v2() -> serde_json::Value {
                         "addresses": ["10.10.0.5/24", "fd00:10::5/64"]}],
         "routes": [{"dst": "10.20.0.0/16", "via": "10.10.0.1", "dev": "eth0"}],
     })
+}
+
+/// Routes nes or the CNI own: the kernel's own IPv6 link-local routes come and go with
+/// duplicate address detection, which can finish at any moment (seen in the VM).
+fn routes(ns: &Netns) -> String {
+    ns.routes()
+        .lines()
+        .filter(|l| !l.contains("fe80"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn mtu(ns: &Netns, dev: &str) -> u64 {
@@ -239,17 +249,12 @@ async fn an_agent_restart_rebinds_every_socket_with_zero_netlink_writes() {
     for p in [&a, &b] {
         api.wait_patch(&p.name, started, |s| s.applied(1)).await;
     }
-    // Routes nes or the CNI own; the kernel's own IPv6 link-local routes come and go with
-    // duplicate address detection, which can finish during the restart (seen in the VM).
-    let routes = |p: &&ServedPod| -> String {
-        p.fx.pod
-            .routes()
-            .lines()
-            .filter(|l| !l.contains("fe80"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let before: Vec<String> = [&a, &b].iter().map(routes).collect();
+    // An independent witness in each pod: ip monitor must see no write by nes.
+    let witnesses = [
+        NetlinkWitness::start(&a.fx.pod).await,
+        NetlinkWitness::start(&b.fx.pod).await,
+    ];
+    let before: Vec<String> = [&a, &b].iter().map(|p| routes(&p.fx.pod)).collect();
 
     agent.shutdown().await;
     assert!(
@@ -286,17 +291,41 @@ async fn an_agent_restart_rebinds_every_socket_with_zero_netlink_writes() {
             "a restarted agent must adopt with zero netlink writes"
         );
     }
-    assert!(
-        api.patches().iter().all(|p| p.at < restarted),
-        "an unchanged status is not patched again after a restart"
-    );
-    let after: Vec<String> = [&a, &b].iter().map(routes).collect();
+    let after: Vec<String> = [&a, &b].iter().map(|p| routes(&p.fx.pod)).collect();
     assert_eq!(before, after);
+    for (p, witness) in [&a, &b].into_iter().zip(witnesses) {
+        let seen = witness.stop().await;
+        assert!(
+            seen.is_empty(),
+            "{}: netlink changes during the restart: {seen:#?}",
+            p.name
+        );
+    }
     assert!(
         !api.event_reasons(&a.name)
             .iter()
             .any(|r| r == "DriftRepaired"),
         "a restart is not drift"
+    );
+    // No status re-patch in the whole restart window: a CR change closes it (a pod's work,
+    // and so its status writes, are in order), and nothing may have been patched before it.
+    let fence = Instant::now();
+    for p in [&a, &b] {
+        api.put_conf(&p.name, spec_v2());
+    }
+    for p in [&a, &b] {
+        api.wait_patch(&p.name, fence, |s| s.applied(2)).await;
+    }
+    let repatched: Vec<String> = api
+        .patches()
+        .into_iter()
+        .filter(|p| p.at >= restarted && p.at < fence)
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(
+        repatched,
+        Vec::<String>::new(),
+        "an unchanged status was patched again after the restart"
     );
     agent.shutdown().await;
     assert_eq!(api.unexpected(), Vec::<String>::new());
@@ -552,22 +581,45 @@ async fn an_unreachable_cliserver_is_a_clear_503_and_changes_nothing() {
     if !require_root() {
         return;
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let api = ApiServer::default();
     let resolver = Arc::new(FakeResolver::default());
     let p = ServedPod::new("clk", "demo-9", "uid-k");
     api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(&p.name, spec_v1());
     resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
     let mut agent = Agent::new(&api, &resolver);
-    std::fs::write(agent.ca_file(), "not a certificate").expect("ca");
-    agent.start();
-    let (code, body) = p
-        .client()
-        .call("PUT", "/v1/self/config?manager=app", &spec_v1().to_string())
-        .await;
-    assert_eq!(code, 503, "{body}");
-    let problem: ProblemDetails = serde_json::from_str(&body).expect("problem json");
-    assert_eq!(problem.title, "cliserver unreachable");
-    assert_eq!(mtu(&p.fx.pod, "eth0"), 1500);
+    // A valid CA (the stub's) and token, but nothing listens on the cliserver's port.
+    let _stub = stub_cliserver(agent.dir.path(), vec![]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    agent.cliserver = format!(
+        "https://127.0.0.1:{}",
+        closed.local_addr().expect("addr").port()
+    );
+    drop(closed);
+    let started = agent.start();
+    api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+    let client = p.client();
+    let config = || client.call("GET", "/v1/self/config", "");
+    let before = (config().await, routes(&p.fx.pod), mtu(&p.fx.pod, "eth0"));
+    assert_eq!(before.2, 1400, "the configuration is applied");
+
+    let change = json!({"interfaces": [{"name": "eth0", "mtu": 1300}]}).to_string();
+    for (method, body) in [("PUT", change.as_str()), ("DELETE", "")] {
+        let (code, answer) = client
+            .call(method, "/v1/self/config?manager=app", body)
+            .await;
+        assert_eq!(code, 503, "{method}: {answer}");
+        let problem: ProblemDetails = serde_json::from_str(&answer).expect("problem json");
+        assert_eq!(problem.title, "cliserver unreachable");
+        let detail = problem.detail.unwrap_or_default();
+        assert!(
+            detail.contains("refused") && !detail.contains("CA file"),
+            "{method}: not the unreachable path: {detail}"
+        );
+    }
+    let after = (config().await, routes(&p.fx.pod), mtu(&p.fx.pod, "eth0"));
+    assert_eq!(before, after, "a refused write changed the pod");
     agent.shutdown().await;
     assert_eq!(api.unexpected(), Vec::<String>::new());
 }

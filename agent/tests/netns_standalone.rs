@@ -11,7 +11,7 @@ use agent::netns::NetnsExecutor;
 use agent::standalone::{podsock, Options};
 use agent::watch::KeeperOptions;
 use api::wire::{ConfigView, Event, EventBody, ProblemDetails, StatusView};
-use common::{eventually, process_holds_netns, require_root, run, Netns};
+use common::{eventually, process_holds_netns, require_root, run, NetlinkWitness, Netns};
 use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
@@ -521,6 +521,8 @@ async fn an_agent_restart_adopts_the_applied_state_with_zero_netlink_writes() {
     let client = PodClient::new(&pod);
     assert_eq!(client.put("app", APP_CONFIG).await.0, 200);
     client.wait_applied().await;
+    // An independent witness: ip monitor in the pod must see no write by nes.
+    let witness = NetlinkWitness::start(&pod).await;
     let before = pod.ip(&["-br", "addr"]);
     agent.restart().await;
     let mut events = client.events(None).await;
@@ -549,6 +551,101 @@ async fn an_agent_restart_adopts_the_applied_state_with_zero_netlink_writes() {
         "the restart changed the pod's addresses"
     );
     client.wait_applied().await;
+    let seen = witness.stop().await;
+    assert!(
+        seen.is_empty(),
+        "netlink changes during the restart: {seen:#?}"
+    );
+}
+
+/// Log lines of everything that runs on this thread (the agents of a current-thread test).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn contain(&self, needle: &str) -> bool {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).contains(needle)
+    }
+}
+
+/// Two agents overlapping on a node (an upgrade): the newcomer finds `@nes` held by a root
+/// peer that answers as a nes agent, waits without degrading the pod, and serves `@nes` once
+/// the old agent has gone.
+#[tokio::test]
+async fn a_second_agent_waits_for_the_agent_holding_at_nes_and_takes_over_when_it_goes() {
+    if !require_root() {
+        return;
+    }
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let mut old = Agent::start().await;
+    let pod = pod_with_eth0("sa10");
+    old.add(&pod);
+    let client = PodClient::new(&pod);
+    assert_eq!(client.put("app", APP_CONFIG).await.0, 200);
+    client.wait_applied().await;
+
+    // The newcomer has its own state directory: what @nes answers tells the two apart.
+    let mut new = Agent::start().await;
+    new.add(&pod);
+    assert!(
+        eventually(DEADLINE, || logs
+            .contain("waiting for the other agent to release @nes"))
+        .await,
+        "the newcomer never found @nes held by the other agent"
+    );
+    let (code, body) = new
+        .admin("GET", &format!("/v1/self/status?pod={}", pod.name), "")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let status: StatusView = serde_json::from_str(&body).expect("status json");
+    assert!(
+        !status
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True"),
+        "an overlap is not squatting: {status:?}"
+    );
+    assert!(!logs.contain("pod socket squatted"));
+    let generation = |body: &str| -> i64 {
+        serde_json::from_str::<ConfigView>(body)
+            .expect("config view")
+            .generation
+    };
+    let (_, body) = client.call("GET", "/v1/self/config", "").await;
+    assert_eq!(generation(&body), 1, "the old agent still serves @nes");
+
+    old.shutdown().await;
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (_, body) = client.call("GET", "/v1/self/config", "").await;
+        if generation(&body) == 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "the newcomer never took @nes over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    new.shutdown().await;
 }
 
 #[tokio::test]
@@ -663,7 +760,7 @@ async fn a_pod_reaches_only_its_own_configuration_and_the_host_reaches_none() {
 }
 
 #[tokio::test]
-async fn a_deleted_namespace_releases_its_socket_and_state() {
+async fn a_deleted_namespace_is_released_and_its_desired_state_kept_for_a_restart() {
     if !require_root() {
         return;
     }

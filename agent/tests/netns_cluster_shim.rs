@@ -1,7 +1,9 @@
-//! `nes-shim` against a real agent serving a real pod netns on `@nes` (the standalone agent:
-//! the same pod socket code as in the cluster). The probe follows Applied both ways, and
-//! stopping or restarting the agent never flips it; SIGTERM ends the shim at once.
+//! `nes-shim` against a real agent serving a real pod netns on `@nes`: the standalone agent
+//! and the in-cluster agent (against the mock API server). The probe follows Applied both
+//! ways, and stopping or restarting the agent never flips it, from before the stop until the
+//! shim has read the restarted agent; SIGTERM ends the shim at once.
 
+mod cluster_support;
 mod common;
 
 use std::process::{Child, Command, Stdio};
@@ -9,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use agent::standalone::Options;
 use agent::watch::KeeperOptions;
-use common::{require_root, run, Netns, PodFixture};
+use cluster_support::harness::{Agent as ClusterAgent, ServedPod};
+use cluster_support::{pod, ApiServer, FakeResolver};
+use common::{require_root, run, NetlinkWitness, Netns, PodFixture};
 use tokio_util::sync::CancellationToken;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_nes-shim");
@@ -95,12 +99,56 @@ fn in_pod(ns: &Netns, args: &[&str]) -> Command {
     c
 }
 
-fn start_shim(ns: &Netns) -> Child {
-    in_pod(ns, &[SHIM])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nes-shim")
+/// The running shim; its stderr goes to a file the test reads.
+struct Shim {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Shim {
+    fn start(ns: &Netns) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("shim log");
+        let child = in_pod(ns, &[SHIM])
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("shim log"))
+            .spawn()
+            .expect("spawn nes-shim");
+        Self { child, log }
+    }
+
+    /// How many times the shim found `@nes` unreachable and kept its last answer.
+    fn kept_answers(&self) -> usize {
+        std::fs::read_to_string(self.log.path())
+            .unwrap_or_default()
+            .matches("keeping the last answer")
+            .count()
+    }
+
+    /// SIGTERM ends the shim at once (it is PID 1 of its container: it must handle it).
+    async fn terminate(mut self) {
+        let termed = Instant::now();
+        run(&["kill", "-TERM", &self.child.id().to_string()]);
+        let end = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < end, "nes-shim ignored SIGTERM");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        println!(
+            "MEASURE SIGTERM -> shim exited: {:.1} ms",
+            termed.elapsed().as_secs_f64() * 1e3
+        );
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `nes-shim probe`: its exit status and what it printed.
@@ -124,12 +172,19 @@ async fn probe_until(ns: &Netns, want: bool) -> String {
     }
 }
 
-/// The probe answers `want` every time for `for_`.
-async fn probe_holds(ns: &Netns, want: bool, for_: Duration) {
-    let end = Instant::now() + for_;
-    while Instant::now() < end {
+/// The probe answers `want` every time until `done` holds for its line; returns that line.
+async fn probe_holds_until(ns: &Netns, want: bool, mut done: impl FnMut(&str) -> bool) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
         let (ok, line) = probe(ns);
         assert_eq!(ok, want, "the probe flipped: {line}");
+        if done(&line) {
+            return line;
+        }
+        assert!(
+            Instant::now() < end,
+            "still waiting, the probe says: {line}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -173,6 +228,25 @@ fn setpriv_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Rewrites the standalone agent's state file of `pod` while the agent is down: a new
+/// generation, and each `(from, to)` replaced in its text, so that the restarted agent's
+/// answer can be told from the old one.
+fn edit_state(agent: &Agent, pod: &Netns, replace: &[(&str, &str)]) {
+    let path = agent
+        .dir
+        .path()
+        .join("state")
+        .join(format!("{}.json", pod.name));
+    let mut text = std::fs::read_to_string(&path).expect("state file");
+    for (from, to) in replace {
+        text = text.replace(from, to);
+    }
+    let mut record: serde_json::Value = serde_json::from_str(&text).expect("state JSON");
+    let generation = record["generation"].as_i64().expect("generation");
+    record["generation"] = (generation + 1).into();
+    std::fs::write(&path, record.to_string()).expect("write state");
+}
+
 #[tokio::test]
 async fn the_probe_follows_applied_and_an_agent_restart_never_flips_it() {
     if !require_root() {
@@ -184,7 +258,7 @@ async fn the_probe_follows_applied_and_an_agent_restart_never_flips_it() {
     );
     let fx = PodFixture::new("shm");
     let mut agent = Agent::new(&fx.pod);
-    let mut shim = start_shim(&fx.pod);
+    let shim = Shim::start(&fx.pod);
     // No agent yet: nes has said nothing, so the pod is not ready.
     let (ok, line) = probe(&fx.pod);
     assert!(!ok, "{line}");
@@ -198,13 +272,22 @@ async fn the_probe_follows_applied_and_an_agent_restart_never_flips_it() {
         "MEASURE configure -> shim probe true: {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
     );
-    assert!(line.starts_with("applied"), "{line}");
+    assert_eq!(line, "applied: generation 1");
 
-    // The agent stops and comes back: readiness holds throughout.
+    // The agent stops (the shim finds it gone and keeps its answer) and comes back with a
+    // new generation of the same configuration: readiness holds until the shim has read it.
+    let witness = NetlinkWitness::start(&fx.pod).await;
+    let kept = shim.kept_answers();
     agent.shutdown().await;
-    probe_holds(&fx.pod, true, Duration::from_millis(700)).await;
+    probe_holds_until(&fx.pod, true, |_| shim.kept_answers() > kept).await;
+    edit_state(&agent, &fx.pod, &[]);
     agent.start();
-    probe_holds(&fx.pod, true, Duration::from_millis(700)).await;
+    probe_holds_until(&fx.pod, true, |l| l == "applied: generation 2").await;
+    let seen = witness.stop().await;
+    assert!(
+        seen.is_empty(),
+        "netlink changes during the restart: {seen:#?}"
+    );
 
     // A configuration that cannot be applied: the probe fails, naming why.
     let unreachable = r#"{"interfaces":[{"name":"eth0","mtu":1400,"addresses":["10.10.0.5/24"]}],"routes":[{"dst":"10.99.0.0/16","via":"192.0.2.1","dev":"eth0"}]}"#;
@@ -216,32 +299,70 @@ async fn the_probe_follows_applied_and_an_agent_restart_never_flips_it() {
         failed.elapsed().as_secs_f64() * 1e3
     );
     assert!(line.starts_with("not applied"), "{line}");
+    // Not ready stays not ready through a restart, until the shim has read the restarted
+    // agent (which now fails on another route).
+    let kept = shim.kept_answers();
     agent.shutdown().await;
-    probe_holds(&fx.pod, false, Duration::from_millis(500)).await;
+    probe_holds_until(&fx.pod, false, |_| shim.kept_answers() > kept).await;
+    edit_state(&agent, &fx.pod, &[("10.99.0.0/16", "10.98.0.0/16")]);
     agent.start();
-    probe_holds(&fx.pod, false, Duration::from_millis(500)).await;
+    probe_holds_until(&fx.pod, false, |l| l.contains("10.98.0.0/16")).await;
 
     // Fixed: ready again.
     assert_eq!(configure(&fx.pod, "PUT", good).await, 200);
     probe_until(&fx.pod, true).await;
 
-    // SIGTERM ends the shim at once (it is PID 1 of its container: it must handle it).
-    let termed = Instant::now();
-    run(&["kill", "-TERM", &shim.id().to_string()]);
-    let end = Instant::now() + Duration::from_secs(2);
-    let status = loop {
-        if let Some(status) = shim.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < end, "nes-shim ignored SIGTERM");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    println!(
-        "MEASURE SIGTERM -> shim exited: {:.1} ms",
-        termed.elapsed().as_secs_f64() * 1e3
-    );
-    assert!(status.success(), "{status:?}");
+    shim.terminate().await;
     let (ok, line) = probe(&fx.pod);
     assert!(!ok, "no shim, no readiness: {line}");
     agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_in_cluster_agent_restart_never_flips_the_probe() {
+    if !require_root() {
+        return;
+    }
+    assert!(
+        setpriv_available(),
+        "setpriv (util-linux) is needed to run the shim as 65532"
+    );
+    let api = ApiServer::default();
+    let resolver = std::sync::Arc::new(FakeResolver::default());
+    let p = ServedPod::new("shc", "demo-0", "uid-shc");
+    let conf = serde_json::json!({
+        "interfaces": [{"name": "eth0", "type": "existing", "mtu": 1400,
+                        "addresses": ["10.10.0.5/24"]}],
+    });
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(&p.name, conf.clone());
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let shim = Shim::start(&p.fx.pod);
+    let mut agent = ClusterAgent::new(&api, &resolver);
+    agent.start();
+    assert_eq!(probe_until(&p.fx.pod, true).await, "applied: generation 1");
+
+    // Down; the CR changes meanwhile (the same configuration, written differently: a new
+    // generation, nothing to write); up: readiness holds until the shim has read it.
+    let witness = NetlinkWitness::start(&p.fx.pod).await;
+    let kept = shim.kept_answers();
+    agent.shutdown().await;
+    probe_holds_until(&p.fx.pod, true, |_| shim.kept_answers() > kept).await;
+    let mut same = conf;
+    same["interfaces"][0]
+        .as_object_mut()
+        .expect("interface")
+        .remove("type");
+    api.put_conf(&p.name, same);
+    agent.start();
+    probe_holds_until(&p.fx.pod, true, |l| l == "applied: generation 2").await;
+    let seen = witness.stop().await;
+    assert!(
+        seen.is_empty(),
+        "netlink changes during the restart: {seen:#?}"
+    );
+
+    shim.terminate().await;
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
 }

@@ -17,7 +17,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 cargo build --quiet --release -p nes-agent -p nes-cli
-bin=$PWD/target/release
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d)
 agent_pid=""
 cleanup() {

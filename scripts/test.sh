@@ -21,7 +21,7 @@ if [ -z "${NES_TEST_CLEAN_ENV:-}" ]; then
         if [ -n "${!v+x}" ]; then keep+=("$v=${!v}"); fi
     done
     exec env -i "${keep[@]}" PATH="$(deps_clean_path)" LANG=C.UTF-8 NES_TEST_CLEAN_ENV=1 \
-        bash "$0" "$@"
+        bash "$PWD/scripts/test.sh" "$@"
 fi
 # shellcheck source=/dev/null
 source scripts/deps.sh

@@ -705,6 +705,11 @@ async fn a_test_failing_with_a_sandbox_running_leaves_no_process_mount_or_netns(
         let uid = format!("nes-fail-{}", std::process::id());
         let id = run_sandbox(&env, &uid, 0).await;
         let pid = sandbox_pid(&env, &id).await;
+        // The sandbox's task is started before runc's init has exec'd /pause (seen under load).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_pause(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(is_pause(pid), "pid {pid} is not the sandbox's pause");
         if let Ok(mut p) = pause.lock() {
             *p = Some(pid);

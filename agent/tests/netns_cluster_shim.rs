@@ -17,7 +17,9 @@ use common::{require_root, run, NetlinkWitness, Netns, PodFixture};
 use tokio_util::sync::CancellationToken;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_nes-shim");
-const DEADLINE: Duration = Duration::from_secs(15);
+/// Generous: the shim backs off up to 5 s between attempts, and the VM lane runs under
+/// software emulation.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A standalone agent serving one pod netns, restartable.
 struct Agent {
@@ -337,9 +339,10 @@ async fn an_in_cluster_agent_restart_never_flips_the_probe() {
     api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
     api.put_conf(&p.name, conf.clone());
     resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
-    let shim = Shim::start(&p.fx.pod);
     let mut agent = ClusterAgent::new(&api, &resolver);
-    agent.start();
+    let started = agent.start();
+    api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+    let shim = Shim::start(&p.fx.pod);
     assert_eq!(probe_until(&p.fx.pod, true).await, "applied: generation 1");
 
     // Down; the CR changes meanwhile (the same configuration, written differently: a new

@@ -298,10 +298,13 @@ impl Default for RouteSpec {
 }
 
 impl RouteSpec {
-    /// The identity of a route inside one pod (the list-map key).
+    /// The identity of a route inside one pod (the list-map key), on the parsed destination:
+    /// two spellings of one network are one route. (The validator refuses all but the
+    /// canonical spelling, so the text the API server keys on agrees.)
     pub fn key(&self) -> RouteKey {
+        let dst = self.dst.parse::<ipnet::IpNet>();
         RouteKey {
-            dst: self.dst.clone(),
+            dst: dst.map_or_else(|_| self.dst.clone(), |net| net.to_string()),
             table: self.table,
             metric: self.metric,
         }

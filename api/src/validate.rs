@@ -54,6 +54,15 @@ pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
     if spec.selector.is_none() && spec.pod_names.is_empty() {
         p.add("spec", "select pods with selector, podNames or both");
     }
+    if spec.pod_names.len() > MAX_POD_NAMES as usize {
+        p.add(
+            "spec.podNames",
+            format!(
+                "at most {MAX_POD_NAMES} pod names, got {}",
+                spec.pod_names.len()
+            ),
+        );
+    }
     for (i, name) in spec.pod_names.iter().enumerate() {
         if let Err(why) = check_dns_label(name) {
             p.add(format!("spec.podNames[{i}]"), why);
@@ -86,6 +95,10 @@ pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
     }
     match (spec.delivery.mode, &spec.delivery.url) {
         (DeliveryMode::Webhook, None) => p.add("spec.delivery.url", "webhook delivery needs url"),
+        (DeliveryMode::Webhook, Some(url)) if url.len() > MAX_URL_LEN as usize => p.add(
+            "spec.delivery.url",
+            format!("at most {MAX_URL_LEN} bytes, got {}", url.len()),
+        ),
         (DeliveryMode::Webhook, Some(url)) if !url.starts_with("https://") => p.add(
             "spec.delivery.url",
             format!("must be an https:// URL, got {url:?}"),

@@ -137,6 +137,97 @@ fn cel_rules_reject_what_the_validator_rejects() {
             |s| s["routes"][0]["dev"] = json!("eth9"),
             "must name an interface declared",
         ),
+        // issue 22
+        (
+            "address with leading zeros",
+            |s| s["interfaces"][0]["addresses"][0] = json!("010.001.000.005/24"),
+            "",
+        ),
+        (
+            "address v6 not canonical",
+            |s| s["interfaces"][0]["addresses"][1] = json!("fd00:0::5/64"),
+            "written canonically",
+        ),
+        (
+            "address unspecified",
+            |s| s["interfaces"][0]["addresses"][0] = json!("0.0.0.0/24"),
+            "an interface address is unicast",
+        ),
+        (
+            "address v6 unspecified",
+            |s| s["interfaces"][0]["addresses"][1] = json!("::/64"),
+            "an interface address is unicast",
+        ),
+        (
+            "address limited broadcast",
+            |s| s["interfaces"][0]["addresses"][0] = json!("255.255.255.255/32"),
+            "an interface address is unicast",
+        ),
+        (
+            "address multicast",
+            |s| s["interfaces"][0]["addresses"][0] = json!("239.1.1.1/24"),
+            "an interface address is unicast",
+        ),
+        (
+            "address v6 multicast",
+            |s| s["interfaces"][0]["addresses"][1] = json!("ff02::1/64"),
+            "an interface address is unicast",
+        ),
+        (
+            "address network identifier",
+            |s| s["interfaces"][0]["addresses"][0] = json!("10.0.0.0/24"),
+            "not the identifier of its network",
+        ),
+        (
+            "address v6 network identifier",
+            |s| s["interfaces"][0]["addresses"][1] = json!("fd00::/64"),
+            "not the identifier of its network",
+        ),
+        (
+            "route dst with leading zeros",
+            |s| s["routes"][0]["dst"] = json!("10.09.0.0/16"),
+            "",
+        ),
+        (
+            "route dst v6 long form",
+            |s| s["routes"][2]["dst"] = json!("fd00:9:0::/48"),
+            "written canonically",
+        ),
+        (
+            "route dst inside the unspecified network",
+            |s| s["routes"][0]["dst"] = json!("0.0.0.0/8"),
+            "only the default route",
+        ),
+        (
+            "route via not canonical",
+            |s| s["routes"][2]["via"] = json!("fd00:0::1"),
+            "written canonically",
+        ),
+        (
+            "route via unspecified",
+            |s| s["routes"][1]["via"] = json!("0.0.0.0"),
+            "a gateway is a unicast address",
+        ),
+        (
+            "route via multicast",
+            |s| s["routes"][1]["via"] = json!("224.0.0.1"),
+            "a gateway is a unicast address",
+        ),
+        (
+            "route via broadcast",
+            |s| s["routes"][1]["via"] = json!("255.255.255.255"),
+            "a gateway is a unicast address",
+        ),
+        (
+            "vxlan remote not canonical",
+            |s| s["interfaces"][5]["remote"] = json!("192.000.2.1"),
+            "",
+        ),
+        (
+            "bridge enslaved to a bridge",
+            |s| s["interfaces"][3]["master"] = json!("br0"),
+            "the kernel does not nest bridges",
+        ),
     ];
     let mut failures = vec![];
     for (name, mutate, want) in cases {

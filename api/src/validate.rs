@@ -622,8 +622,14 @@ fn check_route_values(route: &RouteSpec, at: &str, p: &mut Problems) {
     if let Err(why) = ip::check_route_dst(&route.dst) {
         p.add(format!("{at}.dst"), why);
     }
-    if let Some(Err(why)) = route.via.as_deref().map(ip::check_gateway) {
-        p.add(format!("{at}.via"), why);
+    let dst = route.dst.parse::<IpNet>().ok();
+    match route.via.as_deref().map(ip::check_gateway) {
+        Some(Err(why)) => p.add(format!("{at}.via"), why),
+        Some(Ok(gw)) if dst.is_some_and(|d| gw.is_ipv6() != matches!(d, IpNet::V6(_))) => p.add(
+            format!("{at}.via"),
+            format!("gateway {gw} is not of the same family as {}", route.dst),
+        ),
+        _ => {}
     }
     if let Some(Err(why)) = route.dev.as_deref().map(check_ifname) {
         p.add(format!("{at}.dev"), why);
@@ -646,16 +652,6 @@ fn check_route(
     declared: &HashMap<&str, &InterfaceSpec>,
     p: &mut Problems,
 ) {
-    let dst = route.dst.parse::<IpNet>().ok();
-    let via = route.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
-    if let (Some(gw), Some(dst)) = (via, dst) {
-        if gw.is_ipv6() != matches!(dst, IpNet::V6(_)) {
-            p.add(
-                format!("{at}.via"),
-                format!("gateway {gw} is not of the same family as {}", route.dst),
-            );
-        }
-    }
     match &route.dev {
         Some(dev) if !declared.contains_key(dev.as_str()) => p.add(
             format!("{at}.dev"),
@@ -670,7 +666,7 @@ fn check_route(
 
 mod ip;
 
-pub use ip::{parse_cidr, parse_ip};
+pub use ip::{check_address, check_gateway, check_route_dst, parse_cidr, parse_ip};
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,12 @@
 //! The CEL rules in the generated CRD compile and reject what the validator rejects,
 //! evaluated offline with kube-cel (the API server's rules, no cluster needed).
 
+mod common;
+
 use serde_json::{json, Value};
 
 fn netconf_schema() -> Value {
-    use kube::core::crd::CustomResourceExt;
-    let crd = serde_json::to_value(api::NetworkConfiguration::crd()).expect("crd json");
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    common::schema::<api::NetworkConfiguration>()
 }
 
 fn object(spec: Value) -> Value {
@@ -33,14 +33,7 @@ fn good_spec() -> Value {
 }
 
 fn errors(spec: Value) -> Vec<String> {
-    match kube_cel::validate(&netconf_schema(), &object(spec), None) {
-        Ok(()) => vec![],
-        Err(errs) => errs
-            .into_vec()
-            .into_iter()
-            .map(|e| format!("{}: {}", e.field_path, e.message))
-            .collect(),
-    }
+    common::cel_errors(&netconf_schema(), &object(spec))
 }
 
 #[test]

@@ -6,9 +6,11 @@ use api::limits::*;
 use api::{InterfaceSpec, InterfaceType, NetworkCareSpec, NetworkConfigurationSpec, RouteSpec};
 use serde_json::Value;
 
+mod common;
+
+/// The schema of a resource's `spec`.
 fn schema<K: kube::core::crd::CustomResourceExt>() -> Value {
-    let crd = serde_json::to_value(K::crd()).expect("crd json");
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+    common::schema::<K>()["properties"]["spec"].clone()
 }
 
 fn eth0() -> InterfaceSpec {

@@ -3,6 +3,8 @@
 //! for a reason CEL can express (addresses, destinations, gateways, a route without via or
 //! dev), CEL refuses too.
 
+mod common;
+
 use api::{InterfaceSpec, InterfaceType, NetworkConfigurationSpec, RouteSpec};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -106,23 +108,10 @@ fn fragment() -> impl Strategy<Value = NetworkConfigurationSpec> {
         .prop_map(|(interfaces, routes)| NetworkConfigurationSpec { interfaces, routes })
 }
 
-fn schema() -> Value {
-    use kube::core::crd::CustomResourceExt;
-    let crd = serde_json::to_value(api::NetworkConfiguration::crd()).expect("crd json");
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
-}
-
 fn cel_errors(schema: &Value, spec: &NetworkConfigurationSpec) -> Vec<String> {
     let object = json!({"apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkConfiguration",
                         "metadata": {"name": "web-0"}, "spec": spec});
-    match kube_cel::validate(schema, &object, None) {
-        Ok(()) => vec![],
-        Err(errs) => errs
-            .into_vec()
-            .into_iter()
-            .map(|e| format!("{}: {}", e.field_path, e.message))
-            .collect(),
-    }
+    common::cel_errors(schema, &object)
 }
 
 /// A refusal CEL can express: an address, a destination, a gateway, or a route without
@@ -140,7 +129,7 @@ proptest! {
 
     #[test]
     fn the_validator_merge_and_cel_agree_on_random_fragments(spec in fragment()) {
-        let schema = schema();
+        let schema = common::schema::<api::NetworkConfiguration>();
         match api::validate(&spec) {
             Ok(()) => {
                 let json = serde_json::to_string(&spec).expect("encode");

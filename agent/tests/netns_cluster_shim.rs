@@ -211,6 +211,7 @@ async fn configure(ns: &Netns, method: &str, body: &str) -> u16 {
         .method(method)
         .uri("/v1/self/config?manager=app")
         .header("host", "nes")
+        .header("content-type", "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from(
             body.to_string(),
         )))

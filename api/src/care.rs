@@ -36,7 +36,7 @@ pub struct NetworkCareSpec {
 
     /// Pods (in this namespace) whose network to follow, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = crate::limits::MAX_POD_NAMES))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub pod_names: Vec<String>,
 
@@ -109,7 +109,7 @@ pub struct Delivery {
     pub mode: DeliveryMode,
     /// HTTPS URL events are POSTed to (webhook mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^https://"))]
+    #[schemars(length(max = crate::limits::MAX_URL_LEN), regex(pattern = r"^https://"))]
     pub url: Option<String>,
 }
 

@@ -19,7 +19,7 @@ pub use netconf::{
     NetworkConfiguration, NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState,
     RouteKey, RouteSpec, RouteStatus, VlanProtocol,
 };
-pub use validate::{validate, Problem};
+pub use validate::{validate, validate_care, validate_fragment, Problem};
 
 /// API group of every nes resource.
 pub const GROUP: &str = "nes.network-config.io";

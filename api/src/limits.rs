@@ -17,3 +17,12 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 pub const MAX_TABLE: u32 = 0xFFFF_FFFE;
 /// Kernel's IFNAMSIZ minus the terminating NUL.
 pub const MAX_IFNAME_LEN: usize = 15;
+/// `NetworkCare`: pods named in `podNames`.
+pub const MAX_POD_NAMES: u32 = 256;
+/// `NetworkCare`: length of a webhook URL.
+pub const MAX_URL_LEN: u32 = 2048;
+/// Longest canonical CIDR (`ffff:...:ffff/128`) and IP address.
+pub const MAX_CIDR_LEN: u32 = 43;
+pub const MAX_IP_LEN: u32 = 39;
+/// Interface names: printable ASCII without `/` and `:` (the schema's form of `check_ifname`).
+pub const IFNAME_PATTERN: &str = r"^[!-.0-9;-~]+$";

@@ -134,7 +134,7 @@ impl Merger {
         f.opt("mtu", &mut acc.mtu, &new.mtu)?;
         f.opt("state", &mut acc.state, &new.state)?;
         for a in &new.addresses {
-            if !acc.addresses.contains(a) {
+            if !acc.addresses.iter().any(|b| same_address(a, b)) {
                 acc.addresses.push(a.clone());
             }
         }
@@ -241,6 +241,14 @@ impl FieldMerge<'_> {
         self.opt(field, &mut a, &b)?;
         *acc = a.unwrap_or(false);
         Ok(())
+    }
+}
+
+/// Addresses are compared as parsed values, so two spellings of one address are one entry.
+fn same_address(a: &str, b: &str) -> bool {
+    match (a.parse::<ipnet::IpNet>(), b.parse::<ipnet::IpNet>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 

@@ -155,11 +155,15 @@ impl LinkMode {
     {"rule": "!has(self.peer) || self.type == 'veth'", "message": "peer is only for type veth"},
     {"rule": "!(self.type in ['existing', 'bridge', 'veth']) || !has(self.parent)", "message": "parent is not used by this type"},
     {"rule": "!has(self.addresses) || self.addresses.all(a, isCIDR(a))", "message": "addresses must be IPv4 or IPv6 addresses in CIDR form, e.g. 10.0.0.5/24"},
+    {"rule": "!has(self.addresses) || self.addresses.all(a, !isCIDR(a) || string(cidr(a)) == a)", "message": "addresses must be written canonically (no leading zeros; IPv6 in RFC 5952 form)"},
+    {"rule": "!has(self.addresses) || self.addresses.all(a, !isCIDR(a) || !(cidr(a).ip().isUnspecified() || a == '255.255.255.255/32' || cidr('224.0.0.0/4').containsIP(cidr(a).ip()) || cidr('ff00::/8').containsIP(cidr(a).ip())))", "message": "an interface address is unicast: not the unspecified, broadcast or a multicast address"},
+    {"rule": "!has(self.addresses) || self.addresses.all(a, !isCIDR(a) || cidr(a).prefixLength() >= (cidr(a).ip().family() == 4 ? 31 : 127) || string(cidr(a).ip()) != string(cidr(a).masked().ip()))", "message": "an interface address is a host address, not the identifier of its network"},
+    {"rule": "self.type != 'bridge' || !has(self.master)", "message": "a bridge cannot be enslaved to a bridge (the kernel does not nest bridges)"},
     {"rule": "!has(self.mtu) || !has(self.addresses) || !self.addresses.exists(a, a.contains(':')) || self.mtu >= 1280", "message": "an interface with IPv6 addresses needs mtu >= 1280"}
 ]))]
 pub struct InterfaceSpec {
-    /// Interface name inside the pod (kernel rules: 1-15 bytes, no '/', ':' or whitespace).
-    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[^/:\s]+$"))]
+    /// Interface name inside the pod: 1-15 bytes of printable ASCII without '/' and ':'.
+    #[schemars(length(min = 1, max = 15), regex(pattern = crate::limits::IFNAME_PATTERN))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self != '.' && self != '..'", "message": "'.' and '..' are not interface names"}]))]
     pub name: String,
 
@@ -168,7 +172,7 @@ pub struct InterfaceSpec {
 
     /// Parent link for vlan, macvlan, ipvlan; underlying device for vxlan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[^/:\s]+$"))]
+    #[schemars(length(min = 1, max = 15), regex(pattern = crate::limits::IFNAME_PATTERN))]
     pub parent: Option<String>,
 
     /// The parent is a link of the host's namespace (macvlan/ipvlan): nes creates the link
@@ -194,17 +198,20 @@ pub struct InterfaceSpec {
 
     /// VXLAN unicast remote endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 45))]
+    #[schemars(length(max = crate::limits::MAX_IP_LEN))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isIP(self) && ip.isCanonical(self)", "message": "must be an IP address written canonically (no leading zeros; IPv6 in RFC 5952 form)"}]))]
     pub remote: Option<String>,
 
     /// VXLAN local endpoint address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 45))]
+    #[schemars(length(max = crate::limits::MAX_IP_LEN))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isIP(self) && ip.isCanonical(self)", "message": "must be an IP address written canonically (no leading zeros; IPv6 in RFC 5952 form)"}]))]
     pub local: Option<String>,
 
     /// VXLAN multicast group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 45))]
+    #[schemars(length(max = crate::limits::MAX_IP_LEN))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isIP(self) && ip.isCanonical(self)", "message": "must be an IP address written canonically (no leading zeros; IPv6 in RFC 5952 form)"}]))]
     pub group: Option<String>,
 
     /// VXLAN UDP destination port (default 4789).
@@ -214,17 +221,17 @@ pub struct InterfaceSpec {
 
     /// veth: name of the peer end, created in the host's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[^/:\s]+$"))]
+    #[schemars(length(min = 1, max = 15), regex(pattern = crate::limits::IFNAME_PATTERN))]
     pub peer: Option<String>,
 
     /// veth: host bridge the peer end is enslaved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[^/:\s]+$"))]
+    #[schemars(length(min = 1, max = 15), regex(pattern = crate::limits::IFNAME_PATTERN))]
     pub peer_bridge: Option<String>,
 
     /// Bridge (inside the pod) this interface is enslaved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[^/:\s]+$"))]
+    #[schemars(length(min = 1, max = 15), regex(pattern = crate::limits::IFNAME_PATTERN))]
     pub master: Option<String>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,7 +246,7 @@ pub struct InterfaceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_ADDRESSES_PER_INTERFACE))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
-    #[schemars(inner(length(max = 43)))]
+    #[schemars(inner(length(max = crate::limits::MAX_CIDR_LEN)))]
     pub addresses: Vec<String>,
 }
 
@@ -252,21 +259,27 @@ pub struct InterfaceSpec {
 ]))]
 pub struct RouteSpec {
     /// Destination in CIDR form without host bits (`0.0.0.0/0`, `::/0` for default routes).
-    #[schemars(length(min = 1, max = 43))]
+    #[schemars(length(min = 1, max = crate::limits::MAX_CIDR_LEN))]
     #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "isCIDR(self) && cidr(self) == cidr(self).masked()", "message": "must be a network in CIDR form with no host bits, e.g. 10.1.0.0/16"}
+        {"rule": "isCIDR(self) && cidr(self) == cidr(self).masked()", "message": "must be a network in CIDR form with no host bits, e.g. 10.1.0.0/16"},
+        {"rule": "!isCIDR(self) || string(cidr(self)) == self", "message": "must be written canonically (no leading zeros; IPv6 in RFC 5952 form)"},
+        {"rule": "!isCIDR(self) || cidr(self).prefixLength() == 0 || !cidr(self).ip().isUnspecified()", "message": "only the default route (/0) is within the unspecified network"}
     ]))]
     pub dst: String,
 
     /// Gateway address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 39))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isIP(self)", "message": "must be an IP address"}]))]
+    #[schemars(length(max = crate::limits::MAX_IP_LEN))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "isIP(self)", "message": "must be an IP address"},
+        {"rule": "!isIP(self) || ip.isCanonical(self)", "message": "must be written canonically (no leading zeros; IPv6 in RFC 5952 form)"},
+        {"rule": "!isIP(self) || !(ip(self).isUnspecified() || self == '255.255.255.255' || cidr('224.0.0.0/4').containsIP(self) || cidr('ff00::/8').containsIP(self))", "message": "a gateway is a unicast address"}
+    ]))]
     pub via: Option<String>,
 
     /// Output interface: one declared in `interfaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[^/:\s]+$"))]
+    #[schemars(length(min = 1, max = 15), regex(pattern = crate::limits::IFNAME_PATTERN))]
     pub dev: Option<String>,
 
     /// Route priority; 0 means the kernel default (0 for IPv4, 1024 for IPv6).
@@ -276,6 +289,7 @@ pub struct RouteSpec {
     /// Routing table id; 254 is `main`.
     #[serde(default = "default_table")]
     #[schemars(range(min = 1, max = MAX_TABLE))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self != 255", "message": "table 255 is the kernel's local table"}]))]
     pub table: u32,
 }
 
@@ -298,10 +312,13 @@ impl Default for RouteSpec {
 }
 
 impl RouteSpec {
-    /// The identity of a route inside one pod (the list-map key).
+    /// The identity of a route inside one pod (the list-map key), on the parsed destination:
+    /// two spellings of one network are one route. (The validator refuses all but the
+    /// canonical spelling, so the text the API server keys on agrees.)
     pub fn key(&self) -> RouteKey {
+        let dst = self.dst.parse::<ipnet::IpNet>();
         RouteKey {
-            dst: self.dst.clone(),
+            dst: dst.map_or_else(|_| self.dst.clone(), |net| net.to_string()),
             table: self.table,
             metric: self.metric,
         }

@@ -73,10 +73,10 @@ pub fn generate() -> Value {
             "put": {"summary": "Server-side apply of this manager's fragment to the pod's NetworkConfiguration (RBAC: update networkconfigurations)",
                     "parameters": [ns.clone(), pod_path.clone(), manager.clone(), forwarded.clone()],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": r("spec")}}},
-                    "responses": auth_errors(json!({"200": config_ok, "400": problem("Malformed body, unknown field or parameter"),
+                    "responses": auth_errors(json!({"200": config_ok, "400": problem("Malformed body (errors name the field), unknown or repeated parameter"),
                                   "404": problem("No such pod"),
                                   "409": problem("A field is owned by another manager (server-side apply conflict); errors name the field"),
-                                  "413": problem("Body over 1 MiB"), "422": problem("The merged configuration is invalid; errors name each field")}))},
+                                  "413": problem("Body over 1 MiB"), "415": problem("The body is not sent as application/json"), "422": problem("The merged configuration is invalid; errors name each field")}))},
             "delete": {"summary": "Remove this manager's entries (RBAC: update networkconfigurations)",
                        "parameters": [ns.clone(), pod_path.clone(), manager.clone(), forwarded.clone()],
                        "responses": auth_errors(json!({"200": config_ok, "404": problem("The pod has no NetworkConfiguration"),
@@ -100,7 +100,7 @@ pub fn generate() -> Value {
             "post": {"summary": "Create a subscription, owned by the caller's workload when the caller is a pod of the namespace (RBAC: create networkcares)",
                      "parameters": [ns.clone(), forwarded.clone(), forwarded_name.clone()],
                      "requestBody": {"required": true, "content": {"application/json": {"schema": r("newCare")}}},
-                     "responses": auth_errors(json!({"201": care_ok("Created"), "400": problem("Malformed body"),
+                     "responses": auth_errors(json!({"201": care_ok("Created"), "400": problem("Malformed body (errors name the field)"), "415": problem("The body is not sent as application/json"),
                                    "409": problem("A subscription of that name exists"), "422": problem("Invalid subscription; errors name each field")}))}
         },
         "/v1/namespaces/{namespace}/networkcares/{name}": {
@@ -133,9 +133,9 @@ pub fn generate() -> Value {
                         "responses": {"200": config_ok, "404": problem("No such pod")}},
                 "put": {"summary": "Apply this manager's fragment (replaces its previous one)", "parameters": [pod, manager],
                         "requestBody": {"required": true, "content": {"application/json": {"schema": r("spec")}}},
-                        "responses": {"200": config_ok, "400": problem("Malformed body, unknown field or parameter"),
+                        "responses": {"200": config_ok, "400": problem("Malformed body (errors name the field), unknown or repeated parameter"),
                                       "409": problem("A field is owned by another manager with a different value"),
-                                      "413": problem("Body over 1 MiB"), "422": problem("The merged configuration is invalid")}},
+                                      "413": problem("Body over 1 MiB"), "415": problem("The body is not sent as application/json"), "422": problem("The merged configuration is invalid")}},
                 "delete": {"summary": "Remove this manager's entries (and the kernel objects nes created for them)", "parameters": [pod, manager],
                            "responses": {"200": config_ok}}
             },
@@ -152,7 +152,7 @@ pub fn generate() -> Value {
                 "post": {"summary": "Create a subscription in the pod's namespace, owned by the pod's workload (in-cluster: forwarded to the cliserver for the pod; standalone: kept by the agent, removed with the creating pod's namespace)",
                          "parameters": [pod.clone()],
                          "requestBody": {"required": true, "content": {"application/json": {"schema": r("newCare")}}},
-                         "responses": {"201": care_ok("Created"), "400": problem("Malformed body"),
+                         "responses": {"201": care_ok("Created"), "400": problem("Malformed body (errors name the field)"), "415": problem("The body is not sent as application/json"),
                                        "409": problem("A subscription of that name exists"), "422": problem("Invalid subscription; errors name each field"),
                                        "501": problem("Standalone agent: webhook delivery is nes-operator's (stream subscriptions are served)"),
                                        "503": problem("The cliserver cannot be reached; nothing was created")}}

@@ -37,11 +37,31 @@ pub fn validate(spec: &NetworkConfigurationSpec) -> Result<(), Invalid> {
     p.into_result()
 }
 
+/// Validates one manager's fragment on its own, before it is merged: every entry's own
+/// values, and nothing declared twice in it (identical or not), naming the index. What
+/// needs the whole pod (declared devs, parents, type requirements) is for [`validate`] on
+/// the merged spec, since another manager's fragment may complete this one.
+pub fn validate_fragment(fragment: &NetworkConfigurationSpec) -> Result<(), Invalid> {
+    let mut p = Problems::default();
+    check_sizes(fragment, &mut p);
+    check_entries(fragment, &mut p);
+    p.into_result()
+}
+
 /// Validates a `NetworkCare` subscription.
 pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
     let mut p = Problems::default();
     if spec.selector.is_none() && spec.pod_names.is_empty() {
         p.add("spec", "select pods with selector, podNames or both");
+    }
+    if spec.pod_names.len() > MAX_POD_NAMES as usize {
+        p.add(
+            "spec.podNames",
+            format!(
+                "at most {MAX_POD_NAMES} pod names, got {}",
+                spec.pod_names.len()
+            ),
+        );
     }
     for (i, name) in spec.pod_names.iter().enumerate() {
         if let Err(why) = check_dns_label(name) {
@@ -75,6 +95,10 @@ pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
     }
     match (spec.delivery.mode, &spec.delivery.url) {
         (DeliveryMode::Webhook, None) => p.add("spec.delivery.url", "webhook delivery needs url"),
+        (DeliveryMode::Webhook, Some(url)) if url.len() > MAX_URL_LEN as usize => p.add(
+            "spec.delivery.url",
+            format!("at most {MAX_URL_LEN} bytes, got {}", url.len()),
+        ),
         (DeliveryMode::Webhook, Some(url)) if !url.starts_with("https://") => p.add(
             "spec.delivery.url",
             format!("must be an https:// URL, got {url:?}"),
@@ -87,7 +111,9 @@ pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
     p.into_result()
 }
 
-/// Checks an interface name by the kernel's rules (`dev_valid_name`).
+/// Checks an interface name: bytes the kernel accepts (`dev_valid_name`) and that every tool
+/// prints as typed, so printable ASCII without `/`, `:` and whitespace (the kernel treats some
+/// non-ASCII bytes such as 0xA0 as whitespace), 1-15 bytes, not `.` or `..`.
 pub fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
@@ -101,15 +127,16 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a valid interface name"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0')
-    {
+    if let Some(c) = name.chars().find(|c| !is_ifname_char(*c)) {
         return Err(format!(
-            "{name:?} contains {c:?}; interface names cannot contain '/', ':' or whitespace"
+            "{name:?} contains {c:?}; interface names are printable ASCII without '/', ':' or whitespace"
         ));
     }
     Ok(())
+}
+
+fn is_ifname_char(c: char) -> bool {
+    c.is_ascii_graphic() && c != '/' && c != ':'
 }
 
 /// Checks a field-manager name (who asked for a fragment): 1-128 characters of
@@ -186,7 +213,7 @@ impl Problems {
     }
 }
 
-fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
+fn check_sizes(spec: &NetworkConfigurationSpec, p: &mut Problems) {
     if spec.interfaces.len() > MAX_INTERFACES as usize {
         p.add(
             "spec.interfaces",
@@ -212,35 +239,56 @@ fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
             format!("at most {MAX_ADDRESSES} addresses per pod, got {total_addresses}"),
         );
     }
+}
 
+fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
+    check_sizes(spec, p);
+    check_entries(spec, p);
     let declared: HashMap<&str, &InterfaceSpec> = spec
         .interfaces
         .iter()
         .map(|i| (i.name.as_str(), i))
         .collect();
-    let mut names = HashSet::new();
-    let mut peers = HashSet::new();
+    for (i, iface) in spec.interfaces.iter().enumerate() {
+        check_interface(iface, &format!("spec.interfaces[{i}]"), &declared, p);
+    }
+    for (i, route) in spec.routes.iter().enumerate() {
+        check_route(route, &format!("spec.routes[{i}]"), &declared, p);
+    }
+}
+
+/// What every entry must be on its own, and that no entry is declared twice (even
+/// identically: a fragment says each thing once). A fragment must pass this before it is
+/// merged with other managers' (which may complete it), the merged spec all of [`validate`].
+fn check_entries(spec: &NetworkConfigurationSpec, p: &mut Problems) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut peers: HashMap<&str, usize> = HashMap::new();
     let mut addresses: HashMap<IpAddr, String> = HashMap::new();
     for (i, iface) in spec.interfaces.iter().enumerate() {
         let at = format!("spec.interfaces[{i}]");
-        if !names.insert(iface.name.as_str()) {
+        if let Some(first) = first_at(&mut names, &iface.name, i) {
             p.add(
                 format!("{at}.name"),
-                format!("interface {:?} is declared twice", iface.name),
+                format!(
+                    "interface {:?} is declared twice (first at spec.interfaces[{first}])",
+                    iface.name
+                ),
             );
         }
         if let Some(peer) = &iface.peer {
-            if !peers.insert(peer.as_str()) {
+            if let Some(first) = first_at(&mut peers, peer, i) {
                 p.add(
                     format!("{at}.peer"),
-                    format!("veth peer {peer:?} is declared twice"),
+                    format!(
+                        "veth peer {peer:?} is declared twice (first at spec.interfaces[{first}])"
+                    ),
                 );
             }
         }
-        check_interface(iface, &at, &declared, p);
+        check_interface_values(iface, &at, p);
         for (j, addr) in iface.addresses.iter().enumerate() {
             let field = format!("{at}.addresses[{j}]");
-            match addr.parse::<IpNet>() {
+            match ip::check_address(addr) {
                 Ok(net) => {
                     if let Some(first) = addresses.insert(net.addr(), field.clone()) {
                         p.add(
@@ -249,34 +297,43 @@ fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
                         );
                     }
                 }
-                Err(_) => p.add(
-                    field,
-                    format!(
-                        "{addr:?} is not an IPv4 or IPv6 address in CIDR form, e.g. 10.0.0.5/24"
-                    ),
-                ),
+                Err(why) => p.add(field, why),
             }
         }
     }
-
-    let mut keys = HashSet::new();
+    let mut keys = HashMap::new();
     for (i, route) in spec.routes.iter().enumerate() {
         let at = format!("spec.routes[{i}]");
-        check_route(route, &at, &declared, p);
-        if !keys.insert(route.key()) {
-            p.add(at, format!("route {} is declared twice", route.key()));
+        check_route_values(route, &at, p);
+        if let Some(first) = first_at(&mut keys, route.key(), i) {
+            p.add(
+                at,
+                format!(
+                    "route {} is declared twice (first at spec.routes[{first}])",
+                    route.key()
+                ),
+            );
         }
     }
 }
 
-fn check_interface(
-    iface: &InterfaceSpec,
-    at: &str,
-    declared: &HashMap<&str, &InterfaceSpec>,
-    p: &mut Problems,
-) {
-    use InterfaceType::*;
-    let kind = iface.kind;
+/// Records `key` at index `i`; the index it was first seen at if it was already there.
+fn first_at<K: std::hash::Hash + Eq>(
+    seen: &mut HashMap<K, usize>,
+    key: K,
+    i: usize,
+) -> Option<usize> {
+    match seen.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(i);
+            None
+        }
+    }
+}
+
+/// An interface's own values: names, ranges, IP spellings.
+fn check_interface_values(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
     if let Err(why) = check_ifname(&iface.name) {
         p.add(format!("{at}.name"), why);
     }
@@ -290,6 +347,50 @@ fn check_interface(
             p.add(format!("{at}.{field}"), why);
         }
     }
+    if let Some(id) = iface.vlan_id {
+        if !(MIN_VLAN_ID..=MAX_VLAN_ID).contains(&id) {
+            p.add(
+                format!("{at}.vlanId"),
+                format!("VLAN id must be {MIN_VLAN_ID}-{MAX_VLAN_ID}, got {id}"),
+            );
+        }
+    }
+    if let Some(vni) = iface.vni {
+        if vni > MAX_VNI {
+            p.add(
+                format!("{at}.vni"),
+                format!("VXLAN VNI must be 0-{MAX_VNI}, got {vni}"),
+            );
+        }
+    }
+    if iface.port == Some(0) {
+        p.add(format!("{at}.port"), "UDP port must be 1-65535");
+    }
+    for (field, value) in [
+        ("remote", &iface.remote),
+        ("local", &iface.local),
+        ("group", &iface.group),
+    ] {
+        if let Some(Err(why)) = value.as_deref().map(ip::parse_ip) {
+            p.add(format!("{at}.{field}"), why);
+        }
+    }
+    if let Some(mtu) = iface.mtu.filter(|m| !(MIN_MTU..=MAX_MTU).contains(m)) {
+        p.add(
+            format!("{at}.mtu"),
+            format!("MTU must be {MIN_MTU}-{MAX_MTU}, got {mtu}"),
+        );
+    }
+}
+
+fn check_interface(
+    iface: &InterfaceSpec,
+    at: &str,
+    declared: &HashMap<&str, &InterfaceSpec>,
+    p: &mut Problems,
+) {
+    use InterfaceType::*;
+    let kind = iface.kind;
 
     // Type-specific fields: required where the kernel needs them, refused where they mean nothing.
     let mut only = |field: &str, set: bool, allowed: &[InterfaceType]| {
@@ -344,14 +445,6 @@ fn check_interface(
         Existing | Bridge => {}
     }
 
-    if let Some(id) = iface.vlan_id {
-        if !(MIN_VLAN_ID..=MAX_VLAN_ID).contains(&id) {
-            p.add(
-                format!("{at}.vlanId"),
-                format!("VLAN id must be {MIN_VLAN_ID}-{MAX_VLAN_ID}, got {id}"),
-            );
-        }
-    }
     if let Some(mode) = iface.mode {
         let fits = match kind {
             Macvlan => mode.is_macvlan(),
@@ -370,51 +463,34 @@ fn check_interface(
             );
         }
     }
-    if let Some(vni) = iface.vni {
-        if vni > MAX_VNI {
-            p.add(
-                format!("{at}.vni"),
-                format!("VXLAN VNI must be 0-{MAX_VNI}, got {vni}"),
-            );
-        }
-    }
-    if iface.port == Some(0) {
-        p.add(format!("{at}.port"), "UDP port must be 1-65535");
-    }
     let mut vxlan_family = None;
     for (field, value) in [
         ("remote", &iface.remote),
         ("local", &iface.local),
         ("group", &iface.group),
     ] {
-        let Some(value) = value else { continue };
-        match value.parse::<IpAddr>() {
-            Ok(ip) => {
-                if field == "group" && !ip.is_multicast() {
-                    p.add(
-                        format!("{at}.group"),
-                        format!("{ip} is not a multicast address"),
-                    );
-                }
-                if field == "remote" && ip.is_multicast() {
-                    p.add(
-                        format!("{at}.remote"),
-                        format!("{ip} is multicast; use group for multicast"),
-                    );
-                }
-                match vxlan_family {
-                    None => vxlan_family = Some(ip.is_ipv6()),
-                    Some(v6) if v6 != ip.is_ipv6() => p.add(
-                        format!("{at}.{field}"),
-                        "remote, local and group must all be IPv4 or all IPv6",
-                    ),
-                    Some(_) => {}
-                }
-            }
-            Err(_) => p.add(
+        let Some(Ok(ip)) = value.as_deref().map(ip::parse_ip) else {
+            continue; // reported with the values
+        };
+        if field == "group" && !ip.is_multicast() {
+            p.add(
+                format!("{at}.group"),
+                format!("{ip} is not a multicast address"),
+            );
+        }
+        if field == "remote" && ip.is_multicast() {
+            p.add(
+                format!("{at}.remote"),
+                format!("{ip} is multicast; use group for multicast"),
+            );
+        }
+        match vxlan_family {
+            None => vxlan_family = Some(ip.is_ipv6()),
+            Some(v6) if v6 != ip.is_ipv6() => p.add(
                 format!("{at}.{field}"),
-                format!("{value:?} is not an IP address"),
+                "remote, local and group must all be IPv4 or all IPv6",
             ),
+            Some(_) => {}
         }
     }
     if iface.remote.is_some() && iface.group.is_some() {
@@ -429,11 +505,13 @@ fn check_interface(
             format!("{at}.parent"),
             "an interface cannot be its own parent",
         );
-    } else if let Some(chain) = parent_loop(iface, declared) {
-        p.add(
-            format!("{at}.parent"),
-            format!("parents form a loop: {}", chain.join(" -> ")),
-        );
+    } else if iface.master.as_deref() != Some(iface.name.as_str()) {
+        if let Some((field, chain)) = link_loop(iface, declared) {
+            p.add(
+                format!("{at}.{field}"),
+                format!("parents and masters form a loop: {}", chain.join(" -> ")),
+            );
+        }
     }
     if let (Some(mtu), Some(parent)) = (iface.mtu, pod_parent(iface, declared)) {
         if let Some(parent_mtu) = parent.mtu.filter(|pm| mtu > *pm) {
@@ -467,14 +545,15 @@ fn check_interface(
                 "an interface cannot be its own master",
             );
         }
-    }
-    if let Some(mtu) = iface.mtu {
-        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        if kind == Bridge {
             p.add(
-                format!("{at}.mtu"),
-                format!("MTU must be {MIN_MTU}-{MAX_MTU}, got {mtu}"),
+                format!("{at}.master"),
+                "a bridge cannot be enslaved to a bridge (the kernel does not nest bridges)",
             );
-        } else if mtu < MIN_MTU_IPV6 && iface.addresses.iter().any(|a| a.contains(':')) {
+        }
+    }
+    if let Some(mtu) = iface.mtu.filter(|m| (MIN_MTU..=MAX_MTU).contains(m)) {
+        if mtu < MIN_MTU_IPV6 && iface.addresses.iter().any(|a| a.contains(':')) {
             p.add(
                 format!("{at}.mtu"),
                 format!("an interface with IPv6 addresses needs MTU >= {MIN_MTU_IPV6}, got {mtu}"),
@@ -498,84 +577,62 @@ fn pod_parent<'a>(
     }
 }
 
-/// The chain of declared parents from `iface` back to itself, if it loops.
-fn parent_loop(
+/// The links an interface runs on or is enslaved to inside the pod, with the field naming
+/// each: the kernel refuses a loop of them (ELOOP).
+fn uplinks(iface: &InterfaceSpec) -> impl Iterator<Item = (&'static str, &str)> {
+    let parent = iface.parent.as_deref().filter(|_| !iface.parent_in_host);
+    let master = iface.master.as_deref();
+    [("parent", parent), ("master", master)]
+        .into_iter()
+        .filter_map(|(field, to)| Some((field, to?)))
+}
+
+/// A chain of declared parents and masters from `iface` back to itself, with the field of
+/// its first step, if there is one (depth-first; the graph has at most two edges per node).
+fn link_loop(
     iface: &InterfaceSpec,
     declared: &HashMap<&str, &InterfaceSpec>,
-) -> Option<Vec<String>> {
-    let mut chain = vec![iface.name.clone()];
-    let mut at = iface;
-    while let Some(parent) = at.parent.as_deref() {
-        if at.parent_in_host {
-            return None;
+) -> Option<(&'static str, Vec<String>)> {
+    let mut visited = HashSet::new();
+    // (field of the first step, path so far)
+    let mut stack: Vec<(&'static str, Vec<&str>)> = uplinks(iface)
+        .map(|(field, to)| (field, vec![iface.name.as_str(), to]))
+        .collect();
+    while let Some((field, path)) = stack.pop() {
+        let last = *path.last()?;
+        if last == iface.name {
+            return Some((field, path.iter().map(|n| n.to_string()).collect()));
         }
-        if parent == iface.name {
-            chain.push(parent.to_string());
-            return Some(chain);
+        if !visited.insert(last) {
+            continue;
         }
-        if chain.iter().any(|n| n == parent) {
-            return None; // a loop further up, reported at its own members
+        if let Some(next) = declared.get(last) {
+            for (_, to) in uplinks(next) {
+                let mut longer = path.clone();
+                longer.push(to);
+                stack.push((field, longer));
+            }
         }
-        at = declared.get(parent)?;
-        chain.push(parent.to_string());
     }
     None
 }
 
-fn check_route(
-    route: &RouteSpec,
-    at: &str,
-    declared: &HashMap<&str, &InterfaceSpec>,
-    p: &mut Problems,
-) {
-    let dst = match route.dst.parse::<IpNet>() {
-        Ok(net) if net.trunc() != net => {
-            p.add(
-                format!("{at}.dst"),
-                format!(
-                    "{} has host bits set; the network is {}",
-                    route.dst,
-                    net.trunc()
-                ),
-            );
-            Some(net)
-        }
-        Ok(net) => Some(net),
-        Err(_) => {
-            p.add(
-                format!("{at}.dst"),
-                format!(
-                    "{:?} is not a network in CIDR form, e.g. 10.1.0.0/16 or ::/0",
-                    route.dst
-                ),
-            );
-            None
-        }
-    };
-    if let Some(via) = &route.via {
-        match via.parse::<IpAddr>() {
-            Ok(gw) => {
-                if let Some(dst) = dst {
-                    if gw.is_ipv6() != matches!(dst, IpNet::V6(_)) {
-                        p.add(
-                            format!("{at}.via"),
-                            format!("gateway {gw} is not of the same family as {}", route.dst),
-                        );
-                    }
-                }
-            }
-            Err(_) => p.add(format!("{at}.via"), format!("{via:?} is not an IP address")),
-        }
+/// A route's own values.
+fn check_route_values(route: &RouteSpec, at: &str, p: &mut Problems) {
+    if let Err(why) = ip::check_route_dst(&route.dst) {
+        p.add(format!("{at}.dst"), why);
     }
-    match &route.dev {
-        Some(dev) if !declared.contains_key(dev.as_str()) => p.add(
-            format!("{at}.dev"),
-            format!("{dev:?} is not declared in spec.interfaces (declare the CNI's interface with type existing)"),
+    let dst = route.dst.parse::<IpNet>().ok();
+    match route.via.as_deref().map(ip::check_gateway) {
+        Some(Err(why)) => p.add(format!("{at}.via"), why),
+        Some(Ok(gw)) if dst.is_some_and(|d| gw.is_ipv6() != matches!(d, IpNet::V6(_))) => p.add(
+            format!("{at}.via"),
+            format!("gateway {gw} is not of the same family as {}", route.dst),
         ),
         _ => {}
     }
-    if route.via.is_none() && route.dev.is_none() {
-        p.add(at.to_string(), "a route needs via, dev or both");
+    if let Some(Err(why)) = route.dev.as_deref().map(check_ifname) {
+        p.add(format!("{at}.dev"), why);
     }
     if route.table == 0 || route.table == 255 || route.table > MAX_TABLE {
         p.add(
@@ -587,6 +644,29 @@ fn check_route(
         );
     }
 }
+
+/// A route within the whole spec (its own values are checked with the entries).
+fn check_route(
+    route: &RouteSpec,
+    at: &str,
+    declared: &HashMap<&str, &InterfaceSpec>,
+    p: &mut Problems,
+) {
+    match &route.dev {
+        Some(dev) if !declared.contains_key(dev.as_str()) => p.add(
+            format!("{at}.dev"),
+            format!("{dev:?} is not declared in spec.interfaces (declare the CNI's interface with type existing)"),
+        ),
+        _ => {}
+    }
+    if route.via.is_none() && route.dev.is_none() {
+        p.add(at.to_string(), "a route needs via, dev or both");
+    }
+}
+
+mod ip;
+
+pub use ip::{check_address, check_gateway, check_route_dst, parse_cidr, parse_ip};
 
 #[cfg(test)]
 mod tests;

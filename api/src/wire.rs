@@ -216,3 +216,148 @@ pub struct CareView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<crate::care::NetworkCareStatus>,
 }
+
+// === request checks shared by every REST entrance (pod socket, admin socket, cliserver) ===
+
+/// Problem type of a body that is not the JSON it should be (400).
+pub const MALFORMED: &str = "https://nes.network-config.io/problems/malformed";
+/// Problem type of a request the HTTP layer refuses (bad query, media type, method).
+pub const BAD_REQUEST: &str = "https://nes.network-config.io/problems/bad-request";
+
+impl ProblemDetails {
+    /// 400 for a body that does not parse, naming the field when there is one.
+    pub fn malformed(detail: impl Into<String>, errors: Vec<Problem>) -> Self {
+        Self {
+            kind: MALFORMED.into(),
+            errors,
+            ..Self::new(400, "malformed request body", detail)
+        }
+    }
+}
+
+/// Parses a JSON request body into `T`, reporting the field path of any error below
+/// `root` (`spec` for a configuration body, so `spec.interfaces[2].mtu: invalid type...`).
+/// The body must be one JSON object: an empty body, `[]` or `null` is not an empty
+/// configuration (removing a manager's entries is DELETE, or an explicit `{}`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    root: &str,
+) -> Result<T, ProblemDetails> {
+    let top = if root.is_empty() { "body" } else { root };
+    let shape = |message: String| {
+        ProblemDetails::malformed(
+            format!("{top}: {message}"),
+            vec![Problem {
+                field: top.to_string(),
+                message,
+            }],
+        )
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(shape(
+            "the body is empty; send a JSON object ({} declares nothing, DELETE removes a manager's entries)".into(),
+        ));
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(shape("expected a JSON object".into()));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(de);
+    let value = parsed.map_err(|e| {
+        let field = field_path(root, &e.path().to_string());
+        let inner = e.inner().to_string();
+        // serde_json's position goes to the detail; the field's message is the reason alone
+        let message = inner
+            .rsplit_once(" at line ")
+            .map_or(inner.as_str(), |(m, _)| m)
+            .to_string();
+        ProblemDetails::malformed(
+            format!("{field}: {inner}"),
+            vec![Problem { field, message }],
+        )
+    })?;
+    Ok(value)
+}
+
+/// `root` joined with a serde_path_to_error path (`.` for the top level).
+fn field_path(root: &str, path: &str) -> String {
+    match (root, path) {
+        ("", ".") => "body".into(),
+        (root, ".") => root.into(),
+        ("", path) => path.into(),
+        (root, path) if path.starts_with('[') => format!("{root}{path}"),
+        (root, path) => format!("{root}.{path}"),
+    }
+}
+
+/// 415 unless a request body is declared `application/json` (parameters such as
+/// `charset` allowed), as the documented curl examples send it.
+pub fn check_json_content_type(content_type: Option<&[u8]>) -> Result<(), ProblemDetails> {
+    let essence = content_type
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    match essence {
+        Some(e) if e.eq_ignore_ascii_case("application/json") => Ok(()),
+        other => Err(ProblemDetails {
+            kind: BAD_REQUEST.into(),
+            ..ProblemDetails::new(
+                415,
+                "unsupported media type",
+                match other {
+                    None => "send the body with Content-Type: application/json".to_string(),
+                    Some(t) => format!("Content-Type {t:?} is not application/json"),
+                },
+            )
+        }),
+    }
+}
+
+/// 400 if a query parameter is given twice (`?manager=a&manager=b`): which one counts would
+/// be the server's guess.
+pub fn check_query_once(query: Option<&str>) -> Result<(), ProblemDetails> {
+    let mut seen = std::collections::BTreeSet::new();
+    let pairs = form_urlencoded_keys(query.unwrap_or_default());
+    for key in pairs {
+        if !seen.insert(key.clone()) {
+            return Err(ProblemDetails {
+                kind: BAD_REQUEST.into(),
+                errors: vec![Problem {
+                    field: key.clone(),
+                    message: "given more than once".into(),
+                }],
+                ..ProblemDetails::new(
+                    400,
+                    "repeated query parameter",
+                    format!("query parameter {key:?} is given more than once"),
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The decoded keys of a query string.
+fn form_urlencoded_keys(query: &str) -> Vec<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .map(|pairs| pairs.into_iter().map(|(k, _)| k).collect())
+        .unwrap_or_else(|_| {
+            query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split('=').next().unwrap_or_default().to_string())
+                .collect()
+        })
+}
+
+/// The problem+json for an error answer the framework produced as plain text (unknown
+/// path, wrong method, bad query, body too large), so every error has one shape.
+pub fn plain_error(status: u16, reason: &str, text: &[u8]) -> ProblemDetails {
+    let detail = String::from_utf8_lossy(text).into_owned();
+    let detail = if detail.is_empty() {
+        reason.to_string()
+    } else {
+        detail
+    };
+    ProblemDetails::new(status, reason.to_lowercase(), detail)
+}

@@ -1,12 +1,12 @@
 //! The CEL rules in the generated CRD compile and reject what the validator rejects,
 //! evaluated offline with kube-cel (the API server's rules, no cluster needed).
 
+mod common;
+
 use serde_json::{json, Value};
 
 fn netconf_schema() -> Value {
-    use kube::core::crd::CustomResourceExt;
-    let crd = serde_json::to_value(api::NetworkConfiguration::crd()).expect("crd json");
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    common::schema::<api::NetworkConfiguration>()
 }
 
 fn object(spec: Value) -> Value {
@@ -33,14 +33,7 @@ fn good_spec() -> Value {
 }
 
 fn errors(spec: Value) -> Vec<String> {
-    match kube_cel::validate(&netconf_schema(), &object(spec), None) {
-        Ok(()) => vec![],
-        Err(errs) => errs
-            .into_vec()
-            .into_iter()
-            .map(|e| format!("{}: {}", e.field_path, e.message))
-            .collect(),
-    }
+    common::cel_errors(&netconf_schema(), &object(spec))
 }
 
 #[test]
@@ -136,6 +129,97 @@ fn cel_rules_reject_what_the_validator_rejects() {
             "route dev undeclared",
             |s| s["routes"][0]["dev"] = json!("eth9"),
             "must name an interface declared",
+        ),
+        // issue 22
+        (
+            "address with leading zeros",
+            |s| s["interfaces"][0]["addresses"][0] = json!("010.001.000.005/24"),
+            "",
+        ),
+        (
+            "address v6 not canonical",
+            |s| s["interfaces"][0]["addresses"][1] = json!("fd00:0::5/64"),
+            "written canonically",
+        ),
+        (
+            "address unspecified",
+            |s| s["interfaces"][0]["addresses"][0] = json!("0.0.0.0/24"),
+            "an interface address is unicast",
+        ),
+        (
+            "address v6 unspecified",
+            |s| s["interfaces"][0]["addresses"][1] = json!("::/64"),
+            "an interface address is unicast",
+        ),
+        (
+            "address limited broadcast",
+            |s| s["interfaces"][0]["addresses"][0] = json!("255.255.255.255/32"),
+            "an interface address is unicast",
+        ),
+        (
+            "address multicast",
+            |s| s["interfaces"][0]["addresses"][0] = json!("239.1.1.1/24"),
+            "an interface address is unicast",
+        ),
+        (
+            "address v6 multicast",
+            |s| s["interfaces"][0]["addresses"][1] = json!("ff02::1/64"),
+            "an interface address is unicast",
+        ),
+        (
+            "address network identifier",
+            |s| s["interfaces"][0]["addresses"][0] = json!("10.0.0.0/24"),
+            "not the identifier of its network",
+        ),
+        (
+            "address v6 network identifier",
+            |s| s["interfaces"][0]["addresses"][1] = json!("fd00::/64"),
+            "not the identifier of its network",
+        ),
+        (
+            "route dst with leading zeros",
+            |s| s["routes"][0]["dst"] = json!("10.09.0.0/16"),
+            "",
+        ),
+        (
+            "route dst v6 long form",
+            |s| s["routes"][2]["dst"] = json!("fd00:9:0::/48"),
+            "written canonically",
+        ),
+        (
+            "route dst inside the unspecified network",
+            |s| s["routes"][0]["dst"] = json!("0.0.0.0/8"),
+            "only the default route",
+        ),
+        (
+            "route via not canonical",
+            |s| s["routes"][2]["via"] = json!("fd00:0::1"),
+            "written canonically",
+        ),
+        (
+            "route via unspecified",
+            |s| s["routes"][1]["via"] = json!("0.0.0.0"),
+            "a gateway is a unicast address",
+        ),
+        (
+            "route via multicast",
+            |s| s["routes"][1]["via"] = json!("224.0.0.1"),
+            "a gateway is a unicast address",
+        ),
+        (
+            "route via broadcast",
+            |s| s["routes"][1]["via"] = json!("255.255.255.255"),
+            "a gateway is a unicast address",
+        ),
+        (
+            "vxlan remote not canonical",
+            |s| s["interfaces"][5]["remote"] = json!("192.000.2.1"),
+            "",
+        ),
+        (
+            "bridge enslaved to a bridge",
+            |s| s["interfaces"][3]["master"] = json!("br0"),
+            "the kernel does not nest bridges",
         ),
     ];
     let mut failures = vec![];

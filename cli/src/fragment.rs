@@ -4,7 +4,6 @@
 //! `--interface NAME` starts an interface block and the interface flags after it apply to it.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::Path;
 
 use api::validate::check_ifname;
@@ -162,11 +161,9 @@ pub fn parse_ifname(s: &str) -> Result<String, String> {
     check_ifname(s).map(|()| s.to_string())
 }
 
-/// An interface address in CIDR form, host bits kept (`10.0.0.5/24`).
+/// An interface address in CIDR form, host bits kept (`10.0.0.5/24`), by the validator's rule.
 pub fn parse_address(s: &str) -> Result<String, String> {
-    parse_cidr(s).map(|_| s.to_string()).ok_or_else(|| {
-        format!("{s:?} is not an IPv4 or IPv6 address in CIDR form, e.g. 10.0.0.5/24")
-    })
+    api::validate::check_address(s).map(|_| s.to_string())
 }
 
 /// Any enum of the API by its wire spelling (`vlan`, `up`, `bridge`...).
@@ -178,7 +175,7 @@ pub fn parse_wire_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, Str
 /// `default` (IPv4 or IPv6 after `via`; `0.0.0.0/0` without it).
 pub fn parse_route(s: &str) -> Result<RouteSpec, String> {
     let mut parts = s.split(',');
-    let dst = parts.next().unwrap_or_default().trim();
+    let dst = ascii_trim(parts.next().unwrap_or_default());
     if dst.is_empty() {
         return Err(format!(
             "{s:?}: a route starts with its destination, e.g. 10.1.0.0/16,via=10.0.0.1"
@@ -192,22 +189,14 @@ pub fn parse_route(s: &str) -> Result<RouteSpec, String> {
                 "{s:?}: {part:?} is not key=value (keys: via, dev, metric, table)"
             ));
         };
-        let (key, value) = (key.trim(), value.trim());
+        let (key, value) = (ascii_trim(key), ascii_trim(value));
         if seen.contains(&key) {
             return Err(format!("{s:?}: {key} is given twice"));
         }
         seen.push(key);
         match key {
-            "via" => {
-                value
-                    .parse::<IpAddr>()
-                    .map_err(|_| format!("{s:?}: via {value:?} is not an IP address"))?;
-                route.via = Some(value.to_string());
-            }
-            "dev" => {
-                check_ifname(value).map_err(|why| format!("{s:?}: dev {why}"))?;
-                route.dev = Some(value.to_string());
-            }
+            "via" => route.via = Some(value.to_string()),
+            "dev" => route.dev = Some(value.to_string()),
             "metric" => {
                 route.metric = value
                     .parse()
@@ -228,65 +217,45 @@ pub fn parse_route(s: &str) -> Result<RouteSpec, String> {
             }
         }
     }
+    // `default` is the default route of the gateway's family
     let via_v6 = route
         .via
         .as_deref()
-        .and_then(|v| v.parse::<IpAddr>().ok())
+        .and_then(|v| v.parse::<std::net::IpAddr>().ok())
         .map(|ip| ip.is_ipv6());
-    route.dst = if dst == "default" {
-        if via_v6 == Some(true) {
-            "::/0"
-        } else {
-            "0.0.0.0/0"
-        }
-        .to_string()
-    } else {
-        let (ip, prefix) = parse_cidr(dst).ok_or_else(|| {
-            format!("{s:?}: destination {dst:?} is not a network in CIDR form, e.g. 10.1.0.0/16")
-        })?;
-        if let Some(network) = network_of(ip, prefix).filter(|n| *n != ip) {
-            return Err(format!(
-                "{s:?}: destination {dst} has host bits set; the network is {network}/{prefix}"
-            ));
-        }
-        if via_v6.is_some_and(|v6| v6 != ip.is_ipv6()) {
-            return Err(format!(
-                "{s:?}: via {} is not of the same family as {dst}",
-                route.via.as_deref().unwrap_or_default()
-            ));
-        }
-        dst.to_string()
+    route.dst = match (dst, via_v6) {
+        ("default", Some(true)) => "::/0".to_string(),
+        ("default", _) => "0.0.0.0/0".to_string(),
+        (dst, _) => dst.to_string(),
     };
     if route.via.is_none() && route.dev.is_none() {
         return Err(format!(
             "{s:?}: a route needs via=GATEWAY, dev=INTERFACE or both"
         ));
     }
+    // The values (CIDR, host bits, family, spelling) are the one validator's to judge.
+    let alone = NetworkConfigurationSpec {
+        interfaces: vec![],
+        routes: vec![route.clone()],
+    };
+    api::validate_fragment(&alone).map_err(|invalid| {
+        let reasons: Vec<String> = invalid
+            .0
+            .iter()
+            .map(|p| match p.field.strip_prefix("spec.routes[0].") {
+                Some(key) => format!("{key} {}", p.message),
+                None => p.message.clone(),
+            })
+            .collect();
+        format!("{s:?}: {}", reasons.join("; "))
+    })?;
     Ok(route)
 }
 
-fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let (ip, prefix) = s.split_once('/')?;
-    let ip: IpAddr = ip.parse().ok()?;
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let prefix: u8 = prefix.parse().ok()?;
-    let max = if ip.is_ipv6() { 128 } else { 32 };
-    (prefix <= max).then_some((ip, prefix))
-}
-
-fn network_of(ip: IpAddr, prefix: u8) -> Option<IpAddr> {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            Some(IpAddr::V4((u32::from(v4) & mask).into()))
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            Some(IpAddr::V6((u128::from(v6) & mask).into()))
-        }
-    }
+/// Trims ASCII spaces only: `str::trim` would also eat bytes such as U+00A0 that the
+/// validator must see (and refuse) in a name.
+fn ascii_trim(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_ascii_whitespace())
 }
 
 // === files ===
@@ -313,7 +282,13 @@ pub fn load(path: &Path) -> Result<NetworkConfigurationSpec> {
 pub fn parse_document(text: &str) -> Result<NetworkConfigurationSpec, String> {
     let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     let doc = match doc {
-        serde_yaml::Value::Null => return Ok(NetworkConfigurationSpec::default()),
+        // An empty file is a mistake, not "declare nothing": that would wipe this manager's
+        // entries. Declaring nothing is `{}`; removing them is `nescli unconfigure`.
+        serde_yaml::Value::Null => {
+            return Err(
+                "the file is empty: write {} to declare nothing, or use nescli unconfigure to remove this manager's entries".into(),
+            )
+        }
         serde_yaml::Value::Mapping(m) => m,
         _ => {
             return Err(

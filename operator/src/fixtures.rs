@@ -312,6 +312,14 @@ pub async fn call(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
+    // a body is JSON unless the test says otherwise (`("content-type", "")` sends none)
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req = req.header("content-type", "application/json");
+    }
     let res = cliserver::router(state)
         .oneshot(req.body(AxumBody::from(body.to_string())).unwrap())
         .await

@@ -11,7 +11,7 @@ use api::NetworkConfigurationSpec;
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,6 +36,17 @@ pub struct ApiError(pub ProblemDetails);
 impl ApiError {
     pub fn new(status: StatusCode, title: &str, detail: impl Into<String>) -> Self {
         Self(ProblemDetails::new(status.as_u16(), title, detail))
+    }
+
+    /// 400 naming the query parameter that is wrong.
+    pub fn bad_field(title: &str, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut e = Self::new(StatusCode::BAD_REQUEST, title, message.clone());
+        e.0.errors = vec![api::Problem {
+            field: field.into(),
+            message,
+        }];
+        e
     }
 }
 
@@ -71,6 +82,7 @@ pub fn router(scope: Scope) -> Router {
                 "no such path; see /openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn(edge))
         .layer(axum::middleware::map_response(
             |mut r: Response| async move {
                 r.headers_mut()
@@ -81,13 +93,48 @@ pub fn router(scope: Scope) -> Router {
         .with_state(scope)
 }
 
+/// Checks every request makes before a handler runs (a query parameter given twice is
+/// refused), and turns the framework's own plain-text errors (unknown method, bad query)
+/// into problem+json, keeping `Allow` on a 405.
+async fn edge(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Err(problem) = api::wire::check_query_once(request.uri().query()) {
+        return ApiError(problem).into_response();
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    // Framework rejections are short texts; anything longer is cut rather than buffered.
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut out = ApiError(api::wire::plain_error(status.as_u16(), reason, &text)).into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+/// A request body must be declared JSON (415 otherwise).
+fn json_body(headers: &HeaderMap) -> Result<(), ApiError> {
+    api::wire::check_json_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()))
+        .map_err(ApiError)
+}
+
 /// Resolves the pod a request is about, refusing any attempt to reach another pod.
 fn target(scope: &Scope, params: &HashMap<String, String>) -> Result<Arc<Pod>, ApiError> {
     for key in params.keys() {
         if !["pod", "manager", "since"].contains(&key.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
+            return Err(ApiError::bad_field(
                 "unknown query parameter",
+                key,
                 format!("{key:?} is not a parameter of this API"),
             ));
         }
@@ -117,14 +164,14 @@ fn target(scope: &Scope, params: &HashMap<String, String>) -> Result<Arc<Pod>, A
 
 fn manager(params: &HashMap<String, String>) -> Result<String, ApiError> {
     let name = params.get("manager").ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
+        ApiError::bad_field(
             "manager required",
+            "manager",
             "name the requester with ?manager=NAME",
         )
     })?;
     api::validate::check_manager(name)
-        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid manager", why))?;
+        .map_err(|why| ApiError::bad_field("invalid manager", "manager", why))?;
     Ok(name.clone())
 }
 
@@ -147,18 +194,15 @@ async fn get_config(
 async fn put_config(
     State(scope): State<Scope>,
     Query(params): Params,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
     let manager = manager(&params)?;
+    json_body(&headers)?;
     let bytes = read_body(body).await?;
-    let fragment: NetworkConfigurationSpec = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed configuration",
-            e.to_string(),
-        )
-    })?;
+    let fragment: NetworkConfigurationSpec =
+        api::wire::parse_json(&bytes, "spec").map_err(ApiError)?;
     Ok(Json(pod.apply(&manager, fragment).await?).into_response())
 }
 
@@ -212,17 +256,13 @@ async fn get_events(
 async fn create_care(
     State(scope): State<Scope>,
     Query(params): Params,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
+    json_body(&headers)?;
     let bytes = read_body(body).await?;
-    let new: NewCare = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed subscription",
-            e.to_string(),
-        )
-    })?;
+    let new: NewCare = api::wire::parse_json(&bytes, "").map_err(ApiError)?;
     api::validate::validate_new_care(&new).map_err(|i| ApiError(ProblemDetails::invalid(&i)))?;
     let view = pod.create_care(new).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())

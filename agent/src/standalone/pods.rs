@@ -87,7 +87,10 @@ impl FileBackend {
         let mut record = self.record.lock().await;
         let merged = merge_applying(&record.fragments, manager, &fragment)
             .map_err(|c| ApiError(ProblemDetails::conflict(&c)))?;
-        api::validate(&merged.spec)
+        // After the merge, so two spellings of another manager's entry are its conflict (409);
+        // before the merged check, so the fragment's own repeats are named by its index.
+        api::validate_fragment(&fragment)
+            .and_then(|()| api::validate(&merged.spec))
             .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
         if record.fragments.get(manager) == Some(&fragment) {
             return Ok(self.view(&record));

@@ -154,3 +154,26 @@ fn merge_applying_replaces_the_managers_previous_fragment() {
     let err = merge_applying(&stored, "ops", &frag(vec![vlan("v100", 7)], vec![])).unwrap_err();
     assert_eq!(err.owner, "app");
 }
+
+#[test]
+fn merge_keys_routes_on_the_parsed_destination_so_two_spellings_conflict() {
+    for (first, second) in [
+        ("10.9.0.0/16", "10.09.0.0/16"),
+        ("fd00:9::/48", "fd00:9:0::/48"),
+    ] {
+        let via = |v4: &str, v6: &str| if first.contains(':') { v6 } else { v4 }.to_string();
+        let ma = frag(vec![], vec![route(first, &via("10.1.0.1", "fd00::1"))]);
+        let mb = frag(vec![], vec![route(second, &via("10.1.0.2", "fd00::2"))]);
+        let err = merge([("ma", &ma), ("mb", &mb)]).expect_err(second);
+        assert_eq!(err.owner, "ma", "{second}");
+        assert!(err.field.ends_with(".via"), "{}", err.field);
+    }
+}
+
+#[test]
+fn merge_unions_addresses_on_their_parsed_value() {
+    let a = frag(vec![eth0(&["fd00::5/64"])], vec![]);
+    let b = frag(vec![eth0(&["fd00:0::5/64"])], vec![]);
+    let m = merge([("app", &a), ("ops", &b)]).expect("merge");
+    assert_eq!(m.spec.interfaces[0].addresses, ["fd00::5/64"]);
+}

@@ -136,13 +136,13 @@ fn bad_cases() -> Vec<BadCase> {
             "name with slash",
             with_iface(4, |i| i.name = "br/0".into()),
             "spec.interfaces[4].name",
-            "cannot contain '/'",
+            "contains '/'; interface names are printable ASCII without '/', ':' or whitespace",
         ),
         case(
             "name with colon",
             with_iface(4, |i| i.name = "br:0".into()),
             "spec.interfaces[4].name",
-            "cannot contain",
+            "contains ':'",
         ),
         case(
             "name with space",
@@ -172,13 +172,13 @@ fn bad_cases() -> Vec<BadCase> {
             "duplicate name",
             with_iface(2, |i| i.name = "eth0.100".into()),
             "spec.interfaces[2].name",
-            "declared twice",
+            "interface \"eth0.100\" is declared twice (first at spec.interfaces[1])",
         ),
         case(
             "bad parent name",
             with_iface(1, |i| i.parent = Some("a:b".into())),
             "spec.interfaces[1].parent",
-            "cannot contain",
+            "contains ':'",
         ),
         case(
             "bad peer name",
@@ -200,7 +200,7 @@ fn bad_cases() -> Vec<BadCase> {
                 s
             },
             "spec.interfaces[1].parent",
-            "parents form a loop: eth0.100 -> mv0 -> eth0.100",
+            "parents and masters form a loop: eth0.100 -> mv0 -> eth0.100",
         ),
         case(
             "vlan mtu above its declared parent's",
@@ -502,7 +502,224 @@ fn bad_cases() -> Vec<BadCase> {
                 s
             },
             "spec.routes[3]",
-            "route 10.1.0.0/16 table 254 metric 0 is declared twice",
+            "route 10.1.0.0/16 table 254 metric 0 is declared twice (first at spec.routes[0])",
+        ),
+        // issue 22: canonical values, and values that mean what they say
+        case(
+            "address unspecified v4 default",
+            with_iface(0, |i| i.addresses[0] = "0.0.0.0/0".into()),
+            "spec.interfaces[0].addresses[0]",
+            "0.0.0.0 is the unspecified address",
+        ),
+        case(
+            "address unspecified v4 /24",
+            with_iface(0, |i| i.addresses[0] = "0.0.0.0/24".into()),
+            "spec.interfaces[0].addresses[0]",
+            "unspecified address",
+        ),
+        case(
+            "address unspecified v6 /0",
+            with_iface(0, |i| i.addresses[1] = "::/0".into()),
+            "spec.interfaces[0].addresses[1]",
+            ":: is the unspecified address",
+        ),
+        case(
+            "address unspecified v6 /64",
+            with_iface(0, |i| i.addresses[1] = "::/64".into()),
+            "spec.interfaces[0].addresses[1]",
+            "unspecified address",
+        ),
+        case(
+            "address limited broadcast",
+            with_iface(0, |i| i.addresses[0] = "255.255.255.255/32".into()),
+            "spec.interfaces[0].addresses[0]",
+            "255.255.255.255 is the limited broadcast address",
+        ),
+        case(
+            "address subnet broadcast",
+            with_iface(0, |i| i.addresses[0] = "10.0.0.255/24".into()),
+            "spec.interfaces[0].addresses[0]",
+            "10.0.0.255 is the broadcast address of network 10.0.0.0/24",
+        ),
+        case(
+            "address multicast v4",
+            with_iface(0, |i| i.addresses[0] = "224.0.0.5/24".into()),
+            "spec.interfaces[0].addresses[0]",
+            "224.0.0.5 is a multicast address",
+        ),
+        case(
+            "address multicast v6",
+            with_iface(0, |i| i.addresses[1] = "ff02::1/64".into()),
+            "spec.interfaces[0].addresses[1]",
+            "ff02::1 is a multicast address",
+        ),
+        case(
+            "address network identifier v4",
+            with_iface(0, |i| i.addresses[0] = "10.0.0.0/24".into()),
+            "spec.interfaces[0].addresses[0]",
+            "10.0.0.0 is the identifier of network 10.0.0.0/24",
+        ),
+        case(
+            "address network identifier v6",
+            with_iface(0, |i| i.addresses[1] = "fd00::/64".into()),
+            "spec.interfaces[0].addresses[1]",
+            "fd00:: is the identifier of network fd00::/64",
+        ),
+        case(
+            "address with leading zeros",
+            with_iface(0, |i| i.addresses[0] = "010.001.000.005/24".into()),
+            "spec.interfaces[0].addresses[0]",
+            "leading zero",
+        ),
+        case(
+            "address v6 not canonical",
+            with_iface(0, |i| i.addresses[1] = "FD00:0::5/64".into()),
+            "spec.interfaces[0].addresses[1]",
+            "not written canonically; write fd00::5/64",
+        ),
+        case(
+            "address ipv4-mapped",
+            with_iface(0, |i| i.addresses[1] = "::ffff:10.0.0.9/120".into()),
+            "spec.interfaces[0].addresses[1]",
+            "IPv4-mapped",
+        ),
+        case(
+            "route dst with leading zeros",
+            with_route(0, |r| r.dst = "010.009.000.000/16".into()),
+            "spec.routes[0].dst",
+            "leading zero",
+        ),
+        case(
+            "route dst two spellings",
+            with_route(0, |r| r.dst = "10.09.0.0/16".into()),
+            "spec.routes[0].dst",
+            "leading zero",
+        ),
+        case(
+            "route dst v6 long form",
+            with_route(2, |r| {
+                r.dst = "fd00:9:0::/48".into();
+                r.via = None
+            }),
+            "spec.routes[2].dst",
+            "write fd00:9::/48",
+        ),
+        case(
+            "route dst inside the unspecified network",
+            with_route(0, |r| r.dst = "0.0.0.0/8".into()),
+            "spec.routes[0].dst",
+            "within the unspecified network",
+        ),
+        case(
+            "route via unspecified",
+            with_route(1, |r| r.via = Some("0.0.0.0".into())),
+            "spec.routes[1].via",
+            "unspecified address",
+        ),
+        case(
+            "route via multicast",
+            with_route(1, |r| r.via = Some("224.0.0.1".into())),
+            "spec.routes[1].via",
+            "not a unicast address",
+        ),
+        case(
+            "route via broadcast",
+            with_route(1, |r| r.via = Some("255.255.255.255".into())),
+            "spec.routes[1].via",
+            "not a unicast address",
+        ),
+        case(
+            "route via with leading zeros",
+            with_route(1, |r| r.via = Some("10.0.0.01".into())),
+            "spec.routes[1].via",
+            "leading zero",
+        ),
+        case(
+            "route dev not an interface name",
+            with_route(0, |r| r.dev = Some("e 0".into())),
+            "spec.routes[0].dev",
+            "printable ASCII",
+        ),
+        case(
+            "vxlan remote not canonical",
+            with_iface(6, |i| i.remote = Some("192.000.2.1".into())),
+            "spec.interfaces[6].remote",
+            "leading zero",
+        ),
+        case(
+            "name with a non-ASCII space",
+            with_iface(4, |i| i.name = "b\u{a0}".into()),
+            "spec.interfaces[4].name",
+            "printable ASCII",
+        ),
+        case(
+            "name with a control byte",
+            with_iface(4, |i| i.name = "br\u{7f}".into()),
+            "spec.interfaces[4].name",
+            "printable ASCII",
+        ),
+        case(
+            "two bridges each the other's master",
+            {
+                let mut s = good();
+                s.interfaces.push(InterfaceSpec {
+                    master: Some("br0".into()),
+                    ..iface("br1", T::Bridge)
+                });
+                s.interfaces[4].master = Some("br1".into());
+                s
+            },
+            "spec.interfaces[4].master",
+            "parents and masters form a loop: br0 -> br1 -> br0",
+        ),
+        case(
+            "bridge enslaved to a bridge",
+            {
+                let mut s = good();
+                s.interfaces.push(InterfaceSpec {
+                    master: Some("br0".into()),
+                    ..iface("br1", T::Bridge)
+                });
+                s
+            },
+            "spec.interfaces[7].master",
+            "the kernel does not nest bridges",
+        ),
+        case(
+            "vlan on a veth enslaved to a bridge whose master loops back",
+            {
+                let mut s = good();
+                // veth0 -> master br0; br0 -> master eth0.9 (a vlan on veth0): a loop
+                s.interfaces.push(InterfaceSpec {
+                    parent: Some("veth0".into()),
+                    vlan_id: Some(9),
+                    ..iface("eth0.9", T::Vlan)
+                });
+                s.interfaces[4].master = Some("eth0.9".into());
+                s
+            },
+            "spec.interfaces[4].master",
+            "parents and masters form a loop: br0 -> eth0.9 -> veth0 -> br0",
+        ),
+        case(
+            "identical duplicate interface",
+            {
+                let mut s = good();
+                s.interfaces.push(s.interfaces[4].clone());
+                s
+            },
+            "spec.interfaces[7].name",
+            "interface \"br0\" is declared twice (first at spec.interfaces[4])",
+        ),
+        case(
+            "identical duplicate route",
+            {
+                let mut s = good();
+                s.routes.push(s.routes[1].clone());
+                s
+            },
+            "spec.routes[3]",
+            "route 0.0.0.0/0 table 100 metric 100 is declared twice (first at spec.routes[1])",
         ),
         // size limits
         case(
@@ -730,4 +947,31 @@ fn validate_new_care_checks_the_name_and_the_spec_together() {
         "{}",
         err.0[0].message
     );
+}
+
+#[test]
+fn validate_fragment_leaves_references_to_the_merge_but_refuses_repeats_and_bad_values() {
+    // a route on a dev another manager declares: fine as a fragment
+    let partial = spec(vec![], vec![route("10.1.0.0/16")]);
+    assert_eq!(validate_fragment(&partial), Ok(()));
+    assert!(validate(&partial).is_err());
+
+    let twice = spec(vec![], vec![route("10.1.0.0/16"), route("10.1.0.0/16")]);
+    let err = validate_fragment(&twice).unwrap_err();
+    assert_eq!(err.0[0].field, "spec.routes[1]");
+    assert!(
+        err.0[0].message.contains("first at spec.routes[0]"),
+        "{err}"
+    );
+
+    let same_iface = spec(
+        vec![iface("br0", T::Bridge), iface("br0", T::Bridge)],
+        vec![],
+    );
+    let err = validate_fragment(&same_iface).unwrap_err();
+    assert_eq!(err.0[0].field, "spec.interfaces[1].name");
+
+    let zeros = spec(vec![], vec![route("10.09.0.0/16")]);
+    let err = validate_fragment(&zeros).unwrap_err();
+    assert_eq!(err.0[0].field, "spec.routes[0].dst");
 }

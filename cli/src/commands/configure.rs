@@ -18,8 +18,10 @@ pub async fn run(ctx: &Context, args: ConfigureArgs) -> Result<()> {
             ))
         }
     };
-    // The server validates the merged spec of every manager: a fragment may rely on entries
-    // another manager declared, so it is not validated alone here.
+    // The fragment's own values and repeats are checked here with the one validator; the
+    // server validates the merged spec of every manager (a fragment may rely on entries
+    // another manager declared).
+    api::validate_fragment(&spec).map_err(|invalid| Error::Usage(invalid.to_string()))?;
     let manager = manager_name(args.manager.manager);
     let body = serde_json::to_vec(&spec)
         .map_err(|e| Error::Usage(format!("cannot encode the fragment: {e}")))?;

@@ -91,6 +91,20 @@ fn bad_routes_are_refused_with_the_reason() {
         ),
         ("10.1.0.0/16,gw=10.0.0.1", "unknown key \"gw\""),
         ("10.1.0.0/16,10.0.0.1", "is not key=value"),
+        // the one validator's rules (issue 22)
+        (
+            "10.09.0.0/16,via=10.0.0.1",
+            "dst \"10.09.0.0/16\" has an octet with a leading zero",
+        ),
+        ("fd00:9:0::/48,via=fd00::1", "write fd00:9::/48"),
+        (
+            "10.1.0.0/16,via=0.0.0.0",
+            "via 0.0.0.0 is the unspecified address",
+        ),
+        ("10.1.0.0/16,via=224.0.0.1", "not a unicast address"),
+        ("0.0.0.0/8,via=10.0.0.1", "within the unspecified network"),
+        ("10.1.0.0/16,dev=b\u{a0}", "printable ASCII"),
+        ("10.1.0.0/16,via=10.0.0.1,table=255", "table must be"),
     ];
     for (input, want) in cases {
         match parse_route(input) {
@@ -113,6 +127,11 @@ fn addresses_need_cidr_form() {
         ("10.0.0.5/40", false),
         ("fd00::5/129", false),
         ("x/24", false),
+        ("010.0.0.5/24", false),
+        ("0.0.0.0/24", false),
+        ("255.255.255.255/32", false),
+        ("10.0.0.0/24", false),
+        ("fd00:0::5/64", false),
     ] {
         assert_eq!(parse_address(input).is_ok(), ok, "{input}");
     }
@@ -247,7 +266,20 @@ fn files_hold_a_fragment_or_a_whole_network_configuration() {
     for text in cases {
         assert_eq!(parse_document(text), Ok(fragment.clone()), "{text}");
     }
-    assert_eq!(parse_document(""), Ok(NetworkConfigurationSpec::default()));
+    assert_eq!(
+        parse_document("{}"),
+        Ok(NetworkConfigurationSpec::default())
+    );
+}
+
+#[test]
+fn an_empty_file_is_refused_not_taken_for_an_empty_fragment() {
+    for text in ["", "\n", "# nothing\n", "~\n"] {
+        let err = parse_document(text).expect_err(text);
+        assert!(err.contains("the file is empty"), "{text:?}: {err}");
+    }
+    let err = load(Path::new("/dev/null")).expect_err("/dev/null");
+    assert!(err.to_string().contains("the file is empty"), "{err}");
 }
 
 #[test]

@@ -100,8 +100,8 @@ pub async fn create_care(
     let who = state
         .authorize(&headers, access("create", NETWORKCARES, &ns, None))
         .await?;
-    let new: NewCare = parse_body(&body)?;
-    api::validate::validate_care(&new.spec)
+    let new: NewCare = parse_body(&headers, &body, "")?;
+    api::validate::validate_new_care(&new)
         .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
     let owner = owner(&state, &who, &ns).await?;
     let care = NetworkCare {

@@ -115,7 +115,11 @@ pub async fn put_config(
         )
         .await?;
     let manager = manager(&q)?;
-    let fragment: NetworkConfigurationSpec = parse_body(&body)?;
+    let fragment: NetworkConfigurationSpec = parse_body(&headers, &body, "spec")?;
+    // The API server merges list-map entries on their text: the fragment's own values are
+    // checked here (canonical spellings, nothing twice) before anything is applied.
+    api::validate_fragment(&fragment)
+        .map_err(|invalid| ApiError(api::wire::ProblemDetails::invalid(&invalid)))?;
     let pod_obj = state.pod(who, &ns, &pod).await?;
     let cr = apply_validated(
         &state.client,

@@ -138,10 +138,16 @@ fn text<'a>(headers: &'a HeaderMap, name: &str, shown: &str) -> Result<Option<&'
         .transpose()
 }
 
-/// Parses a JSON body, refusing unknown fields with a 400 naming what was wrong.
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+/// Parses a JSON body declared `application/json` (415 otherwise) into `T`, naming the
+/// field path below `root` of whatever is wrong (400), with the one parser of `api::wire`.
+fn parse_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    root: &str,
+) -> Result<T, ApiError> {
+    api::wire::check_json_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()))
+        .map_err(ApiError)?;
+    api::wire::parse_json(body, root).map_err(ApiError)
 }
 
 fn access(

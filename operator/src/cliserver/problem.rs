@@ -108,7 +108,11 @@ impl From<AuthError> for ApiError {
 
 /// Middleware turning the framework's own plain-text rejections (unknown path, wrong method,
 /// bad query, body too large) into problem+json, so every error has one shape.
+/// A query parameter given twice is refused here, before any handler.
 pub async fn normalize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Err(problem) = api::wire::check_query_once(request.uri().query()) {
+        return ApiError(problem).into_response();
+    }
     let response = next.run(request).await;
     let status = response.status();
     let is_problem = response
@@ -118,13 +122,17 @@ pub async fn normalize(request: axum::extract::Request, next: axum::middleware::
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }
+    let allow = response.headers().get(header::ALLOW).cloned();
     // Rejection texts are short; anything longer is cut rather than buffered.
-    let detail = match axum::body::to_bytes(response.into_body(), 4096).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(_) => String::new(),
-    };
-    let title = status.canonical_reason().unwrap_or("error").to_lowercase();
-    ApiError::new(status.as_u16(), &title, detail).into_response()
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut out = ApiError(api::wire::plain_error(status.as_u16(), reason, &text)).into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
 }
 
 impl IntoResponse for ApiError {

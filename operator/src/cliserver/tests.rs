@@ -1007,3 +1007,69 @@ async fn framework_rejections_are_problem_json_too() {
         (413, "application/problem+json")
     );
 }
+
+/// Issue 22: bad input through the cliserver is refused with its status, problem type and
+/// field path after authorisation, before anything is asked of the API server.
+#[tokio::test]
+async fn bad_input_is_refused_naming_its_field_before_any_write() {
+    const INVALID: &str = "https://nes.network-config.io/problems/invalid";
+    const JSON_CT: (&str, &str) = ("content-type", "application/json");
+    let put = format!("{CONFIG}?manager=tool");
+    let care_names: Vec<String> = (0..257).map(|i| format!("web-{i}")).collect();
+    let care = json!({"name": "mon", "spec": {"podNames": care_names}}).to_string();
+    // (what, method, uri, content type, body, authorised first, status, type, field)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        (&'a str, &'a str),
+        String,
+        bool,
+        u16,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        ("leading zeros", "PUT", &put, JSON_CT, json!({"interfaces": [{"name": "eth0"}], "routes": [{"dst": "10.09.0.0/16", "dev": "eth0"}]}).to_string(), true, 422, INVALID, "spec.routes[0].dst"),
+        ("v6 long form", "PUT", &put, JSON_CT, json!({"routes": [{"dst": "fd00:9:0::/48", "dev": "eth0"}]}).to_string(), true, 422, INVALID, "spec.routes[0].dst"),
+        ("broadcast address", "PUT", &put, JSON_CT, json!({"interfaces": [{"name": "eth0", "addresses": ["255.255.255.255/32"]}]}).to_string(), true, 422, INVALID, "spec.interfaces[0].addresses[0]"),
+        ("non-ASCII name", "PUT", &put, JSON_CT, json!({"interfaces": [{"name": "b\u{a0}", "type": "bridge"}]}).to_string(), true, 422, INVALID, "spec.interfaces[0].name"),
+        ("identical duplicate route", "PUT", &put, JSON_CT, json!({"routes": [{"dst": "10.9.0.0/16", "dev": "eth0"}, {"dst": "10.9.0.0/16", "dev": "eth0"}]}).to_string(), true, 422, INVALID, "spec.routes[1]"),
+        ("array body", "PUT", &put, JSON_CT, "[]".into(), true, 400, api::wire::MALFORMED, "spec"),
+        ("wrong type", "PUT", &put, JSON_CT, json!({"interfaces": [{"name": "a"}, {"name": "b"}, {"name": "c", "mtu": "big"}]}).to_string(), true, 400, api::wire::MALFORMED, "spec.interfaces[2].mtu"),
+        ("text/plain", "PUT", &put, ("content-type", "text/plain"), "{}".into(), true, 415, api::wire::BAD_REQUEST, ""),
+        ("repeated manager", "PUT", "/v1/namespaces/app/pods/web-0/config?manager=a&manager=b", JSON_CT, "{}".into(), false, 400, api::wire::BAD_REQUEST, "manager"),
+        ("257 podNames", "POST", "/v1/namespaces/app/networkcares", JSON_CT, care, true, 422, INVALID, "spec.podNames"),
+        ("wrong method", "PATCH", &put, JSON_CT, "{}".into(), false, 405, "about:blank", ""),
+    ];
+    let mut failures = vec![];
+    for (what, method, uri, ct, body, authorised, want, kind, field) in cases {
+        let (client, mut api) = mock_client();
+        let server = tokio::spawn(async move {
+            if authorised {
+                api.token_review("tok", "alice", json!({})).await;
+                api.access_review(true).await;
+            }
+            api.expect_no_more().await;
+        });
+        let (status, content_type, answer) =
+            call(cliserver_state(client), method, uri, &[BEARER, ct], &body).await;
+        finish(server).await;
+        let fields: Vec<_> = answer["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        let ok = status.as_u16() == want
+            && content_type == "application/problem+json"
+            && answer["type"] == kind
+            && (field.is_empty() || fields.contains(&field));
+        if !ok {
+            failures.push(format!(
+                "{what}: wanted {want} {kind} {field}, got {status} {content_type} {answer}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,445 @@
+//! Bad input through a pod's `@nes`, end to end (issue 22): every refusal is problem+json
+//! with its status and type, names the field where there is one, and changes nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use agent::netns::NetnsExecutor;
+use agent::standalone::{podsock, Options};
+use agent::watch::KeeperOptions;
+use api::wire::{ConfigView, ProblemDetails, MALFORMED};
+use common::{require_root, run, Netns};
+use http_body_util::{BodyExt, Full};
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const INVALID: &str = "https://nes.network-config.io/problems/invalid";
+const CONFLICT: &str = "https://nes.network-config.io/problems/conflict";
+const JSON: Option<&str> = Some("application/json");
+
+/// One standalone agent serving one pod namespace; unmounted and stopped on drop.
+struct Served {
+    _dir: tempfile::TempDir,
+    mount: std::path::PathBuf,
+    stop: CancellationToken,
+    exec: NetnsExecutor,
+    _pod: Netns,
+    _host: Netns,
+}
+
+impl Served {
+    fn start(tag: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let netns_dir = dir.path().join("netns");
+        std::fs::create_dir_all(&netns_dir).expect("netns dir");
+        let host = Netns::new(&format!("{tag}h"));
+        let pod = Netns::new(tag);
+        pod.ip(&["link", "add", "e0", "type", "veth", "peer", "name", "p0"]);
+        let mount = netns_dir.join(&pod.name);
+        std::fs::write(&mount, b"").expect("mount point");
+        run(&[
+            "mount",
+            "--bind",
+            &pod.path().to_string_lossy(),
+            &mount.to_string_lossy(),
+        ]);
+        let opts = Options {
+            state_dir: dir.path().join("state"),
+            netns_dir,
+            admin_socket: dir.path().join("admin.sock"),
+            host_netns: host.path(),
+            rescan: Duration::from_millis(200),
+            keeper: KeeperOptions {
+                debounce: Duration::from_millis(50),
+                resync: Duration::from_secs(300),
+            },
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = agent::standalone::run(opts, token).await;
+        });
+        let exec = NetnsExecutor::spawn(pod.path()).expect("enter pod netns");
+        Self {
+            _dir: dir,
+            mount,
+            stop,
+            exec,
+            _pod: pod,
+            _host: host,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        let end = Instant::now() + DEADLINE;
+        let stream = loop {
+            match podsock::connect(&self.exec, "nes").await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > end => panic!("@nes never came up: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "nes");
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let req = req
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        let code = resp.status().as_u16();
+        let allow = resp.headers().get("allow").cloned();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(allow) = allow {
+            text = format!("{text}\nAllow: {}", allow.to_str().unwrap_or_default());
+        }
+        (code, text)
+    }
+
+    async fn put(&self, manager: &str, body: &str) -> (u16, String) {
+        let uri = format!("/v1/self/config?manager={manager}");
+        self.call("PUT", &uri, JSON, body).await
+    }
+
+    async fn generation(&self) -> i64 {
+        let (code, body) = self.call("GET", "/v1/self/config", None, "").await;
+        assert_eq!(code, 200, "{body}");
+        let view: ConfigView = serde_json::from_str(&body).expect("config view");
+        view.generation
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .output();
+    }
+}
+
+/// (what, method, uri, content type, body, status, problem type, field named or "")
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    u16,
+    &'static str,
+    &'static str,
+);
+
+const PUT: &str = "/v1/self/config?manager=app";
+
+fn cases() -> Vec<Case> {
+    let iface = |s: &'static str| s;
+    vec![
+        (
+            "unspecified address",
+            "PUT",
+            PUT,
+            JSON,
+            iface(r#"{"interfaces":[{"name":"e0","addresses":["0.0.0.0/24"]}]}"#),
+            422,
+            INVALID,
+            "spec.interfaces[0].addresses[0]",
+        ),
+        (
+            "v6 unspecified address",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"e0","addresses":["::/64"]}]}"#,
+            422,
+            INVALID,
+            "spec.interfaces[0].addresses[0]",
+        ),
+        (
+            "limited broadcast address",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"e0","addresses":["255.255.255.255/32"]}]}"#,
+            422,
+            INVALID,
+            "spec.interfaces[0].addresses[0]",
+        ),
+        (
+            "leading zeros",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"e0","addresses":["010.001.000.005/24"]}]}"#,
+            422,
+            INVALID,
+            "spec.interfaces[0].addresses[0]",
+        ),
+        (
+            "route dst leading zeros",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"e0"}],"routes":[{"dst":"010.009.000.000/16","dev":"e0"}]}"#,
+            422,
+            INVALID,
+            "spec.routes[0].dst",
+        ),
+        (
+            "non-ASCII name",
+            "PUT",
+            PUT,
+            JSON,
+            "{\"interfaces\":[{\"name\":\"b\u{a0}\",\"type\":\"bridge\"}]}",
+            422,
+            INVALID,
+            "spec.interfaces[0].name",
+        ),
+        (
+            "bridges each other's master",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"b1","type":"bridge","master":"b2"},{"name":"b2","type":"bridge","master":"b1"}]}"#,
+            422,
+            INVALID,
+            "spec.interfaces[0].master",
+        ),
+        (
+            "empty array body",
+            "PUT",
+            PUT,
+            JSON,
+            "[]",
+            400,
+            MALFORMED,
+            "spec",
+        ),
+        ("empty body", "PUT", PUT, JSON, "", 400, MALFORMED, "spec"),
+        (
+            "null body",
+            "PUT",
+            PUT,
+            JSON,
+            "null",
+            400,
+            MALFORMED,
+            "spec",
+        ),
+        (
+            "repeated manager",
+            "PUT",
+            "/v1/self/config?manager=a&manager=b",
+            JSON,
+            "{}",
+            400,
+            api::wire::BAD_REQUEST,
+            "manager",
+        ),
+        (
+            "text/plain body",
+            "PUT",
+            PUT,
+            Some("text/plain"),
+            "{}",
+            415,
+            api::wire::BAD_REQUEST,
+            "",
+        ),
+        (
+            "no content type",
+            "PUT",
+            PUT,
+            None,
+            "{}",
+            415,
+            api::wire::BAD_REQUEST,
+            "",
+        ),
+        (
+            "identical duplicate routes",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"e0"}],"routes":[{"dst":"10.9.0.0/16","dev":"e0"},{"dst":"10.9.0.0/16","dev":"e0"}]}"#,
+            422,
+            INVALID,
+            "spec.routes[1]",
+        ),
+        (
+            "identical duplicate interfaces",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"e0"},{"name":"e0"}]}"#,
+            422,
+            INVALID,
+            "spec.interfaces[1].name",
+        ),
+        (
+            "wrong type",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"e0"},{"name":"e1"},{"name":"e2","mtu":"big"}]}"#,
+            400,
+            MALFORMED,
+            "spec.interfaces[2].mtu",
+        ),
+        (
+            "unknown field",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":"e0","colour":"red"}]}"#,
+            400,
+            MALFORMED,
+            "spec.interfaces[0].colour",
+        ),
+        (
+            "missing field",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"routes":[{"dev":"e0"}]}"#,
+            400,
+            MALFORMED,
+            "spec.routes[0]",
+        ),
+        (
+            "null name",
+            "PUT",
+            PUT,
+            JSON,
+            r#"{"interfaces":[{"name":null}]}"#,
+            400,
+            MALFORMED,
+            "spec.interfaces[0].name",
+        ),
+        (
+            "257 podNames",
+            "POST",
+            "/v1/self/networkcares",
+            JSON,
+            "",
+            422,
+            INVALID,
+            "spec.podNames",
+        ),
+        (
+            "wrong method",
+            "PATCH",
+            PUT,
+            JSON,
+            "{}",
+            405,
+            "about:blank",
+            "",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_refusal_through_the_pod_socket_is_problem_json_naming_its_field() {
+    if !require_root() {
+        return;
+    }
+    let pod = Served::start("in1");
+    assert_eq!(
+        pod.put("app", r#"{"interfaces":[{"name":"e0"}]}"#).await.0,
+        200
+    );
+    let before = pod.generation().await;
+    let care = serde_json::json!({
+        "name": "mon",
+        "spec": {"podNames": (0..257).map(|i| format!("web-{i}")).collect::<Vec<_>>()}
+    })
+    .to_string();
+    let (mut failures, mut named, mut fielded) = (vec![], 0, 0);
+    for (what, method, uri, ct, body, status, kind, field) in cases() {
+        let body = if what == "257 podNames" {
+            care.as_str()
+        } else {
+            body
+        };
+        let (code, answer) = pod.call(method, uri, ct, body).await;
+        let json = answer.split("\nAllow: ").next().unwrap_or_default();
+        let Ok(problem) = serde_json::from_str::<ProblemDetails>(json) else {
+            failures.push(format!("{what}: {code}, not problem+json: {answer:?}"));
+            continue;
+        };
+        if code != status || problem.kind != kind {
+            failures.push(format!(
+                "{what}: wanted {status} {kind}, got {code} {}: {}",
+                problem.kind, json
+            ));
+        }
+        if !field.is_empty() {
+            fielded += 1;
+            if problem.errors.iter().any(|e| e.field == field) {
+                named += 1;
+            } else {
+                failures.push(format!(
+                    "{what}: wanted field {field}, got {:?}",
+                    problem.errors
+                ));
+            }
+        }
+        if code == 405 && !answer.contains("\nAllow: ") {
+            failures.push(format!("{what}: a 405 without Allow"));
+        }
+    }
+    println!("refusals naming their field: {named} of {fielded}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        pod.generation().await,
+        before,
+        "a refused request changed the configuration"
+    );
+}
+
+#[tokio::test]
+async fn two_spellings_of_another_managers_route_are_a_conflict_not_a_takeover() {
+    if !require_root() {
+        return;
+    }
+    let pod = Served::start("in2");
+    let route = |dst: &str, via: &str| {
+        format!(
+            r#"{{"interfaces":[{{"name":"e0","addresses":["10.1.0.5/24","fd00:1::5/64"]}}],"routes":[{{"dst":"{dst}","via":"{via}","dev":"e0","metric":10}}]}}"#
+        )
+    };
+    for (ours, theirs, via_a, via_b) in [
+        ("10.9.0.0/16", "10.09.0.0/16", "10.1.0.1", "10.1.0.2"),
+        ("fd00:9::/48", "fd00:9:0::/48", "fd00:1::1", "fd00:1::2"),
+    ] {
+        let (code, body) = pod.put("ma", &route(ours, via_a)).await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = pod.put("mb", &route(theirs, via_b)).await;
+        assert_eq!(code, 409, "{theirs}: {body}");
+        let problem: ProblemDetails = serde_json::from_str(&body).expect("problem json");
+        assert_eq!(problem.kind, CONFLICT);
+        assert!(problem.errors[0].field.ends_with(".via"), "{problem:?}");
+        // the same gateway is no conflict, but the second spelling itself is refused
+        let (code, body) = pod.put("mb", &route(theirs, via_a)).await;
+        assert_eq!(code, 422, "{theirs}: {body}");
+        assert!(body.contains("spec.routes[0].dst"), "{body}");
+    }
+}

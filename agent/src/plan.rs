@@ -205,9 +205,13 @@ pub enum Op {
         master: Option<String>,
     },
     /// Bring the host end of a veth up, mark it, enslave it to `bridge` (or release it).
+    /// The host end is found by index, never by name: `peer_index` for a kept veth (the
+    /// peer index its pod end reports), `None` for one created in this pass (the executor
+    /// takes the peer index of the link it just created, or refuses).
     SetHostPeer {
         ifname: String,
         peer: String,
+        peer_index: Option<u32>,
         bridge: Option<String>,
         alias: String,
     },
@@ -295,8 +299,13 @@ impl fmt::Display for Op {
                 }
                 Ok(())
             }
-            Op::SetHostPeer { peer, bridge, .. } => {
-                write!(f, "host link set {peer} up")?;
+            Op::SetHostPeer {
+                ifname,
+                peer,
+                bridge,
+                ..
+            } => {
+                write!(f, "host link set {peer} (peer of {ifname}) up")?;
                 match bridge {
                     Some(b) => write!(f, " master {b}"),
                     None => write!(f, " nomaster"),
@@ -507,6 +516,15 @@ impl<'a> Planning<'a> {
                         up,
                         marker,
                     };
+                    if !peer_name_free(&create.kind, seen, observed) {
+                        self.p.block(
+                            ObjectRef::Interface(name.into()),
+                            ObjectState::Failed,
+                            format!("the peer name of {name} is taken in the host namespace by a link nes did not create for {name}; refusing to create or touch it (choose another peer name)"),
+                        );
+                        self.fate.insert(name, LinkFate::Blocked);
+                        continue;
+                    }
                     match seen {
                         None => {
                             self.creates.push(create);
@@ -514,7 +532,7 @@ impl<'a> Planning<'a> {
                         }
                         Some(l)
                             if l.alias.as_deref() == Some(create.marker.as_str())
-                                && host_peer_ok(&create.kind, observed) =>
+                                && host_peer_ok(&create.kind, l, observed) =>
                         {
                             self.adopted.links.insert(name.into());
                             self.kept.insert(name, create);
@@ -764,11 +782,7 @@ impl<'a> Planning<'a> {
             }
             if let (Some(peer), InterfaceType::Veth) = (&iface.peer, iface.kind) {
                 let alias = format!("{MARKER_PREFIX}peer:{name}");
-                let host = if f == LinkFate::Create {
-                    None
-                } else {
-                    observed.host_link(peer)
-                };
+                let host = seen.and_then(|l| observed.host_peer_of(l, peer));
                 let bridge_idx = iface
                     .peer_bridge
                     .as_deref()
@@ -786,6 +800,7 @@ impl<'a> Planning<'a> {
                     self.p.host.push(Op::SetHostPeer {
                         ifname: name.into(),
                         peer: peer.clone(),
+                        peer_index: host.map(|h| h.index),
                         bridge: iface.peer_bridge.clone(),
                         alias,
                     });
@@ -1112,11 +1127,27 @@ fn mtu_bounded_by(iface: &InterfaceSpec) -> Option<&str> {
     }
 }
 
-/// The host end of a kept veth must still exist, else the pair is recreated.
-fn host_peer_ok(kind: &LinkKind, observed: &Observed) -> bool {
+/// The host end of a kept veth must still be its peer (by index) and bear its name, else
+/// the pair is recreated.
+fn host_peer_ok(kind: &LinkKind, seen: &ObservedLink, observed: &Observed) -> bool {
     match kind {
-        LinkKind::Veth { peer } => observed.host_link(peer).is_some(),
+        LinkKind::Veth { peer } => observed.host_peer_of(seen, peer).is_some(),
         _ => true,
+    }
+}
+
+/// A veth may be created only if its peer name is free in the host, or held by the very
+/// peer of the pod link it replaces (deleted with it). A host link of that name that is
+/// not this pod's peer is never touched: not enslaved, not renamed, not marked.
+fn peer_name_free(kind: &LinkKind, seen: Option<&ObservedLink>, observed: &Observed) -> bool {
+    let LinkKind::Veth { peer } = kind else {
+        return true;
+    };
+    match observed.host_link(peer) {
+        None => true,
+        Some(h) => seen.is_some_and(|l| {
+            l.is_nes() && observed.host_peer_of(l, peer).map(|p| p.index) == Some(h.index)
+        }),
     }
 }
 

@@ -7,8 +7,9 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::host::HostSide;
 use crate::netlink::{Netlink, Pending};
-use crate::observe::{Observed, ObservedLink};
+use crate::observe::Observed;
 use crate::owned::Owned;
 use crate::plan::{Blocked, LinkKind, ObjectRef, Op};
 
@@ -81,40 +82,17 @@ impl ApplyReport {
 pub(crate) struct Exec<'a> {
     pub pod: &'a Netlink,
     pub pod_fd: std::os::fd::RawFd,
-    /// The host namespace's socket and file, opened only for plans that touch the host.
-    pub host: Option<(&'a Netlink, std::os::fd::RawFd)>,
+    /// The host boundary, opened only for plans that touch the host.
+    pub host: Option<&'a HostSide>,
 }
 
 impl Exec<'_> {
-    fn host(&self) -> Result<(&Netlink, std::os::fd::RawFd)> {
+    fn host(&self) -> Result<&HostSide> {
         self.host.ok_or_else(|| Error::Conflict {
             object: "host namespace".into(),
             reason: "internal: a host-side write in a plan that was not expected to need the host"
                 .into(),
         })
-    }
-
-    /// A host parent's index, read now by name.
-    async fn host_parent(&self, name: &str) -> Result<u32> {
-        let (host, _) = self.host()?;
-        host.get_link(name)
-            .await?
-            .map(|l| l.index)
-            .ok_or_else(|| missing("host parent link", name))
-    }
-
-    /// The host end of the veth `pod_link` just created: the index the kernel reports as
-    /// its peer, confirmed in the host to be a veth named `peer` pointing back at it.
-    async fn created_peer(&self, pod_link: &ObservedLink, peer: &str) -> Option<u32> {
-        let index = pod_link.link.filter(|_| pod_link.link_netnsid.is_some())?;
-        let (host, _) = self.host().ok()?;
-        let h = host.get_link_by_index(index).await.ok()??;
-        let ok =
-            h.name == peer && h.kind.as_deref() == Some("veth") && h.link == Some(pod_link.index);
-        if !ok {
-            warn!(ifname = %pod_link.name, "the new veth's peer is not the link nes created; leaving the host alone");
-        }
-        ok.then_some(index)
     }
 }
 
@@ -310,24 +288,18 @@ fn send(x: &Exec<'_>, op: &Op, links: &Targets) -> Result<Pending> {
                     object: format!("interface {ifname}"),
                     reason: "the host end of this veth was not created by nes in this pass; nothing was written to the host".into(),
                 })?;
-            let controller = match bridge {
-                Some(b) => Some(
+            let bridge = match bridge.as_deref() {
+                Some(b) => Some((
+                    b,
                     links
                         .host_bridges
                         .get(b)
                         .copied()
                         .ok_or_else(|| missing("host bridge", b))?,
-                ),
+                )),
                 None => None,
             };
-            x.host()?.0.set_link(
-                peer,
-                &format!("host end of {ifname}"),
-                None,
-                Some(true),
-                Some(controller),
-                Some(alias),
-            )
+            x.host()?.set_peer(ifname, peer, bridge, alias)
         }
         Op::AddAddress { ifname, addr } => x.pod.add_address(idx(ifname)?, ifname, *addr),
         Op::AddRoute { route, replace } => {
@@ -372,28 +344,29 @@ async fn create_link(
         LinkKind::Vxlan { parent, .. } => (false, parent.as_ref()),
         _ => (false, None),
     };
-    let parent = match parent_name {
-        Some(p) if in_host => Some(x.host_parent(p).await?),
-        Some(p) => Some(
-            pod.get(p)
-                .copied()
-                .ok_or_else(|| missing("parent link", p))?,
-        ),
-        None => None,
-    };
-    if in_host {
-        x.host()?
-            .0
-            .create_link(&c.name, &c.kind, c.mtu, parent, Some(x.pod_fd), None)?
-            .await?;
-    } else {
-        let peer_ns = match c.kind {
-            LinkKind::Veth { .. } => Some(x.host()?.1),
-            _ => None,
-        };
-        x.pod
-            .create_link(&c.name, &c.kind, c.mtu, parent, None, peer_ns)?
-            .await?;
+    match parent_name {
+        Some(p) if in_host => {
+            x.host()?
+                .create_on_parent(&c.name, &c.kind, c.mtu, p, x.pod_fd)
+                .await?
+        }
+        _ => {
+            let parent = match parent_name {
+                Some(p) => Some(
+                    pod.get(p)
+                        .copied()
+                        .ok_or_else(|| missing("parent link", p))?,
+                ),
+                None => None,
+            };
+            let peer_ns = match c.kind {
+                LinkKind::Veth { .. } => Some(x.host()?.veth_peer_ns(&c.name)?),
+                _ => None,
+            };
+            x.pod
+                .create_link(&c.name, &c.kind, c.mtu, parent, None, peer_ns)?
+                .await?
+        }
     }
     let link = x
         .pod
@@ -405,7 +378,7 @@ async fn create_link(
         .await?;
     info!(netns = %x.pod.netns(), ifname = %c.name, kind = c.kind.kernel_kind(), "link created");
     let peer = match &c.kind {
-        LinkKind::Veth { peer } => x.created_peer(&link, peer).await,
+        LinkKind::Veth { peer } => x.host()?.created_peer(&link, peer).await,
         _ => None,
     };
     Ok((link.index, peer))

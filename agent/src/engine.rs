@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api::host::HostAccess;
 use api::NetworkConfigurationSpec;
 use tokio::sync::{broadcast, OnceCell};
 use tracing::{debug, info, instrument};
@@ -22,6 +23,7 @@ use tracing::{debug, info, instrument};
 use crate::apply::{self, ApplyReport, Exec};
 use crate::backoff::Backoff;
 use crate::error::Result;
+use crate::host::HostSide;
 use crate::netlink::Netlink;
 use crate::netns::NetnsExecutor;
 use crate::observe::Observed;
@@ -37,12 +39,8 @@ pub struct PodNetwork {
     pod: Netlink,
     host_path: Arc<Path>,
     host: Arc<OnceCell<HostSide>>,
-}
-
-#[derive(Debug)]
-struct HostSide {
-    ns: NetnsExecutor,
-    netlink: Netlink,
+    /// What this pod may do in the host namespace (nothing unless allowed).
+    access: Arc<HostAccess>,
 }
 
 impl PodNetwork {
@@ -57,16 +55,24 @@ impl PodNetwork {
             pod,
             host_path: host.as_ref().into(),
             host: Arc::default(),
+            access: Arc::default(),
         })
+    }
+
+    /// Allows this pod the host-side access `access` (the default allows none).
+    pub fn with_host_access(mut self, access: HostAccess) -> Self {
+        self.access = Arc::new(access);
+        self
+    }
+
+    /// What this pod may do in the host namespace.
+    pub fn host_access(&self) -> &HostAccess {
+        &self.access
     }
 
     async fn host(&self) -> Result<&HostSide> {
         self.host
-            .get_or_try_init(|| async {
-                let ns = NetnsExecutor::spawn(&self.host_path)?;
-                let netlink = Netlink::open(&ns).await?;
-                Ok(HostSide { ns, netlink })
-            })
+            .get_or_try_init(|| HostSide::open(&self.host_path, (*self.access).clone()))
             .await
     }
 
@@ -82,7 +88,7 @@ impl PodNetwork {
 
     /// Netlink writes sent so far (pod and host sockets).
     pub fn writes(&self) -> u64 {
-        self.pod.writes() + self.host.get().map_or(0, |h| h.netlink.writes())
+        self.pod.writes() + self.host.get().map_or(0, |h| h.writes())
     }
 
     /// Reads links, addresses and routes of the pod namespace, and the host's links when
@@ -93,7 +99,7 @@ impl PodNetwork {
         let addresses = self.pod.get_addresses().await?;
         let routes = self.pod.dump_routes().await?;
         let host_links = if with_host {
-            self.host().await?.netlink.get_links().await?
+            self.host().await?.links().await?
         } else {
             Vec::new()
         };
@@ -118,7 +124,7 @@ impl PodNetwork {
     ) -> Result<(Observed, Plan)> {
         api::validate(desired)?;
         let observed = self.observe_with(plan::needs_host(desired)).await?;
-        let p = plan::plan(desired, &observed, owned);
+        let p = plan::plan(desired, &observed, owned, &self.access);
         Ok((observed, p))
     }
 
@@ -139,7 +145,7 @@ impl PodNetwork {
         let x = Exec {
             pod: &self.pod,
             pod_fd: self.pod_ns.file().as_raw_fd(),
-            host: host.map(|h| (&h.netlink, h.ns.file().as_raw_fd())),
+            host,
         };
         let n_ops = p.ops.len();
         let results = if p.ops.is_empty() {

@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod host;
 pub mod netlink;
 pub mod netns;
 pub mod observe;

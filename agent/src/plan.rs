@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
+use api::host::HostAccess;
 use api::{
     InterfaceSpec, InterfaceType, LinkMode, LinkState, NetworkConfigurationSpec, ObjectState,
     RouteKey,
@@ -405,9 +406,15 @@ enum LinkFate {
 }
 
 /// Computes the writes that take `observed` to `desired`, touching only what `owned` and the
-/// kernel markers say nes owns. `desired` must have passed `api::validate`.
-pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Owned) -> Plan {
-    let mut s = Planning::new(desired, observed, owned);
+/// kernel markers say nes owns, and nothing in the host that `access` does not allow.
+/// `desired` must have passed `api::validate`.
+pub fn plan(
+    desired: &NetworkConfigurationSpec,
+    observed: &Observed,
+    owned: &Owned,
+    access: &HostAccess,
+) -> Plan {
+    let mut s = Planning::new(desired, observed, owned, access);
     s.links();
     s.undeclared_links();
     s.follow_parents();
@@ -427,6 +434,7 @@ struct Planning<'a> {
     desired: &'a NetworkConfigurationSpec,
     observed: &'a Observed,
     owned: &'a Owned,
+    access: &'a HostAccess,
     declared: HashMap<&'a str, &'a InterfaceSpec>,
     p: Planner,
     /// Ownership once the writes succeed (see [`Plan::owned`]).
@@ -454,11 +462,13 @@ impl<'a> Planning<'a> {
         desired: &'a NetworkConfigurationSpec,
         observed: &'a Observed,
         owned: &'a Owned,
+        access: &'a HostAccess,
     ) -> Self {
         Self {
             desired,
             observed,
             owned,
+            access,
             declared: desired
                 .interfaces
                 .iter()
@@ -485,6 +495,18 @@ impl<'a> Planning<'a> {
         for iface in &desired.interfaces {
             let name = iface.name.as_str();
             let seen = observed.link(name);
+            let refused = self.access.interface_problems(iface);
+            if !refused.is_empty() {
+                // Neither created nor deleted: a link nes made before stays as it is.
+                let why: Vec<String> = refused.into_iter().map(|(_, m)| m).collect();
+                self.p.block(
+                    ObjectRef::Interface(name.into()),
+                    ObjectState::Failed,
+                    format!("host-side access refused: {}", why.join("; ")),
+                );
+                self.fate.insert(name, LinkFate::Blocked);
+                continue;
+            }
             let f = match (iface.kind, seen) {
                 (InterfaceType::Existing, Some(l)) => LinkFate::Keep(l.index),
                 (InterfaceType::Existing, None) => {

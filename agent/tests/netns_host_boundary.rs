@@ -2,10 +2,16 @@
 //! a real "host" link nes did not create (in a fresh namespace standing in for the host),
 //! and checks that link is unchanged byte for byte and the request is refused clearly.
 
+mod cluster_support;
 mod common;
 
+use std::sync::Arc;
+
 use agent::owned::Owned;
-use common::{require_kind, require_root, spec, Netns, PodFixture};
+use cluster_support::harness::{Agent as ClusterAgent, ServedPod};
+use cluster_support::{pod, ApiServer, FakeResolver};
+use common::{host_access, require_kind, require_root, spec, Netns, PodFixture};
+use serde_json::json;
 
 /// A host link nes did not create, with every setting an attack could change.
 struct Victim {
@@ -61,7 +67,8 @@ async fn a_veth_peer_named_like_a_host_link_leaves_that_link_alone() {
     let fx = PodFixture::new("hbveth");
     let victim = Victim::plant(&fx.host);
     let before = victim.snapshot(&fx.host);
-    let net = fx.open().await;
+    // Even with veths and the bridge allowed, the host link is found by name nowhere.
+    let net = fx.open_allowing(host_access(&["victimbr"], &[])).await;
     let attack = spec(
         "interfaces:\n  - name: v0\n    type: veth\n    peer: victim0\n    peerBridge: victimbr\n    addresses: [\"10.9.0.2/24\"]\n",
     );
@@ -78,4 +85,108 @@ async fn a_veth_peer_named_like_a_host_link_leaves_that_link_alone() {
     }
     assert_eq!(victim.snapshot(&fx.host), before, "the host link changed");
     assert!(!fx.pod.has_link("v0"), "nothing was created in the pod");
+}
+
+#[tokio::test]
+async fn host_side_fields_are_refused_by_default_and_nothing_reaches_the_host() {
+    if !require_root() || !require_kind("veth") || !require_kind("macvlan") {
+        return;
+    }
+    let fx = PodFixture::new("hbdeny");
+    let victim = Victim::plant(&fx.host);
+    let before = victim.snapshot(&fx.host);
+    let host_links = fx.host.ip(&["link", "show"]);
+    let net = fx.open().await;
+    let attack = spec(
+        "interfaces:\n  - name: v1\n    type: veth\n    peer: nesfresh0\n  - name: mv0\n    type: macvlan\n    parent: victim0\n    parentInHost: true\n    mode: passthru\n",
+    );
+    let report = net
+        .converge(&attack, &Owned::default())
+        .await
+        .expect("converge");
+    assert_eq!(report.writes, 0, "{report:#?}");
+    assert_eq!(report.blocked.len(), 2, "{report:#?}");
+    assert!(report
+        .blocked
+        .iter()
+        .all(|b| b.reason.contains("host-side access refused")));
+    assert_eq!(victim.snapshot(&fx.host), before, "the host link changed");
+    assert_eq!(
+        fx.host.ip(&["link", "show"]),
+        host_links,
+        "a host link appeared"
+    );
+    assert!(!fx.pod.has_link("v1") && !fx.pod.has_link("mv0"));
+}
+
+#[tokio::test]
+async fn passthru_on_an_allowed_host_parent_is_refused_unless_passthru_is_allowed() {
+    if !require_root() || !require_kind("veth") || !require_kind("macvlan") {
+        return;
+    }
+    let fx = PodFixture::new("hbpass");
+    let victim = Victim::plant(&fx.host);
+    let before = victim.snapshot(&fx.host);
+    let net = fx.open_allowing(host_access(&[], &["victim0"])).await;
+    let passthru = spec(
+        "interfaces:\n  - name: mv0\n    type: macvlan\n    parent: victim0\n    parentInHost: true\n    mode: passthru\n",
+    );
+    let report = net
+        .converge(&passthru, &Owned::default())
+        .await
+        .expect("converge");
+    assert_eq!(report.writes, 0, "{report:#?}");
+    assert!(report.blocked[0].reason.contains("passthru"), "{report:#?}");
+    assert_eq!(victim.snapshot(&fx.host), before, "the host link changed");
+    assert!(!fx.pod.has_link("mv0"));
+}
+
+#[tokio::test]
+async fn a_networkconfiguration_cannot_reach_a_host_link_either() {
+    if !require_root() || !require_kind("veth") || !require_kind("macvlan") {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("hbcl", "demo-0", "uid-hb");
+    let mut agent = ClusterAgent::new(&api, &resolver);
+    // veths, the bridge and the parent allowed; passthru not.
+    agent.host_access = host_access(&["victimbr"], &["victim0"]);
+    let victim = Victim::plant(&agent.host);
+    let before = victim.snapshot(&agent.host);
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(
+        &p.name,
+        json!({"interfaces": [
+            {"name": "v0", "type": "veth", "peer": "victim0", "peerBridge": "victimbr"},
+            {"name": "mv0", "type": "macvlan", "parent": "victim0", "parentInHost": true,
+             "mode": "passthru"},
+        ]}),
+    );
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let started = agent.start();
+    let refused = api
+        .wait_patch(&p.name, started, |s| {
+            s.condition("Applied").map(|c| (c.0, c.1)) == Some(("False", "Failed"))
+                && s.status
+                    .interfaces
+                    .iter()
+                    .all(|i| i.state == api::ObjectState::Failed)
+        })
+        .await;
+    let errors: Vec<String> = refused
+        .status
+        .interfaces
+        .iter()
+        .filter_map(|i| i.error.clone())
+        .collect();
+    assert!(errors[1].contains("passthru"), "{errors:?}");
+    assert!(!errors[0].contains("victim"), "{errors:?}");
+    assert_eq!(
+        victim.snapshot(&agent.host),
+        before,
+        "the host link changed"
+    );
+    assert!(!p.fx.pod.has_link("v0") && !p.fx.pod.has_link("mv0"));
+    agent.shutdown().await;
 }

@@ -47,6 +47,7 @@ impl Agent {
             netns_dir: self.dir.path().join("netns"),
             admin_socket: self.dir.path().join("run/admin.sock"),
             host_netns: self.host.path(),
+            host_access: Default::default(),
             rescan: Duration::from_millis(500),
             keeper: KeeperOptions {
                 debounce: Duration::from_millis(50),

@@ -163,7 +163,7 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
         return Next::Retry;
     };
     let net = match PodNetwork::open(&path, &ctx.opts.host_netns).await {
-        Ok(net) => Arc::new(net),
+        Ok(net) => Arc::new(net.with_host_access(ctx.opts.host_access.clone())),
         Err(error) => {
             warn!(%error, netns = %path, "cannot open the pod's network namespace");
             ctx.resolver.invalidate(&uid);

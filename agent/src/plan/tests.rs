@@ -6,6 +6,20 @@ use pretty_assertions::assert_eq;
 
 // === fixtures ===
 
+/// Host-side access for the planner tests: veths, the bridges and parents they name.
+fn access() -> HostAccess {
+    HostAccess {
+        veth: true,
+        bridges: ["hbr".to_string(), "victimbr".to_string()].into(),
+        parents: ["uplink0".to_string(), "eth9".to_string()].into(),
+        passthru: true,
+    }
+}
+
+fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Owned) -> Plan {
+    super::plan(desired, observed, owned, &access())
+}
+
 fn link(index: u32, name: &str) -> ObservedLink {
     ObservedLink {
         index,
@@ -795,4 +809,32 @@ fn plan_records_no_original_when_the_link_already_had_the_declared_settings() {
     assert!(p.owned.originals.is_empty(), "nothing to put back later");
     let released = plan(&spec(vec![], vec![]), &cni(), &p.owned);
     assert!(released.ops.is_empty(), "{:?}", ops(&released));
+}
+
+#[test]
+fn host_side_interfaces_the_node_does_not_allow_are_refused_and_what_exists_is_kept() {
+    let veth = |bridge: &str| InterfaceSpec {
+        name: "v0".into(),
+        kind: InterfaceType::Veth,
+        peer: Some("hv0".into()),
+        peer_bridge: Some(bridge.into()),
+        ..Default::default()
+    };
+    let p = plan(&spec(vec![veth("cni0")], vec![]), &cni(), &Owned::default());
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(p.blocked[0].state, ObjectState::Failed);
+    assert!(p.blocked[0].reason.contains("host-side access refused"));
+
+    // A veth nes made while it was allowed is neither recreated nor deleted once it is not.
+    let marker = link_kind(&veth("hbr")).unwrap().marker();
+    let mut obs = cni();
+    obs.links.push(nes_link(9, "v0", &marker));
+    let p = super::plan(
+        &spec(vec![veth("hbr")], vec![]),
+        &obs,
+        &Owned::default(),
+        &HostAccess::deny_all(),
+    );
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(p.blocked.len(), 1);
 }

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use api::conditions::{self, APPLIED, DEGRADED};
-use api::wire::{CareView, ConfigView, EventBody, NewCare, StatusView, POD_SOCKET_NAME};
+use api::wire::{
+    CareView, ConfigView, EventBody, NewCare, ProblemDetails, StatusView, POD_SOCKET_NAME,
+};
 use api::{NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState};
 use axum::http::StatusCode;
 use futures::future::BoxFuture;
@@ -261,11 +263,17 @@ impl PodServer {
         self.backend.config().await
     }
 
+    /// Applies `manager`'s fragment; host-side fields this node does not allow are refused
+    /// here, before anything is stored or forwarded (the engine refuses them again).
     pub async fn apply(
         &self,
         manager: &str,
         fragment: NetworkConfigurationSpec,
     ) -> Result<ConfigView, ApiError> {
+        self.net
+            .host_access()
+            .check(&fragment)
+            .map_err(|refused| ApiError(ProblemDetails::host_refused(&refused)))?;
         self.backend.apply(manager, fragment).await
     }
 
@@ -300,7 +308,8 @@ impl PodServer {
         let Desired { generation, spec } = self.desired.borrow().clone();
         let observed = self.observe_since(Instant::now()).await?;
         let last = self.reports.borrow().clone();
-        let (interfaces, routes) = crate::status::status(&spec, &observed, last.as_deref());
+        let (interfaces, routes) =
+            crate::status::status(&spec, &observed, last.as_deref(), self.net.host_access());
         let summary = summarise(&interfaces, &routes);
         let degraded = self.degraded();
         let now = k8s_openapi::jiff::Timestamp::now();

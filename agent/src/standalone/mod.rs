@@ -34,6 +34,8 @@ pub struct Options {
     pub admin_socket: PathBuf,
     /// The host's network namespace (veth peers and host parents live there).
     pub host_netns: PathBuf,
+    /// What pods may do in the host namespace (nothing unless allowed).
+    pub host_access: api::host::HostAccess,
     /// Namespaces are rescanned this often, besides inotify, to catch what it missed.
     pub rescan: Duration,
     pub keeper: KeeperOptions,
@@ -117,7 +119,10 @@ async fn reconcile(
             let path = opts.netns_dir.join(&name);
             let (store, cares) = (store.clone(), cares.clone());
             let keeper = opts.keeper.clone();
-            let host = opts.host_netns.clone();
+            let host = pods::Host {
+                netns: opts.host_netns.clone(),
+                access: opts.host_access.clone(),
+            };
             async move {
                 (
                     name.clone(),

@@ -28,15 +28,26 @@ use tokio_util::sync::CancellationToken;
 /// Opens the pod's netns, adopts what is already applied (a record for another netns
 /// means the pod restarted: nothing in the new one is owned yet), starts keeping the
 /// desired state applied and binds `@nes` there.
+/// The host namespace and what pods may do there.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub netns: std::path::PathBuf,
+    pub access: api::host::HostAccess,
+}
+
 pub async fn start(
     name: &str,
     netns: &Path,
-    host_netns: &Path,
+    host: &Host,
     store: Arc<dyn DesiredStore>,
     cares: Arc<Cares>,
     keeper: KeeperOptions,
 ) -> crate::error::Result<Arc<PodServer>> {
-    let net = Arc::new(PodNetwork::open(netns, host_netns).await?);
+    let net = Arc::new(
+        PodNetwork::open(netns, &host.netns)
+            .await?
+            .with_host_access(host.access.clone()),
+    );
     let mut record = store.load(name)?.unwrap_or_default();
     if record.netns.as_ref() != Some(net.identity()) {
         if record.netns.is_some() {

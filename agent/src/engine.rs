@@ -47,8 +47,12 @@ impl PodNetwork {
     /// Opens the pod namespace at `pod` (`/var/run/netns/NAME`, `/proc/PID/ns/net`); the
     /// host namespace at `host` (normally `/proc/1/ns/net` or `/proc/self/ns/net`) is opened
     /// when a spec first declares something on the host side.
+    ///
+    /// The agent's own namespace, or the host's, is never served as a pod: configuring it
+    /// would configure the node ([`Error::HostNetns`]).
     pub async fn open(pod: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<Self> {
         let pod_ns = NetnsExecutor::spawn(pod)?;
+        refuse_host_netns(pod_ns.identity(), host.as_ref())?;
         let pod = Netlink::open(&pod_ns).await?;
         Ok(Self {
             pod_ns,
@@ -206,4 +210,17 @@ impl PodNetwork {
         let initial = self.pod.get_links().await?;
         watch::subscribe(&self.pod_ns, initial).await
     }
+}
+
+/// Errors when `pod` is the agent's own network namespace or the host's.
+fn refuse_host_netns(pod: &api::NetnsIdentity, host: &Path) -> Result<()> {
+    let same = |other: &Path| {
+        crate::netns::identity(other).is_ok_and(|o| o.dev == pod.dev && o.inode == pod.inode)
+    };
+    if same(Path::new("/proc/self/ns/net")) || same(host) {
+        return Err(crate::error::Error::HostNetns {
+            netns: pod.path.clone().unwrap_or_default(),
+        });
+    }
+    Ok(())
 }

@@ -5,13 +5,107 @@
 mod cluster_support;
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use agent::owned::Owned;
+use agent::standalone::Options;
+use agent::watch::KeeperOptions;
 use cluster_support::harness::{Agent as ClusterAgent, ServedPod};
-use cluster_support::{pod, ApiServer, FakeResolver};
-use common::{host_access, require_kind, require_root, spec, Netns, PodFixture};
+use cluster_support::{pod, request, ApiServer, FakeResolver, PodClient, DEADLINE};
+use common::{host_access, require_kind, require_root, run, spec, Netns, PodFixture};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// A standalone agent on its own netns directory and state directory, with a stand-in host.
+struct Standalone {
+    dir: tempfile::TempDir,
+    host: Netns,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<agent::error::Result<()>>>,
+    mounted: Vec<PathBuf>,
+}
+
+impl Standalone {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("netns")).expect("netns dir");
+        Self {
+            dir,
+            host: Netns::new("sbh"),
+            stop: CancellationToken::new(),
+            task: None,
+            mounted: vec![],
+        }
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            state_dir: self.dir.path().join("state"),
+            netns_dir: self.dir.path().join("netns"),
+            admin_socket: self.dir.path().join("run/admin.sock"),
+            host_netns: self.host.path(),
+            host_access: Default::default(),
+            rescan: Duration::from_millis(200),
+            keeper: KeeperOptions {
+                debounce: Duration::from_millis(50),
+                resync: Duration::from_secs(300),
+            },
+        }
+    }
+
+    fn start(&mut self) {
+        self.stop = CancellationToken::new();
+        let (opts, stop) = (self.options(), self.stop.clone());
+        self.task = Some(tokio::spawn(agent::standalone::run(opts, stop)));
+    }
+
+    async fn shutdown(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("agent task").expect("agent ran");
+        }
+    }
+
+    /// Serves the namespace file `source` as pod `name`.
+    fn add(&mut self, name: &str, source: &Path) {
+        let target = self.dir.path().join("netns").join(name);
+        std::fs::write(&target, b"").expect("mount point");
+        run(&[
+            "mount",
+            "--bind",
+            &source.to_string_lossy(),
+            &target.to_string_lossy(),
+        ]);
+        self.mounted.push(target);
+    }
+
+    async fn admin(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
+        let path = self.options().admin_socket;
+        let end = Instant::now() + DEADLINE;
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > end => panic!("admin socket {}: {e}", path.display()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        request(stream, method, uri, body, &[]).await
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for m in &self.mounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .output();
+        }
+    }
+}
 
 /// A host link nes did not create, with every setting an attack could change.
 struct Victim {
@@ -189,4 +283,67 @@ async fn a_networkconfiguration_cannot_reach_a_host_link_either() {
     );
     assert!(!p.fx.pod.has_link("v0") && !p.fx.pod.has_link("mv0"));
     agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_hosts_own_netns_is_never_served_or_configured() {
+    if !require_root() {
+        return;
+    }
+    assert!(
+        agent::engine::PodNetwork::open("/proc/self/ns/net", "/proc/self/ns/net")
+            .await
+            .is_err_and(|e| e.to_string().contains("host's own network namespace")),
+        "the engine refuses the agent's own netns"
+    );
+    let mut a = Standalone::new();
+    let host_path = a.host.path();
+    // `ip netns attach hostns $$`: the agent's own netns and the host's, under pod names.
+    a.add("hostns", Path::new("/proc/self/ns/net"));
+    a.add("hostns2", &host_path);
+    let pod = Netns::new("sbp");
+    a.add("real-0", &pod.path());
+    a.start();
+    let client = PodClient::new(&pod.path());
+    let (code, _) = client.call("GET", "/v1/self/status", "").await;
+    assert_eq!(code, 200, "the real pod is served");
+    let (code, body) = a.admin("GET", "/v1/pods", "").await;
+    assert_eq!(code, 200, "{body}");
+    let served: Vec<String> = serde_json::from_str(&body).expect("pods");
+    assert_eq!(served, ["real-0"], "only the real pod is served");
+    use std::os::linux::net::SocketAddrExt;
+    let own = std::os::unix::net::SocketAddr::from_abstract_name(b"nes").expect("addr");
+    assert!(
+        std::os::unix::net::UnixStream::connect_addr(&own).is_err(),
+        "@nes is bound in the host's own netns"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_socket_attack_from_a_pod_is_refused_with_a_clear_problem() {
+    if !require_root() || !require_kind("veth") || !require_kind("bridge") {
+        return;
+    }
+    let mut a = Standalone::new();
+    let victim = Victim::plant(&a.host);
+    let before = victim.snapshot(&a.host);
+    let pod = Netns::new("sbatk");
+    a.add("evil-0", &pod.path());
+    a.start();
+    let client = PodClient::new(&pod.path());
+    for body in [
+        r#"{"interfaces":[{"name":"v0","type":"veth","peer":"victim0","peerBridge":"victimbr"}]}"#,
+        r#"{"interfaces":[{"name":"m0","type":"macvlan","parent":"victim0","parentInHost":true,"mode":"passthru"}]}"#,
+    ] {
+        let (code, problem) = client
+            .call("PUT", "/v1/self/config?manager=evil", body)
+            .await;
+        assert_eq!(code, 403, "{problem}");
+        assert!(problem.contains("host-side access refused"), "{problem}");
+    }
+    let (_, config) = client.call("GET", "/v1/self/config", "").await;
+    assert!(!config.contains("victim"), "nothing was stored: {config}");
+    assert_eq!(victim.snapshot(&a.host), before, "the host link changed");
+    a.shutdown().await;
 }

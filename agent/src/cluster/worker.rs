@@ -164,6 +164,12 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
     };
     let net = match PodNetwork::open(&path, &ctx.opts.host_netns).await {
         Ok(net) => Arc::new(net.with_host_access(ctx.opts.host_access.clone())),
+        Err(error @ crate::error::Error::HostNetns { .. }) => {
+            warn!(%error, "refusing a pod netns that is the node's own");
+            ctx.resolver.invalidate(&uid);
+            refuse(ctx, key, &pod, "HostNetns", &error.to_string()).await;
+            return Next::Retry;
+        }
         Err(error) => {
             warn!(%error, netns = %path, "cannot open the pod's network namespace");
             ctx.resolver.invalidate(&uid);

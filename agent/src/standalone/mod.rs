@@ -137,6 +137,10 @@ async fn reconcile(
                 info!(pod = %name, "serving pod");
                 pods.insert(pod);
             }
+            // The host's own namespace under a pod's name: refused, and not retried soon.
+            Err(error @ Error::HostNetns { .. }) => {
+                warn!(pod = %name, %error, "refusing to serve the host's network namespace");
+            }
             // `ip netns add` creates the file before mounting the namespace on it: the next
             // pass picks it up.
             Err(error) => {

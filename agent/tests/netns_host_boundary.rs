@@ -347,3 +347,57 @@ async fn the_socket_attack_from_a_pod_is_refused_with_a_clear_problem() {
     assert_eq!(victim.snapshot(&a.host), before, "the host link changed");
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pod_cannot_remove_or_pose_as_a_manager_from_elsewhere() {
+    if !require_root() {
+        return;
+    }
+    let mut a = Standalone::new();
+    let pod = Netns::new("sbmgr");
+    pod.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    a.add("app-0", &pod.path());
+    a.start();
+    // The platform (the host admin) declares an address; the pod declares one of its own.
+    let platform = r#"{"interfaces":[{"name":"eth0","addresses":["10.77.0.1/24"]}]}"#;
+    let (code, body) = a
+        .admin(
+            "PUT",
+            "/v1/self/config?pod=app-0&manager=platform",
+            platform,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let client = PodClient::new(&pod.path());
+    let own = r#"{"interfaces":[{"name":"eth0","addresses":["10.77.0.2/24"]}]}"#;
+    let (code, body) = client
+        .call("PUT", "/v1/self/config?manager=platform", own)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let view: api::wire::ConfigView = serde_json::from_str(&body).expect("view");
+    assert_eq!(
+        view.owners.interfaces["eth0"],
+        ["platform", "pod:platform"],
+        "the pod's write is its own manager"
+    );
+    // The pod's DELETE ?manager=platform removes only the pod's own entries.
+    let (code, body) = client
+        .call("DELETE", "/v1/self/config?manager=platform", "")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let view: api::wire::ConfigView = serde_json::from_str(&body).expect("view");
+    assert_eq!(view.owners.interfaces["eth0"], ["platform"]);
+    assert_eq!(view.spec.interfaces[0].addresses, ["10.77.0.1/24"]);
+    // nes's own names are reserved, from the pod and from the host alike.
+    for manager in ["nes-operator", "nes-agent"] {
+        let uri = format!("/v1/self/config?manager={manager}");
+        let (code, body) = client.call("PUT", &uri, own).await;
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("reserved"), "{body}");
+        let (code, _) = a.admin("DELETE", &format!("{uri}&pod=app-0"), "").await;
+        assert_eq!(code, 400);
+    }
+    a.shutdown().await;
+}

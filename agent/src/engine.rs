@@ -134,13 +134,34 @@ impl PodNetwork {
 
     /// One pass: validate, observe, plan, execute. Errors only when nothing could be done
     /// (invalid spec, netlink socket gone); kernel refusals are per-op results in the report.
-    #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
     pub async fn converge(
         &self,
         desired: &NetworkConfigurationSpec,
         owned: &Owned,
     ) -> Result<ApplyReport> {
+        self.converge_recording(desired, owned, |_| async { Ok(()) })
+            .await
+    }
+
+    /// [`PodNetwork::converge`], recording ownership before any address is written:
+    /// `record` gets the record the pass will own (addresses about to be added included)
+    /// and must keep it durably, so a crash mid-pass leaves nothing nes cannot recognise.
+    /// If it cannot, nothing is written.
+    #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
+    pub async fn converge_recording<F, Fut>(
+        &self,
+        desired: &NetworkConfigurationSpec,
+        owned: &Owned,
+        record: F,
+    ) -> Result<ApplyReport>
+    where
+        F: FnOnce(Owned) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let (observed, p) = self.plan(desired, owned).await?;
+        if let Some(intent) = intent(owned, &p.owned) {
+            record(intent).await?;
+        }
         let before = self.writes();
         let host = match plan::needs_host(desired) {
             true => Some(self.host().await?),
@@ -223,4 +244,23 @@ fn refuse_host_netns(pod: &api::NetnsIdentity, host: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The record to keep before a pass runs, when it will add addresses `owned` does not
+/// list yet: everything `owned` has, plus what the plan adopts.
+fn intent(owned: &Owned, adopted: &Owned) -> Option<Owned> {
+    let new = adopted
+        .addresses
+        .iter()
+        .any(|(ifname, set)| set.iter().any(|cidr| !owned.owns_address(ifname, cidr)));
+    if !new {
+        return None;
+    }
+    let mut next = adopted.clone();
+    for (ifname, set) in &owned.addresses {
+        for cidr in set {
+            next.add_address(ifname, cidr.clone());
+        }
+    }
+    Some(next)
 }

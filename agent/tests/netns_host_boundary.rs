@@ -401,3 +401,192 @@ async fn a_pod_cannot_remove_or_pose_as_a_manager_from_elsewhere() {
     }
     a.shutdown().await;
 }
+
+/// `ip monitor` on a namespace, counting deletions it reports.
+struct Monitor {
+    child: std::process::Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    /// Starts monitoring `ns` and returns once the monitor provably sees events.
+    async fn start(ns: &Netns) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "monitor", "link", "address", "route"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ip monitor");
+        let out = child.stdout.take().expect("stdout");
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        let m = Self { child, lines };
+        let end = Instant::now() + DEADLINE;
+        while !m.text().contains("127.0.0.9") {
+            let _ = ns.try_ip(&["addr", "add", "127.0.0.9/8", "dev", "lo"]);
+            assert!(Instant::now() < end, "ip monitor never saw an event");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        m
+    }
+
+    fn text(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    fn deletions(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.starts_with("Deleted"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the pod's status is Degraded with `reason`, returning its message.
+async fn degraded(client: &PodClient, reason: &str) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (code, body) = client.call("GET", "/v1/self/status", "").await;
+        if code == 200 {
+            let status: api::wire::StatusView = serde_json::from_str(&body).expect("status");
+            let c = status
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == reason);
+            if let Some(c) = c {
+                return c.message.clone();
+            }
+        }
+        assert!(Instant::now() < end, "never Degraded {reason}: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_broken_state_file_keeps_the_kernel_state_serves_the_pod_and_reports_degraded() {
+    if !require_root() || !require_kind("bridge") {
+        return;
+    }
+    type Break = fn(&Path);
+    let breaks: [(&str, &str, Break); 5] = [
+        ("truncated", "StateUnreadable", |p| {
+            let full = std::fs::read(p).expect("read");
+            std::fs::write(p, &full[..full.len() / 2]).expect("write");
+        }),
+        ("garbage", "StateUnreadable", |p| {
+            std::fs::write(p, b"\x00\xffnot json").expect("write")
+        }),
+        ("directory", "StateUnreadable", |p| {
+            std::fs::remove_file(p).expect("rm");
+            std::fs::create_dir(p).expect("mkdir");
+        }),
+        ("wrong schema", "StateUnreadable", |p| {
+            std::fs::write(p, br#"{"generation":"two","fragments":[1]}"#).expect("write")
+        }),
+        ("conflicting fragments", "StateConflict", |p| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json");
+            v["fragments"]["other"] = json!({"interfaces": [{"name": "eth0", "mtu": 1300}]});
+            std::fs::write(p, v.to_string()).expect("write");
+        }),
+    ];
+    for (what, reason, damage) in breaks {
+        let mut a = Standalone::new();
+        let pod = Netns::new("sbbad");
+        pod.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        pod.ip(&["link", "set", "peer0", "up"]);
+        pod.ip(&["link", "set", "eth0", "up"]);
+        a.add("app-0", &pod.path());
+        a.start();
+        let client = PodClient::new(&pod.path());
+        let config = r#"{"interfaces":[{"name":"eth0","mtu":1400,"addresses":["10.88.0.5/24"]},{"name":"br9","type":"bridge","addresses":["10.89.0.1/24"]}],"routes":[{"dst":"10.90.0.0/16","via":"10.88.0.1","dev":"eth0"}]}"#;
+        let (code, body) = client
+            .call("PUT", "/v1/self/config?manager=app", config)
+            .await;
+        assert_eq!(code, 200, "{what}: {body}");
+        let applied = || {
+            pod.has_link("br9")
+                && pod.addresses("br9").contains(&"10.89.0.1/24".to_string())
+                && pod.routes().contains("10.90.0.0/16 via 10.88.0.1")
+                && pod.addresses("eth0").contains(&"10.88.0.5/24".to_string())
+        };
+        assert!(
+            common::eventually(DEADLINE, applied).await,
+            "{what}: applied"
+        );
+        a.shutdown().await;
+        let file = a.options().state_dir.join("app-0.json");
+        damage(&file);
+        let monitor = Monitor::start(&pod).await;
+        a.start();
+        let message = degraded(&client, reason).await;
+        assert!(
+            message.contains("app-0.json"),
+            "{what}: names the file: {message}"
+        );
+        // A pass would have run by now; a resync-free wait on the socket is the proof point.
+        let (code, _) = client.call("GET", "/v1/self/config", "").await;
+        assert_eq!(code, 200, "{what}: the pod is served");
+        assert!(applied(), "{what}: the kernel state stays");
+        assert_eq!(
+            monitor.deletions(),
+            Vec::<String>::new(),
+            "{what}: nothing deleted"
+        );
+        a.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_networkconfiguration_leaving_the_node_watch_does_not_tear_anything_down() {
+    if !require_root() || !require_kind("bridge") {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("hbgone", "demo-0", "uid-gone");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(
+        &p.name,
+        json!({"interfaces": [
+            {"name": "eth0", "addresses": ["10.66.0.5/24"]},
+            {"name": "br7", "type": "bridge", "addresses": ["10.67.0.1/24"]}],
+         "routes": [{"dst": "10.68.0.0/16", "via": "10.66.0.1", "dev": "eth0"}]}),
+    );
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = ClusterAgent::new(&api, &resolver);
+    let started = agent.start();
+    api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+    let monitor = Monitor::start(&p.fx.pod).await;
+    api.unwatch_conf(&p.name);
+    let client = p.client();
+    let message = degraded(&client, "ConfigurationGone").await;
+    assert!(message.contains("kept"), "{message}");
+    // Restarting the agent with the record but no configuration writes nothing either.
+    agent.shutdown().await;
+    agent.start();
+    degraded(&client, "ConfigurationGone").await;
+    assert!(p.fx.pod.has_link("br7"));
+    assert!(p.fx.pod.routes().contains("10.68.0.0/16 via 10.66.0.1"));
+    assert_eq!(monitor.deletions(), Vec::<String>::new(), "nothing deleted");
+    agent.shutdown().await;
+}

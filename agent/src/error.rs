@@ -74,6 +74,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another agent holds the state directory.
+    #[error("state directory {dir} is in use by another nes-agent (pid {holder}); one agent per state directory")]
+    StateLocked { dir: PathBuf, holder: String },
+
     /// Parsing a file (config, owned record).
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -118,6 +122,7 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::File { .. } => "file",
             Error::Parse { .. } => "parse",
+            Error::StateLocked { .. } => "state_locked",
             Error::Watch { .. } => "watch",
             Error::Forward(_) => "forward",
             Error::Probe { .. } => "probe",

@@ -16,6 +16,7 @@ pub mod netns;
 pub mod observe;
 pub mod owned;
 pub mod plan;
+pub mod statelock;
 pub mod status;
 pub mod watch;
 // -- cri resolver

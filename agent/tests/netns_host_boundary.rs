@@ -427,10 +427,14 @@ impl Monitor {
         });
         let m = Self { child, lines };
         let end = Instant::now() + DEADLINE;
-        while !m.text().contains("127.0.0.9") {
-            let _ = ns.try_ip(&["addr", "add", "127.0.0.9/8", "dev", "lo"]);
+        // A new address each time: one added before the monitor listened is never seen.
+        for n in 9.. {
+            if m.text().contains("127.0.0.") {
+                break;
+            }
+            let _ = ns.try_ip(&["addr", "add", &format!("127.0.0.{n}/8"), "dev", "lo"]);
             assert!(Instant::now() < end, "ip monitor never saw an event");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         m
     }
@@ -589,4 +593,38 @@ async fn a_networkconfiguration_leaving_the_node_watch_does_not_tear_anything_do
     assert!(p.fx.pod.routes().contains("10.68.0.0/16 via 10.66.0.1"));
     assert_eq!(monitor.deletions(), Vec::<String>::new(), "nothing deleted");
     agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
+    if !require_root() {
+        return;
+    }
+    let mut a = Standalone::new();
+    let pod = Netns::new("sblock");
+    a.add("app-0", &pod.path());
+    a.start();
+    let (code, _) = PodClient::new(&pod.path())
+        .call("GET", "/v1/self/status", "")
+        .await;
+    assert_eq!(code, 200, "the first agent serves");
+    let mut second = a.options();
+    second.admin_socket = a.dir.path().join("run/second.sock");
+    let refused = tokio::time::timeout(
+        DEADLINE,
+        agent::standalone::run(second, CancellationToken::new()),
+    )
+    .await
+    .expect("the second agent returns at once")
+    .expect_err("the second agent refuses");
+    let text = refused.to_string();
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
+    assert!(
+        !a.dir.path().join("run/second.sock").exists(),
+        "the second agent bound nothing"
+    );
+    a.shutdown().await;
 }

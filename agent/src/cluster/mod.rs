@@ -133,6 +133,7 @@ pub async fn run(
     resolver: Arc<dyn NetnsResolver>,
     stop: CancellationToken,
 ) -> Result<()> {
+    let _lock = crate::statelock::lock(&opts.state_dir)?;
     let states = StateDir::open(&opts.state_dir)?;
     let forwarder = Arc::new(Forwarder::new(opts.forward.clone())?);
     let (pods, pods_writer) = reflector::store::<Pod>();

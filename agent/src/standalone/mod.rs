@@ -43,6 +43,7 @@ pub struct Options {
 
 /// Serves until `stop` is cancelled. Stopping closes sockets only: never a netlink write.
 pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
+    let _lock = crate::statelock::lock(&opts.state_dir)?;
     let store: Arc<dyn DesiredStore> = Arc::new(FileStore::open(&opts.state_dir)?);
     let pods = Arc::new(Pods::default());
     let cares = Arc::new(cares::Cares::open(

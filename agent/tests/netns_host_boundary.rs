@@ -93,6 +93,18 @@ impl Standalone {
         };
         request(stream, method, uri, body, &[]).await
     }
+
+    /// [`Standalone::admin`] for a pod, once the (re)started agent serves it.
+    async fn admin_served(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let (code, answer) = self.admin(method, uri, body).await;
+            if code != 404 || Instant::now() > end {
+                return (code, answer);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Standalone {
@@ -627,4 +639,91 @@ async fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
         "the second agent bound nothing"
     );
     a.shutdown().await;
+}
+
+/// `nes-agent standalone` as a process (so it can be killed with SIGKILL).
+struct AgentProcess {
+    child: std::process::Child,
+}
+
+impl AgentProcess {
+    fn spawn(a: &Standalone) -> Self {
+        let o = a.options();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_nes-agent"))
+            .arg("standalone")
+            .arg("--state-dir")
+            .arg(&o.state_dir)
+            .arg("--netns-dir")
+            .arg(&o.netns_dir)
+            .arg("--admin-socket")
+            .arg(&o.admin_socket)
+            .arg("--host-netns")
+            .arg(&o.host_netns)
+            .env("NES_LOG", "warn")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn nes-agent");
+        Self { child }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_large_apply_then_restart_and_delete_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let addresses: Vec<String> = (0..400)
+        .map(|i| format!("10.{}.{}.{}/32", 100 + i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    let config = json!({"interfaces": [{"name": "eth0", "addresses": addresses}]}).to_string();
+    for (trial, kill_after_ms) in [0u64, 2, 5, 10, 20, 40].into_iter().enumerate() {
+        let a = Standalone::new();
+        let pod = Netns::new("sbkill");
+        pod.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        pod.ip(&["link", "set", "eth0", "up"]);
+        let mut a = a;
+        a.add("app-0", &pod.path());
+        let agent = AgentProcess::spawn(&a);
+        let (code, body) = a
+            .admin_served("PUT", "/v1/self/config?pod=app-0&manager=bulk", &config)
+            .await;
+        assert_eq!(code, 200, "trial {trial}: {body}");
+        // The random point of the kill is the test's input, not a synchronisation.
+        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        agent.kill9();
+        let written = pod.addresses("eth0").len();
+
+        let agent = AgentProcess::spawn(&a);
+        let (code, body) = a
+            .admin_served("DELETE", "/v1/self/config?pod=app-0&manager=bulk", "")
+            .await;
+        assert_eq!(code, 200, "trial {trial}: {body}");
+        let left = || {
+            pod.addresses("eth0")
+                .iter()
+                .filter(|a| a.starts_with("10.10"))
+                .count()
+        };
+        let clean = common::eventually(DEADLINE, || left() == 0).await;
+        assert!(
+            clean,
+            "trial {trial} (killed after {kill_after_ms} ms with {written} addresses in the kernel): {} left behind",
+            left()
+        );
+        drop(agent);
+    }
 }

@@ -69,13 +69,12 @@ impl HostAccess {
     pub fn interface_problems(&self, iface: &InterfaceSpec) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut refuse = |field: &str, message: String| out.push((field.to_string(), message));
-        if iface.kind == InterfaceType::Veth || iface.peer.is_some() {
-            if !self.veth {
-                refuse(
-                    ".type",
-                    "a veth creates its peer end in the host namespace, which this node does not allow".into(),
-                );
-            }
+        if (iface.kind == InterfaceType::Veth || iface.peer.is_some()) && !self.veth {
+            refuse(
+                ".type",
+                "a veth creates its peer end in the host namespace, which this node does not allow"
+                    .into(),
+            );
         }
         if let Some(bridge) = &iface.peer_bridge {
             if !self.bridges.contains(bridge) {

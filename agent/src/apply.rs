@@ -1,12 +1,13 @@
 //! Executes a plan: pipelined netlink writes, per-op results, retry backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::host::HostSide;
 use crate::netlink::{Netlink, Pending};
 use crate::observe::Observed;
 use crate::owned::Owned;
@@ -81,12 +82,12 @@ impl ApplyReport {
 pub(crate) struct Exec<'a> {
     pub pod: &'a Netlink,
     pub pod_fd: std::os::fd::RawFd,
-    /// The host namespace's socket and file, opened only for plans that touch the host.
-    pub host: Option<(&'a Netlink, std::os::fd::RawFd)>,
+    /// The host boundary, opened only for plans that touch the host.
+    pub host: Option<&'a HostSide>,
 }
 
 impl Exec<'_> {
-    fn host(&self) -> Result<(&Netlink, std::os::fd::RawFd)> {
+    fn host(&self) -> Result<&HostSide> {
         self.host.ok_or_else(|| Error::Conflict {
             object: "host namespace".into(),
             reason: "internal: a host-side write in a plan that was not expected to need the host"
@@ -97,18 +98,24 @@ impl Exec<'_> {
 
 /// Runs `ops` in order. Removals are pipelined, link creations run one by one (later
 /// writes need the new link's index), everything else is pipelined again. Every op gets a
-/// result; a failure never stops the others.
+/// result; a failure never stops the others, but nothing is ever written to an object
+/// whose create failed (its name may belong to something nes does not own).
 pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> Vec<OpResult> {
-    let mut pod_idx: HashMap<String, u32> = observed
-        .links
-        .iter()
-        .map(|l| (l.name.clone(), l.index))
-        .collect();
-    let mut host_idx: HashMap<String, u32> = observed
-        .host_links
-        .iter()
-        .map(|l| (l.name.clone(), l.index))
-        .collect();
+    let mut links = Targets {
+        pod: observed
+            .links
+            .iter()
+            .map(|l| (l.name.clone(), l.index))
+            .collect(),
+        host_bridges: observed
+            .host_links
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .map(|l| (l.name.clone(), l.index))
+            .collect(),
+        created_peers: HashMap::new(),
+        failed_creates: HashSet::new(),
+    };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
 
     let first_create = ops
@@ -124,7 +131,7 @@ pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> 
     pipeline(
         &mut outcomes,
         (0..first_create)
-            .map(|i| (i, send(x, &ops[i], &pod_idx, &host_idx)))
+            .map(|i| (i, send(x, &ops[i], &links)))
             .collect(),
     )
     .await;
@@ -132,26 +139,37 @@ pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> 
     // Link creations, one at a time.
     for i in first_create..after_creates {
         let Op::CreateLink(c) = &ops[i] else { continue };
-        let r = create_link(x, c, &pod_idx, &host_idx).await;
-        if let Ok(index) = &r {
-            pod_idx.insert(c.name.clone(), *index);
-            if let (LinkKind::Veth { peer }, Ok((host, _))) = (&c.kind, x.host()) {
-                if let Ok(Some(h)) = host.get_link(peer).await {
-                    host_idx.insert(peer.clone(), h.index);
+        let r = create_link(x, c, &links.pod).await;
+        match &r {
+            Ok((index, peer)) => {
+                links.pod.insert(c.name.clone(), *index);
+                if let Some(peer) = peer {
+                    links.created_peers.insert(c.name.clone(), *peer);
                 }
+            }
+            Err(_) => {
+                // A recreated link's old index is gone; nothing may be sent to the name.
+                links.pod.remove(&c.name);
+                links.failed_creates.insert(c.name.clone());
             }
         }
         outcomes[i] = Some(outcome(r.map(|_| ())));
     }
 
     // Settings, host peers, addresses, routes.
-    pipeline(
-        &mut outcomes,
-        (after_creates..ops.len())
-            .map(|i| (i, send(x, &ops[i], &pod_idx, &host_idx)))
-            .collect(),
-    )
-    .await;
+    let sends = (after_creates..ops.len())
+        .map(|i| match links.failed_dependency(&ops[i]) {
+            Some(name) => (
+                i,
+                Err(Error::Conflict {
+                    object: ops[i].object().to_string(),
+                    reason: format!("not executed: creating link {name} failed"),
+                }),
+            ),
+            None => (i, send(x, &ops[i], &links)),
+        })
+        .collect();
+    pipeline(&mut outcomes, sends).await;
 
     ops.into_iter()
         .zip(outcomes)
@@ -163,6 +181,33 @@ pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> 
             OpResult { op, outcome }
         })
         .collect()
+}
+
+/// The kernel objects a pass's writes address, by index.
+struct Targets {
+    /// Pod links by name: observed, updated with what this pass created.
+    pod: HashMap<String, u32>,
+    /// Host bridges by name (a veth peer's `peerBridge`).
+    host_bridges: HashMap<String, u32>,
+    /// Host ends of the veths created in this pass, by the pod end's name.
+    created_peers: HashMap<String, u32>,
+    /// Links whose create failed in this pass.
+    failed_creates: HashSet<String>,
+}
+
+impl Targets {
+    /// The failed create `op` depends on, if any.
+    fn failed_dependency<'a>(&self, op: &'a Op) -> Option<&'a str> {
+        let refs: Vec<&str> = match op {
+            Op::SetLink { ifname, master, .. } => std::iter::once(ifname.as_str())
+                .chain(master.as_deref())
+                .collect(),
+            Op::SetHostPeer { ifname, .. } | Op::AddAddress { ifname, .. } => vec![ifname],
+            Op::AddRoute { route, .. } => route.dev.as_deref().into_iter().collect(),
+            _ => vec![],
+        };
+        refs.into_iter().find(|n| self.failed_creates.contains(*n))
+    }
 }
 
 async fn pipeline(outcomes: &mut [Option<Outcome>], sends: Vec<(usize, Result<Pending>)>) {
@@ -201,13 +246,8 @@ fn missing(what: &str, name: &str) -> Error {
 }
 
 /// Sends one non-create op now.
-fn send(
-    x: &Exec<'_>,
-    op: &Op,
-    pod: &HashMap<String, u32>,
-    host: &HashMap<String, u32>,
-) -> Result<Pending> {
-    let idx = |n: &str| pod.get(n).copied().ok_or_else(|| missing("link", n));
+fn send(x: &Exec<'_>, op: &Op, links: &Targets) -> Result<Pending> {
+    let idx = |n: &str| links.pod.get(n).copied().ok_or_else(|| missing("link", n));
     match op {
         Op::DelRoute(r) => tolerate_gone(
             x.pod.del_route(r)?,
@@ -234,24 +274,32 @@ fn send(
                 .set_link(idx(ifname)?, ifname, *mtu, *up, controller, None)
         }
         Op::SetHostPeer {
-            peer,
+            ifname,
+            peer_index,
             bridge,
             alias,
             ..
         } => {
-            let hidx = |n: &str| host.get(n).copied().ok_or_else(|| missing("host link", n));
-            let controller = match bridge {
-                Some(b) => Some(hidx(b)?),
+            // The host end is the peer the kernel named for this very pod link: the kept
+            // pair's (planned) or the one created in this pass; never a host link by name.
+            let peer = peer_index
+                .or_else(|| links.created_peers.get(ifname).copied())
+                .ok_or_else(|| Error::Conflict {
+                    object: format!("interface {ifname}"),
+                    reason: "the host end of this veth was not created by nes in this pass; nothing was written to the host".into(),
+                })?;
+            let bridge = match bridge.as_deref() {
+                Some(b) => Some((
+                    b,
+                    links
+                        .host_bridges
+                        .get(b)
+                        .copied()
+                        .ok_or_else(|| missing("host bridge", b))?,
+                )),
                 None => None,
             };
-            x.host()?.0.set_link(
-                hidx(peer)?,
-                peer,
-                None,
-                Some(true),
-                Some(controller),
-                Some(alias),
-            )
+            x.host()?.set_peer(ifname, peer, bridge, alias)
         }
         Op::AddAddress { ifname, addr } => x.pod.add_address(idx(ifname)?, ifname, *addr),
         Op::AddRoute { route, replace } => {
@@ -278,13 +326,13 @@ fn tolerate_gone(p: Pending, gone: &'static [i32]) -> Result<Pending> {
     }))
 }
 
-/// Creates a link, marks it and sets its state; returns its index in the pod.
+/// Creates a link, marks it and sets its state; returns its index in the pod and, for a
+/// veth, the index of its host end (the peer the kernel reports for the new link).
 async fn create_link(
     x: &Exec<'_>,
     c: &crate::plan::LinkCreate,
     pod: &HashMap<String, u32>,
-    host: &HashMap<String, u32>,
-) -> Result<u32> {
+) -> Result<(u32, Option<u32>)> {
     let (in_host, parent_name) = match &c.kind {
         LinkKind::Macvlan {
             parent, in_host, ..
@@ -296,32 +344,29 @@ async fn create_link(
         LinkKind::Vxlan { parent, .. } => (false, parent.as_ref()),
         _ => (false, None),
     };
-    let parent = match parent_name {
-        Some(p) if in_host => Some(
-            host.get(p)
-                .copied()
-                .ok_or_else(|| missing("host parent link", p))?,
-        ),
-        Some(p) => Some(
-            pod.get(p)
-                .copied()
-                .ok_or_else(|| missing("parent link", p))?,
-        ),
-        None => None,
-    };
-    if in_host {
-        x.host()?
-            .0
-            .create_link(&c.name, &c.kind, c.mtu, parent, Some(x.pod_fd), None)?
-            .await?;
-    } else {
-        let peer_ns = match c.kind {
-            LinkKind::Veth { .. } => Some(x.host()?.1),
-            _ => None,
-        };
-        x.pod
-            .create_link(&c.name, &c.kind, c.mtu, parent, None, peer_ns)?
-            .await?;
+    match parent_name {
+        Some(p) if in_host => {
+            x.host()?
+                .create_on_parent(&c.name, &c.kind, c.mtu, p, x.pod_fd)
+                .await?
+        }
+        _ => {
+            let parent = match parent_name {
+                Some(p) => Some(
+                    pod.get(p)
+                        .copied()
+                        .ok_or_else(|| missing("parent link", p))?,
+                ),
+                None => None,
+            };
+            let peer_ns = match c.kind {
+                LinkKind::Veth { .. } => Some(x.host()?.veth_peer_ns(&c.name)?),
+                _ => None,
+            };
+            x.pod
+                .create_link(&c.name, &c.kind, c.mtu, parent, None, peer_ns)?
+                .await?
+        }
     }
     let link = x
         .pod
@@ -332,7 +377,11 @@ async fn create_link(
         .set_link(link.index, &c.name, None, Some(c.up), None, Some(&c.marker))?
         .await?;
     info!(netns = %x.pod.netns(), ifname = %c.name, kind = c.kind.kernel_kind(), "link created");
-    Ok(link.index)
+    let peer = match &c.kind {
+        LinkKind::Veth { peer } => x.host()?.created_peer(&link, peer).await,
+        _ => None,
+    };
+    Ok((link.index, peer))
 }
 
 /// The ownership record after a pass: the adopted record of the plan, updated with what
@@ -374,6 +423,41 @@ mod libc_errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_is_sent_to_a_link_whose_create_failed() {
+        let t = Targets {
+            pod: HashMap::new(),
+            host_bridges: HashMap::new(),
+            created_peers: HashMap::new(),
+            failed_creates: ["v0".to_string()].into(),
+        };
+        let host_peer = Op::SetHostPeer {
+            ifname: "v0".into(),
+            peer: "victim0".into(),
+            peer_index: None,
+            bridge: Some("victimbr".into()),
+            alias: "nes:peer:v0".into(),
+        };
+        let enslave = Op::SetLink {
+            ifname: "eth1".into(),
+            mtu: None,
+            up: None,
+            master: Some("v0".into()),
+        };
+        let address = Op::AddAddress {
+            ifname: "v0".into(),
+            addr: "10.0.0.5/24".parse().unwrap(),
+        };
+        for op in [&host_peer, &enslave, &address] {
+            assert_eq!(t.failed_dependency(op), Some("v0"), "{op}");
+        }
+        let other = Op::AddAddress {
+            ifname: "eth0".into(),
+            addr: "10.0.0.5/24".parse().unwrap(),
+        };
+        assert_eq!(t.failed_dependency(&other), None);
+    }
 
     #[test]
     fn a_failed_address_add_is_not_recorded_as_owned() {

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api::host::HostAccess;
 use api::NetworkConfigurationSpec;
 use tokio::sync::{broadcast, OnceCell};
 use tracing::{debug, info, instrument};
@@ -22,6 +23,7 @@ use tracing::{debug, info, instrument};
 use crate::apply::{self, ApplyReport, Exec};
 use crate::backoff::Backoff;
 use crate::error::Result;
+use crate::host::HostSide;
 use crate::netlink::Netlink;
 use crate::netns::NetnsExecutor;
 use crate::observe::Observed;
@@ -37,36 +39,44 @@ pub struct PodNetwork {
     pod: Netlink,
     host_path: Arc<Path>,
     host: Arc<OnceCell<HostSide>>,
-}
-
-#[derive(Debug)]
-struct HostSide {
-    ns: NetnsExecutor,
-    netlink: Netlink,
+    /// What this pod may do in the host namespace (nothing unless allowed).
+    access: Arc<HostAccess>,
 }
 
 impl PodNetwork {
     /// Opens the pod namespace at `pod` (`/var/run/netns/NAME`, `/proc/PID/ns/net`); the
     /// host namespace at `host` (normally `/proc/1/ns/net` or `/proc/self/ns/net`) is opened
     /// when a spec first declares something on the host side.
+    ///
+    /// The agent's own namespace, or the host's, is never served as a pod: configuring it
+    /// would configure the node ([`Error::HostNetns`]).
     pub async fn open(pod: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<Self> {
         let pod_ns = NetnsExecutor::spawn(pod)?;
+        refuse_host_netns(pod_ns.identity(), host.as_ref())?;
         let pod = Netlink::open(&pod_ns).await?;
         Ok(Self {
             pod_ns,
             pod,
             host_path: host.as_ref().into(),
             host: Arc::default(),
+            access: Arc::default(),
         })
+    }
+
+    /// Allows this pod the host-side access `access` (the default allows none).
+    pub fn with_host_access(mut self, access: HostAccess) -> Self {
+        self.access = Arc::new(access);
+        self
+    }
+
+    /// What this pod may do in the host namespace.
+    pub fn host_access(&self) -> &HostAccess {
+        &self.access
     }
 
     async fn host(&self) -> Result<&HostSide> {
         self.host
-            .get_or_try_init(|| async {
-                let ns = NetnsExecutor::spawn(&self.host_path)?;
-                let netlink = Netlink::open(&ns).await?;
-                Ok(HostSide { ns, netlink })
-            })
+            .get_or_try_init(|| HostSide::open(&self.host_path, (*self.access).clone()))
             .await
     }
 
@@ -82,7 +92,7 @@ impl PodNetwork {
 
     /// Netlink writes sent so far (pod and host sockets).
     pub fn writes(&self) -> u64 {
-        self.pod.writes() + self.host.get().map_or(0, |h| h.netlink.writes())
+        self.pod.writes() + self.host.get().map_or(0, |h| h.writes())
     }
 
     /// Reads links, addresses and routes of the pod namespace, and the host's links when
@@ -93,7 +103,7 @@ impl PodNetwork {
         let addresses = self.pod.get_addresses().await?;
         let routes = self.pod.dump_routes().await?;
         let host_links = if with_host {
-            self.host().await?.netlink.get_links().await?
+            self.host().await?.links().await?
         } else {
             Vec::new()
         };
@@ -118,19 +128,40 @@ impl PodNetwork {
     ) -> Result<(Observed, Plan)> {
         api::validate(desired)?;
         let observed = self.observe_with(plan::needs_host(desired)).await?;
-        let p = plan::plan(desired, &observed, owned);
+        let p = plan::plan(desired, &observed, owned, &self.access);
         Ok((observed, p))
     }
 
     /// One pass: validate, observe, plan, execute. Errors only when nothing could be done
     /// (invalid spec, netlink socket gone); kernel refusals are per-op results in the report.
-    #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
     pub async fn converge(
         &self,
         desired: &NetworkConfigurationSpec,
         owned: &Owned,
     ) -> Result<ApplyReport> {
+        self.converge_recording(desired, owned, |_| async { Ok(()) })
+            .await
+    }
+
+    /// [`PodNetwork::converge`], recording ownership before any address is written:
+    /// `record` gets the record the pass will own (addresses about to be added included)
+    /// and must keep it durably, so a crash mid-pass leaves nothing nes cannot recognise.
+    /// If it cannot, nothing is written.
+    #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
+    pub async fn converge_recording<F, Fut>(
+        &self,
+        desired: &NetworkConfigurationSpec,
+        owned: &Owned,
+        record: F,
+    ) -> Result<ApplyReport>
+    where
+        F: FnOnce(Owned) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let (observed, p) = self.plan(desired, owned).await?;
+        if let Some(intent) = intent(owned, &p.owned) {
+            record(intent).await?;
+        }
         let before = self.writes();
         let host = match plan::needs_host(desired) {
             true => Some(self.host().await?),
@@ -139,7 +170,7 @@ impl PodNetwork {
         let x = Exec {
             pod: &self.pod,
             pod_fd: self.pod_ns.file().as_raw_fd(),
-            host: host.map(|h| (&h.netlink, h.ns.file().as_raw_fd())),
+            host,
         };
         let n_ops = p.ops.len();
         let results = if p.ops.is_empty() {
@@ -200,4 +231,36 @@ impl PodNetwork {
         let initial = self.pod.get_links().await?;
         watch::subscribe(&self.pod_ns, initial).await
     }
+}
+
+/// Errors when `pod` is the agent's own network namespace or the host's.
+fn refuse_host_netns(pod: &api::NetnsIdentity, host: &Path) -> Result<()> {
+    let same = |other: &Path| {
+        crate::netns::identity(other).is_ok_and(|o| o.dev == pod.dev && o.inode == pod.inode)
+    };
+    if same(Path::new("/proc/self/ns/net")) || same(host) {
+        return Err(crate::error::Error::HostNetns {
+            netns: pod.path.clone().unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
+/// The record to keep before a pass runs, when it will add addresses `owned` does not
+/// list yet: everything `owned` has, plus what the plan adopts.
+fn intent(owned: &Owned, adopted: &Owned) -> Option<Owned> {
+    let new = adopted
+        .addresses
+        .iter()
+        .any(|(ifname, set)| set.iter().any(|cidr| !owned.owns_address(ifname, cidr)));
+    if !new {
+        return None;
+    }
+    let mut next = adopted.clone();
+    for (ifname, set) in &owned.addresses {
+        for cidr in set {
+            next.add_address(ifname, cidr.clone());
+        }
+    }
+    Some(next)
 }

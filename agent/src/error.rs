@@ -17,6 +17,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A pod's netns is the agent's own or the host's: serving it would hand the node to
+    /// whoever can reach it.
+    #[error("netns {netns} is the host's own network namespace: it is never served or configured as a pod")]
+    HostNetns { netns: String },
+
     /// The executor thread of a netns is gone (it died or was shut down).
     #[error("netns {netns}: executor thread is gone")]
     ExecutorGone { netns: PathBuf },
@@ -69,6 +74,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another agent holds the state directory.
+    #[error("state directory {dir} is in use by another nes-agent (pid {holder}); one agent per state directory")]
+    StateLocked { dir: PathBuf, holder: String },
+
     /// Parsing a file (config, owned record).
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -103,6 +112,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Netns { .. } => "netns",
+            Error::HostNetns { .. } => "host_netns",
             Error::ExecutorGone { .. } => "executor_gone",
             Error::ExecutorPanic { .. } => "executor_panic",
             Error::Socket { .. } => "socket",
@@ -112,6 +122,7 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::File { .. } => "file",
             Error::Parse { .. } => "parse",
+            Error::StateLocked { .. } => "state_locked",
             Error::Watch { .. } => "watch",
             Error::Forward(_) => "forward",
             Error::Probe { .. } => "probe",

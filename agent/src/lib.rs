@@ -10,11 +10,13 @@ pub mod backoff;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod host;
 pub mod netlink;
 pub mod netns;
 pub mod observe;
 pub mod owned;
 pub mod plan;
+pub mod statelock;
 pub mod status;
 pub mod watch;
 // -- cri resolver

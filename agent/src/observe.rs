@@ -33,6 +33,11 @@ pub struct ObservedLink {
     pub mac: Option<String>,
     /// Index of the bridge this link is enslaved to.
     pub controller: Option<u32>,
+    /// `IFLA_LINK`: for a veth, its peer's index (in the peer's namespace when
+    /// `link_netnsid` is set).
+    pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the peer (or parent) lives in another namespace.
+    pub link_netnsid: Option<i32>,
 }
 
 impl ObservedLink {
@@ -92,6 +97,15 @@ impl Observed {
 
     pub fn host_link(&self, name: &str) -> Option<&ObservedLink> {
         self.host_links.iter().find(|l| l.name == name)
+    }
+
+    /// The host end of the pod veth `pod_link`, found by the peer index the kernel gives
+    /// for it (never by name), and only when it still bears the declared `peer` name.
+    pub fn host_peer_of(&self, pod_link: &ObservedLink, peer: &str) -> Option<&ObservedLink> {
+        let index = pod_link.link.filter(|_| pod_link.link_netnsid.is_some())?;
+        self.host_links
+            .iter()
+            .find(|l| l.index == index && l.name == peer && l.kind.as_deref() == Some("veth"))
     }
 
     /// Addresses on the link with this index.

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
+use api::host::HostAccess;
 use api::{
     InterfaceSpec, InterfaceType, LinkMode, LinkState, NetworkConfigurationSpec, ObjectState,
     RouteKey,
@@ -205,9 +206,13 @@ pub enum Op {
         master: Option<String>,
     },
     /// Bring the host end of a veth up, mark it, enslave it to `bridge` (or release it).
+    /// The host end is found by index, never by name: `peer_index` for a kept veth (the
+    /// peer index its pod end reports), `None` for one created in this pass (the executor
+    /// takes the peer index of the link it just created, or refuses).
     SetHostPeer {
         ifname: String,
         peer: String,
+        peer_index: Option<u32>,
         bridge: Option<String>,
         alias: String,
     },
@@ -295,8 +300,13 @@ impl fmt::Display for Op {
                 }
                 Ok(())
             }
-            Op::SetHostPeer { peer, bridge, .. } => {
-                write!(f, "host link set {peer} up")?;
+            Op::SetHostPeer {
+                ifname,
+                peer,
+                bridge,
+                ..
+            } => {
+                write!(f, "host link set {peer} (peer of {ifname}) up")?;
                 match bridge {
                     Some(b) => write!(f, " master {b}"),
                     None => write!(f, " nomaster"),
@@ -396,9 +406,15 @@ enum LinkFate {
 }
 
 /// Computes the writes that take `observed` to `desired`, touching only what `owned` and the
-/// kernel markers say nes owns. `desired` must have passed `api::validate`.
-pub fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Owned) -> Plan {
-    let mut s = Planning::new(desired, observed, owned);
+/// kernel markers say nes owns, and nothing in the host that `access` does not allow.
+/// `desired` must have passed `api::validate`.
+pub fn plan(
+    desired: &NetworkConfigurationSpec,
+    observed: &Observed,
+    owned: &Owned,
+    access: &HostAccess,
+) -> Plan {
+    let mut s = Planning::new(desired, observed, owned, access);
     s.links();
     s.undeclared_links();
     s.follow_parents();
@@ -418,6 +434,7 @@ struct Planning<'a> {
     desired: &'a NetworkConfigurationSpec,
     observed: &'a Observed,
     owned: &'a Owned,
+    access: &'a HostAccess,
     declared: HashMap<&'a str, &'a InterfaceSpec>,
     p: Planner,
     /// Ownership once the writes succeed (see [`Plan::owned`]).
@@ -445,11 +462,13 @@ impl<'a> Planning<'a> {
         desired: &'a NetworkConfigurationSpec,
         observed: &'a Observed,
         owned: &'a Owned,
+        access: &'a HostAccess,
     ) -> Self {
         Self {
             desired,
             observed,
             owned,
+            access,
             declared: desired
                 .interfaces
                 .iter()
@@ -476,6 +495,18 @@ impl<'a> Planning<'a> {
         for iface in &desired.interfaces {
             let name = iface.name.as_str();
             let seen = observed.link(name);
+            let refused = self.access.interface_problems(iface);
+            if !refused.is_empty() {
+                // Neither created nor deleted: a link nes made before stays as it is.
+                let why: Vec<String> = refused.into_iter().map(|(_, m)| m).collect();
+                self.p.block(
+                    ObjectRef::Interface(name.into()),
+                    ObjectState::Failed,
+                    format!("host-side access refused: {}", why.join("; ")),
+                );
+                self.fate.insert(name, LinkFate::Blocked);
+                continue;
+            }
             let f = match (iface.kind, seen) {
                 (InterfaceType::Existing, Some(l)) => LinkFate::Keep(l.index),
                 (InterfaceType::Existing, None) => {
@@ -507,6 +538,15 @@ impl<'a> Planning<'a> {
                         up,
                         marker,
                     };
+                    if !peer_name_free(&create.kind, seen, observed) {
+                        self.p.block(
+                            ObjectRef::Interface(name.into()),
+                            ObjectState::Failed,
+                            format!("the peer name of {name} is taken in the host namespace by a link nes did not create for {name}; refusing to create or touch it (choose another peer name)"),
+                        );
+                        self.fate.insert(name, LinkFate::Blocked);
+                        continue;
+                    }
                     match seen {
                         None => {
                             self.creates.push(create);
@@ -514,7 +554,7 @@ impl<'a> Planning<'a> {
                         }
                         Some(l)
                             if l.alias.as_deref() == Some(create.marker.as_str())
-                                && host_peer_ok(&create.kind, observed) =>
+                                && host_peer_ok(&create.kind, l, observed) =>
                         {
                             self.adopted.links.insert(name.into());
                             self.kept.insert(name, create);
@@ -764,11 +804,7 @@ impl<'a> Planning<'a> {
             }
             if let (Some(peer), InterfaceType::Veth) = (&iface.peer, iface.kind) {
                 let alias = format!("{MARKER_PREFIX}peer:{name}");
-                let host = if f == LinkFate::Create {
-                    None
-                } else {
-                    observed.host_link(peer)
-                };
+                let host = seen.and_then(|l| observed.host_peer_of(l, peer));
                 let bridge_idx = iface
                     .peer_bridge
                     .as_deref()
@@ -786,6 +822,7 @@ impl<'a> Planning<'a> {
                     self.p.host.push(Op::SetHostPeer {
                         ifname: name.into(),
                         peer: peer.clone(),
+                        peer_index: host.map(|h| h.index),
                         bridge: iface.peer_bridge.clone(),
                         alias,
                     });
@@ -1112,11 +1149,27 @@ fn mtu_bounded_by(iface: &InterfaceSpec) -> Option<&str> {
     }
 }
 
-/// The host end of a kept veth must still exist, else the pair is recreated.
-fn host_peer_ok(kind: &LinkKind, observed: &Observed) -> bool {
+/// The host end of a kept veth must still be its peer (by index) and bear its name, else
+/// the pair is recreated.
+fn host_peer_ok(kind: &LinkKind, seen: &ObservedLink, observed: &Observed) -> bool {
     match kind {
-        LinkKind::Veth { peer } => observed.host_link(peer).is_some(),
+        LinkKind::Veth { peer } => observed.host_peer_of(seen, peer).is_some(),
         _ => true,
+    }
+}
+
+/// A veth may be created only if its peer name is free in the host, or held by the very
+/// peer of the pod link it replaces (deleted with it). A host link of that name that is
+/// not this pod's peer is never touched: not enslaved, not renamed, not marked.
+fn peer_name_free(kind: &LinkKind, seen: Option<&ObservedLink>, observed: &Observed) -> bool {
+    let LinkKind::Veth { peer } = kind else {
+        return true;
+    };
+    match observed.host_link(peer) {
+        None => true,
+        Some(h) => seen.is_some_and(|l| {
+            l.is_nes() && observed.host_peer_of(l, peer).map(|p| p.index) == Some(h.index)
+        }),
     }
 }
 

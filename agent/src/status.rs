@@ -1,6 +1,7 @@
 //! Status pieces for `NetworkConfigurationStatus`, computed purely from the desired spec,
 //! the observed kernel state and the last apply report.
 
+use api::host::HostAccess;
 use api::{InterfaceStatus, NetworkConfigurationSpec, ObjectState, RouteStatus};
 
 use crate::apply::ApplyReport;
@@ -16,11 +17,21 @@ pub fn status(
     desired: &NetworkConfigurationSpec,
     observed: &Observed,
     last: Option<&ApplyReport>,
+    access: &HostAccess,
 ) -> (Vec<InterfaceStatus>, Vec<RouteStatus>) {
     let owned = last.map(|r| r.owned.clone()).unwrap_or_default();
-    let remaining = plan(desired, observed, &owned);
+    let remaining = plan(desired, observed, &owned, access);
     let state_of = |related: &dyn Fn(&ObjectRef) -> bool| -> (ObjectState, Option<String>) {
         if let Some(b) = remaining.blocked.iter().find(|b| related(&b.object)) {
+            return (b.state, Some(b.reason.clone()));
+        }
+        // The last pass saw the host too (this reading may not have): what it refused stands.
+        let refused = last.and_then(|r| {
+            r.blocked
+                .iter()
+                .find(|b| b.state == ObjectState::Failed && related(&b.object))
+        });
+        if let Some(b) = refused {
             return (b.state, Some(b.reason.clone()));
         }
         if remaining.ops.iter().any(|o| related(&o.object())) {
@@ -120,7 +131,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let (ifs, _) = status(&desired, &observed, None);
+        let (ifs, _) = status(&desired, &observed, None, &HostAccess::deny_all());
         assert_eq!(ifs[0].state, ObjectState::Applied);
         assert_eq!(ifs[0].addresses, vec!["10.0.0.5/24".to_string()]);
         assert_eq!(ifs[0].index, Some(2));

@@ -266,6 +266,11 @@ impl Default for KeeperOptions {
     }
 }
 
+/// Records ownership durably before a pass writes addresses; see
+/// [`PodNetwork::converge_recording`].
+pub type Recorder =
+    Arc<dyn Fn(Owned) -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync>;
+
 /// Keeps `desired` applied in `net`: converges now, then again on drift (debounced), on a
 /// new desired spec, after a failure (exponential backoff with jitter) and periodically.
 /// Each report is published on the returned channel (its `owned` is the record to persist).
@@ -275,6 +280,28 @@ pub fn spawn_keeper(
     mut desired: tokio_watch::Receiver<NetworkConfigurationSpec>,
     owned: Owned,
     opts: KeeperOptions,
+) -> tokio_watch::Receiver<Option<Arc<ApplyReport>>> {
+    let (tx, rx) = tokio_watch::channel(Some(desired.borrow_and_update().clone()));
+    tokio::spawn(async move {
+        while desired.changed().await.is_ok() {
+            let spec = desired.borrow_and_update().clone();
+            if tx.send(Some(spec)).is_err() {
+                return;
+            }
+        }
+    });
+    spawn_recording_keeper(net, rx, owned, opts, None)
+}
+
+/// [`spawn_keeper`] where the desired spec may be `None`: nothing is written while it is
+/// (the desired state cannot be read; the kernel is kept as it is). `recorder` keeps the
+/// ownership record before writes.
+pub fn spawn_recording_keeper(
+    net: Arc<PodNetwork>,
+    mut desired: tokio_watch::Receiver<Option<NetworkConfigurationSpec>>,
+    owned: Owned,
+    opts: KeeperOptions,
+    recorder: Option<Recorder>,
 ) -> tokio_watch::Receiver<Option<Arc<ApplyReport>>> {
     let (tx, rx) = tokio_watch::channel(None);
     let span = tracing::info_span!("keeper", netns = %net.executor().path().display());
@@ -290,8 +317,18 @@ pub fn spawn_keeper(
             let mut owned = owned;
             let mut backoff = Backoff::default();
             loop {
-                let spec = desired.borrow_and_update().clone();
-                let retry = match net.converge(&spec, &owned).await {
+                let Some(spec) = desired.borrow_and_update().clone() else {
+                    // Held: wait for a readable desired state, write nothing meanwhile.
+                    if desired.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                let pass = match &recorder {
+                    Some(r) => net.converge_recording(&spec, &owned, |o| r(o)).await,
+                    None => net.converge(&spec, &owned).await,
+                };
+                let retry = match pass {
                     Ok(report) => {
                         owned = report.owned.clone();
                         let ok = report.is_converged();
@@ -319,7 +356,7 @@ pub fn spawn_keeper(
                             break;
                         }
                         ev = events.recv() => match ev {
-                            Ok(ev) if is_drift(&ev, &desired.borrow(), &owned) => {
+                            Ok(ev) if desired.borrow().as_ref().is_some_and(|d| is_drift(&ev, d, &owned)) => {
                                 debug!(event = ?ev, "drift");
                                 debounce(&mut events, opts.debounce).await;
                                 break;

@@ -295,6 +295,7 @@ async fn a_link_name_taken_by_someone_else_is_reported_not_taken_over() {
         &desired,
         &net.observe().await.expect("observe"),
         Some(&report),
+        net.host_access(),
     );
     assert_eq!(ifs[0].state, api::ObjectState::Failed);
 }

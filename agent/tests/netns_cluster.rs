@@ -536,7 +536,7 @@ async fn pod_socket_writes_are_forwarded_to_the_cliserver_and_its_answer_relayed
 
     let requests = seen.lock().unwrap().clone();
     assert_eq!(requests.len(), 4, "{requests:?}");
-    let path = format!("/v1/namespaces/{NS}/pods/{}/config?manager=app", p.name);
+    let path = format!("/v1/namespaces/{NS}/pods/{}/config?manager=pod:app", p.name);
     for (i, s) in requests.iter().enumerate() {
         assert_eq!(s.uri, path);
         assert_eq!(s.pod_uid, p.uid);

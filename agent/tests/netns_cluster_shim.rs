@@ -57,6 +57,7 @@ impl Agent {
             netns_dir: self.dir.path().join("netns"),
             admin_socket: self.dir.path().join("run/admin.sock"),
             host_netns: self.host.path(),
+            host_access: Default::default(),
             rescan: Duration::from_millis(200),
             keeper: KeeperOptions {
                 debounce: Duration::from_millis(50),

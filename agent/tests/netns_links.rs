@@ -4,7 +4,7 @@
 mod common;
 
 use agent::owned::Owned;
-use common::{require_kind, require_root, spec, PodFixture};
+use common::{host_access, require_kind, require_root, spec, PodFixture};
 
 #[tokio::test]
 async fn veth_peer_lands_in_the_host_namespace_enslaved_to_a_host_bridge() {
@@ -14,7 +14,7 @@ async fn veth_peer_lands_in_the_host_namespace_enslaved_to_a_host_bridge() {
     let fx = PodFixture::new("veth");
     fx.host.ip(&["link", "add", "hbr0", "type", "bridge"]);
     fx.host.ip(&["link", "set", "hbr0", "up"]);
-    let net = fx.open().await;
+    let net = fx.open_allowing(host_access(&["hbr0"], &[])).await;
     let desired = spec(
         "interfaces:\n  - name: net1\n    type: veth\n    peer: hveth1\n    peerBridge: hbr0\n    mtu: 9000\n    addresses: [\"172.16.1.2/24\"]\n",
     );
@@ -63,7 +63,7 @@ async fn macvlan_on_a_pod_parent_and_on_a_host_parent() {
         "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1",
     ]);
     fx.host.ip(&["link", "set", "uplink0", "up"]);
-    let net = fx.open().await;
+    let net = fx.open_allowing(host_access(&[], &["uplink0"])).await;
     let desired = spec(
         r#"
 interfaces:
@@ -215,7 +215,7 @@ async fn recreating_a_parent_rebuilds_the_macvlan_on_it_in_the_same_pass() {
         return;
     }
     let fx = PodFixture::new("reparent");
-    let net = fx.open().await;
+    let net = fx.open_allowing(host_access(&[], &[])).await;
     let desired = |peer: &str| {
         spec(&format!(
             r#"

@@ -47,6 +47,7 @@ impl Agent {
             netns_dir: self.dir.path().join("netns"),
             admin_socket: self.dir.path().join("run/admin.sock"),
             host_netns: self.host.path(),
+            host_access: Default::default(),
             rescan: Duration::from_millis(500),
             keeper: KeeperOptions {
                 debounce: Duration::from_millis(50),
@@ -402,11 +403,11 @@ async fn two_managers_merge_and_a_conflicting_field_is_409_naming_its_owner() {
     assert_eq!(code, 409, "{body}");
     let problem: ProblemDetails = serde_json::from_str(&body).expect("problem json");
     assert_eq!(problem.errors[0].field, "spec.interfaces[name=eth0].mtu");
-    assert!(problem.detail.unwrap_or_default().contains("\"ops\""));
+    assert!(problem.detail.unwrap_or_default().contains("\"pod:ops\""));
     // app's earlier fragment still stands
     let (_, body) = client.call("GET", "/v1/self/config", "").await;
     let view: ConfigView = serde_json::from_str(&body).expect("view");
-    assert_eq!(view.owners.interfaces["eth0"], ["app", "ops"]);
+    assert_eq!(view.owners.interfaces["eth0"], ["pod:app", "pod:ops"]);
     assert_eq!(view.generation, 2);
     // removing ops takes away only what ops added
     assert_eq!(

@@ -156,6 +156,31 @@ pub fn check_manager(name: &str) -> Result<(), String> {
     }
 }
 
+/// Managers starting with this are nes's own components (`nes-agent`, `nes-operator`):
+/// no caller may name itself so.
+pub const RESERVED_MANAGER_PREFIX: &str = "nes-";
+
+/// Every write arriving through a pod's own socket carries this manager prefix, so a pod
+/// can never remove or override entries of a manager that set them from elsewhere.
+pub const POD_MANAGER_PREFIX: &str = "pod:";
+
+/// Checks a manager a caller names itself with: a valid name, not reserved for nes.
+pub fn check_caller_manager(name: &str) -> Result<(), String> {
+    check_manager(name)?;
+    if name.starts_with(RESERVED_MANAGER_PREFIX) {
+        return Err(format!(
+            "{name:?}: managers starting with {RESERVED_MANAGER_PREFIX:?} are reserved for nes's own components"
+        ));
+    }
+    Ok(())
+}
+
+/// The field manager of a write through a pod's socket by caller-named `name`
+/// (checked with [`check_caller_manager`] first).
+pub fn pod_manager(name: &str) -> String {
+    format!("{POD_MANAGER_PREFIX}{name}")
+}
+
 /// Validates a subscription as it is asked for: its name (a Kubernetes object name, also
 /// a path segment of the REST APIs) and its spec.
 pub fn validate_new_care(new: &crate::wire::NewCare) -> Result<(), Invalid> {

@@ -169,6 +169,18 @@ impl ProblemDetails {
         }
     }
 
+    /// 403 for host-side fields this node does not allow.
+    pub fn host_refused(refused: &crate::host::Refused) -> Self {
+        Self {
+            kind: "https://nes.network-config.io/problems/host-access".into(),
+            title: "host-side access refused".into(),
+            status: 403,
+            detail: Some(refused.to_string()),
+            errors: refused.0.clone(),
+            oldest_sequence: None,
+        }
+    }
+
     /// 409 for a field another manager owns.
     pub fn conflict(conflict: &Conflict) -> Self {
         Self {

@@ -35,6 +35,8 @@ pub struct Args {
     /// Print the full report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub host_access: super::HostAccessArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -43,7 +45,9 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         Some(p) => Owned::load(p)?,
         None => Owned::default(),
     };
-    let net = PodNetwork::open(&args.netns, &args.host_netns).await?;
+    let net = PodNetwork::open(&args.netns, &args.host_netns)
+        .await?
+        .with_host_access(args.host_access.access()?);
     if args.dry_run {
         let (_, plan) = net.plan(&spec, &owned).await?;
         if args.json {

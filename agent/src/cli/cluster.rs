@@ -41,6 +41,8 @@ pub struct Args {
     /// The node's network namespace (veth peers and host parents live there).
     #[arg(long, default_value = "/proc/self/ns/net")]
     pub host_netns: PathBuf,
+    #[command(flatten)]
+    pub host_access: super::HostAccessArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -55,6 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     };
     let opts = Options {
         host_netns: args.host_netns,
+        host_access: args.host_access.access()?,
         state_dir: args.state_dir,
         probe_addr: Some(args.probe_addr),
         ..Options::new(node, forward)

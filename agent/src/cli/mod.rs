@@ -50,6 +50,50 @@ impl Cli {
     }
 }
 
+/// What pods may do in the host's network namespace: nothing unless named here.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HostAccessArgs {
+    /// Let pods create veth pairs whose peer end lives in the host namespace.
+    #[arg(long, env = "NES_ALLOW_HOST_VETH")]
+    pub allow_host_veth: bool,
+    /// A host bridge veth peers may join (repeat, or separate with commas).
+    #[arg(
+        long = "allow-host-bridge",
+        value_name = "NAME",
+        value_delimiter = ',',
+        env = "NES_ALLOW_HOST_BRIDGES"
+    )]
+    pub bridges: Vec<String>,
+    /// A host link macvlan/ipvlan interfaces may use as parent (repeat, or separate with
+    /// commas).
+    #[arg(
+        long = "allow-host-parent",
+        value_name = "NAME",
+        value_delimiter = ',',
+        env = "NES_ALLOW_HOST_PARENTS"
+    )]
+    pub parents: Vec<String>,
+    /// Allow macvlan passthru on an allowed host parent (it takes the parent over).
+    #[arg(long, env = "NES_ALLOW_HOST_PASSTHRU")]
+    pub allow_host_passthru: bool,
+}
+
+impl HostAccessArgs {
+    /// The allowlist; a name that cannot be an interface name is refused.
+    pub fn access(&self) -> anyhow::Result<api::host::HostAccess> {
+        for name in self.bridges.iter().chain(&self.parents) {
+            api::validate::check_ifname(name)
+                .map_err(|why| anyhow::anyhow!("--allow-host-bridge/--allow-host-parent: {why}"))?;
+        }
+        Ok(api::host::HostAccess {
+            veth: self.allow_host_veth,
+            bridges: self.bridges.iter().cloned().collect(),
+            parents: self.parents.iter().cloned().collect(),
+            passthru: self.allow_host_passthru,
+        })
+    }
+}
+
 /// Cancels `stop` on SIGTERM or Ctrl-C.
 pub async fn cancel_on_signal(stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};

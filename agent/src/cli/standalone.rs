@@ -26,6 +26,8 @@ pub struct Args {
     /// Re-check every pod against its desired state at least this often (seconds).
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    #[command(flatten)]
+    pub host_access: super::HostAccessArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -34,6 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         netns_dir: args.netns_dir,
         admin_socket: args.admin_socket,
         host_netns: args.host_netns,
+        host_access: args.host_access.access()?,
         rescan: Duration::from_secs(5),
         keeper: KeeperOptions {
             resync: Duration::from_secs(args.resync_seconds.max(1)),

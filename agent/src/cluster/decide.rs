@@ -94,8 +94,42 @@ pub fn desired_of(conf: Option<&NetworkConfiguration>) -> Desired {
     conf.map(|c| Desired {
         generation: c.metadata.generation.unwrap_or(0),
         spec: c.spec.clone(),
+        problem: None,
     })
     .unwrap_or_default()
+}
+
+/// The desired state to keep once the watch shows `conf` (`None`: not, or no longer,
+/// in this node's watch). A configuration that leaves the watch never becomes an empty
+/// spec, which would remove everything nes applied in a running pod: the last good one
+/// (`current`) stands, or, when nes already owns something there and no spec is known
+/// (an agent restart), nothing is written. The pod reports Degraded either way.
+pub fn next_desired(
+    conf: Option<&NetworkConfiguration>,
+    current: Option<&Desired>,
+    owns_something: bool,
+) -> Desired {
+    if conf.is_some() {
+        return desired_of(conf);
+    }
+    let gone = |hold| {
+        Some(crate::podapi::StateProblem {
+            reason: "ConfigurationGone".into(),
+            message: "the pod's NetworkConfiguration is not in this node's watch (deleted, or its node label changed); what was applied is kept until the pod goes".into(),
+            hold,
+        })
+    };
+    match current {
+        Some(d) if d.spec != Default::default() || d.problem.is_some() => Desired {
+            problem: gone(d.problem.as_ref().is_some_and(|p| p.hold)),
+            ..d.clone()
+        },
+        None if owns_something => Desired {
+            problem: gone(true),
+            ..Desired::default()
+        },
+        _ => Desired::default(),
+    }
 }
 
 /// What one converge pass looked like, for deciding Kubernetes Events.
@@ -206,6 +240,35 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodIP, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ObjectMeta, Time};
+
+    #[test]
+    fn a_configuration_leaving_the_watch_keeps_the_last_good_spec_or_holds() {
+        let good = Desired {
+            generation: 3,
+            spec: api::NetworkConfigurationSpec {
+                interfaces: vec![api::InterfaceSpec {
+                    name: "eth0".into(),
+                    mtu: Some(1400),
+                    ..Default::default()
+                }],
+                routes: vec![],
+            },
+            problem: None,
+        };
+        let kept = next_desired(None, Some(&good), false);
+        assert_eq!((kept.generation, &kept.spec), (3, &good.spec));
+        let problem = kept.problem.expect("reported");
+        assert_eq!(
+            (problem.reason.as_str(), problem.hold),
+            ("ConfigurationGone", false)
+        );
+        // An agent restart with a record but no configuration: write nothing.
+        assert!(next_desired(None, None, true)
+            .problem
+            .is_some_and(|p| p.hold));
+        // Nothing known, nothing owned: nothing to do.
+        assert_eq!(next_desired(None, None, false), Desired::default());
+    }
 
     fn pod(labelled: bool, node: &str, ips: &[&str]) -> Pod {
         let labels = labelled.then(|| {

@@ -401,6 +401,8 @@ pub struct ClusterBackend {
     pub states: StateDir,
     pub metrics: Arc<super::probe::Metrics>,
     pub subscriptions: Arc<super::cares::Subscriptions>,
+    /// Why the pod's record cannot be kept (reported as Degraded).
+    pub problem: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl ClusterBackend {
@@ -484,15 +486,30 @@ impl ConfigBackend for ClusterBackend {
             .boxed()
     }
 
-    fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, ()> {
+    fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, Result<(), String>> {
         let state = PodState {
             sandbox: self.sandbox.clone(),
             owned: owned.clone(),
         };
-        if let Err(error) = self.states.save(&self.uid, &state) {
+        let saved = self
+            .states
+            .save(&self.uid, &state)
+            .map_err(|e| e.to_string());
+        if let Err(error) = &saved {
             warn!(namespace = %self.namespace, pod = %self.pod, %error, "cannot persist the ownership record");
         }
-        futures::future::ready(()).boxed()
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = saved
+            .as_ref()
+            .err()
+            .map(|e| ("StateNotWritable".to_string(), e.clone()));
+        futures::future::ready(saved).boxed()
+    }
+
+    fn problem(&self) -> Option<(String, String)> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

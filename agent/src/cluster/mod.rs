@@ -44,6 +44,8 @@ pub struct Options {
     pub node: String,
     /// The node's network namespace (veth peers and host parents live there).
     pub host_netns: PathBuf,
+    /// What pods may do in the host namespace (nothing unless allowed).
+    pub host_access: api::host::HostAccess,
     pub state_dir: PathBuf,
     pub keeper: KeeperOptions,
     pub forward: ForwardOptions,
@@ -65,6 +67,7 @@ impl Options {
         Self {
             node: node.into(),
             host_netns: "/proc/self/ns/net".into(),
+            host_access: api::host::HostAccess::deny_all(),
             state_dir: "/var/lib/nes".into(),
             keeper: KeeperOptions::default(),
             forward,
@@ -130,6 +133,7 @@ pub async fn run(
     resolver: Arc<dyn NetnsResolver>,
     stop: CancellationToken,
 ) -> Result<()> {
+    let _lock = crate::statelock::lock(&opts.state_dir)?;
     let states = StateDir::open(&opts.state_dir)?;
     let forwarder = Arc::new(Forwarder::new(opts.forward.clone())?);
     let (pods, pods_writer) = reflector::store::<Pod>();

@@ -22,6 +22,7 @@ use super::{Context, Key};
 use crate::backoff::Backoff;
 use crate::cri::{PodRef, ResolveError};
 use crate::engine::PodNetwork;
+use crate::owned::Owned;
 use crate::podapi::{Desired, PodServer, ServerOptions};
 
 /// The sandbox being served.
@@ -139,9 +140,9 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
         }
     };
     let sandbox = Sandbox::new(&resolved.sandbox_id, &resolved.identity);
-    let desired = decide::desired_of(ctx.conf(key).as_deref());
-
     if let Some(s) = served.as_ref().filter(|s| s.sandbox == sandbox) {
+        let desired =
+            decide::next_desired(ctx.conf(key).as_deref(), Some(&s.desired.borrow()), false);
         s.desired.send_if_modified(|current| {
             let changed = *current != desired;
             *current = desired;
@@ -163,7 +164,13 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
         return Next::Retry;
     };
     let net = match PodNetwork::open(&path, &ctx.opts.host_netns).await {
-        Ok(net) => Arc::new(net),
+        Ok(net) => Arc::new(net.with_host_access(ctx.opts.host_access.clone())),
+        Err(error @ crate::error::Error::HostNetns { .. }) => {
+            warn!(%error, "refusing a pod netns that is the node's own");
+            ctx.resolver.invalidate(&uid);
+            refuse(ctx, key, &pod, "HostNetns", &error.to_string()).await;
+            return Next::Retry;
+        }
         Err(error) => {
             warn!(%error, netns = %path, "cannot open the pod's network namespace");
             ctx.resolver.invalidate(&uid);
@@ -195,6 +202,7 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
     }
 
     let owned = ctx.states.owned_in(&uid, &sandbox);
+    let desired = decide::next_desired(ctx.conf(key).as_deref(), None, owned != Owned::default());
     let state = PodState {
         sandbox: sandbox.clone(),
         owned: owned.clone(),
@@ -223,6 +231,7 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
         states: ctx.states.clone(),
         metrics: ctx.metrics.clone(),
         subscriptions: ctx.subscriptions.clone(),
+        problem: Default::default(),
     });
     let (desired_tx, desired_rx) = watch::channel(desired);
     let server = PodServer::start(

@@ -54,6 +54,8 @@ pub(super) fn link(m: &LinkMessage) -> ObservedLink {
             LinkAttribute::IfAlias(s) => l.alias = Some(s.clone()),
             LinkAttribute::Mtu(v) => l.mtu = *v,
             LinkAttribute::Controller(c) => l.controller = Some(*c),
+            LinkAttribute::Link(i) => l.link = Some(*i),
+            LinkAttribute::LinkNetNsId(id) => l.link_netnsid = Some(*id),
             LinkAttribute::OperState(s) => l.oper_state = s.to_string().to_lowercase(),
             LinkAttribute::Address(mac) if mac.len() == 6 => {
                 l.mac = Some(

@@ -147,12 +147,22 @@ impl Netlink {
     }
 
     pub async fn get_link(&self, name: &str) -> Result<Option<ObservedLink>> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+        let req = self.handle.link().get().match_name(name.to_string());
+        self.get_one(req, name).await
+    }
+
+    /// The link with this index, if any.
+    pub async fn get_link_by_index(&self, index: u32) -> Result<Option<ObservedLink>> {
+        let req = self.handle.link().get().match_index(index);
+        self.get_one(req, &format!("index {index}")).await
+    }
+
+    async fn get_one(
+        &self,
+        req: rtnetlink::LinkGetRequest,
+        name: &str,
+    ) -> Result<Option<ObservedLink>> {
+        let mut s = req.execute();
         match s.next().await {
             Some(Ok(m)) => Ok(Some(convert::link(&m))),
             Some(Err(rtnetlink::Error::NetlinkError(e))) if errno_of(&e) == Some(libc_enodev()) => {

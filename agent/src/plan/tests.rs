@@ -6,6 +6,20 @@ use pretty_assertions::assert_eq;
 
 // === fixtures ===
 
+/// Host-side access for the planner tests: veths, the bridges and parents they name.
+fn access() -> HostAccess {
+    HostAccess {
+        veth: true,
+        bridges: ["hbr".to_string(), "victimbr".to_string()].into(),
+        parents: ["uplink0".to_string(), "eth9".to_string()].into(),
+        passthru: true,
+    }
+}
+
+fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Owned) -> Plan {
+    super::plan(desired, observed, owned, &access())
+}
+
 fn link(index: u32, name: &str) -> ObservedLink {
     ObservedLink {
         index,
@@ -391,7 +405,7 @@ fn plan_creates_children_after_their_parent() {
             "link add veth0 (nes:veth:peer=h-veth0) up",
             "link add mv0 (nes:macvlan:parent=eth0,mode=bridge) up",
             "link add v100 (nes:vlan:parent=veth0,id=100,proto=802.1Q) up",
-            "host link set h-veth0 up nomaster",
+            "host link set h-veth0 (peer of veth0) up nomaster",
         ]
     );
 }
@@ -459,7 +473,11 @@ fn plan_enslaves_the_host_peer_to_the_declared_bridge() {
     };
     let marker = link_kind(&veth).unwrap().marker();
     let mut obs = cni();
-    obs.links.push(nes_link(9, "veth0", &marker));
+    obs.links.push(ObservedLink {
+        link: Some(4),
+        link_netnsid: Some(0),
+        ..nes_link(9, "veth0", &marker)
+    });
     let mut peer = nes_link(4, "h0", "nes:peer:veth0");
     obs.host_links = vec![
         ObservedLink {
@@ -469,13 +487,82 @@ fn plan_enslaves_the_host_peer_to_the_declared_bridge() {
         peer.clone(),
     ];
     let desired = spec(vec![veth], vec![]);
+    let p = plan(&desired, &obs, &Owned::default());
     assert_eq!(
-        ops(&plan(&desired, &obs, &Owned::default())),
-        vec!["host link set h0 up master hbr"]
+        ops(&p),
+        vec!["host link set h0 (peer of veth0) up master hbr"]
+    );
+    assert!(
+        matches!(
+            &p.ops[0],
+            Op::SetHostPeer {
+                peer_index: Some(4),
+                ..
+            }
+        ),
+        "the host end is named by index: {:?}",
+        p.ops
     );
     peer.controller = Some(3);
     obs.host_links[1] = peer;
     assert!(plan(&desired, &obs, &Owned::default()).ops.is_empty());
+}
+
+#[test]
+fn plan_refuses_a_veth_whose_peer_name_is_taken_in_the_host_and_writes_nothing_for_it() {
+    let veth = InterfaceSpec {
+        name: "v0".into(),
+        kind: InterfaceType::Veth,
+        peer: Some("victim0".into()),
+        peer_bridge: Some("victimbr".into()),
+        addresses: vec!["10.9.0.2/24".into()],
+        ..Default::default()
+    };
+    let mut obs = cni();
+    obs.host_links = vec![
+        ObservedLink {
+            kind: Some("bridge".into()),
+            ..link(3, "victimbr")
+        },
+        link(4, "victim0"),
+    ];
+    let p = plan(&spec(vec![veth], vec![]), &obs, &Owned::default());
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(p.blocked[0].object, ObjectRef::Interface("v0".into()));
+    assert_eq!(p.blocked[0].state, ObjectState::Failed);
+    assert!(
+        !p.blocked.iter().any(|b| b.reason.contains("victim")),
+        "host link names stay out of status: {:?}",
+        p.blocked
+    );
+}
+
+#[test]
+fn a_kept_veth_whose_host_end_was_swapped_by_name_is_recreated_not_adopted() {
+    let veth = InterfaceSpec {
+        name: "v0".into(),
+        kind: InterfaceType::Veth,
+        peer: Some("h0".into()),
+        ..Default::default()
+    };
+    let marker = link_kind(&veth).unwrap().marker();
+    let mut obs = cni();
+    // The pod end says its peer is host index 8; a host link named h0 has index 4.
+    obs.links.push(ObservedLink {
+        link: Some(8),
+        link_netnsid: Some(0),
+        ..nes_link(9, "v0", &marker)
+    });
+    obs.host_links = vec![nes_link(4, "h0", "nes:peer:v0")];
+    let p = plan(&spec(vec![veth], vec![]), &obs, &Owned::default());
+    assert!(
+        !p.ops
+            .iter()
+            .any(|o| matches!(o, Op::SetHostPeer { .. } | Op::CreateLink(_))),
+        "{:?}",
+        p.ops
+    );
+    assert_eq!(p.blocked[0].state, ObjectState::Failed);
 }
 
 #[test]
@@ -722,4 +809,32 @@ fn plan_records_no_original_when_the_link_already_had_the_declared_settings() {
     assert!(p.owned.originals.is_empty(), "nothing to put back later");
     let released = plan(&spec(vec![], vec![]), &cni(), &p.owned);
     assert!(released.ops.is_empty(), "{:?}", ops(&released));
+}
+
+#[test]
+fn host_side_interfaces_the_node_does_not_allow_are_refused_and_what_exists_is_kept() {
+    let veth = |bridge: &str| InterfaceSpec {
+        name: "v0".into(),
+        kind: InterfaceType::Veth,
+        peer: Some("hv0".into()),
+        peer_bridge: Some(bridge.into()),
+        ..Default::default()
+    };
+    let p = plan(&spec(vec![veth("cni0")], vec![]), &cni(), &Owned::default());
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(p.blocked[0].state, ObjectState::Failed);
+    assert!(p.blocked[0].reason.contains("host-side access refused"));
+
+    // A veth nes made while it was allowed is neither recreated nor deleted once it is not.
+    let marker = link_kind(&veth("hbr")).unwrap().marker();
+    let mut obs = cni();
+    obs.links.push(nes_link(9, "v0", &marker));
+    let p = super::plan(
+        &spec(vec![veth("hbr")], vec![]),
+        &obs,
+        &Owned::default(),
+        &HostAccess::deny_all(),
+    );
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(p.blocked.len(), 1);
 }

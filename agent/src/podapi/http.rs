@@ -162,7 +162,9 @@ fn target(scope: &Scope, params: &HashMap<String, String>) -> Result<Arc<Pod>, A
     }
 }
 
-fn manager(params: &HashMap<String, String>) -> Result<String, ApiError> {
+/// The field manager of a write: the caller's name, behind `pod:` when it came through a
+/// pod's socket (so a pod reaches only its own entries); `nes-` names are refused.
+fn manager(scope: &Scope, params: &HashMap<String, String>) -> Result<String, ApiError> {
     let name = params.get("manager").ok_or_else(|| {
         ApiError::bad_field(
             "manager required",
@@ -170,9 +172,12 @@ fn manager(params: &HashMap<String, String>) -> Result<String, ApiError> {
             "name the requester with ?manager=NAME",
         )
     })?;
-    api::validate::check_manager(name)
+    api::validate::check_caller_manager(name)
         .map_err(|why| ApiError::bad_field("invalid manager", "manager", why))?;
-    Ok(name.clone())
+    Ok(match scope {
+        Scope::Pod(_) => api::validate::pod_manager(name),
+        Scope::Admin(_) => name.clone(),
+    })
 }
 
 async fn openapi() -> Response {
@@ -198,7 +203,7 @@ async fn put_config(
     body: Body,
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
-    let manager = manager(&params)?;
+    let manager = manager(&scope, &params)?;
     json_body(&headers)?;
     let bytes = read_body(body).await?;
     let fragment: NetworkConfigurationSpec =
@@ -211,7 +216,7 @@ async fn delete_config(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
-    let manager = manager(&params)?;
+    let manager = manager(&scope, &params)?;
     Ok(Json(pod.remove_manager(&manager).await?).into_response())
 }
 

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use api::conditions::{self, APPLIED, DEGRADED};
-use api::wire::{CareView, ConfigView, EventBody, NewCare, StatusView, POD_SOCKET_NAME};
+use api::wire::{
+    CareView, ConfigView, EventBody, NewCare, ProblemDetails, StatusView, POD_SOCKET_NAME,
+};
 use api::{NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState};
 use axum::http::StatusCode;
 use futures::future::BoxFuture;
@@ -30,7 +32,7 @@ use crate::backoff::Backoff;
 use crate::engine::PodNetwork;
 use crate::observe::Observed;
 use crate::owned::Owned;
-use crate::watch::{spawn_keeper, KeeperOptions, NetEvent};
+use crate::watch::{spawn_recording_keeper, KeeperOptions, NetEvent, Recorder};
 use events::{EventLog, DEFAULT_CAPACITY};
 use feed::Feed;
 use http::{router, ApiError, Scope};
@@ -41,6 +43,19 @@ use podsock::BindError;
 pub struct Desired {
     pub generation: i64,
     pub spec: NetworkConfigurationSpec,
+    /// The desired state could not be read as it should: the pod is Degraded, and `spec`
+    /// is the last good one (or, when the problem holds, nothing is applied at all).
+    pub problem: Option<StateProblem>,
+}
+
+/// Why a pod's desired state is not what it should be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateProblem {
+    /// The `Degraded` reason, e.g. `StateUnreadable`.
+    pub reason: String,
+    pub message: String,
+    /// No good desired state is known: write nothing, keep the kernel as it is.
+    pub hold: bool,
 }
 
 /// Where a pod's configuration is read from and where writes go.
@@ -58,8 +73,14 @@ pub trait ConfigBackend: Send + Sync + 'static {
         &'a self,
         manager: &'a str,
     ) -> BoxFuture<'a, Result<ConfigView, ApiError>>;
-    /// A converge pass changed what nes owns in the pod's netns: keep the record.
-    fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, ()>;
+    /// What nes owns in the pod's netns changed (or is about to): keep the record. An
+    /// error means it could not be kept.
+    fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, Result<(), String>>;
+    /// A problem with where the backend keeps state (e.g. it cannot be written), reported
+    /// as `Degraded`.
+    fn problem(&self) -> Option<(String, String)> {
+        None
+    }
     /// `POST /v1/self/networkcares`: a subscription of this pod's application (already
     /// validated).
     fn create_care(&self, new: NewCare) -> BoxFuture<'_, Result<CareView, ApiError>> {
@@ -191,7 +212,28 @@ impl PodServer {
     ) -> Arc<Self> {
         let stop = CancellationToken::new();
         let specs = follow_specs(desired.clone(), stop.clone());
-        let reports = spawn_keeper(net.clone(), specs, owned.clone(), opts.keeper);
+        let recorder: Recorder = {
+            let backend = backend.clone();
+            Arc::new(move |owned: Owned| {
+                let backend = backend.clone();
+                async move {
+                    backend.owned_changed(&owned).await.map_err(|reason| {
+                        crate::error::Error::Conflict {
+                            object: "ownership record".into(),
+                            reason,
+                        }
+                    })
+                }
+                .boxed()
+            })
+        };
+        let reports = spawn_recording_keeper(
+            net.clone(),
+            specs,
+            owned.clone(),
+            opts.keeper,
+            Some(recorder),
+        );
         let pod = Arc::new(Self {
             name: name.to_string(),
             node: opts.node,
@@ -261,11 +303,17 @@ impl PodServer {
         self.backend.config().await
     }
 
+    /// Applies `manager`'s fragment; host-side fields this node does not allow are refused
+    /// here, before anything is stored or forwarded (the engine refuses them again).
     pub async fn apply(
         &self,
         manager: &str,
         fragment: NetworkConfigurationSpec,
     ) -> Result<ConfigView, ApiError> {
+        self.net
+            .host_access()
+            .check(&fragment)
+            .map_err(|refused| ApiError(ProblemDetails::host_refused(&refused)))?;
         self.backend.apply(manager, fragment).await
     }
 
@@ -297,12 +345,20 @@ impl PodServer {
 
     /// Live status: the kernel is read now and compared with the desired spec.
     pub async fn status(&self) -> Result<StatusView, ApiError> {
-        let Desired { generation, spec } = self.desired.borrow().clone();
+        let Desired {
+            generation,
+            spec,
+            problem,
+        } = self.desired.borrow().clone();
         let observed = self.observe_since(Instant::now()).await?;
         let last = self.reports.borrow().clone();
-        let (interfaces, routes) = crate::status::status(&spec, &observed, last.as_deref());
+        let (interfaces, routes) =
+            crate::status::status(&spec, &observed, last.as_deref(), self.net.host_access());
         let summary = summarise(&interfaces, &routes);
-        let degraded = self.degraded();
+        let degraded = self
+            .degraded()
+            .or(problem.map(|p| (p.reason, p.message)))
+            .or_else(|| self.backend.problem());
         let now = k8s_openapi::jiff::Timestamp::now();
         let conditions = {
             let mut c = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
@@ -422,20 +478,27 @@ fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -
 }
 
 /// The keeper wants specs alone: forwards each desired spec until the pod stops (then the
-/// keeper ends with its sender).
+/// keeper ends with its sender). A desired state with a problem keeps the last good spec,
+/// or `None` (write nothing) when it holds.
 fn follow_specs(
     mut desired: watch::Receiver<Desired>,
     stop: CancellationToken,
-) -> watch::Receiver<NetworkConfigurationSpec> {
-    let (tx, rx) = watch::channel(desired.borrow_and_update().spec.clone());
+) -> watch::Receiver<Option<NetworkConfigurationSpec>> {
+    let (tx, rx) = watch::channel(usable(&desired.borrow_and_update()));
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 changed = desired.changed() => if changed.is_err() { return },
             }
-            let spec = desired.borrow_and_update().spec.clone();
+            let next = desired.borrow_and_update().clone();
             tx.send_if_modified(|current| {
+                let spec = match (&next.problem, current.is_some()) {
+                    (Some(p), _) if p.hold => None,
+                    // The last good spec stands.
+                    (Some(_), true) => return false,
+                    _ => Some(next.spec.clone()),
+                };
                 let changed = *current != spec;
                 *current = spec;
                 changed
@@ -443,6 +506,13 @@ fn follow_specs(
         }
     });
     rx
+}
+
+fn usable(d: &Desired) -> Option<NetworkConfigurationSpec> {
+    match &d.problem {
+        Some(p) if p.hold => None,
+        _ => Some(d.spec.clone()),
+    }
 }
 
 /// Hands each pass's ownership record to the backend and turns passes into config events.
@@ -462,7 +532,9 @@ async fn follow_reports(pod: std::sync::Weak<PodServer>, mut owned: Owned) {
         };
         let Some(pod) = pod.upgrade() else { return };
         if report.owned != owned {
-            pod.backend.owned_changed(&report.owned).await;
+            if let Err(error) = pod.backend.owned_changed(&report.owned).await {
+                warn!(%error, "cannot keep the ownership record");
+            }
             owned = report.owned.clone();
         }
         let generation = pod.desired.borrow().generation;

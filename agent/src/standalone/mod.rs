@@ -34,6 +34,8 @@ pub struct Options {
     pub admin_socket: PathBuf,
     /// The host's network namespace (veth peers and host parents live there).
     pub host_netns: PathBuf,
+    /// What pods may do in the host namespace (nothing unless allowed).
+    pub host_access: api::host::HostAccess,
     /// Namespaces are rescanned this often, besides inotify, to catch what it missed.
     pub rescan: Duration,
     pub keeper: KeeperOptions,
@@ -41,6 +43,7 @@ pub struct Options {
 
 /// Serves until `stop` is cancelled. Stopping closes sockets only: never a netlink write.
 pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
+    let _lock = crate::statelock::lock(&opts.state_dir)?;
     let store: Arc<dyn DesiredStore> = Arc::new(FileStore::open(&opts.state_dir)?);
     let pods = Arc::new(Pods::default());
     let cares = Arc::new(cares::Cares::open(
@@ -117,7 +120,10 @@ async fn reconcile(
             let path = opts.netns_dir.join(&name);
             let (store, cares) = (store.clone(), cares.clone());
             let keeper = opts.keeper.clone();
-            let host = opts.host_netns.clone();
+            let host = pods::Host {
+                netns: opts.host_netns.clone(),
+                access: opts.host_access.clone(),
+            };
             async move {
                 (
                     name.clone(),
@@ -131,6 +137,10 @@ async fn reconcile(
             Ok(pod) => {
                 info!(pod = %name, "serving pod");
                 pods.insert(pod);
+            }
+            // The host's own namespace under a pod's name: refused, and not retried soon.
+            Err(error @ Error::HostNetns { .. }) => {
+                warn!(pod = %name, %error, "refusing to serve the host's network namespace");
             }
             // `ip netns add` creates the file before mounting the namespace on it: the next
             // pass picks it up.

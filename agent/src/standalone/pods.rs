@@ -20,7 +20,7 @@ use crate::engine::PodNetwork;
 use crate::owned::Owned;
 use crate::podapi::feed::Feed;
 use crate::podapi::http::ApiError;
-use crate::podapi::{ConfigBackend, Desired, PodServer, ServerOptions};
+use crate::podapi::{ConfigBackend, Desired, PodServer, ServerOptions, StateProblem};
 use crate::watch::KeeperOptions;
 use api::wire::{CareView, NewCare};
 use tokio_util::sync::CancellationToken;
@@ -28,17 +28,36 @@ use tokio_util::sync::CancellationToken;
 /// Opens the pod's netns, adopts what is already applied (a record for another netns
 /// means the pod restarted: nothing in the new one is owned yet), starts keeping the
 /// desired state applied and binds `@nes` there.
+/// The host namespace and what pods may do there.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub netns: std::path::PathBuf,
+    pub access: api::host::HostAccess,
+}
+
 pub async fn start(
     name: &str,
     netns: &Path,
-    host_netns: &Path,
+    host: &Host,
     store: Arc<dyn DesiredStore>,
     cares: Arc<Cares>,
     keeper: KeeperOptions,
 ) -> crate::error::Result<Arc<PodServer>> {
-    let net = Arc::new(PodNetwork::open(netns, host_netns).await?);
-    let mut record = store.load(name)?.unwrap_or_default();
-    if record.netns.as_ref() != Some(net.identity()) {
+    let net = Arc::new(
+        PodNetwork::open(netns, &host.netns)
+            .await?
+            .with_host_access(host.access.clone()),
+    );
+    // A record that cannot be read is never replaced by an empty one: the pod is served,
+    // Degraded, and nothing is written to its netns until the record is fixed.
+    let (mut record, unreadable) = match store.load(name) {
+        Ok(record) => (record.unwrap_or_default(), None),
+        Err(error) => {
+            warn!(pod = name, %error, "unreadable state file: keeping the kernel as it is");
+            (PodRecord::default(), Some(error.to_string()))
+        }
+    };
+    if unreadable.is_none() && record.netns.as_ref() != Some(net.identity()) {
         if record.netns.is_some() {
             info!(
                 pod = name,
@@ -49,16 +68,27 @@ pub async fn start(
         record.netns = Some(net.identity().clone());
     }
     let owned = record.owned.clone();
-    let (desired, desired_rx) = watch::channel(Desired {
-        generation: record.generation,
-        spec: merged(&record),
-    });
+    let desired = match &unreadable {
+        Some(message) => Desired {
+            generation: record.generation,
+            spec: NetworkConfigurationSpec::default(),
+            problem: Some(StateProblem {
+                reason: "StateUnreadable".into(),
+                message: message.clone(),
+                hold: true,
+            }),
+        },
+        None => desired_of(name, &store, &record),
+    };
+    let (desired, desired_rx) = watch::channel(desired);
     let backend = Arc::new(FileBackend {
         name: name.to_string(),
         store,
         record: tokio::sync::Mutex::new(record),
         desired,
         cares,
+        unreadable,
+        problem: Default::default(),
     });
     let opts = ServerOptions {
         keeper,
@@ -69,6 +99,33 @@ pub async fn start(
     ))
 }
 
+/// The desired state a record declares; fragments that do not merge (a hand-edited
+/// record) hold everything as it is rather than guess.
+fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, record: &PodRecord) -> Desired {
+    match merge(record.fragments.iter().map(|(m, s)| (m.as_str(), s))) {
+        Ok(m) => Desired {
+            generation: record.generation,
+            spec: m.spec,
+            problem: None,
+        },
+        Err(conflict) => {
+            warn!(pod = name, %conflict, "stored fragments conflict; keeping the kernel as it is");
+            Desired {
+                generation: record.generation,
+                spec: NetworkConfigurationSpec::default(),
+                problem: Some(StateProblem {
+                    reason: "StateConflict".into(),
+                    message: format!(
+                        "{}: the stored fragments conflict: {conflict}; nothing is applied until a manager's fragment is replaced or removed",
+                        store.location(name)
+                    ),
+                    hold: true,
+                }),
+            }
+        }
+    }
+}
+
 /// Desired state kept in the file store.
 struct FileBackend {
     name: String,
@@ -76,14 +133,30 @@ struct FileBackend {
     record: tokio::sync::Mutex<PodRecord>,
     desired: watch::Sender<Desired>,
     cares: Arc<Cares>,
+    /// The record could not be read at start: writes are refused (they would replace it).
+    unreadable: Option<String>,
+    /// Why the record cannot be written, if it cannot.
+    problem: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl FileBackend {
+    fn writable(&self) -> Result<(), ApiError> {
+        match &self.unreadable {
+            Some(why) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the pod's state file is unreadable",
+                format!("{why}; fix or remove it, then restart the agent"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     async fn do_apply(
         &self,
         manager: &str,
         fragment: NetworkConfigurationSpec,
     ) -> Result<ConfigView, ApiError> {
+        self.writable()?;
         let mut record = self.record.lock().await;
         let merged = merge_applying(&record.fragments, manager, &fragment)
             .map_err(|c| ApiError(ProblemDetails::conflict(&c)))?;
@@ -101,14 +174,19 @@ impl FileBackend {
     }
 
     async fn do_remove(&self, manager: &str) -> Result<ConfigView, ApiError> {
+        self.writable()?;
         let mut record = self.record.lock().await;
         if !record.fragments.contains_key(manager) {
             return Ok(self.view(&record));
         }
         let mut next = record.clone();
         next.fragments.remove(manager);
-        let spec = merged(&next);
-        self.commit(&mut record, next, spec)
+        let spec = desired_of(&self.name, &self.store, &next);
+        self.commit(&mut record, next, spec.spec)
+    }
+
+    fn set_problem(&self, problem: Option<(String, String)>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
     fn commit(
@@ -118,17 +196,21 @@ impl FileBackend {
         spec: NetworkConfigurationSpec,
     ) -> Result<ConfigView, ApiError> {
         next.generation += 1;
-        self.store.save(&self.name, &next).map_err(|e| {
-            ApiError::new(
+        if let Err(e) = self.store.save(&self.name, &next) {
+            self.set_problem(Some(("StateNotWritable".into(), e.to_string())));
+            return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot persist the configuration",
                 e.to_string(),
-            )
-        })?;
+            ));
+        }
+        self.set_problem(None);
         *record = next;
+        let problem = desired_of(&self.name, &self.store, record).problem;
         self.desired.send_replace(Desired {
             generation: record.generation,
             spec,
+            problem,
         });
         Ok(self.view(record))
     }
@@ -144,16 +226,27 @@ impl FileBackend {
         }
     }
 
-    async fn save_owned(&self, owned: &Owned) {
+    async fn save_owned(&self, owned: &Owned) -> Result<(), String> {
+        if let Some(why) = &self.unreadable {
+            return Err(why.clone());
+        }
         let mut record = self.record.lock().await;
         if &record.owned == owned {
-            return;
+            return Ok(());
         }
         let mut next = record.clone();
         next.owned = owned.clone();
         match self.store.save(&self.name, &next) {
-            Ok(()) => *record = next,
-            Err(error) => warn!(pod = %self.name, %error, "cannot persist the ownership record"),
+            Ok(()) => {
+                *record = next;
+                self.set_problem(None);
+                Ok(())
+            }
+            Err(error) => {
+                warn!(pod = %self.name, %error, "cannot persist the ownership record");
+                self.set_problem(Some(("StateNotWritable".into(), error.to_string())));
+                Err(error.to_string())
+            }
         }
     }
 }
@@ -178,8 +271,15 @@ impl ConfigBackend for FileBackend {
         self.do_remove(manager).boxed()
     }
 
-    fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, ()> {
+    fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, Result<(), String>> {
         self.save_owned(owned).boxed()
+    }
+
+    fn problem(&self) -> Option<(String, String)> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn create_care(&self, new: NewCare) -> BoxFuture<'_, Result<CareView, ApiError>> {
@@ -193,17 +293,5 @@ impl ConfigBackend for FileBackend {
     ) -> BoxFuture<'a, Result<Feed, ApiError>> {
         // Shared by every reader on the host: it outlives the pod it was first read from.
         futures::future::ready(self.cares.feed(name)).boxed()
-    }
-}
-
-fn merged(record: &PodRecord) -> NetworkConfigurationSpec {
-    // Stored fragments were accepted together, so they merge; an unreadable mix (hand-edited
-    // state) is served as empty rather than guessed at.
-    match merge(record.fragments.iter().map(|(m, s)| (m.as_str(), s))) {
-        Ok(m) => m.spec,
-        Err(conflict) => {
-            warn!(%conflict, "stored fragments conflict; serving an empty configuration");
-            NetworkConfigurationSpec::default()
-        }
     }
 }

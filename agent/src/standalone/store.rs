@@ -34,6 +34,8 @@ pub trait DesiredStore: Send + Sync + 'static {
     fn load(&self, pod: &str) -> Result<Option<PodRecord>>;
     /// Replaces the pod's record; atomic: a crash leaves the old or the new record.
     fn save(&self, pod: &str, record: &PodRecord) -> Result<()>;
+    /// Where the pod's record is kept, for messages.
+    fn location(&self, pod: &str) -> String;
 }
 
 /// One JSON file per pod in a directory.
@@ -64,6 +66,10 @@ impl DesiredStore for FileStore {
 
     fn save(&self, pod: &str, record: &PodRecord) -> Result<()> {
         write_json(&self.path(pod), record, Durability::PowerLoss)
+    }
+
+    fn location(&self, pod: &str) -> String {
+        self.path(pod).display().to_string()
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Agent {
     pub resolver: Arc<FakeResolver>,
     pub dir: tempfile::TempDir,
     pub host: Netns,
+    /// What pods may do in `host` (nothing unless a test allows it).
+    pub host_access: api::host::HostAccess,
     pub cliserver: String,
     pub stop: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<()>>,
@@ -35,6 +37,7 @@ impl Agent {
             resolver: resolver.clone(),
             dir,
             host: Netns::new("clh"),
+            host_access: Default::default(),
             cliserver: "https://localhost:1".into(),
             stop: CancellationToken::new(),
             task: None,
@@ -58,6 +61,7 @@ impl Agent {
         };
         Options {
             host_netns: self.host.path(),
+            host_access: self.host_access.clone(),
             state_dir: self.dir.path().join("state"),
             keeper: KeeperOptions {
                 debounce: Duration::from_millis(50),

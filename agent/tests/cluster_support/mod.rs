@@ -109,6 +109,19 @@ impl ApiServer {
         }
     }
 
+    /// A NetworkConfiguration leaves this node's watch (relabelled or deleted): the
+    /// label-selected watch sees it DELETED.
+    pub fn unwatch_conf(&self, name: &str) {
+        let mut s = self.lock();
+        s.rv += 1;
+        let rv = s.rv;
+        if let Some(mut conf) = s.confs.remove(&format!("{NS}/{name}")) {
+            conf["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let line = watch_line("DELETED", &conf);
+            s.conf_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
+        }
+    }
+
     /// Creates or updates a NetworkConfiguration's spec; the generation grows on a change.
     pub fn put_conf(&self, name: &str, spec: Value) -> Instant {
         let mut s = self.lock();

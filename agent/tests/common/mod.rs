@@ -248,6 +248,21 @@ impl PodFixture {
             .await
             .expect("open pod network")
     }
+
+    /// Opens the pod network with this host-side access (the default allows none).
+    pub async fn open_allowing(&self, access: api::host::HostAccess) -> agent::engine::PodNetwork {
+        self.open().await.with_host_access(access)
+    }
+}
+
+/// Host-side access allowing veths, these host bridges and these host parents.
+pub fn host_access(bridges: &[&str], parents: &[&str]) -> api::host::HostAccess {
+    api::host::HostAccess {
+        veth: true,
+        bridges: bridges.iter().map(|b| b.to_string()).collect(),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+        passthru: false,
+    }
 }
 
 /// Whether anything in this process still holds the namespace with this inode: an open

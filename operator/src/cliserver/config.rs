@@ -30,7 +30,7 @@ fn manager(q: &ManagerQuery) -> Result<String, ApiError> {
         .manager
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("the manager query parameter is required"))?;
-    api::validate::check_manager(name).map_err(|why| {
+    api::validate::check_caller_manager(name).map_err(|why| {
         let mut e = ApiError::bad_request(why.clone());
         e.0.errors = vec![api::Problem {
             field: "manager".into(),

@@ -1,0 +1,729 @@
+//! Root tests: a pod can never touch the node. Each attack runs in real namespaces against
+//! a real "host" link nes did not create (in a fresh namespace standing in for the host),
+//! and checks that link is unchanged byte for byte and the request is refused clearly.
+
+mod cluster_support;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent::owned::Owned;
+use agent::standalone::Options;
+use agent::watch::KeeperOptions;
+use cluster_support::harness::{Agent as ClusterAgent, ServedPod};
+use cluster_support::{pod, request, ApiServer, FakeResolver, PodClient, DEADLINE};
+use common::{host_access, require_kind, require_root, run, spec, Netns, PodFixture};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// A standalone agent on its own netns directory and state directory, with a stand-in host.
+struct Standalone {
+    dir: tempfile::TempDir,
+    host: Netns,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<agent::error::Result<()>>>,
+    mounted: Vec<PathBuf>,
+}
+
+impl Standalone {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("netns")).expect("netns dir");
+        Self {
+            dir,
+            host: Netns::new("sbh"),
+            stop: CancellationToken::new(),
+            task: None,
+            mounted: vec![],
+        }
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            state_dir: self.dir.path().join("state"),
+            netns_dir: self.dir.path().join("netns"),
+            admin_socket: self.dir.path().join("run/admin.sock"),
+            host_netns: self.host.path(),
+            host_access: Default::default(),
+            rescan: Duration::from_millis(200),
+            keeper: KeeperOptions {
+                debounce: Duration::from_millis(50),
+                resync: Duration::from_secs(300),
+            },
+        }
+    }
+
+    fn start(&mut self) {
+        self.stop = CancellationToken::new();
+        let (opts, stop) = (self.options(), self.stop.clone());
+        self.task = Some(tokio::spawn(agent::standalone::run(opts, stop)));
+    }
+
+    async fn shutdown(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("agent task").expect("agent ran");
+        }
+    }
+
+    /// Serves the namespace file `source` as pod `name`.
+    fn add(&mut self, name: &str, source: &Path) {
+        let target = self.dir.path().join("netns").join(name);
+        std::fs::write(&target, b"").expect("mount point");
+        run(&[
+            "mount",
+            "--bind",
+            &source.to_string_lossy(),
+            &target.to_string_lossy(),
+        ]);
+        self.mounted.push(target);
+    }
+
+    async fn admin(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
+        let path = self.options().admin_socket;
+        let end = Instant::now() + DEADLINE;
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > end => panic!("admin socket {}: {e}", path.display()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        request(stream, method, uri, body, &[]).await
+    }
+
+    /// [`Standalone::admin`] for a pod, once the (re)started agent serves it.
+    async fn admin_served(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let (code, answer) = self.admin(method, uri, body).await;
+            if code != 404 || Instant::now() > end {
+                return (code, answer);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for m in &self.mounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .output();
+        }
+    }
+}
+
+/// A host link nes did not create, with every setting an attack could change.
+struct Victim {
+    name: &'static str,
+    bridge: &'static str,
+}
+
+impl Victim {
+    /// `victim0` (a veth, peer `victim1`), MTU 1400, alias, address, in bridge `victimbr`'s
+    /// absence; `victimbr` a bridge of its own; both up.
+    fn plant(host: &Netns) -> Self {
+        host.ip(&[
+            "link", "add", "victim0", "type", "veth", "peer", "name", "victim1",
+        ]);
+        host.ip(&["link", "add", "victimbr", "type", "bridge"]);
+        host.ip(&[
+            "link",
+            "set",
+            "victim0",
+            "mtu",
+            "1400",
+            "alias",
+            "host-owned",
+        ]);
+        host.ip(&["addr", "add", "192.0.2.1/24", "dev", "victim0"]);
+        host.ip(&["link", "set", "victim0", "up"]);
+        host.ip(&["link", "set", "victimbr", "up"]);
+        Self {
+            name: "victim0",
+            bridge: "victimbr",
+        }
+    }
+
+    /// Everything the kernel says about the victim: link (master, state, MTU, alias) and
+    /// addresses.
+    fn snapshot(&self, host: &Netns) -> String {
+        // The bridge without `-d`: its details include running timers.
+        format!(
+            "{}\n{}\n{}\n{}",
+            host.ip(&["-d", "link", "show", "dev", self.name]),
+            host.ip(&["addr", "show", "dev", self.name]),
+            host.ip(&["link", "show", "dev", self.bridge]),
+            host.ip(&["link", "show", "master", self.bridge]),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_veth_peer_named_like_a_host_link_leaves_that_link_alone() {
+    if !require_root() || !require_kind("veth") || !require_kind("bridge") {
+        return;
+    }
+    let fx = PodFixture::new("hbveth");
+    let victim = Victim::plant(&fx.host);
+    let before = victim.snapshot(&fx.host);
+    // Even with veths and the bridge allowed, the host link is found by name nowhere.
+    let net = fx.open_allowing(host_access(&["victimbr"], &[])).await;
+    let attack = spec(
+        "interfaces:\n  - name: v0\n    type: veth\n    peer: victim0\n    peerBridge: victimbr\n    addresses: [\"10.9.0.2/24\"]\n",
+    );
+    let mut owned = Owned::default();
+    for _ in 0..3 {
+        let report = net.converge(&attack, &owned).await.expect("converge");
+        owned = report.owned.clone();
+        assert!(!report.is_converged(), "the attack is refused: {report:#?}");
+        let text = format!("{:?} {:?}", report.blocked, report.results);
+        assert!(
+            !text.contains("victim"),
+            "status names only the pod's own objects: {text}"
+        );
+    }
+    assert_eq!(victim.snapshot(&fx.host), before, "the host link changed");
+    assert!(!fx.pod.has_link("v0"), "nothing was created in the pod");
+}
+
+#[tokio::test]
+async fn host_side_fields_are_refused_by_default_and_nothing_reaches_the_host() {
+    if !require_root() || !require_kind("veth") || !require_kind("macvlan") {
+        return;
+    }
+    let fx = PodFixture::new("hbdeny");
+    let victim = Victim::plant(&fx.host);
+    let before = victim.snapshot(&fx.host);
+    let host_links = fx.host.ip(&["link", "show"]);
+    let net = fx.open().await;
+    let attack = spec(
+        "interfaces:\n  - name: v1\n    type: veth\n    peer: nesfresh0\n  - name: mv0\n    type: macvlan\n    parent: victim0\n    parentInHost: true\n    mode: passthru\n",
+    );
+    let report = net
+        .converge(&attack, &Owned::default())
+        .await
+        .expect("converge");
+    assert_eq!(report.writes, 0, "{report:#?}");
+    assert_eq!(report.blocked.len(), 2, "{report:#?}");
+    assert!(report
+        .blocked
+        .iter()
+        .all(|b| b.reason.contains("host-side access refused")));
+    assert_eq!(victim.snapshot(&fx.host), before, "the host link changed");
+    assert_eq!(
+        fx.host.ip(&["link", "show"]),
+        host_links,
+        "a host link appeared"
+    );
+    assert!(!fx.pod.has_link("v1") && !fx.pod.has_link("mv0"));
+}
+
+#[tokio::test]
+async fn passthru_on_an_allowed_host_parent_is_refused_unless_passthru_is_allowed() {
+    if !require_root() || !require_kind("veth") || !require_kind("macvlan") {
+        return;
+    }
+    let fx = PodFixture::new("hbpass");
+    let victim = Victim::plant(&fx.host);
+    let before = victim.snapshot(&fx.host);
+    let net = fx.open_allowing(host_access(&[], &["victim0"])).await;
+    let passthru = spec(
+        "interfaces:\n  - name: mv0\n    type: macvlan\n    parent: victim0\n    parentInHost: true\n    mode: passthru\n",
+    );
+    let report = net
+        .converge(&passthru, &Owned::default())
+        .await
+        .expect("converge");
+    assert_eq!(report.writes, 0, "{report:#?}");
+    assert!(report.blocked[0].reason.contains("passthru"), "{report:#?}");
+    assert_eq!(victim.snapshot(&fx.host), before, "the host link changed");
+    assert!(!fx.pod.has_link("mv0"));
+}
+
+#[tokio::test]
+async fn a_networkconfiguration_cannot_reach_a_host_link_either() {
+    if !require_root() || !require_kind("veth") || !require_kind("macvlan") {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("hbcl", "demo-0", "uid-hb");
+    let mut agent = ClusterAgent::new(&api, &resolver);
+    // veths, the bridge and the parent allowed; passthru not.
+    agent.host_access = host_access(&["victimbr"], &["victim0"]);
+    let victim = Victim::plant(&agent.host);
+    let before = victim.snapshot(&agent.host);
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(
+        &p.name,
+        json!({"interfaces": [
+            {"name": "v0", "type": "veth", "peer": "victim0", "peerBridge": "victimbr"},
+            {"name": "mv0", "type": "macvlan", "parent": "victim0", "parentInHost": true,
+             "mode": "passthru"},
+        ]}),
+    );
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let started = agent.start();
+    let refused = api
+        .wait_patch(&p.name, started, |s| {
+            s.condition("Applied").map(|c| (c.0, c.1)) == Some(("False", "Failed"))
+                && s.status
+                    .interfaces
+                    .iter()
+                    .all(|i| i.state == api::ObjectState::Failed)
+        })
+        .await;
+    let errors: Vec<String> = refused
+        .status
+        .interfaces
+        .iter()
+        .filter_map(|i| i.error.clone())
+        .collect();
+    assert!(errors[1].contains("passthru"), "{errors:?}");
+    assert!(!errors[0].contains("victim"), "{errors:?}");
+    assert_eq!(
+        victim.snapshot(&agent.host),
+        before,
+        "the host link changed"
+    );
+    assert!(!p.fx.pod.has_link("v0") && !p.fx.pod.has_link("mv0"));
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_hosts_own_netns_is_never_served_or_configured() {
+    if !require_root() {
+        return;
+    }
+    assert!(
+        agent::engine::PodNetwork::open("/proc/self/ns/net", "/proc/self/ns/net")
+            .await
+            .is_err_and(|e| e.to_string().contains("host's own network namespace")),
+        "the engine refuses the agent's own netns"
+    );
+    let mut a = Standalone::new();
+    let host_path = a.host.path();
+    // `ip netns attach hostns $$`: the agent's own netns and the host's, under pod names.
+    a.add("hostns", Path::new("/proc/self/ns/net"));
+    a.add("hostns2", &host_path);
+    let pod = Netns::new("sbp");
+    a.add("real-0", &pod.path());
+    a.start();
+    let client = PodClient::new(&pod.path());
+    let (code, _) = client.call("GET", "/v1/self/status", "").await;
+    assert_eq!(code, 200, "the real pod is served");
+    let (code, body) = a.admin("GET", "/v1/pods", "").await;
+    assert_eq!(code, 200, "{body}");
+    let served: Vec<String> = serde_json::from_str(&body).expect("pods");
+    assert_eq!(served, ["real-0"], "only the real pod is served");
+    use std::os::linux::net::SocketAddrExt;
+    let own = std::os::unix::net::SocketAddr::from_abstract_name(b"nes").expect("addr");
+    assert!(
+        std::os::unix::net::UnixStream::connect_addr(&own).is_err(),
+        "@nes is bound in the host's own netns"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_socket_attack_from_a_pod_is_refused_with_a_clear_problem() {
+    if !require_root() || !require_kind("veth") || !require_kind("bridge") {
+        return;
+    }
+    let mut a = Standalone::new();
+    let victim = Victim::plant(&a.host);
+    let before = victim.snapshot(&a.host);
+    let pod = Netns::new("sbatk");
+    a.add("evil-0", &pod.path());
+    a.start();
+    let client = PodClient::new(&pod.path());
+    for body in [
+        r#"{"interfaces":[{"name":"v0","type":"veth","peer":"victim0","peerBridge":"victimbr"}]}"#,
+        r#"{"interfaces":[{"name":"m0","type":"macvlan","parent":"victim0","parentInHost":true,"mode":"passthru"}]}"#,
+    ] {
+        let (code, problem) = client
+            .call("PUT", "/v1/self/config?manager=evil", body)
+            .await;
+        assert_eq!(code, 403, "{problem}");
+        assert!(problem.contains("host-side access refused"), "{problem}");
+    }
+    let (_, config) = client.call("GET", "/v1/self/config", "").await;
+    assert!(!config.contains("victim"), "nothing was stored: {config}");
+    assert_eq!(victim.snapshot(&a.host), before, "the host link changed");
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pod_cannot_remove_or_pose_as_a_manager_from_elsewhere() {
+    if !require_root() {
+        return;
+    }
+    let mut a = Standalone::new();
+    let pod = Netns::new("sbmgr");
+    pod.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    a.add("app-0", &pod.path());
+    a.start();
+    // The platform (the host admin) declares an address; the pod declares one of its own.
+    let platform = r#"{"interfaces":[{"name":"eth0","addresses":["10.77.0.1/24"]}]}"#;
+    let (code, body) = a
+        .admin(
+            "PUT",
+            "/v1/self/config?pod=app-0&manager=platform",
+            platform,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let client = PodClient::new(&pod.path());
+    let own = r#"{"interfaces":[{"name":"eth0","addresses":["10.77.0.2/24"]}]}"#;
+    let (code, body) = client
+        .call("PUT", "/v1/self/config?manager=platform", own)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let view: api::wire::ConfigView = serde_json::from_str(&body).expect("view");
+    assert_eq!(
+        view.owners.interfaces["eth0"],
+        ["platform", "pod:platform"],
+        "the pod's write is its own manager"
+    );
+    // The pod's DELETE ?manager=platform removes only the pod's own entries.
+    let (code, body) = client
+        .call("DELETE", "/v1/self/config?manager=platform", "")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let view: api::wire::ConfigView = serde_json::from_str(&body).expect("view");
+    assert_eq!(view.owners.interfaces["eth0"], ["platform"]);
+    assert_eq!(view.spec.interfaces[0].addresses, ["10.77.0.1/24"]);
+    // nes's own names are reserved, from the pod and from the host alike.
+    for manager in ["nes-operator", "nes-agent"] {
+        let uri = format!("/v1/self/config?manager={manager}");
+        let (code, body) = client.call("PUT", &uri, own).await;
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("reserved"), "{body}");
+        let (code, _) = a.admin("DELETE", &format!("{uri}&pod=app-0"), "").await;
+        assert_eq!(code, 400);
+    }
+    a.shutdown().await;
+}
+
+/// `ip monitor` on a namespace, counting deletions it reports.
+struct Monitor {
+    child: std::process::Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    /// Starts monitoring `ns` and returns once the monitor provably sees events.
+    async fn start(ns: &Netns) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "monitor", "link", "address", "route"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ip monitor");
+        let out = child.stdout.take().expect("stdout");
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        let m = Self { child, lines };
+        let end = Instant::now() + DEADLINE;
+        // A new address each time: one added before the monitor listened is never seen.
+        for n in 9.. {
+            if m.text().contains("127.0.0.") {
+                break;
+            }
+            let _ = ns.try_ip(&["addr", "add", &format!("127.0.0.{n}/8"), "dev", "lo"]);
+            assert!(Instant::now() < end, "ip monitor never saw an event");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        m
+    }
+
+    fn text(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    fn deletions(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.starts_with("Deleted"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the pod's status is Degraded with `reason`, returning its message.
+async fn degraded(client: &PodClient, reason: &str) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (code, body) = client.call("GET", "/v1/self/status", "").await;
+        if code == 200 {
+            let status: api::wire::StatusView = serde_json::from_str(&body).expect("status");
+            let c = status
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == reason);
+            if let Some(c) = c {
+                return c.message.clone();
+            }
+        }
+        assert!(Instant::now() < end, "never Degraded {reason}: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_broken_state_file_keeps_the_kernel_state_serves_the_pod_and_reports_degraded() {
+    if !require_root() || !require_kind("bridge") {
+        return;
+    }
+    type Break = fn(&Path);
+    let breaks: [(&str, &str, Break); 5] = [
+        ("truncated", "StateUnreadable", |p| {
+            let full = std::fs::read(p).expect("read");
+            std::fs::write(p, &full[..full.len() / 2]).expect("write");
+        }),
+        ("garbage", "StateUnreadable", |p| {
+            std::fs::write(p, b"\x00\xffnot json").expect("write")
+        }),
+        ("directory", "StateUnreadable", |p| {
+            std::fs::remove_file(p).expect("rm");
+            std::fs::create_dir(p).expect("mkdir");
+        }),
+        ("wrong schema", "StateUnreadable", |p| {
+            std::fs::write(p, br#"{"generation":"two","fragments":[1]}"#).expect("write")
+        }),
+        ("conflicting fragments", "StateConflict", |p| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json");
+            v["fragments"]["other"] = json!({"interfaces": [{"name": "eth0", "mtu": 1300}]});
+            std::fs::write(p, v.to_string()).expect("write");
+        }),
+    ];
+    for (what, reason, damage) in breaks {
+        let mut a = Standalone::new();
+        let pod = Netns::new("sbbad");
+        pod.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        pod.ip(&["link", "set", "peer0", "up"]);
+        pod.ip(&["link", "set", "eth0", "up"]);
+        a.add("app-0", &pod.path());
+        a.start();
+        let client = PodClient::new(&pod.path());
+        let config = r#"{"interfaces":[{"name":"eth0","mtu":1400,"addresses":["10.88.0.5/24"]},{"name":"br9","type":"bridge","addresses":["10.89.0.1/24"]}],"routes":[{"dst":"10.90.0.0/16","via":"10.88.0.1","dev":"eth0"}]}"#;
+        let (code, body) = client
+            .call("PUT", "/v1/self/config?manager=app", config)
+            .await;
+        assert_eq!(code, 200, "{what}: {body}");
+        let applied = || {
+            pod.has_link("br9")
+                && pod.addresses("br9").contains(&"10.89.0.1/24".to_string())
+                && pod.routes().contains("10.90.0.0/16 via 10.88.0.1")
+                && pod.addresses("eth0").contains(&"10.88.0.5/24".to_string())
+        };
+        assert!(
+            common::eventually(DEADLINE, applied).await,
+            "{what}: applied"
+        );
+        a.shutdown().await;
+        let file = a.options().state_dir.join("app-0.json");
+        damage(&file);
+        let monitor = Monitor::start(&pod).await;
+        a.start();
+        let message = degraded(&client, reason).await;
+        assert!(
+            message.contains("app-0.json"),
+            "{what}: names the file: {message}"
+        );
+        // A pass would have run by now; a resync-free wait on the socket is the proof point.
+        let (code, _) = client.call("GET", "/v1/self/config", "").await;
+        assert_eq!(code, 200, "{what}: the pod is served");
+        assert!(applied(), "{what}: the kernel state stays");
+        assert_eq!(
+            monitor.deletions(),
+            Vec::<String>::new(),
+            "{what}: nothing deleted"
+        );
+        a.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_networkconfiguration_leaving_the_node_watch_does_not_tear_anything_down() {
+    if !require_root() || !require_kind("bridge") {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let p = ServedPod::new("hbgone", "demo-0", "uid-gone");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(
+        &p.name,
+        json!({"interfaces": [
+            {"name": "eth0", "addresses": ["10.66.0.5/24"]},
+            {"name": "br7", "type": "bridge", "addresses": ["10.67.0.1/24"]}],
+         "routes": [{"dst": "10.68.0.0/16", "via": "10.66.0.1", "dev": "eth0"}]}),
+    );
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = ClusterAgent::new(&api, &resolver);
+    let started = agent.start();
+    api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+    let monitor = Monitor::start(&p.fx.pod).await;
+    api.unwatch_conf(&p.name);
+    let client = p.client();
+    let message = degraded(&client, "ConfigurationGone").await;
+    assert!(message.contains("kept"), "{message}");
+    // Restarting the agent with the record but no configuration writes nothing either.
+    agent.shutdown().await;
+    agent.start();
+    degraded(&client, "ConfigurationGone").await;
+    assert!(p.fx.pod.has_link("br7"));
+    assert!(p.fx.pod.routes().contains("10.68.0.0/16 via 10.66.0.1"));
+    assert_eq!(monitor.deletions(), Vec::<String>::new(), "nothing deleted");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
+    if !require_root() {
+        return;
+    }
+    let mut a = Standalone::new();
+    let pod = Netns::new("sblock");
+    a.add("app-0", &pod.path());
+    a.start();
+    let (code, _) = PodClient::new(&pod.path())
+        .call("GET", "/v1/self/status", "")
+        .await;
+    assert_eq!(code, 200, "the first agent serves");
+    let mut second = a.options();
+    second.admin_socket = a.dir.path().join("run/second.sock");
+    let refused = tokio::time::timeout(
+        DEADLINE,
+        agent::standalone::run(second, CancellationToken::new()),
+    )
+    .await
+    .expect("the second agent returns at once")
+    .expect_err("the second agent refuses");
+    let text = refused.to_string();
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
+    assert!(
+        !a.dir.path().join("run/second.sock").exists(),
+        "the second agent bound nothing"
+    );
+    a.shutdown().await;
+}
+
+/// `nes-agent standalone` as a process (so it can be killed with SIGKILL).
+struct AgentProcess {
+    child: std::process::Child,
+}
+
+impl AgentProcess {
+    fn spawn(a: &Standalone) -> Self {
+        let o = a.options();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_nes-agent"))
+            .arg("standalone")
+            .arg("--state-dir")
+            .arg(&o.state_dir)
+            .arg("--netns-dir")
+            .arg(&o.netns_dir)
+            .arg("--admin-socket")
+            .arg(&o.admin_socket)
+            .arg("--host-netns")
+            .arg(&o.host_netns)
+            .env("NES_LOG", "warn")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn nes-agent");
+        Self { child }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_large_apply_then_restart_and_delete_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let addresses: Vec<String> = (0..400)
+        .map(|i| format!("10.{}.{}.{}/32", 100 + i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    let config = json!({"interfaces": [{"name": "eth0", "addresses": addresses}]}).to_string();
+    for (trial, kill_after_ms) in [0u64, 2, 5, 10, 20, 40].into_iter().enumerate() {
+        let a = Standalone::new();
+        let pod = Netns::new("sbkill");
+        pod.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        pod.ip(&["link", "set", "eth0", "up"]);
+        let mut a = a;
+        a.add("app-0", &pod.path());
+        let agent = AgentProcess::spawn(&a);
+        let (code, body) = a
+            .admin_served("PUT", "/v1/self/config?pod=app-0&manager=bulk", &config)
+            .await;
+        assert_eq!(code, 200, "trial {trial}: {body}");
+        // The random point of the kill is the test's input, not a synchronisation.
+        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        agent.kill9();
+        let written = pod.addresses("eth0").len();
+
+        let agent = AgentProcess::spawn(&a);
+        let (code, body) = a
+            .admin_served("DELETE", "/v1/self/config?pod=app-0&manager=bulk", "")
+            .await;
+        assert_eq!(code, 200, "trial {trial}: {body}");
+        let left = || {
+            pod.addresses("eth0")
+                .iter()
+                .filter(|a| a.starts_with("10.10"))
+                .count()
+        };
+        let clean = common::eventually(DEADLINE, || left() == 0).await;
+        assert!(
+            clean,
+            "trial {trial} (killed after {kill_after_ms} ms with {written} addresses in the kernel): {} left behind",
+            left()
+        );
+        drop(agent);
+    }
+}

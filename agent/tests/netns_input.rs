@@ -49,6 +49,7 @@ impl Served {
             netns_dir,
             admin_socket: dir.path().join("admin.sock"),
             host_netns: host.path(),
+            host_access: Default::default(),
             rescan: Duration::from_millis(200),
             keeper: KeeperOptions {
                 debounce: Duration::from_millis(50),

@@ -1,13 +1,13 @@
 //! `GET .../events?since=SEQ`: an NDJSON stream of what changed in a pod's network, built
 //! by diffing successive `NetworkConfiguration` statuses. Each replica keeps a bounded log per
-//! pod with sequence numbers that only grow; a reader resumes with `since`, and a `since`
-//! the log no longer holds (or never issued) is a 410 naming the oldest sequence held.
+//! pod ([`api::eventlog`], which states the sequence rules); a reader resumes with `since`,
+//! and a `since` the log no longer holds (or never issued) is a 410 naming the oldest held.
 //!
 //! A subscription (`NetworkCare`) gets the same kind of log, numbered on its own: the merge
 //! of the events of every pod it selects, of the kinds it wants, read at
 //! `GET /v1/namespaces/{ns}/networkcares/{name}/events?since=SEQ` or delivered by webhook.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -195,77 +195,13 @@ pub fn status_events(
 
 // === the per-pod log ===
 
-/// A resume point the log cannot serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gone {
-    pub since: u64,
-    pub oldest: u64,
-}
+/// The pod and subscription logs: the one log (its module states the sequence rules),
+/// numbered from 1 on each replica.
+pub use api::eventlog::{EventLog, Gone};
 
-/// The last events of one pod, numbered from 1.
-#[derive(Debug)]
-pub struct EventLog {
-    events: VecDeque<Event>,
-    next_seq: u64,
-    capacity: usize,
-}
-
-impl EventLog {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            events: VecDeque::new(),
-            next_seq: 1,
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// Numbers `body` and keeps it, dropping the oldest event when full.
-    pub fn push(&mut self, pod: &str, body: EventBody, time: String) -> Event {
-        let event = Event {
-            seq: self.next_seq,
-            time,
-            pod: pod.to_string(),
-            body,
-        };
-        self.next_seq += 1;
-        if self.events.len() == self.capacity {
-            self.events.pop_front();
-        }
-        self.events.push_back(event.clone());
-        event
-    }
-
-    /// The last sequence issued (0 before the first).
-    pub fn last(&self) -> u64 {
-        self.next_seq - 1
-    }
-
-    /// The oldest sequence still held (the next one when empty).
-    pub fn oldest(&self) -> u64 {
-        self.events.front().map(|e| e.seq).unwrap_or(self.next_seq)
-    }
-
-    /// The events after `since` (all held ones without it).
-    pub fn since(&self, since: Option<u64>) -> Result<Vec<Event>, Gone> {
-        let Some(since) = since else {
-            return Ok(self.events.iter().cloned().collect());
-        };
-        // Older than the log, or a sequence this log never issued (another replica's, or
-        // this one's before a restart): the reader must start again from `oldest`.
-        if since + 1 < self.oldest() || since >= self.next_seq {
-            return Err(Gone {
-                since,
-                oldest: self.oldest(),
-            });
-        }
-        Ok(self
-            .events
-            .iter()
-            .filter(|e| e.seq > since)
-            .cloned()
-            .collect())
-    }
-}
+/// Where this replica's logs start: a reader resuming from another replica or an earlier
+/// run gets a 410 for any sequence this log has not issued.
+const FIRST_SEQ: u64 = 1;
 
 // === feeds ===
 
@@ -280,7 +216,7 @@ struct Feed {
 impl Feed {
     fn new(capacity: usize) -> Self {
         Self {
-            log: EventLog::new(capacity),
+            log: EventLog::new(capacity, FIRST_SEQ),
             live: broadcast::channel(capacity.max(1)).0,
         }
     }

@@ -15,13 +15,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rand::Rng;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, timeout_at, Instant};
 use tracing::{debug, info};
+
+pub use common::backoff::Backoff;
 
 use crate::error::{humanize, Error, Result};
 
@@ -204,7 +205,7 @@ impl Client {
         deadline: Instant,
     ) -> Result<Response<Incoming>> {
         let start = Instant::now();
-        let mut backoff = Backoff::default();
+        let mut backoff = backoff();
         loop {
             let mut sender = self.connect(start, deadline, &mut backoff).await?;
             let req = self.request(&method, uri, body.clone())?;
@@ -237,7 +238,7 @@ impl Client {
                     source,
                 },
             };
-            let Some(delay) = backoff.delay_before(deadline) else {
+            let Some(delay) = backoff.delay_before(deadline.into_std()) else {
                 return Err(last);
             };
             info!(error = %last, retry_in = %humanize(delay), "request failed; retrying");
@@ -302,7 +303,7 @@ impl Client {
             if !is_transient(&source) {
                 return Err(unreachable(source));
             }
-            let Some(delay) = backoff.delay_before(deadline) else {
+            let Some(delay) = backoff.delay_before(deadline.into_std()) else {
                 return Err(unreachable(source));
             };
             // Tests synchronise on this line (RUST_LOG=debug): keep "connect failed; retrying".
@@ -503,40 +504,9 @@ pub fn problem_from(status: StatusCode, body: &[u8]) -> ProblemDetails {
     p
 }
 
-/// Exponential backoff with jitter: each delay is drawn from [base/2, base], base doubling
-/// from 50ms to 2s, and never past the deadline.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_millis(50),
-            max: Duration::from_secs(2),
-        }
-    }
-}
-
-impl Backoff {
-    /// The next delay, or `None` when the deadline has passed.
-    pub fn delay_before(&mut self, deadline: Instant) -> Option<Duration> {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        if left.is_zero() {
-            return None;
-        }
-        Some(self.next_delay().min(left))
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.base;
-        self.base = (self.base * 2).min(self.max);
-        let half = base / 2;
-        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-        half + Duration::from_millis(jitter)
-    }
+/// nescli's retries: the shared backoff, from 50ms doubling to 2s (a person is waiting).
+pub fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
 }
 
 /// Reads an NDJSON body line by line.
@@ -664,7 +634,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_stays_under_its_cap() {
-        let mut b = Backoff::default();
+        let mut b = backoff();
         let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
         assert!(delays[0] >= Duration::from_millis(25) && delays[0] <= Duration::from_millis(50));
         assert!(delays[3] >= Duration::from_millis(200), "{delays:?}");
@@ -673,14 +643,6 @@ mod tests {
             "{delays:?}"
         );
         assert!(delays[9] >= Duration::from_secs(1), "{delays:?}");
-    }
-
-    #[test]
-    fn backoff_stops_at_the_deadline() {
-        let mut b = Backoff::default();
-        assert_eq!(b.delay_before(Instant::now()), None);
-        let d = b.delay_before(Instant::now() + Duration::from_millis(10));
-        assert!(d.is_some_and(|d| d <= Duration::from_millis(10)), "{d:?}");
     }
 
     #[test]

@@ -53,16 +53,10 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// The delay before retry number `attempt` (0 for the first retry): drawn from
-/// [base/2, base] with base = `base_delay` * 2^attempt, at most `max_delay`.
+/// The delay before retry number `attempt` (0 for the first retry): the shared backoff's,
+/// from `base_delay` doubling to `max_delay`.
 pub fn retry_delay(cfg: &DeliveryConfig, attempt: u32, rng: &mut impl Rng) -> Duration {
-    let base = cfg
-        .base_delay
-        .saturating_mul(2u32.saturating_pow(attempt.min(31)))
-        .min(cfg.max_delay);
-    let half = base / 2;
-    let jitter = rng.random_range(0..=half.as_millis() as u64);
-    half + Duration::from_millis(jitter)
+    common::backoff::delay(cfg.base_delay, cfg.max_delay, attempt, rng)
 }
 
 /// The `Idempotency-Key` of the batch of events `first..=last` of subscription `uid`.

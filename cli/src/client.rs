@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::wire::{ProblemDetails, MAX_BODY_BYTES};
+use common::tls::Trust;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, timeout_at, Instant};
@@ -74,29 +74,11 @@ impl std::fmt::Debug for Rest {
 
 /// TLS settings trusting the system roots and the CA certificates of `extra_ca_pem`.
 pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(pem) = extra_ca_pem {
-        let certs = CertificateDer::pem_slice_iter(pem)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Usage(format!("--ca-file is not PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(Error::Usage("--ca-file holds no certificate".into()));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| Error::Usage(format!("--ca-file: {e}")))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Usage(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    common::tls::client_config(Trust::System {
+        extra_pem: extra_ca_pem,
+    })
+    .map(Arc::new)
+    .map_err(|e| Error::Usage(format!("--ca-file {e}")))
 }
 
 /// A client of the socket API or the cliserver. Every call opens its own connection (calls
@@ -306,7 +288,7 @@ impl Client {
             let Some(delay) = backoff.delay_before(deadline.into_std()) else {
                 return Err(unreachable(source));
             };
-            // Tests synchronise on this line (RUST_LOG=debug): keep "connect failed; retrying".
+            // Tests synchronise on this line (NES_LOG=debug): keep "connect failed; retrying".
             debug!(endpoint = %self.endpoint, error = %source, retry_in = %humanize(delay), "connect failed; retrying");
             sleep(delay).await;
         };

@@ -4,3 +4,5 @@
 #![deny(rust_2018_idioms)]
 
 pub mod backoff;
+pub mod logging;
+pub mod tls;

@@ -17,8 +17,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -110,36 +108,10 @@ impl std::fmt::Debug for WebhookClient {
 impl WebhookClient {
     /// `extra_ca_pem`: more CA certificates (PEM) to trust, e.g. a private CA.
     pub fn new(extra_ca_pem: Option<&[u8]>) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for error in &native.errors {
-            warn!(%error, "cannot load some system CA certificates");
-        }
-        roots.add_parsable_certificates(native.certs);
-        if let Some(pem) = extra_ca_pem {
-            let certs = CertificateDer::pem_slice_iter(pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Error::Tls(format!("webhook CA bundle is not PEM: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Tls("webhook CA bundle holds no certificate".into()));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|source| Error::Rustls {
-                    context: "trust the webhook CA bundle".into(),
-                    source,
-                })?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|source| Error::Rustls {
-            context: "choose TLS versions".into(),
-            source,
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = common::tls::client_config(common::tls::Trust::System {
+            extra_pem: extra_ca_pem,
+        })
+        .map_err(|e| Error::Tls(format!("webhook CA bundle {e}")))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()

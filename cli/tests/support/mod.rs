@@ -458,7 +458,7 @@ pub fn clean_env(cmd: &mut Command) {
         "NES_NAMESPACE",
         "NES_TOKEN_FILE",
         "NES_CA_FILE",
-        "RUST_LOG",
+        "NES_LOG",
     ] {
         cmd.env_remove(var);
     }

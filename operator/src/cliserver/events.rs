@@ -57,19 +57,30 @@ pub fn status_events(
     new: &NetworkConfigurationStatus,
 ) -> Vec<EventBody> {
     let mut out = Vec::new();
-    let before: BTreeMap<&str, &InterfaceStatus> = old
-        .interfaces
-        .iter()
-        .filter(|i| present(i))
-        .map(|i| (i.name.as_str(), i))
-        .collect();
-    let after: BTreeMap<&str, &InterfaceStatus> = new
-        .interfaces
-        .iter()
-        .filter(|i| present(i))
-        .map(|i| (i.name.as_str(), i))
-        .collect();
+    link_events(old, new, &mut out);
+    route_events(old, new, &mut out);
+    applied_events(old, new, &mut out);
+    degraded_events(old, new, &mut out);
+    out
+}
 
+/// The interfaces present in a status, by name.
+fn present_interfaces(s: &NetworkConfigurationStatus) -> BTreeMap<&str, &InterfaceStatus> {
+    s.interfaces
+        .iter()
+        .filter(|i| present(i))
+        .map(|i| (i.name.as_str(), i))
+        .collect()
+}
+
+/// Links gone (their addresses first), then each present link: added, up or down, MTU,
+/// addresses.
+fn link_events(
+    old: &NetworkConfigurationStatus,
+    new: &NetworkConfigurationStatus,
+    out: &mut Vec<EventBody>,
+) {
+    let (before, after) = (present_interfaces(old), present_interfaces(new));
     for (name, was) in &before {
         if !after.contains_key(name) {
             for address in &was.addresses {
@@ -84,48 +95,64 @@ pub fn status_events(
         }
     }
     for (name, now) in &after {
-        let ifname = name.to_string();
-        let was = before.get(name);
-        if was.is_none() {
-            out.push(EventBody::LinkAdded {
+        link_changes(name, before.get(name).copied(), now, out);
+    }
+}
+
+/// What changed on one present link since `was` (`None`: it is new).
+fn link_changes(
+    name: &str,
+    was: Option<&InterfaceStatus>,
+    now: &InterfaceStatus,
+    out: &mut Vec<EventBody>,
+) {
+    let ifname = name.to_string();
+    if was.is_none() {
+        out.push(EventBody::LinkAdded {
+            ifname: ifname.clone(),
+        });
+    }
+    let old_oper = was.and_then(|w| w.oper_state.as_deref());
+    match (old_oper, now.oper_state.as_deref()) {
+        (a, Some("up")) if a != Some("up") => out.push(EventBody::LinkUp {
+            ifname: ifname.clone(),
+        }),
+        (Some("up"), Some(b)) if b != "up" => out.push(EventBody::LinkDown {
+            ifname: ifname.clone(),
+        }),
+        _ => {}
+    }
+    if let Some(mtu) = now.mtu {
+        let old_mtu = was.and_then(|w| w.mtu);
+        if was.is_some() && old_mtu != Some(mtu) {
+            out.push(EventBody::MtuChanged {
                 ifname: ifname.clone(),
-            });
-        }
-        let old_oper = was.and_then(|w| w.oper_state.as_deref());
-        match (old_oper, now.oper_state.as_deref()) {
-            (a, Some("up")) if a != Some("up") => out.push(EventBody::LinkUp {
-                ifname: ifname.clone(),
-            }),
-            (Some("up"), Some(b)) if b != "up" => out.push(EventBody::LinkDown {
-                ifname: ifname.clone(),
-            }),
-            _ => {}
-        }
-        if let Some(mtu) = now.mtu {
-            let old_mtu = was.and_then(|w| w.mtu);
-            if was.is_some() && old_mtu != Some(mtu) {
-                out.push(EventBody::MtuChanged {
-                    ifname: ifname.clone(),
-                    old: old_mtu,
-                    new: mtu,
-                });
-            }
-        }
-        let old_addresses: &[String] = was.map(|w| w.addresses.as_slice()).unwrap_or_default();
-        for a in old_addresses.iter().filter(|a| !now.addresses.contains(a)) {
-            out.push(EventBody::AddressRemoved {
-                ifname: ifname.clone(),
-                address: a.clone(),
-            });
-        }
-        for a in now.addresses.iter().filter(|a| !old_addresses.contains(a)) {
-            out.push(EventBody::AddressAdded {
-                ifname: ifname.clone(),
-                address: a.clone(),
+                old: old_mtu,
+                new: mtu,
             });
         }
     }
+    let old_addresses: &[String] = was.map(|w| w.addresses.as_slice()).unwrap_or_default();
+    for a in old_addresses.iter().filter(|a| !now.addresses.contains(a)) {
+        out.push(EventBody::AddressRemoved {
+            ifname: ifname.clone(),
+            address: a.clone(),
+        });
+    }
+    for a in now.addresses.iter().filter(|a| !old_addresses.contains(a)) {
+        out.push(EventBody::AddressAdded {
+            ifname: ifname.clone(),
+            address: a.clone(),
+        });
+    }
+}
 
+/// Applied routes removed, then added.
+fn route_events(
+    old: &NetworkConfigurationStatus,
+    new: &NetworkConfigurationStatus,
+    out: &mut Vec<EventBody>,
+) {
     let routes = |s: &NetworkConfigurationStatus| {
         s.routes
             .iter()
@@ -148,7 +175,14 @@ pub fn status_events(
             metric: *metric,
         });
     }
+}
 
+/// A change of the `Applied` condition: applied, or failed (not while pending).
+fn applied_events(
+    old: &NetworkConfigurationStatus,
+    new: &NetworkConfigurationStatus,
+    out: &mut Vec<EventBody>,
+) {
     let applied = |s| {
         condition(s, api::conditions::APPLIED).map(|c| {
             (
@@ -160,25 +194,35 @@ pub fn status_events(
         })
     };
     let (was, now) = (applied(old), applied(new));
-    if was != now {
-        if let Some((status, generation, reason, message)) = now {
-            let generation = generation.or(new.observed_generation).unwrap_or_default();
-            match status.as_str() {
-                // The operator sees the status, not the agent's write count.
-                "True" => out.push(EventBody::ConfigApplied {
-                    generation,
-                    writes: 0,
-                }),
-                "False" if reason != "Pending" && reason != "Progressing" => {
-                    out.push(EventBody::ConfigFailed {
-                        generation,
-                        error: if message.is_empty() { reason } else { message },
-                    })
-                }
-                _ => {}
-            }
-        }
+    if was == now {
+        return;
     }
+    let Some((status, generation, reason, message)) = now else {
+        return;
+    };
+    let generation = generation.or(new.observed_generation).unwrap_or_default();
+    match status.as_str() {
+        // The operator sees the status, not the agent's write count.
+        "True" => out.push(EventBody::ConfigApplied {
+            generation,
+            writes: 0,
+        }),
+        "False" if reason != "Pending" && reason != "Progressing" => {
+            out.push(EventBody::ConfigFailed {
+                generation,
+                error: if message.is_empty() { reason } else { message },
+            })
+        }
+        _ => {}
+    }
+}
+
+/// A new or changed `Degraded=True` condition.
+fn degraded_events(
+    old: &NetworkConfigurationStatus,
+    new: &NetworkConfigurationStatus,
+    out: &mut Vec<EventBody>,
+) {
     let degraded = |s| {
         condition(s, api::conditions::DEGRADED)
             .filter(|c| c.status == "True")
@@ -190,7 +234,6 @@ pub fn status_events(
             out.push(EventBody::Degraded { reason, message });
         }
     }
-    out
 }
 
 // === the per-pod log ===

@@ -124,7 +124,9 @@ mod tests {
         log
     }
 
-    fn seqs(r: Result<Vec<Event>, Gone>) -> Result<Vec<u64>, Gone> {
+    type Seqs = Result<Vec<u64>, Gone>;
+
+    fn seqs(r: Result<Vec<Event>, Gone>) -> Seqs {
         r.map(|v| v.iter().map(|e| e.seq).collect())
     }
 
@@ -156,7 +158,7 @@ mod tests {
     fn since_serves_exactly_what_follows_or_is_gone() {
         let log = log_with(3, 1, 6);
         let gone = |since| Err(Gone { since, oldest: 4 });
-        let cases: &[(Option<u64>, Result<Vec<u64>, Gone>)] = &[
+        let cases: &[(Option<u64>, Seqs)] = &[
             (None, Ok(vec![4, 5, 6])),
             (Some(2), gone(2)),           // older than the buffer
             (Some(3), Ok(vec![4, 5, 6])), // right before the oldest: gapless

@@ -73,6 +73,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_write_into_a_missing_directory_fails_and_names_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("missing").join("state.json");
+        let error = write_json(&path, &1, Durability::PowerLoss).expect_err("no directory");
+        assert!(error.to_string().contains("state.json"), "{error}");
+    }
+
+    #[test]
     fn a_record_is_replaced_whole_and_no_temp_file_is_left_behind() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
@@ -89,13 +97,5 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
-    }
-
-    #[test]
-    fn a_write_into_a_missing_directory_fails_and_names_the_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("missing").join("state.json");
-        let error = write_json(&path, &1, Durability::PowerLoss).expect_err("no directory");
-        assert!(error.to_string().contains("state.json"), "{error}");
     }
 }

@@ -38,7 +38,9 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-/// Writes `value` as JSON to a temp file beside `path` and renames it over `path`.
+/// Writes `value` as JSON to a new temp file beside `path` (a unique name, so two writers
+/// never share one) and renames it over `path`. For [`Durability::PowerLoss`] the file is
+/// synced before the rename and the directory after it, so the rename itself is on disk.
 pub fn write_json<T: Serialize>(path: &Path, value: &T, durability: Durability) -> Result<()> {
     let file_err = |source| Error::File {
         path: path.to_path_buf(),
@@ -48,11 +50,52 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T, durability: Durability) 
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(file_err)?;
-    f.write_all(&json).map_err(file_err)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(file_err)?;
+    tmp.write_all(&json).map_err(file_err)?;
     if durability == Durability::PowerLoss {
-        f.sync_all().map_err(file_err)?;
+        tmp.as_file().sync_all().map_err(file_err)?;
     }
-    std::fs::rename(&tmp, path).map_err(file_err)
+    tmp.persist(path).map_err(|e| file_err(e.error))?;
+    if durability == Durability::PowerLoss {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(file_err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_into_a_missing_directory_fails_and_names_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("missing").join("state.json");
+        let error = write_json(&path, &1, Durability::PowerLoss).expect_err("no directory");
+        assert!(error.to_string().contains("state.json"), "{error}");
+    }
+
+    #[test]
+    fn a_record_is_replaced_whole_and_no_temp_file_is_left_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        assert_eq!(read_json::<Vec<u32>>(&path).expect("read"), None);
+        for (value, durability) in [
+            (vec![1, 2, 3], Durability::PowerLoss),
+            (vec![4], Durability::ProcessCrash),
+        ] {
+            write_json(&path, &value, durability).expect("write");
+            assert_eq!(read_json::<Vec<u32>>(&path).expect("read"), Some(value));
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
 }

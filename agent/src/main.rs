@@ -1,17 +1,8 @@
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = agent::cli::Cli::parse();
-    let filter = EnvFilter::try_from_env("NES_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("NES_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    common::logging::init();
     // A one-shot command runs on one thread: its netlink requests and their socket's task
     // then never wait for another thread to be scheduled. Daemons get a worker per core.
     let runtime = if cli.is_one_shot() {

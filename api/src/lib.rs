@@ -6,6 +6,7 @@
 pub mod care;
 pub mod conditions;
 pub mod crd;
+pub mod eventlog;
 pub mod host;
 pub mod limits;
 pub mod merge;

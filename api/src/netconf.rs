@@ -78,11 +78,6 @@ pub enum InterfaceType {
 }
 
 impl InterfaceType {
-    /// Whether nes creates (and so may delete) links of this type.
-    pub fn is_created(self) -> bool {
-        !matches!(self, InterfaceType::Existing)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             InterfaceType::Existing => "existing",

@@ -364,23 +364,17 @@ pub fn parse_manager(s: &str) -> Result<String, String> {
     api::validate::check_manager(s).map(|()| s.to_string())
 }
 
-/// `500ms`, `30s`, `2m`, `1h`, or a plain number of seconds.
+/// A duration as humantime reads it (`500ms`, `1.5s`, `2m`, `1h 30m`, `1d`), or a plain
+/// number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let bad = || format!("{s:?} is not a duration such as 500ms, 30s, 2m or 1h");
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
+    let seconds = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let parsed = if seconds {
+        humantime::parse_duration(&format!("{s}s"))
+    } else {
+        humantime::parse_duration(s)
     };
-    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
+    parsed.map_err(|e| format!("{s:?} is not a duration such as 500ms, 30s, 2m or 1h: {e}"))
 }
 
 #[cfg(test)]

@@ -9,19 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::wire::{ProblemDetails, MAX_BODY_BYTES};
+use common::tls::Trust;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rand::Rng;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, timeout_at, Instant};
 use tracing::{debug, info};
+
+pub use common::backoff::Backoff;
 
 use crate::error::{humanize, Error, Result};
 
@@ -73,29 +75,11 @@ impl std::fmt::Debug for Rest {
 
 /// TLS settings trusting the system roots and the CA certificates of `extra_ca_pem`.
 pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(pem) = extra_ca_pem {
-        let certs = CertificateDer::pem_slice_iter(pem)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Usage(format!("--ca-file is not PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(Error::Usage("--ca-file holds no certificate".into()));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| Error::Usage(format!("--ca-file: {e}")))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Usage(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    common::tls::client_config(Trust::System {
+        extra_pem: extra_ca_pem,
+    })
+    .map(Arc::new)
+    .map_err(|e| Error::Usage(format!("--ca-file {e}")))
 }
 
 /// A client of the socket API or the cliserver. Every call opens its own connection (calls
@@ -204,7 +188,7 @@ impl Client {
         deadline: Instant,
     ) -> Result<Response<Incoming>> {
         let start = Instant::now();
-        let mut backoff = Backoff::default();
+        let mut backoff = backoff();
         loop {
             let mut sender = self.connect(start, deadline, &mut backoff).await?;
             let req = self.request(&method, uri, body.clone())?;
@@ -237,7 +221,7 @@ impl Client {
                     source,
                 },
             };
-            let Some(delay) = backoff.delay_before(deadline) else {
+            let Some(delay) = backoff.delay_before(deadline.into_std()) else {
                 return Err(last);
             };
             info!(error = %last, retry_in = %humanize(delay), "request failed; retrying");
@@ -302,10 +286,10 @@ impl Client {
             if !is_transient(&source) {
                 return Err(unreachable(source));
             }
-            let Some(delay) = backoff.delay_before(deadline) else {
+            let Some(delay) = backoff.delay_before(deadline.into_std()) else {
                 return Err(unreachable(source));
             };
-            // Tests synchronise on this line (RUST_LOG=debug): keep "connect failed; retrying".
+            // Tests synchronise on this line (NES_LOG=debug): keep "connect failed; retrying".
             debug!(endpoint = %self.endpoint, error = %source, retry_in = %humanize(delay), "connect failed; retrying");
             sleep(delay).await;
         };
@@ -503,40 +487,9 @@ pub fn problem_from(status: StatusCode, body: &[u8]) -> ProblemDetails {
     p
 }
 
-/// Exponential backoff with jitter: each delay is drawn from [base/2, base], base doubling
-/// from 50ms to 2s, and never past the deadline.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_millis(50),
-            max: Duration::from_secs(2),
-        }
-    }
-}
-
-impl Backoff {
-    /// The next delay, or `None` when the deadline has passed.
-    pub fn delay_before(&mut self, deadline: Instant) -> Option<Duration> {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        if left.is_zero() {
-            return None;
-        }
-        Some(self.next_delay().min(left))
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.base;
-        self.base = (self.base * 2).min(self.max);
-        let half = base / 2;
-        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-        half + Duration::from_millis(jitter)
-    }
+/// nescli's retries: the shared backoff, from 50ms doubling to 2s (a person is waiting).
+pub fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
 }
 
 /// Reads an NDJSON body line by line.
@@ -592,20 +545,26 @@ impl Lines {
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass).
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
+
+/// RFC 3986's unreserved characters, the only ones left as they are.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_unreserved_characters_pass_unencoded() {
+        assert_eq!(percent_encode("aZ0-._~"), "aZ0-._~");
+        assert_eq!(percent_encode("a/b?c#d e%"), "a%2Fb%3Fc%23d%20e%25");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
 
     #[test]
     fn query_values_are_percent_encoded_and_the_pod_is_appended() {
@@ -664,7 +623,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_stays_under_its_cap() {
-        let mut b = Backoff::default();
+        let mut b = backoff();
         let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
         assert!(delays[0] >= Duration::from_millis(25) && delays[0] <= Duration::from_millis(50));
         assert!(delays[3] >= Duration::from_millis(200), "{delays:?}");
@@ -673,14 +632,6 @@ mod tests {
             "{delays:?}"
         );
         assert!(delays[9] >= Duration::from_secs(1), "{delays:?}");
-    }
-
-    #[test]
-    fn backoff_stops_at_the_deadline() {
-        let mut b = Backoff::default();
-        assert_eq!(b.delay_before(Instant::now()), None);
-        let d = b.delay_before(Instant::now() + Duration::from_millis(10));
-        assert!(d.is_some_and(|d| d <= Duration::from_millis(10)), "{d:?}");
     }
 
     #[test]

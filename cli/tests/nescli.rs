@@ -306,7 +306,7 @@ fn an_absent_server_exits_3_once_the_timeout_has_passed() {
 fn a_server_that_appears_late_is_reached_by_retrying() {
     let dir = socket_dir();
     let mut cmd = nescli();
-    cmd.env("RUST_LOG", "cli=debug")
+    cmd.env("NES_LOG", "cli=debug")
         .arg("--socket")
         .arg(&dir.sock)
         .args(["status", "--timeout", "20s"])

@@ -15,8 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::utils::Backoff;
-use kube::runtime::watcher::{self, DefaultBackoff, Event};
+use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio_util::sync::CancellationToken;
@@ -89,7 +88,9 @@ pub async fn run(
 ) -> Result<()> {
     cfg.check()?;
     let keeper = Keeper::new(client, cfg, store);
-    let mut backoff = DefaultBackoff::default();
+    // The bounds of kube's watcher backoff, which the certificate watch also uses.
+    let mut backoff =
+        common::backoff::Backoff::new(Duration::from_millis(800), Duration::from_secs(30));
     // Started after the first pass, so that pass's calls come first and alone.
     let mut changes = None;
     let mut seen: Option<String> = None;
@@ -104,7 +105,7 @@ pub async fn run(
                 wait
             }
             Err(error) => {
-                let wait = backoff.next().unwrap_or(RESYNC);
+                let wait = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?wait, "keeping the operator's certificates current failed");
                 wait
             }

@@ -17,8 +17,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -53,16 +51,10 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// The delay before retry number `attempt` (0 for the first retry): drawn from
-/// [base/2, base] with base = `base_delay` * 2^attempt, at most `max_delay`.
+/// The delay before retry number `attempt` (0 for the first retry): the shared backoff's,
+/// from `base_delay` doubling to `max_delay`.
 pub fn retry_delay(cfg: &DeliveryConfig, attempt: u32, rng: &mut impl Rng) -> Duration {
-    let base = cfg
-        .base_delay
-        .saturating_mul(2u32.saturating_pow(attempt.min(31)))
-        .min(cfg.max_delay);
-    let half = base / 2;
-    let jitter = rng.random_range(0..=half.as_millis() as u64);
-    half + Duration::from_millis(jitter)
+    common::backoff::delay(cfg.base_delay, cfg.max_delay, attempt, rng)
 }
 
 /// The `Idempotency-Key` of the batch of events `first..=last` of subscription `uid`.
@@ -116,36 +108,10 @@ impl std::fmt::Debug for WebhookClient {
 impl WebhookClient {
     /// `extra_ca_pem`: more CA certificates (PEM) to trust, e.g. a private CA.
     pub fn new(extra_ca_pem: Option<&[u8]>) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for error in &native.errors {
-            warn!(%error, "cannot load some system CA certificates");
-        }
-        roots.add_parsable_certificates(native.certs);
-        if let Some(pem) = extra_ca_pem {
-            let certs = CertificateDer::pem_slice_iter(pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Error::Tls(format!("webhook CA bundle is not PEM: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Tls("webhook CA bundle holds no certificate".into()));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|source| Error::Rustls {
-                    context: "trust the webhook CA bundle".into(),
-                    source,
-                })?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|source| Error::Rustls {
-            context: "choose TLS versions".into(),
-            source,
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = common::tls::client_config(common::tls::Trust::System {
+            extra_pem: extra_ca_pem,
+        })
+        .map_err(|e| Error::Tls(format!("webhook CA bundle {e}")))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -192,22 +158,81 @@ pub async fn run(
     changed: impl Fn() + Send + Sync,
     shutdown: CancellationToken,
 ) {
-    let set = |f: &dyn Fn(&mut Progress)| {
-        let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+    let d = Delivery {
+        hub,
+        client,
+        cfg,
+        target,
+        progress,
+        changed,
+        shutdown,
+    };
+    let t = &d.target;
+    info!(namespace = %t.namespace, name = %t.name, url = %t.url, "webhook delivery started");
+    loop {
+        let (batch, mut live) = match d.next_batch().await {
+            Next::Batch(batch, live) => (batch, live),
+            Next::Again => continue,
+            Next::Stop => break,
+        };
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            continue;
+        };
+        let (first, last) = (first.seq, last.seq);
+        let Some(body) = d.encode(batch) else { break };
+        if !d.deliver(first, last, body, &mut live).await {
+            return;
+        }
+    }
+    info!(namespace = %t.namespace, name = %t.name, "webhook delivery stopped");
+}
+
+/// One subscription's delivery, phase by phase.
+struct Delivery<C> {
+    hub: Arc<Hub>,
+    client: WebhookClient,
+    cfg: DeliveryConfig,
+    target: Target,
+    progress: Arc<Mutex<Progress>>,
+    changed: C,
+    shutdown: CancellationToken,
+}
+
+/// What the next round of a delivery has to do.
+enum Next {
+    /// POST these, then go on with the receiver of later events.
+    Batch(Vec<Event>, broadcast::Receiver<Event>),
+    /// Nothing to send now; look again.
+    Again,
+    /// The subscription is gone, or shutdown.
+    Stop,
+}
+
+impl<C: Fn() + Send + Sync> Delivery<C> {
+    /// Changes the progress; `changed` is called when that changed anything.
+    fn set(&self, f: &dyn Fn(&mut Progress)) {
+        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         let before = p.clone();
         f(&mut p);
         let differs = *p != before;
         drop(p);
         if differs {
-            changed();
+            (self.changed)();
         }
-    };
-    info!(namespace = %target.namespace, name = %target.name, url = %target.url, "webhook delivery started");
-    loop {
-        let acked = progress.lock().unwrap_or_else(|p| p.into_inner()).acked;
-        let (backlog, mut live) = match hub.subscribe_care(&target.namespace, &target.name, acked) {
-            Ok((backlog, live, uid)) if uid == target.uid => (backlog, live),
-            Ok(_) | Err(CareStreamError::Unknown) => break,
+    }
+
+    /// The held events after the acknowledged one, or else the next live ones (waiting for
+    /// the first), at most `max_batch`.
+    async fn next_batch(&self) -> Next {
+        let t = &self.target;
+        let acked = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .acked;
+        let (backlog, mut live) = match self.hub.subscribe_care(&t.namespace, &t.name, acked) {
+            Ok((backlog, live, uid)) if uid == t.uid => (backlog, live),
+            Ok(_) | Err(CareStreamError::Unknown) => return Next::Stop,
             Err(CareStreamError::Gone(g)) => {
                 // The receiver was away longer than the log reaches: say so, go on.
                 let lost = format!(
@@ -215,92 +240,103 @@ pub async fn run(
                     g.since + 1,
                     g.oldest - 1
                 );
-                warn!(namespace = %target.namespace, name = %target.name, %lost, "webhook delivery gap");
-                set(&|p| {
+                warn!(namespace = %t.namespace, name = %t.name, %lost, "webhook delivery gap");
+                self.set(&|p| {
                     p.acked = Some(g.oldest - 1);
                     p.failing = Some(lost.clone());
                 });
-                continue;
+                return Next::Again;
             }
         };
-        let mut batch: Vec<Event> = backlog.into_iter().take(cfg.max_batch).collect();
+        let max = self.cfg.max_batch;
+        let mut batch: Vec<Event> = backlog.into_iter().take(max).collect();
         if batch.is_empty() {
             let first = tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = self.shutdown.cancelled() => return Next::Stop,
                 next = live.recv() => next,
             };
             match first {
                 Ok(e) if acked.is_none_or(|a| e.seq > a) => batch.push(e),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => continue, // deleted: checked above
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return Next::Again,
+                // Deleted: the next subscribe says so.
+                Err(broadcast::error::RecvError::Closed) => return Next::Again,
             }
-            while batch.len() < cfg.max_batch {
+            while batch.len() < max {
                 match live.try_recv() {
                     Ok(e) => batch.push(e),
                     Err(_) => break,
                 }
             }
         }
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            continue;
-        };
-        let (first, last) = (first.seq, last.seq);
+        Next::Batch(batch, live)
+    }
+
+    /// The JSON body of a batch; `None` (delivery stops) if it cannot be encoded.
+    fn encode(&self, events: Vec<Event>) -> Option<Bytes> {
         let body = WebhookBatch {
-            subscription: target.name.clone(),
-            namespace: target.namespace.clone(),
-            events: batch,
+            subscription: self.target.name.clone(),
+            namespace: self.target.namespace.clone(),
+            events,
         };
-        let body = match serde_json::to_vec(&body) {
-            Ok(b) => Bytes::from(b),
+        match serde_json::to_vec(&body) {
+            Ok(b) => Some(Bytes::from(b)),
             Err(error) => {
                 warn!(%error, "cannot encode a webhook batch");
-                break;
+                None
             }
-        };
-        let key = idempotency_key(&target.uid, first, last);
+        }
+    }
+
+    /// POSTs the batch `first..=last` until it is accepted (true) or the subscription is
+    /// deleted or shutdown comes first (false).
+    async fn deliver(
+        &self,
+        first: u64,
+        last: u64,
+        body: Bytes,
+        live: &mut broadcast::Receiver<Event>,
+    ) -> bool {
+        let t = &self.target;
+        let key = idempotency_key(&t.uid, first, last);
         let mut attempt = 0u32;
         loop {
-            let outcome = tokio::time::timeout(
-                cfg.attempt_timeout,
-                client.post(&target.url, &key, body.clone()),
-            )
-            .await;
-            let error = match outcome {
-                Ok(Ok(status)) if status.is_success() => None,
-                Ok(Ok(status)) => Some(format!("POST {} answered {status}", target.url)),
-                Ok(Err(e)) => Some(format!("POST {}: {e}", target.url)),
-                Err(_) => Some(format!(
-                    "POST {}: no answer within {:?}",
-                    target.url, cfg.attempt_timeout
-                )),
-            };
-            let Some(error) = error else {
-                debug!(namespace = %target.namespace, name = %target.name, first, last, "batch delivered");
-                set(&|p| {
+            let Some(error) = self.post(&key, body.clone()).await else {
+                debug!(namespace = %t.namespace, name = %t.name, first, last, "batch delivered");
+                self.set(&|p| {
                     p.acked = Some(last);
                     p.failing = None;
                 });
-                break;
+                return true;
             };
-            let delay = retry_delay(&cfg, attempt, &mut rand::rng());
-            warn!(namespace = %target.namespace, name = %target.name, %error, attempt, retry_in = ?delay, "webhook delivery failed");
-            set(&|p| p.failing = Some(error.clone()));
+            let delay = retry_delay(&self.cfg, attempt, &mut rand::rng());
+            warn!(namespace = %t.namespace, name = %t.name, %error, attempt, retry_in = ?delay, "webhook delivery failed");
+            self.set(&|p| p.failing = Some(error.clone()));
             attempt = attempt.saturating_add(1);
             // Retry after the delay, unless the subscription goes away meanwhile.
             let deleted = async {
                 while !matches!(live.recv().await, Err(broadcast::error::RecvError::Closed)) {}
             };
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = self.shutdown.cancelled() => return false,
                 () = deleted => {
-                    info!(namespace = %target.namespace, name = %target.name, "subscription deleted; webhook delivery stopped");
-                    return;
+                    info!(namespace = %t.namespace, name = %t.name, "subscription deleted; webhook delivery stopped");
+                    return false;
                 }
                 () = tokio::time::sleep(delay) => {}
             }
         }
     }
-    info!(namespace = %target.namespace, name = %target.name, "webhook delivery stopped");
+
+    /// One POST within the attempt timeout: `None` when accepted, else why not.
+    async fn post(&self, key: &str, body: Bytes) -> Option<String> {
+        let (url, timeout) = (&self.target.url, self.cfg.attempt_timeout);
+        match tokio::time::timeout(timeout, self.client.post(url, key, body)).await {
+            Ok(Ok(status)) if status.is_success() => None,
+            Ok(Ok(status)) => Some(format!("POST {url} answered {status}")),
+            Ok(Err(e)) => Some(format!("POST {url}: {e}")),
+            Err(_) => Some(format!("POST {url}: no answer within {timeout:?}")),
+        }
+    }
 }
 
 #[cfg(test)]

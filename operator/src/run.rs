@@ -78,14 +78,13 @@ async fn clients() -> Result<(kube::Client, kube::Client)> {
     ))
 }
 
-pub async fn run(args: Args) -> Result<()> {
-    let (client, rest_client) = clients().await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals(shutdown.clone()));
-
-    let metrics = Arc::new(Metrics::default());
-    let certs = CertStore::new();
-    let hub = Arc::new(Hub::default());
+/// The HTTPS server's routes: the cliserver and the admission webhook, with metrics.
+fn https_app(
+    args: &Args,
+    rest_client: kube::Client,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+) -> axum::Router {
     let state = Arc::new(cliserver::State {
         client: rest_client.clone(),
         auth: Authorizer {
@@ -93,19 +92,22 @@ pub async fn run(args: Args) -> Result<()> {
             agent_username: args.agent_username(),
             agent_namespace: args.namespace.clone(),
         },
-        events: hub.clone(),
+        events: hub,
     });
     let shim = Arc::new(ShimConfig {
         image: args.shim_image.clone(),
         image_pull_policy: args.shim_image_pull_policy.clone(),
     });
-    let app = cliserver::router(state)
+    cliserver::router(state)
         .merge(admission::router(shim))
         .layer(axum::middleware::from_fn_with_state(
-            metrics.clone(),
+            metrics,
             metrics::track,
-        ));
-    let cert_cfg = CertConfig {
+        ))
+}
+
+fn cert_config(args: &Args) -> CertConfig {
+    CertConfig {
         namespace: args.namespace.clone(),
         secret_name: args.tls_secret_name.clone(),
         service_name: args.service_name.clone(),
@@ -113,14 +115,11 @@ pub async fn run(args: Args) -> Result<()> {
         ca_configmap_name: args.ca_configmap_name.clone(),
         validity: CertConfig::DEFAULT_VALIDITY,
         renew_before: CertConfig::DEFAULT_RENEW_BEFORE,
-    };
-    let https = bind(args.listen_addr).await?;
-    let probe = bind(args.probe_addr).await?;
-    info!(listen = %args.listen_addr, probes = %args.probe_addr, pod = %args.pod_name, "nes-operator starting");
+    }
+}
 
-    let probe_app = probes::router(metrics.clone(), certs.clone());
-    let probe_addr = args.probe_addr;
-    let probe_shutdown = shutdown.clone();
+/// Webhook delivery of subscriptions, trusting the extra CA bundle when one is given.
+fn subscriptions(args: &Args, hub: Arc<Hub>) -> Result<Arc<Subscriptions>> {
     let extra_ca = match &args.webhook_ca_bundle {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
             Error::Tls(format!(
@@ -130,16 +129,35 @@ pub async fn run(args: Args) -> Result<()> {
         })?),
         None => None,
     };
-    let subscriptions = Subscriptions::new(
-        hub.clone(),
+    Ok(Subscriptions::new(
+        hub,
         WebhookClient::new(extra_ca.as_deref())?,
         DeliveryConfig::default(),
-    );
+    ))
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let (client, rest_client) = clients().await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+
+    let metrics = Arc::new(Metrics::default());
+    let certs = CertStore::new();
+    let hub = Arc::new(Hub::default());
+    let app = https_app(&args, rest_client, hub.clone(), metrics.clone());
+    let cert_cfg = cert_config(&args);
+    let https = bind(args.listen_addr).await?;
+    let probe = bind(args.probe_addr).await?;
+    info!(listen = %args.listen_addr, probes = %args.probe_addr, pod = %args.pod_name, "nes-operator starting");
+
+    let probe_app = probes::router(metrics.clone(), certs.clone());
+    let probe_addr = args.probe_addr;
+    let probe_shutdown = shutdown.clone();
     let ctx = Context::new(
         client.clone(),
         &args.pod_name,
         metrics.clone(),
-        subscriptions,
+        subscriptions(&args, hub.clone())?,
     );
     let lease = LeaseConfig {
         namespace: args.namespace.clone(),

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::wire::{Event, StatusView, POD_SOCKET_NAME};
+use common::backoff::Backoff;
 use nix::sys::signal::{SigSet, Signal};
 
 /// Where the running shim answers `nes-shim probe`.
@@ -90,24 +91,23 @@ fn follow() -> ExitCode {
     let answer: Answer = Arc::new(Mutex::new("unknown: nes has not answered yet".into()));
     let served = answer.clone();
     std::thread::spawn(move || serve(served));
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
     let mut since: Option<u64> = None;
     loop {
         match follow_once(&answer, &mut since) {
             // The stream ended cleanly (agent stopping): reconnect soon.
-            Ok(()) => backoff = BACKOFF_FIRST,
+            Ok(()) => backoff.reset(),
             Err(error) => {
                 eprintln!("nes-shim: @{POD_SOCKET_NAME}: {error}; keeping the last answer")
             }
         }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        std::thread::sleep(backoff.next_delay());
     }
 }
 
 /// Serves the last answer on `@nes-shim`: one line per connection.
 fn serve(answer: Answer) {
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
     let listener = loop {
         match SocketAddr::from_abstract_name(SHIM_SOCKET_NAME.as_bytes())
             .and_then(|a| UnixListener::bind_addr(&a))
@@ -116,8 +116,7 @@ fn serve(answer: Answer) {
             // A previous shim of this pod may linger for a moment.
             Err(error) => {
                 eprintln!("nes-shim: cannot bind @{SHIM_SOCKET_NAME}: {error}; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                std::thread::sleep(backoff.next_delay());
             }
         }
     };

@@ -17,8 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kube::runtime::reflector::{ObjectRef, Store};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::io::StreamReader;
@@ -325,20 +324,9 @@ impl Forwarder {
             path: path.clone(),
             reason,
         };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))? {
-            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(ca_err("no certificate in it".into()));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ca_err(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth())
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        common::tls::client_config(common::tls::Trust::Only { pem: &pem })
+            .map_err(|e| ca_err(e.to_string()))
     }
 }
 

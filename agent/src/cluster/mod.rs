@@ -25,6 +25,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -138,37 +139,15 @@ pub async fn run(
     let forwarder = Arc::new(Forwarder::new(opts.forward.clone())?);
     let (pods, pods_writer) = reflector::store::<Pod>();
     let (confs, confs_writer) = reflector::store::<NetworkConfiguration>();
-    let (notices, mut noticed) = mpsc::unbounded_channel();
-
-    let pod_watch = watcher::Config::default()
-        .fields(&format!("spec.nodeName={}", opts.node))
-        .labels(&format!("{}=true", api::SELECTION_LABEL));
-    let conf_watch =
-        watcher::Config::default().labels(&format!("{}={}", api::NODE_LABEL, opts.node));
-    let watches = [
-        tokio::spawn(
-            follow(
-                reflector::reflector(
-                    pods_writer,
-                    watcher(Api::<Pod>::all(client.clone()), pod_watch),
-                ),
-                notices.clone(),
-                stop.clone(),
-            )
-            .instrument(tracing::info_span!("watch", kind = "Pod")),
-        ),
-        tokio::spawn(
-            follow(
-                reflector::reflector(
-                    confs_writer,
-                    watcher(Api::<NetworkConfiguration>::all(client.clone()), conf_watch),
-                ),
-                notices,
-                stop.clone(),
-            )
-            .instrument(tracing::info_span!("watch", kind = "NetworkConfiguration")),
-        ),
-    ];
+    let (notices, noticed) = mpsc::unbounded_channel();
+    let watches = spawn_watches(
+        &opts.node,
+        &client,
+        pods_writer,
+        confs_writer,
+        notices,
+        &stop,
+    );
 
     let (served, served_rx) = tokio::sync::watch::channel(cares::ServedPods::new());
     let subscriptions = Arc::new(cares::Subscriptions::new(
@@ -197,6 +176,61 @@ pub async fn run(
         subscriptions,
         ready: CancellationToken::new(),
     });
+    serve_probes(&ctx, &stop).await?;
+    if !listed(&ctx, &stop).await? {
+        return Ok(());
+    }
+    ctx.ready.cancel();
+    info!(node = %ctx.opts.node, pods = ctx.pods.state().len(), "watches listed; serving pods");
+    dispatch(&ctx, noticed, &stop).await;
+    for w in watches {
+        w.abort();
+    }
+    Ok(())
+}
+
+/// The watches of this node's selected pods and of its `NetworkConfiguration`s, feeding
+/// the reflectors and telling the loop what changed.
+fn spawn_watches(
+    node: &str,
+    client: &Client,
+    pods_writer: reflector::store::Writer<Pod>,
+    confs_writer: reflector::store::Writer<NetworkConfiguration>,
+    notices: mpsc::UnboundedSender<Notice>,
+    stop: &CancellationToken,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    let pod_watch = watcher::Config::default()
+        .fields(&format!("spec.nodeName={node}"))
+        .labels(&format!("{}=true", api::SELECTION_LABEL));
+    let conf_watch = watcher::Config::default().labels(&format!("{}={node}", api::NODE_LABEL));
+    [
+        tokio::spawn(
+            follow(
+                reflector::reflector(
+                    pods_writer,
+                    watcher(Api::<Pod>::all(client.clone()), pod_watch),
+                ),
+                notices.clone(),
+                stop.clone(),
+            )
+            .instrument(tracing::info_span!("watch", kind = "Pod")),
+        ),
+        tokio::spawn(
+            follow(
+                reflector::reflector(
+                    confs_writer,
+                    watcher(Api::<NetworkConfiguration>::all(client.clone()), conf_watch),
+                ),
+                notices,
+                stop.clone(),
+            )
+            .instrument(tracing::info_span!("watch", kind = "NetworkConfiguration")),
+        ),
+    ]
+}
+
+/// The probe and metrics endpoint, when an address is configured.
+async fn serve_probes(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<()> {
     if let Some(addr) = ctx.opts.probe_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -208,24 +242,37 @@ pub async fn run(
             stop.clone(),
         ));
     }
+    Ok(())
+}
 
-    // Nothing is served before both lists are in: a pod whose CR is not known yet would be
-    // converged to an empty spec, removing what nes applied.
+/// Waits for both watches' first lists; false when stopped first. Nothing is served before
+/// both lists are in: a pod whose CR is not known yet would be converged to an empty spec,
+/// removing what nes applied.
+async fn listed(ctx: &Context, stop: &CancellationToken) -> Result<bool> {
     tokio::select! {
-        _ = stop.cancelled() => return Ok(()),
+        _ = stop.cancelled() => Ok(false),
         ready = async { tokio::try_join!(ctx.pods.wait_until_ready(), ctx.confs.wait_until_ready()) } => {
-            if ready.is_err() {
-                return Err(Error::Watch { what: "the pod and NetworkConfiguration watches ended before listing".into() });
+            match ready {
+                Ok(_) => Ok(true),
+                Err(_) => Err(Error::Watch { what: "the pod and NetworkConfiguration watches ended before listing".into() }),
             }
         }
     }
-    ctx.ready.cancel();
-    info!(node = %ctx.opts.node, pods = ctx.pods.state().len(), "watches listed; serving pods");
+}
 
-    let mut workers: HashMap<Key, Worker> = HashMap::new();
+/// Wakes (or starts) the worker of each pod a notice is about, until `stop`; then stops
+/// the workers and waits for them.
+async fn dispatch(
+    ctx: &Arc<Context>,
+    mut noticed: mpsc::UnboundedReceiver<Notice>,
+    stop: &CancellationToken,
+) {
+    let mut workers = Workers {
+        running: HashMap::new(),
+        stop: stop.child_token(),
+    };
     let mut sandboxes = ctx.resolver.subscribe();
     let mut resync = tokio::time::interval(ctx.opts.resync);
-    let workers_stop = stop.child_token();
     loop {
         let notice = tokio::select! {
             _ = stop.cancelled() => break,
@@ -233,22 +280,47 @@ pub async fn run(
                 Some(n) => n,
                 None => break,
             },
-            ev = sandboxes.recv() => match ev {
-                Ok(SandboxEvent::Started { pod_uid, .. } | SandboxEvent::Gone { pod_uid, .. }) => {
-                    match key_of_uid(&ctx.pods, &pod_uid) {
-                        Some(key) => Notice::Pod(key),
-                        None => continue,
-                    }
-                }
-                Ok(SandboxEvent::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Notice::All,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+            ev = sandboxes.recv() => {
+                if matches!(ev, Err(RecvError::Closed)) {
                     sandboxes = tokio::sync::broadcast::channel(1).1;
                     continue;
+                }
+                match sandbox_notice(&ctx.pods, ev) {
+                    Some(n) => n,
+                    None => continue,
                 }
             },
             _ = resync.tick() => Notice::All,
         };
-        workers.retain(|_, w| !w.task.is_finished());
+        workers.notify(ctx, notice);
+    }
+    workers.stop().await;
+}
+
+/// What a runtime event asks for: its pod's worker, or all of them (a resync, or events
+/// missed); `None` for a pod this node does not serve.
+fn sandbox_notice(
+    pods: &reflector::Store<Pod>,
+    ev: std::result::Result<SandboxEvent, RecvError>,
+) -> Option<Notice> {
+    match ev {
+        Ok(SandboxEvent::Started { pod_uid, .. } | SandboxEvent::Gone { pod_uid, .. }) => {
+            key_of_uid(pods, &pod_uid).map(Notice::Pod)
+        }
+        Ok(SandboxEvent::Resync) | Err(RecvError::Lagged(_)) => Some(Notice::All),
+        Err(RecvError::Closed) => None,
+    }
+}
+
+/// One worker task per served pod.
+struct Workers {
+    running: HashMap<Key, Worker>,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    fn notify(&mut self, ctx: &Arc<Context>, notice: Notice) {
+        self.running.retain(|_, w| !w.task.is_finished());
         let keys: Vec<Key> = match notice {
             Notice::Pod(key) => vec![key],
             Notice::All => ctx
@@ -256,38 +328,41 @@ pub async fn run(
                 .state()
                 .iter()
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .chain(workers.keys().cloned())
+                .chain(self.running.keys().cloned())
                 .collect(),
         };
         for key in keys {
-            match workers.get(&key) {
+            match self.running.get(&key) {
                 Some(w) => w.wake.notify_one(),
                 None if ctx.pods.get(&key).is_some() => {
-                    let wake = Arc::new(Notify::new());
-                    let span = tracing::info_span!(
-                        "pod",
-                        namespace = key.namespace.as_deref().unwrap_or_default(),
-                        pod = %key.name,
-                        node = %ctx.opts.node
-                    );
-                    let task = tokio::spawn(
-                        worker::run(ctx.clone(), key.clone(), wake.clone(), workers_stop.clone())
-                            .instrument(span),
-                    );
-                    workers.insert(key, Worker { wake, task });
+                    let worker = self.start(ctx, &key);
+                    self.running.insert(key, worker);
                 }
                 None => {}
             }
         }
     }
-    workers_stop.cancel();
-    for (_, w) in workers {
-        let _ = w.task.await;
+
+    fn start(&self, ctx: &Arc<Context>, key: &Key) -> Worker {
+        let wake = Arc::new(Notify::new());
+        let span = tracing::info_span!(
+            "pod",
+            namespace = key.namespace.as_deref().unwrap_or_default(),
+            pod = %key.name,
+            node = %ctx.opts.node
+        );
+        let task = tokio::spawn(
+            worker::run(ctx.clone(), key.clone(), wake.clone(), self.stop.clone()).instrument(span),
+        );
+        Worker { wake, task }
     }
-    for w in watches {
-        w.abort();
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for (_, w) in self.running {
+            let _ = w.task.await;
+        }
     }
-    Ok(())
 }
 
 /// Drives one reflector, telling the loop which pod each change is about.

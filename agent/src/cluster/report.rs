@@ -33,8 +33,7 @@ pub async fn follow(
     let mut reports = server.reports();
     let mut live = server.events().follow();
     let mut budget = PatchBudget::new(ctx.opts.status_burst, ctx.opts.status_interval);
-    let mut last_pass: Option<Pass> = None;
-    let mut last_degraded: Option<(String, String)> = None;
+    let mut said = Said::default();
     // What the CR already says (a restarted agent finds its own last report) is not sent again.
     let mut last_patched: Option<(Option<String>, NetworkConfigurationStatus)> = ctx
         .conf(&key)
@@ -49,37 +48,13 @@ pub async fn follow(
         // Everything that happened meanwhile is covered by the reading below.
         while live.try_recv().is_ok() {}
 
-        let report = reports.borrow_and_update().clone();
-        if let Some(report) = report {
-            let pass = Pass {
-                generation: server.generation(),
-                converged: report.is_converged(),
-                writes: report.writes,
-                error: report_error(&report),
-            };
-            if last_pass.as_ref() != Some(&pass) {
-                if let Some(event) = pass_event(last_pass.as_ref(), &pass) {
-                    publish(&ctx, &pod, &event).await;
-                }
-                last_pass = Some(pass);
-            }
-        }
-        let degraded = server.degraded();
-        if degraded != last_degraded {
-            if let Some((reason, message)) = &degraded {
-                let event = KubeEvent {
-                    warning: true,
-                    reason: if reason == "SocketSquatted" {
-                        "SocketSquatted"
-                    } else {
-                        "SocketUnavailable"
-                    },
-                    note: message.clone(),
-                };
-                publish(&ctx, &pod, &event).await;
-            }
-            last_degraded = degraded;
-        }
+        let pass = reports.borrow_and_update().clone().map(|report| Pass {
+            generation: server.generation(),
+            converged: report.is_converged(),
+            writes: report.writes,
+            error: report_error(&report),
+        });
+        said.tell(&ctx, &pod, pass, server.degraded()).await;
 
         let Some(conf) = ctx.conf(&key) else {
             continue; // no CR (yet): nothing to report on
@@ -111,6 +86,47 @@ pub async fn follow(
         };
         if patch_status(&ctx, &key, &status).await {
             last_patched = Some((uid, status));
+        }
+    }
+}
+
+/// What a follower last told in Events, so that only changes are told again.
+#[derive(Default)]
+struct Said {
+    pass: Option<Pass>,
+    degraded: Option<(String, String)>,
+}
+
+impl Said {
+    /// An Event for a pass that differs from the last one (when it is worth one), and for a
+    /// new degradation of the pod socket.
+    async fn tell(
+        &mut self,
+        ctx: &Context,
+        pod: &Pod,
+        pass: Option<Pass>,
+        degraded: Option<(String, String)>,
+    ) {
+        if let Some(pass) = pass.filter(|p| self.pass.as_ref() != Some(p)) {
+            if let Some(event) = pass_event(self.pass.as_ref(), &pass) {
+                publish(ctx, pod, &event).await;
+            }
+            self.pass = Some(pass);
+        }
+        if degraded != self.degraded {
+            if let Some((reason, message)) = &degraded {
+                let event = KubeEvent {
+                    warning: true,
+                    reason: if reason == "SocketSquatted" {
+                        "SocketSquatted"
+                    } else {
+                        "SocketUnavailable"
+                    },
+                    note: message.clone(),
+                };
+                publish(ctx, pod, &event).await;
+            }
+            self.degraded = degraded;
         }
     }
 }

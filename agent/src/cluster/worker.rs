@@ -4,6 +4,7 @@
 //! first sight, pod restart, node reboot) releases the old one and serves the new one
 //! after proving it holds the pod's IP.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use super::report;
 use super::state::PodState;
 use super::{Context, Key};
 use crate::backoff::Backoff;
-use crate::cri::{PodRef, ResolveError};
+use crate::cri::{PodRef, ResolveError, ResolvedNetns};
 use crate::engine::PodNetwork;
 use crate::owned::Owned;
 use crate::podapi::{Desired, PodServer, ServerOptions};
@@ -85,59 +86,17 @@ pub async fn run(ctx: Arc<Context>, key: Key, wake: Arc<Notify>, stop: Cancellat
     }
 }
 
+/// One step, phase by phase: which pod, which sandbox, then either the new desired state
+/// for the sandbox being served or a newly opened, proven netns to serve.
 async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Next {
-    let pod = ctx.pods.get(key);
-    let plan = match pod.as_deref() {
-        Some(pod) => decide::pod_plan(pod, &ctx.opts.node),
-        None => PodPlan::Release("the pod is gone"),
+    let (pod, uid, ips) = match serve_which(ctx, key, served).await {
+        Ok(p) => p,
+        Err(next) => return next,
     };
-    let (uid, ips) = match plan {
-        PodPlan::Release(why) => {
-            if let Some(s) = served.take() {
-                info!(reason = why, "releasing the pod's sockets and state");
-                ctx.states.remove(&s.uid);
-                s.release(ctx).await;
-            }
-            return Next::Done;
-        }
-        PodPlan::Wait(why) => {
-            tracing::debug!(reason = why, "waiting");
-            return Next::Retry;
-        }
-        PodPlan::Serve { uid, ips } => (uid, ips),
-    };
-    let Some(pod) = pod else { return Next::Done };
-    if served.as_ref().is_some_and(|s| s.uid != uid) {
-        // Same name, new pod (a StatefulSet pod recreated): nothing of the old one holds.
-        if let Some(s) = served.take() {
-            ctx.states.remove(&s.uid);
-            s.release(ctx).await;
-        }
-    }
-
     let pod_ref = PodRef::new(&uid, key.namespace.clone().unwrap_or_default(), &key.name);
-    let resolved = match tokio::time::timeout(
-        ctx.opts.resolve_timeout,
-        ctx.resolver.resolve(&pod_ref),
-    )
-    .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(error)) => {
-            if sandbox_gone(&error) {
-                if let Some(s) = served.take() {
-                    info!(%error, "the pod's sandbox is gone: closing everything bound in its netns");
-                    s.release(ctx).await;
-                }
-            } else {
-                warn!(%error, "cannot resolve the pod's network namespace");
-            }
-            return Next::Retry;
-        }
-        Err(_) => {
-            warn!(after = ?ctx.opts.resolve_timeout, "resolving the pod's network namespace timed out");
-            return Next::Retry;
-        }
+    let resolved = match resolve(ctx, &pod_ref, served).await {
+        Ok(r) => r,
+        Err(next) => return next,
     };
     let sandbox = Sandbox::new(&resolved.sandbox_id, &resolved.identity);
     if let Some(s) = served.as_ref().filter(|s| s.sandbox == sandbox) {
@@ -158,60 +117,223 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
         );
         s.release(ctx).await;
     }
+    let candidate = Candidate {
+        key,
+        pod: &pod,
+        uid: &uid,
+        ips: &ips,
+        sandbox,
+    };
+    let (net, path) = match candidate.open(ctx, &resolved).await {
+        Ok(opened) => opened,
+        Err(next) => return next,
+    };
+    *served = Some(candidate.serve(ctx, net, &path));
+    Next::Idle
+}
 
-    let Some(path) = resolved.identity.path.clone() else {
-        warn!(sandbox = %sandbox.id, "the runtime gave no netns path");
-        return Next::Retry;
+/// The pod to serve (and its UID and IPs), or what to do instead: release it (gone, moved,
+/// opted out), wait for it. A new pod under the same name releases the old one first.
+async fn serve_which(
+    ctx: &Arc<Context>,
+    key: &Key,
+    served: &mut Option<Served>,
+) -> Result<(Arc<Pod>, String, Vec<IpAddr>), Next> {
+    let pod = ctx.pods.get(key);
+    let plan = match pod.as_deref() {
+        Some(pod) => decide::pod_plan(pod, &ctx.opts.node),
+        None => PodPlan::Release("the pod is gone"),
     };
-    let net = match PodNetwork::open(&path, &ctx.opts.host_netns).await {
-        Ok(net) => Arc::new(net.with_host_access(ctx.opts.host_access.clone())),
-        Err(error @ crate::error::Error::HostNetns { .. }) => {
-            warn!(%error, "refusing a pod netns that is the node's own");
-            ctx.resolver.invalidate(&uid);
-            refuse(ctx, key, &pod, "HostNetns", &error.to_string()).await;
-            return Next::Retry;
+    let (uid, ips) = match plan {
+        PodPlan::Release(why) => {
+            if let Some(s) = served.take() {
+                info!(reason = why, "releasing the pod's sockets and state");
+                ctx.states.remove(&s.uid);
+                s.release(ctx).await;
+            }
+            return Err(Next::Done);
         }
-        Err(error) => {
-            warn!(%error, netns = %path, "cannot open the pod's network namespace");
-            ctx.resolver.invalidate(&uid);
-            return Next::Retry;
+        PodPlan::Wait(why) => {
+            tracing::debug!(reason = why, "waiting");
+            return Err(Next::Retry);
         }
+        PodPlan::Serve { uid, ips } => (uid, ips),
     };
-    if Sandbox::new(&resolved.sandbox_id, net.identity()) != sandbox {
-        warn!(netns = %path, "the netns file changed while opening it; resolving again");
-        ctx.resolver.invalidate(&uid);
-        return Next::Retry;
+    let Some(pod) = pod else {
+        return Err(Next::Done);
+    };
+    if served.as_ref().is_some_and(|s| s.uid != uid) {
+        // Same name, new pod (a StatefulSet pod recreated): nothing of the old one holds.
+        if let Some(s) = served.take() {
+            ctx.states.remove(&s.uid);
+            s.release(ctx).await;
+        }
     }
-    // Configure the right netns or none: the runtime's answer must hold the pod's IP.
-    let holds = match net.observe().await {
-        Ok(observed) => decide::holds_pod_ip(&observed.addresses, &ips),
-        Err(error) => {
-            warn!(%error, netns = %path, "cannot read the pod's network namespace");
-            return Next::Retry;
+    Ok((pod, uid, ips))
+}
+
+/// The pod's sandbox and netns as the runtime says; a sandbox that is gone releases what
+/// was bound in it.
+async fn resolve(
+    ctx: &Arc<Context>,
+    pod_ref: &PodRef,
+    served: &mut Option<Served>,
+) -> Result<ResolvedNetns, Next> {
+    match tokio::time::timeout(ctx.opts.resolve_timeout, ctx.resolver.resolve(pod_ref)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(error)) => {
+            if sandbox_gone(&error) {
+                if let Some(s) = served.take() {
+                    info!(%error, "the pod's sandbox is gone: closing everything bound in its netns");
+                    s.release(ctx).await;
+                }
+            } else {
+                warn!(%error, "cannot resolve the pod's network namespace");
+            }
+            Err(Next::Retry)
         }
-    };
-    if !holds {
-        let message = format!(
-            "netns {path} of sandbox {} does not hold any of the pod's IPs {ips:?}; nothing was written",
-            sandbox.id
+        Err(_) => {
+            warn!(after = ?ctx.opts.resolve_timeout, "resolving the pod's network namespace timed out");
+            Err(Next::Retry)
+        }
+    }
+}
+
+/// A sandbox not served yet.
+struct Candidate<'a> {
+    key: &'a Key,
+    pod: &'a Arc<Pod>,
+    uid: &'a str,
+    ips: &'a [IpAddr],
+    sandbox: Sandbox,
+}
+
+impl Candidate<'_> {
+    /// Opens the sandbox's netns and proves it is the pod's: the same file the runtime
+    /// named, holding the pod's IP. Configure the right netns or none.
+    async fn open(
+        &self,
+        ctx: &Arc<Context>,
+        resolved: &ResolvedNetns,
+    ) -> Result<(Arc<PodNetwork>, String), Next> {
+        let (sandbox, uid) = (&self.sandbox, self.uid);
+        let Some(path) = resolved.identity.path.clone() else {
+            warn!(sandbox = %sandbox.id, "the runtime gave no netns path");
+            return Err(Next::Retry);
+        };
+        let net = match PodNetwork::open(&path, &ctx.opts.host_netns).await {
+            Ok(net) => Arc::new(net.with_host_access(ctx.opts.host_access.clone())),
+            Err(error @ crate::error::Error::HostNetns { .. }) => {
+                warn!(%error, "refusing a pod netns that is the node's own");
+                ctx.resolver.invalidate(uid);
+                refuse(ctx, self.key, self.pod, "HostNetns", &error.to_string()).await;
+                return Err(Next::Retry);
+            }
+            Err(error) => {
+                warn!(%error, netns = %path, "cannot open the pod's network namespace");
+                ctx.resolver.invalidate(uid);
+                return Err(Next::Retry);
+            }
+        };
+        if Sandbox::new(&resolved.sandbox_id, net.identity()) != *sandbox {
+            warn!(netns = %path, "the netns file changed while opening it; resolving again");
+            ctx.resolver.invalidate(uid);
+            return Err(Next::Retry);
+        }
+        let holds = match net.observe().await {
+            Ok(observed) => decide::holds_pod_ip(&observed.addresses, self.ips),
+            Err(error) => {
+                warn!(%error, netns = %path, "cannot read the pod's network namespace");
+                return Err(Next::Retry);
+            }
+        };
+        if !holds {
+            let message = format!(
+                "netns {path} of sandbox {} does not hold any of the pod's IPs {:?}; nothing was written",
+                sandbox.id, self.ips
+            );
+            warn!(%message, "refusing a netns that is not the pod's");
+            ctx.resolver.invalidate(uid);
+            refuse(ctx, self.key, self.pod, "NetnsMismatch", &message).await;
+            return Err(Next::Retry);
+        }
+        Ok((net, path))
+    }
+
+    /// Serves the proven netns: records it, starts its pod server and its status reporter.
+    fn serve(self, ctx: &Arc<Context>, net: Arc<PodNetwork>, path: &str) -> Served {
+        let (key, uid, sandbox) = (self.key, self.uid.to_string(), self.sandbox);
+        let owned = ctx.states.owned_in(&uid, &sandbox);
+        // After a restart the CR may not be known yet: a pod with a record holds, not wipes.
+        let desired =
+            decide::next_desired(ctx.conf(key).as_deref(), None, owned != Owned::default());
+        let state = PodState {
+            sandbox: sandbox.clone(),
+            owned: owned.clone(),
+        };
+        if let Err(error) = ctx.states.save(&uid, &state) {
+            warn!(%error, "cannot persist the pod record");
+        }
+        let backend = Arc::new(ClusterBackend {
+            namespace: key.namespace.clone().unwrap_or_default(),
+            pod: key.name.clone(),
+            uid: uid.clone(),
+            sandbox: sandbox.clone(),
+            forwarder: ctx.forwarder.clone(),
+            confs: ctx.confs.clone(),
+            states: ctx.states.clone(),
+            metrics: ctx.metrics.clone(),
+            subscriptions: ctx.subscriptions.clone(),
+            problem: Default::default(),
+        });
+        let (desired_tx, desired_rx) = watch::channel(desired);
+        let server = PodServer::start(
+            &key.name,
+            net,
+            desired_rx,
+            owned,
+            backend,
+            ServerOptions {
+                keeper: ctx.opts.keeper.clone(),
+                node: Some(ctx.opts.node.clone()),
+                conditions: previous_conditions(ctx, key, &sandbox),
+            },
         );
-        warn!(%message, "refusing a netns that is not the pod's");
-        ctx.resolver.invalidate(&uid);
-        refuse(ctx, key, &pod, "NetnsMismatch", &message).await;
-        return Next::Retry;
+        info!(sandbox = %sandbox.id, netns = %path, "serving the pod");
+        ctx.metrics.pods_served.inc();
+        ctx.served.send_modify(|served| {
+            served.insert(key.clone(), server.clone());
+        });
+        let poke = Arc::new(Notify::new());
+        let reporter = tokio::spawn(
+            report::follow(
+                ctx.clone(),
+                key.clone(),
+                self.pod.clone(),
+                server.clone(),
+                poke.clone(),
+            )
+            .in_current_span(),
+        );
+        Served {
+            key: key.clone(),
+            uid,
+            sandbox,
+            server,
+            desired: desired_tx,
+            poke,
+            reporter,
+        }
     }
+}
 
-    let owned = ctx.states.owned_in(&uid, &sandbox);
-    let desired = decide::next_desired(ctx.conf(key).as_deref(), None, owned != Owned::default());
-    let state = PodState {
-        sandbox: sandbox.clone(),
-        owned: owned.clone(),
-    };
-    if let Err(error) = ctx.states.save(&uid, &state) {
-        warn!(%error, "cannot persist the pod record");
-    }
-    let conf = ctx.conf(key);
-    let previous_conditions = conf
+/// The conditions the CR's status shows for this very netns (kept across an agent restart).
+fn previous_conditions(
+    ctx: &Context,
+    key: &Key,
+    sandbox: &Sandbox,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    ctx.conf(key)
         .as_ref()
         .and_then(|c| c.status.as_ref())
         .filter(|s| {
@@ -220,58 +342,7 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
                 .is_some_and(|n| n.inode == sandbox.inode && n.dev == sandbox.dev)
         })
         .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let backend = Arc::new(ClusterBackend {
-        namespace: key.namespace.clone().unwrap_or_default(),
-        pod: key.name.clone(),
-        uid: uid.clone(),
-        sandbox: sandbox.clone(),
-        forwarder: ctx.forwarder.clone(),
-        confs: ctx.confs.clone(),
-        states: ctx.states.clone(),
-        metrics: ctx.metrics.clone(),
-        subscriptions: ctx.subscriptions.clone(),
-        problem: Default::default(),
-    });
-    let (desired_tx, desired_rx) = watch::channel(desired);
-    let server = PodServer::start(
-        &key.name,
-        net,
-        desired_rx,
-        owned,
-        backend,
-        ServerOptions {
-            keeper: ctx.opts.keeper.clone(),
-            node: Some(ctx.opts.node.clone()),
-            conditions: previous_conditions,
-        },
-    );
-    info!(sandbox = %sandbox.id, netns = %path, "serving the pod");
-    ctx.metrics.pods_served.inc();
-    ctx.served.send_modify(|served| {
-        served.insert(key.clone(), server.clone());
-    });
-    let poke = Arc::new(Notify::new());
-    let reporter = tokio::spawn(
-        report::follow(
-            ctx.clone(),
-            key.clone(),
-            pod.clone(),
-            server.clone(),
-            poke.clone(),
-        )
-        .in_current_span(),
-    );
-    *served = Some(Served {
-        key: key.clone(),
-        uid,
-        sandbox,
-        server,
-        desired: desired_tx,
-        poke,
-        reporter,
-    });
-    Next::Idle
+        .unwrap_or_default()
 }
 
 /// The runtime says the pod has no live sandbox: whatever was bound in the old one goes.

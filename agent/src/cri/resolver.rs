@@ -10,6 +10,7 @@ use std::time::Duration;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::{GetContainerRequest, SubscribeRequest};
+use containerd_client::types::Envelope;
 use futures::future::BoxFuture;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
@@ -553,31 +554,41 @@ async fn follow_events(weak: Weak<Inner>) {
         warned_at_attempt = false;
         drop(inner);
 
-        loop {
-            let next = stream.message().await;
-            let Some(inner) = weak.upgrade() else { return };
-            match next {
-                Ok(Some(envelope)) => {
-                    if envelope.namespace != inner.cfg.containerd_namespace {
-                        continue;
-                    }
-                    let Some(any) = envelope.event else { continue };
-                    match decode_event(&envelope.topic, &any.value) {
-                        Some(event) => on_event(&inner, event).await,
-                        None => debug!(topic = %envelope.topic, "ignored containerd event"),
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    let error = next.err().map(|e| e.to_string()).unwrap_or_default();
-                    warn!(%error, "containerd event stream ended; reconnecting");
-                    inner.set_events_state(EventsState::Connecting);
-                    inner.clear();
-                    let _ = inner.tx.send(SandboxEvent::Resync);
-                    break;
-                }
-            }
+        if !relay_events(&weak, &mut stream).await {
+            return;
         }
         tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Hands each event of the namespace to the cache until the stream ends (true: reconnect)
+/// or the resolver is dropped (false).
+async fn relay_events(weak: &Weak<Inner>, stream: &mut tonic::Streaming<Envelope>) -> bool {
+    loop {
+        let next = stream.message().await;
+        let Some(inner) = weak.upgrade() else {
+            return false;
+        };
+        match next {
+            Ok(Some(envelope)) => {
+                if envelope.namespace != inner.cfg.containerd_namespace {
+                    continue;
+                }
+                let Some(any) = envelope.event else { continue };
+                match decode_event(&envelope.topic, &any.value) {
+                    Some(event) => on_event(&inner, event).await,
+                    None => debug!(topic = %envelope.topic, "ignored containerd event"),
+                }
+            }
+            Ok(None) | Err(_) => {
+                let error = next.err().map(|e| e.to_string()).unwrap_or_default();
+                warn!(%error, "containerd event stream ended; reconnecting");
+                inner.set_events_state(EventsState::Connecting);
+                inner.clear();
+                let _ = inner.tx.send(SandboxEvent::Resync);
+                return true;
+            }
+        }
     }
 }
 

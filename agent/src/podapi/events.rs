@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use api::eventlog;
+pub use api::eventlog::Gone;
 use api::wire::{Event, EventBody};
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -14,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 /// Events kept per pod for replay.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
+/// [`api::eventlog::EventLog`] (whose module states the sequence rules) shared between
+/// tasks, with live delivery on a broadcast channel.
 #[derive(Clone)]
 pub struct EventLog {
     inner: Arc<Mutex<Inner>>,
@@ -22,15 +26,7 @@ pub struct EventLog {
 
 struct Inner {
     pod: String,
-    next_seq: u64,
-    buffer: VecDeque<Event>,
-    capacity: usize,
-}
-
-/// A `since` older than the buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gone {
-    pub oldest: u64,
+    log: eventlog::EventLog,
 }
 
 impl EventLog {
@@ -49,9 +45,7 @@ impl EventLog {
         let (live, _) = broadcast::channel(capacity.max(16));
         let inner = Inner {
             pod: pod.into(),
-            next_seq: first_seq,
-            buffer: VecDeque::new(),
-            capacity,
+            log: eventlog::EventLog::new(capacity, first_seq),
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
@@ -62,13 +56,8 @@ impl EventLog {
     /// Appends an event and delivers it to live readers.
     pub fn publish(&self, body: EventBody) -> Event {
         let mut inner = self.lock();
-        let event = Event {
-            seq: inner.next_seq,
-            time: now_rfc3339(),
-            pod: inner.pod.clone(),
-            body,
-        };
-        inner.push(event.clone());
+        let Inner { pod, log } = &mut *inner;
+        let event = log.push(pod, body, now_rfc3339());
         // Sent while holding the lock, so a subscriber sees each event once: either in its
         // backlog or live, never both and never neither.
         let _ = self.live.send(event.clone());
@@ -79,11 +68,7 @@ impl EventLog {
     /// its pod and time and gets this log's next sequence.
     pub fn relay(&self, event: &Event) -> Event {
         let mut inner = self.lock();
-        let event = Event {
-            seq: inner.next_seq,
-            ..event.clone()
-        };
-        inner.push(event.clone());
+        let event = inner.log.relay(event);
         let _ = self.live.send(event.clone());
         event
     }
@@ -99,7 +84,7 @@ impl EventLog {
         since: Option<u64>,
     ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), Gone> {
         let inner = self.lock();
-        let backlog = inner.after(since)?;
+        let backlog = inner.log.since(since)?;
         Ok((backlog, self.live.subscribe()))
     }
 
@@ -111,44 +96,17 @@ impl EventLog {
 
     /// Buffered events after `since`, for a reader that fell behind the live channel.
     pub fn replay(&self, since: u64) -> Result<Vec<Event>, Gone> {
-        self.lock().after(Some(since))
+        self.lock().log.since(Some(since))
     }
 
     /// The next sequence number to be assigned.
     pub fn next_seq(&self) -> u64 {
-        self.lock().next_seq
+        self.lock().log.next_seq()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the buffer inconsistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Inner {
-    fn push(&mut self, event: Event) {
-        self.next_seq = event.seq + 1;
-        if self.buffer.len() == self.capacity {
-            self.buffer.pop_front();
-        }
-        self.buffer.push_back(event);
-    }
-
-    fn after(&self, since: Option<u64>) -> Result<Vec<Event>, Gone> {
-        let Some(since) = since else {
-            return Ok(self.buffer.iter().cloned().collect());
-        };
-        let oldest = self.buffer.front().map(|e| e.seq).unwrap_or(self.next_seq);
-        // `since` is the last sequence the reader saw; it needs since+1 onwards.
-        if since.saturating_add(1) < oldest {
-            return Err(Gone { oldest });
-        }
-        Ok(self
-            .buffer
-            .iter()
-            .filter(|e| e.seq > since)
-            .cloned()
-            .collect())
     }
 }
 
@@ -241,7 +199,13 @@ mod tests {
         for i in 0..6 {
             log.publish(up(i));
         }
-        assert_eq!(log.subscribe(Some(2)).map(|_| ()), Err(Gone { oldest: 4 }));
+        assert_eq!(
+            log.subscribe(Some(2)).map(|_| ()),
+            Err(Gone {
+                since: 2,
+                oldest: 4
+            })
+        );
         // the event right before the oldest buffered one is still a gapless resume
         assert_eq!(log.subscribe(Some(3)).expect("resume").0.len(), 3);
     }
@@ -252,6 +216,27 @@ mod tests {
         log.publish(up(0));
         assert!(log.subscribe(Some(10)).expect("ok").0.is_empty());
         // and a reader from before this log existed (agent restart) is told it missed events
-        assert_eq!(log.subscribe(Some(5)).map(|_| ()), Err(Gone { oldest: 10 }));
+        assert_eq!(
+            log.subscribe(Some(5)).map(|_| ()),
+            Err(Gone {
+                since: 5,
+                oldest: 10
+            })
+        );
+    }
+
+    /// Used to be an empty backlog and a stream that skipped every event up to `since`
+    /// (silently); now the same 410 as the cliserver (see `api::eventlog`).
+    #[test]
+    fn subscribe_since_a_sequence_never_issued_is_gone() {
+        let log = EventLog::starting_at("p", 3, 10);
+        log.publish(up(0));
+        assert_eq!(
+            log.subscribe(Some(11)).map(|_| ()),
+            Err(Gone {
+                since: 11,
+                oldest: 10
+            })
+        );
     }
 }

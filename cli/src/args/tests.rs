@@ -128,8 +128,12 @@ fn durations_accept_the_usual_units() {
         ("1.5s", Some(Duration::from_millis(1500))),
         ("2m", Some(Duration::from_secs(120))),
         ("1h", Some(Duration::from_secs(3600))),
+        ("1h 30m", Some(Duration::from_secs(5400))),
+        // humantime's units: days were refused before it parsed durations
+        ("2d", Some(Duration::from_secs(2 * 86400))),
         ("", None),
-        ("5d", None),
+        ("5x", None),
+        ("1.5.2s", None),
         ("-1s", None),
         ("s", None),
     ];

@@ -10,7 +10,7 @@ use tracing::warn;
 use super::subscribe::CARES_PATH;
 use super::Context;
 use crate::args::WatchArgs;
-use crate::client::{percent_encode, Backoff, Lines};
+use crate::client::{backoff, percent_encode, Lines};
 use crate::error::{humanize, Error, Result};
 use crate::output;
 
@@ -21,7 +21,7 @@ pub async fn run(ctx: &Context, args: WatchArgs) -> Result<()> {
     let mut since = args.since;
     let mut stdout = std::io::stdout();
     // Paces reconnects, so a server that keeps ending streams is not hammered.
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     loop {
         let since_text = since.map(|s| s.to_string());
         let query: Vec<(&str, &str)> = since_text.iter().map(|s| ("since", s.as_str())).collect();
@@ -57,7 +57,7 @@ pub async fn run(ctx: &Context, args: WatchArgs) -> Result<()> {
             }
             output::event(&mut stdout.lock(), ctx.output, &raw)?;
             since = Some(seq);
-            backoff = Backoff::default();
+            backoff.reset();
         }
         stdout.flush().map_err(Error::Output)?;
         let delay = backoff.next_delay();

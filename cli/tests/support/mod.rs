@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -61,7 +61,6 @@ pub type Responder = Arc<dyn Fn(&Recorded, usize) -> Response + Send + Sync>;
 #[derive(Default)]
 struct Log {
     requests: Mutex<Vec<Recorded>>,
-    changed: Condvar,
     /// Connections accepted (HTTPS stub), whether or not a request followed.
     connections: AtomicUsize,
 }
@@ -134,7 +133,6 @@ impl Stub {
                         }
                     };
                     accepted.connections.fetch_add(1, Ordering::SeqCst);
-                    accepted.changed.notify_all();
                     let (acceptor, app) = (acceptor.clone(), app.clone());
                     tokio::spawn(async move {
                         let tls = match acceptor.accept(tcp).await {
@@ -165,27 +163,6 @@ impl Stub {
 
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.log.requests).clone()
-    }
-
-    /// Waits until at least `n` requests arrived.
-    pub fn wait_for_requests(&self, n: usize) -> Vec<Recorded> {
-        let end = Instant::now() + DEADLINE;
-        let mut guard = lock(&self.log.requests);
-        while guard.len() < n {
-            let left = end.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "only {} of {n} requests arrived: {guard:?}",
-                guard.len()
-            );
-            guard = self
-                .log
-                .changed
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        guard.clone()
     }
 }
 
@@ -237,7 +214,6 @@ async fn handle(req: Request, log: &Log, responder: &Responder) -> Response {
     let n = {
         let mut requests = lock(&log.requests);
         requests.push(recorded.clone());
-        log.changed.notify_all();
         requests.len() - 1
     };
     responder(&recorded, n)
@@ -473,7 +449,7 @@ pub fn clean_env(cmd: &mut Command) {
         "NES_NAMESPACE",
         "NES_TOKEN_FILE",
         "NES_CA_FILE",
-        "RUST_LOG",
+        "NES_LOG",
     ] {
         cmd.env_remove(var);
     }

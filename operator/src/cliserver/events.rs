@@ -1,13 +1,13 @@
 //! `GET .../events?since=SEQ`: an NDJSON stream of what changed in a pod's network, built
 //! by diffing successive `NetworkConfiguration` statuses. Each replica keeps a bounded log per
-//! pod with sequence numbers that only grow; a reader resumes with `since`, and a `since`
-//! the log no longer holds (or never issued) is a 410 naming the oldest sequence held.
+//! pod ([`api::eventlog`], which states the sequence rules); a reader resumes with `since`,
+//! and a `since` the log no longer holds (or never issued) is a 410 naming the oldest held.
 //!
 //! A subscription (`NetworkCare`) gets the same kind of log, numbered on its own: the merge
 //! of the events of every pod it selects, of the kinds it wants, read at
 //! `GET /v1/namespaces/{ns}/networkcares/{name}/events?since=SEQ` or delivered by webhook.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -57,19 +57,30 @@ pub fn status_events(
     new: &NetworkConfigurationStatus,
 ) -> Vec<EventBody> {
     let mut out = Vec::new();
-    let before: BTreeMap<&str, &InterfaceStatus> = old
-        .interfaces
-        .iter()
-        .filter(|i| present(i))
-        .map(|i| (i.name.as_str(), i))
-        .collect();
-    let after: BTreeMap<&str, &InterfaceStatus> = new
-        .interfaces
-        .iter()
-        .filter(|i| present(i))
-        .map(|i| (i.name.as_str(), i))
-        .collect();
+    link_events(old, new, &mut out);
+    route_events(old, new, &mut out);
+    applied_events(old, new, &mut out);
+    degraded_events(old, new, &mut out);
+    out
+}
 
+/// The interfaces present in a status, by name.
+fn present_interfaces(s: &NetworkConfigurationStatus) -> BTreeMap<&str, &InterfaceStatus> {
+    s.interfaces
+        .iter()
+        .filter(|i| present(i))
+        .map(|i| (i.name.as_str(), i))
+        .collect()
+}
+
+/// Links gone (their addresses first), then each present link: added, up or down, MTU,
+/// addresses.
+fn link_events(
+    old: &NetworkConfigurationStatus,
+    new: &NetworkConfigurationStatus,
+    out: &mut Vec<EventBody>,
+) {
+    let (before, after) = (present_interfaces(old), present_interfaces(new));
     for (name, was) in &before {
         if !after.contains_key(name) {
             for address in &was.addresses {
@@ -84,48 +95,64 @@ pub fn status_events(
         }
     }
     for (name, now) in &after {
-        let ifname = name.to_string();
-        let was = before.get(name);
-        if was.is_none() {
-            out.push(EventBody::LinkAdded {
+        link_changes(name, before.get(name).copied(), now, out);
+    }
+}
+
+/// What changed on one present link since `was` (`None`: it is new).
+fn link_changes(
+    name: &str,
+    was: Option<&InterfaceStatus>,
+    now: &InterfaceStatus,
+    out: &mut Vec<EventBody>,
+) {
+    let ifname = name.to_string();
+    if was.is_none() {
+        out.push(EventBody::LinkAdded {
+            ifname: ifname.clone(),
+        });
+    }
+    let old_oper = was.and_then(|w| w.oper_state.as_deref());
+    match (old_oper, now.oper_state.as_deref()) {
+        (a, Some("up")) if a != Some("up") => out.push(EventBody::LinkUp {
+            ifname: ifname.clone(),
+        }),
+        (Some("up"), Some(b)) if b != "up" => out.push(EventBody::LinkDown {
+            ifname: ifname.clone(),
+        }),
+        _ => {}
+    }
+    if let Some(mtu) = now.mtu {
+        let old_mtu = was.and_then(|w| w.mtu);
+        if was.is_some() && old_mtu != Some(mtu) {
+            out.push(EventBody::MtuChanged {
                 ifname: ifname.clone(),
-            });
-        }
-        let old_oper = was.and_then(|w| w.oper_state.as_deref());
-        match (old_oper, now.oper_state.as_deref()) {
-            (a, Some("up")) if a != Some("up") => out.push(EventBody::LinkUp {
-                ifname: ifname.clone(),
-            }),
-            (Some("up"), Some(b)) if b != "up" => out.push(EventBody::LinkDown {
-                ifname: ifname.clone(),
-            }),
-            _ => {}
-        }
-        if let Some(mtu) = now.mtu {
-            let old_mtu = was.and_then(|w| w.mtu);
-            if was.is_some() && old_mtu != Some(mtu) {
-                out.push(EventBody::MtuChanged {
-                    ifname: ifname.clone(),
-                    old: old_mtu,
-                    new: mtu,
-                });
-            }
-        }
-        let old_addresses: &[String] = was.map(|w| w.addresses.as_slice()).unwrap_or_default();
-        for a in old_addresses.iter().filter(|a| !now.addresses.contains(a)) {
-            out.push(EventBody::AddressRemoved {
-                ifname: ifname.clone(),
-                address: a.clone(),
-            });
-        }
-        for a in now.addresses.iter().filter(|a| !old_addresses.contains(a)) {
-            out.push(EventBody::AddressAdded {
-                ifname: ifname.clone(),
-                address: a.clone(),
+                old: old_mtu,
+                new: mtu,
             });
         }
     }
+    let old_addresses: &[String] = was.map(|w| w.addresses.as_slice()).unwrap_or_default();
+    for a in old_addresses.iter().filter(|a| !now.addresses.contains(a)) {
+        out.push(EventBody::AddressRemoved {
+            ifname: ifname.clone(),
+            address: a.clone(),
+        });
+    }
+    for a in now.addresses.iter().filter(|a| !old_addresses.contains(a)) {
+        out.push(EventBody::AddressAdded {
+            ifname: ifname.clone(),
+            address: a.clone(),
+        });
+    }
+}
 
+/// Applied routes removed, then added.
+fn route_events(
+    old: &NetworkConfigurationStatus,
+    new: &NetworkConfigurationStatus,
+    out: &mut Vec<EventBody>,
+) {
     let routes = |s: &NetworkConfigurationStatus| {
         s.routes
             .iter()
@@ -148,7 +175,14 @@ pub fn status_events(
             metric: *metric,
         });
     }
+}
 
+/// A change of the `Applied` condition: applied, or failed (not while pending).
+fn applied_events(
+    old: &NetworkConfigurationStatus,
+    new: &NetworkConfigurationStatus,
+    out: &mut Vec<EventBody>,
+) {
     let applied = |s| {
         condition(s, api::conditions::APPLIED).map(|c| {
             (
@@ -160,25 +194,35 @@ pub fn status_events(
         })
     };
     let (was, now) = (applied(old), applied(new));
-    if was != now {
-        if let Some((status, generation, reason, message)) = now {
-            let generation = generation.or(new.observed_generation).unwrap_or_default();
-            match status.as_str() {
-                // The operator sees the status, not the agent's write count.
-                "True" => out.push(EventBody::ConfigApplied {
-                    generation,
-                    writes: 0,
-                }),
-                "False" if reason != "Pending" && reason != "Progressing" => {
-                    out.push(EventBody::ConfigFailed {
-                        generation,
-                        error: if message.is_empty() { reason } else { message },
-                    })
-                }
-                _ => {}
-            }
-        }
+    if was == now {
+        return;
     }
+    let Some((status, generation, reason, message)) = now else {
+        return;
+    };
+    let generation = generation.or(new.observed_generation).unwrap_or_default();
+    match status.as_str() {
+        // The operator sees the status, not the agent's write count.
+        "True" => out.push(EventBody::ConfigApplied {
+            generation,
+            writes: 0,
+        }),
+        "False" if reason != "Pending" && reason != "Progressing" => {
+            out.push(EventBody::ConfigFailed {
+                generation,
+                error: if message.is_empty() { reason } else { message },
+            })
+        }
+        _ => {}
+    }
+}
+
+/// A new or changed `Degraded=True` condition.
+fn degraded_events(
+    old: &NetworkConfigurationStatus,
+    new: &NetworkConfigurationStatus,
+    out: &mut Vec<EventBody>,
+) {
     let degraded = |s| {
         condition(s, api::conditions::DEGRADED)
             .filter(|c| c.status == "True")
@@ -190,82 +234,17 @@ pub fn status_events(
             out.push(EventBody::Degraded { reason, message });
         }
     }
-    out
 }
 
 // === the per-pod log ===
 
-/// A resume point the log cannot serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gone {
-    pub since: u64,
-    pub oldest: u64,
-}
+/// The pod and subscription logs: the one log (its module states the sequence rules),
+/// numbered from 1 on each replica.
+pub use api::eventlog::{EventLog, Gone};
 
-/// The last events of one pod, numbered from 1.
-#[derive(Debug)]
-pub struct EventLog {
-    events: VecDeque<Event>,
-    next_seq: u64,
-    capacity: usize,
-}
-
-impl EventLog {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            events: VecDeque::new(),
-            next_seq: 1,
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// Numbers `body` and keeps it, dropping the oldest event when full.
-    pub fn push(&mut self, pod: &str, body: EventBody, time: String) -> Event {
-        let event = Event {
-            seq: self.next_seq,
-            time,
-            pod: pod.to_string(),
-            body,
-        };
-        self.next_seq += 1;
-        if self.events.len() == self.capacity {
-            self.events.pop_front();
-        }
-        self.events.push_back(event.clone());
-        event
-    }
-
-    /// The last sequence issued (0 before the first).
-    pub fn last(&self) -> u64 {
-        self.next_seq - 1
-    }
-
-    /// The oldest sequence still held (the next one when empty).
-    pub fn oldest(&self) -> u64 {
-        self.events.front().map(|e| e.seq).unwrap_or(self.next_seq)
-    }
-
-    /// The events after `since` (all held ones without it).
-    pub fn since(&self, since: Option<u64>) -> Result<Vec<Event>, Gone> {
-        let Some(since) = since else {
-            return Ok(self.events.iter().cloned().collect());
-        };
-        // Older than the log, or a sequence this log never issued (another replica's, or
-        // this one's before a restart): the reader must start again from `oldest`.
-        if since + 1 < self.oldest() || since >= self.next_seq {
-            return Err(Gone {
-                since,
-                oldest: self.oldest(),
-            });
-        }
-        Ok(self
-            .events
-            .iter()
-            .filter(|e| e.seq > since)
-            .cloned()
-            .collect())
-    }
-}
+/// Where this replica's logs start: a reader resuming from another replica or an earlier
+/// run gets a 410 for any sequence this log has not issued.
+const FIRST_SEQ: u64 = 1;
 
 // === feeds ===
 
@@ -280,7 +259,7 @@ struct Feed {
 impl Feed {
     fn new(capacity: usize) -> Self {
         Self {
-            log: EventLog::new(capacity),
+            log: EventLog::new(capacity, FIRST_SEQ),
             live: broadcast::channel(capacity.max(1)).0,
         }
     }

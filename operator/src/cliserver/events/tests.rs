@@ -269,7 +269,7 @@ fn body(n: u32) -> EventBody {
 
 #[test]
 fn event_log_numbers_from_one_and_resumes_after_since() {
-    let mut log = EventLog::new(3);
+    let mut log = EventLog::new(3, 1);
     assert_eq!(log.since(Some(0)), Ok(vec![]));
     for n in 1..=5 {
         assert_eq!(log.push("p", body(n), "t".into()).seq, u64::from(n));

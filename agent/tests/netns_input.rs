@@ -79,6 +79,17 @@ impl Served {
         content_type: Option<&str>,
         body: &str,
     ) -> (u16, String) {
+        self.call_with(method, uri, content_type, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+        headers: &[(&str, String)],
+    ) -> (u16, String) {
         let end = Instant::now() + DEADLINE;
         let stream = loop {
             match podsock::connect(&self.exec, "nes").await {
@@ -98,6 +109,9 @@ impl Served {
             .header("host", "nes");
         if let Some(t) = content_type {
             req = req.header("content-type", t);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
         }
         let req = req
             .body(Full::new(bytes::Bytes::from(body.to_string())))
@@ -409,6 +423,37 @@ async fn every_refusal_through_the_pod_socket_is_problem_json_naming_its_field()
     }
     println!("refusals naming their field: {named} of {fielded}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        pod.generation().await,
+        before,
+        "a refused request changed the configuration"
+    );
+}
+
+#[tokio::test]
+async fn an_overlong_target_or_header_block_is_problem_json_and_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let pod = Served::start("in3");
+    assert_eq!(
+        pod.put("app", r#"{"interfaces":[{"name":"e0"}]}"#).await.0,
+        200
+    );
+    let before = pod.generation().await;
+    let long_target = format!("{PUT}&x={}", "a".repeat(api::wire::MAX_URI_BYTES));
+    let big = vec![("x-padding", "p".repeat(api::wire::MAX_HEADER_BYTES))];
+    let body = r#"{"interfaces":[{"name":"e1"}]}"#;
+    for (what, uri, headers, status) in [
+        ("a target past the limit", long_target.as_str(), vec![], 414),
+        ("headers past the limit", PUT, big, 431),
+    ] {
+        let (code, answer) = pod.call_with("PUT", uri, JSON, body, &headers).await;
+        assert_eq!(code, status, "{what}: {answer}");
+        let problem: ProblemDetails =
+            serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{what}: {e}: {answer:?}"));
+        assert_eq!(problem.status, status, "{what}");
+    }
     assert_eq!(
         pod.generation().await,
         before,

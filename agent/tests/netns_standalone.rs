@@ -142,8 +142,17 @@ impl PodClient {
         }
     }
 
+    /// One exchange; a connection broken before the answer (an agent stopping while the
+    /// connection sat in its backlog) is retried like nescli does, until the deadline.
     async fn call(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
-        request(self.connect().await, method, uri, body).await
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match try_request(self.connect().await, method, uri, body).await {
+                Ok(answer) => return answer,
+                Err(e) if Instant::now() > end => panic!("{method} {uri}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
     }
 
     async fn put(&self, manager: &str, yaml: &str) -> (u16, String) {
@@ -258,10 +267,19 @@ async fn request(
     uri: &str,
     body: &str,
 ) -> (u16, String) {
+    try_request(stream, method, uri, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {uri}: {e}"))
+}
+
+async fn try_request(
+    stream: tokio::net::UnixStream,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> Result<(u16, String), hyper::Error> {
     let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let req = http::Request::builder()
         .method(method)
@@ -270,10 +288,10 @@ async fn request(
         .header("content-type", "application/json")
         .body(Full::new(bytes::Bytes::from(body.to_string())))
         .expect("request");
-    let resp = sender.send_request(req).await.expect("response");
+    let resp = sender.send_request(req).await?;
     let code = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (code, String::from_utf8_lossy(&bytes).into_owned())
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 fn pod_with_eth0(tag: &str) -> Netns {

@@ -13,6 +13,12 @@ pub const API_PREFIX: &str = "/v1";
 pub const POD_SOCKET_NAME: &str = "nes";
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Longest request target (path and query) served; longer is 414.
+pub const MAX_URI_BYTES: usize = 8 << 10;
+/// Largest header block served (names, values and separators); larger is 431. Both are
+/// checked by nes so that the answer is problem+json; the HTTP layer's own, larger limits
+/// stay as the backstop.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
 
 /// `GET /v1/self/config`: the merged desired spec and who owns each entry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
@@ -349,6 +355,37 @@ pub fn check_query_once(query: Option<&str>) -> Result<(), ProblemDetails> {
     Ok(())
 }
 
+/// The checks every request passes before a handler runs: the request target and the
+/// header block within their limits (414, 431), no query parameter given twice (400).
+pub fn check_request_head<'a>(
+    target: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<(), ProblemDetails> {
+    if target.len() > MAX_URI_BYTES {
+        return Err(ProblemDetails::new(
+            414,
+            "request target too long",
+            format!(
+                "the path and query are {} bytes; at most {MAX_URI_BYTES} are served",
+                target.len()
+            ),
+        ));
+    }
+    // As on the wire: "name: value\r\n" per header.
+    let header_bytes: usize = headers
+        .into_iter()
+        .map(|(n, v)| n.len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ProblemDetails::new(
+            431,
+            "request headers too large",
+            format!("the headers are {header_bytes} bytes; at most {MAX_HEADER_BYTES} are served"),
+        ));
+    }
+    check_query_once(target.split_once('?').map(|(_, q)| q))
+}
+
 /// The decoded keys of a query string.
 fn form_urlencoded_keys(query: &str) -> Vec<String> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query)
@@ -373,3 +410,6 @@ pub fn plain_error(status: u16, reason: &str, text: &[u8]) -> ProblemDetails {
     };
     ProblemDetails::new(status, reason.to_lowercase(), detail)
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,11 +93,20 @@ pub fn router(scope: Scope) -> Router {
         .with_state(scope)
 }
 
-/// Checks every request makes before a handler runs (a query parameter given twice is
-/// refused), and turns the framework's own plain-text errors (unknown method, bad query)
-/// into problem+json, keeping `Allow` on a 405.
+/// Checks every request makes before a handler runs (`api::wire::check_request_head`:
+/// target and header sizes, a query parameter given twice), and turns the framework's own
+/// plain-text errors (unknown method, bad query) into problem+json, keeping `Allow` on a 405.
 async fn edge(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if let Err(problem) = api::wire::check_query_once(request.uri().query()) {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    if let Err(problem) = api::wire::check_request_head(target, headers) {
         return ApiError(problem).into_response();
     }
     let response = next.run(request).await;

@@ -108,9 +108,19 @@ impl From<AuthError> for ApiError {
 
 /// Middleware turning the framework's own plain-text rejections (unknown path, wrong method,
 /// bad query, body too large) into problem+json, so every error has one shape.
-/// A query parameter given twice is refused here, before any handler.
+/// An overlong target (414), an oversized header block (431) and a query parameter given
+/// twice (400) are refused here, before any handler.
 pub async fn normalize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if let Err(problem) = api::wire::check_query_once(request.uri().query()) {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    if let Err(problem) = api::wire::check_request_head(target, headers) {
         return ApiError(problem).into_response();
     }
     let response = next.run(request).await;

@@ -1017,6 +1017,8 @@ async fn bad_input_is_refused_naming_its_field_before_any_write() {
     let put = format!("{CONFIG}?manager=tool");
     let care_names: Vec<String> = (0..257).map(|i| format!("web-{i}")).collect();
     let care = json!({"name": "mon", "spec": {"podNames": care_names}}).to_string();
+    let long_target = format!("{put}&x={}", "a".repeat(api::wire::MAX_URI_BYTES));
+    let padding = "p".repeat(api::wire::MAX_HEADER_BYTES);
     // (what, method, uri, content type, body, authorised first, status, type, field)
     type Case<'a> = (
         &'a str,
@@ -1041,6 +1043,8 @@ async fn bad_input_is_refused_naming_its_field_before_any_write() {
         ("repeated manager", "PUT", "/v1/namespaces/app/pods/web-0/config?manager=a&manager=b", JSON_CT, "{}".into(), false, 400, api::wire::BAD_REQUEST, "manager"),
         ("257 podNames", "POST", "/v1/namespaces/app/networkcares", JSON_CT, care, true, 422, INVALID, "spec.podNames"),
         ("wrong method", "PATCH", &put, JSON_CT, "{}".into(), false, 405, "about:blank", ""),
+        ("target too long", "PUT", &long_target, JSON_CT, "{}".into(), false, 414, "about:blank", ""),
+        ("headers too large", "PUT", &put, ("x-padding", &padding), "{}".into(), false, 431, "about:blank", ""),
     ];
     let mut failures = vec![];
     for (what, method, uri, ct, body, authorised, want, kind, field) in cases {

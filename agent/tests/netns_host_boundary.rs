@@ -618,6 +618,15 @@ fn only_cni_left(pod: &Netns) -> bool {
         && routes.contains("default via 10.244.0.1")
 }
 
+async fn wait_only_cni_left(pod: &Netns, what: &str) {
+    assert!(
+        common::eventually(DEADLINE, || only_cni_left(pod)).await,
+        "{what}: {:?} {}",
+        pod.addresses("eth0"),
+        pod.routes()
+    );
+}
+
 #[tokio::test]
 async fn a_networkconfiguration_leaving_the_node_watch_does_not_tear_anything_down() {
     if !require_root() || !require_kind("bridge") {
@@ -652,12 +661,7 @@ async fn a_deleted_networkconfiguration_removes_what_nes_created_and_only_that()
     let resolver = Arc::new(FakeResolver::default());
     let (p, mut agent) = applied_conf_pod(&api, &resolver, "hbdel").await;
     api.delete_conf(&p.name);
-    assert!(
-        common::eventually(DEADLINE, || only_cni_left(&p.fx.pod)).await,
-        "removed what nes created; kept the CNI's: {:?} {}",
-        p.fx.pod.addresses("eth0"),
-        p.fx.pod.routes()
-    );
+    wait_only_cni_left(&p.fx.pod, "removed what nes created; kept the CNI's").await;
     // Deleted while the agent was down: the restarted agent holds a record and no CR.
     let since = put_nes_conf(&api, &p.name);
     api.wait_patch(&p.name, since, |s| s.applied(1)).await;
@@ -668,12 +672,7 @@ async fn a_deleted_networkconfiguration_removes_what_nes_created_and_only_that()
     agent.shutdown().await;
     api.delete_conf(&p.name);
     agent.start();
-    assert!(
-        common::eventually(DEADLINE, || only_cni_left(&p.fx.pod)).await,
-        "removed after a restart: {:?} {}",
-        p.fx.pod.addresses("eth0"),
-        p.fx.pod.routes()
-    );
+    wait_only_cni_left(&p.fx.pod, "removed after a restart").await;
     assert!(p.fx.pod.has_link("eth0"), "the CNI's link stays");
     agent.shutdown().await;
     assert_eq!(api.unexpected(), Vec::<String>::new());
@@ -701,10 +700,7 @@ async fn a_failing_lookup_of_a_vanished_networkconfiguration_keeps_everything_an
     assert_eq!(monitor.deletions(), Vec::<String>::new(), "nothing deleted");
     // Once the API server answers (404), the delete takes effect.
     api.fail_conf_gets(false);
-    assert!(
-        common::eventually(DEADLINE, || only_cni_left(&p.fx.pod)).await,
-        "removed once known deleted"
-    );
+    wait_only_cni_left(&p.fx.pod, "removed once known deleted").await;
     agent.shutdown().await;
 }
 

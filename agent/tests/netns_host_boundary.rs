@@ -572,6 +572,61 @@ async fn a_broken_state_file_keeps_the_kernel_state_serves_the_pod_and_reports_d
     }
 }
 
+/// Puts a NetworkConfiguration for `p` (an address on the CNI's eth0, a bridge, a route),
+/// serves the pod and waits until it is applied.
+async fn applied_conf_pod(
+    api: &ApiServer,
+    resolver: &Arc<FakeResolver>,
+    tag: &str,
+) -> (ServedPod, ClusterAgent) {
+    let p = ServedPod::new(tag, "demo-0", &format!("uid-{tag}"));
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    let since = put_nes_conf(api, &p.name);
+    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
+    let mut agent = ClusterAgent::new(api, resolver);
+    agent.start();
+    api.wait_patch(&p.name, since, |s| s.applied(1)).await;
+    assert!(nes_applied(&p.fx.pod), "applied");
+    (p, agent)
+}
+
+fn put_nes_conf(api: &ApiServer, name: &str) -> Instant {
+    api.put_conf(
+        name,
+        json!({"interfaces": [
+            {"name": "eth0", "addresses": ["10.66.0.5/24"]},
+            {"name": "br7", "type": "bridge", "addresses": ["10.67.0.1/24"]}],
+         "routes": [{"dst": "10.68.0.0/16", "via": "10.66.0.1", "dev": "eth0"}]}),
+    )
+}
+
+/// Everything the configuration of `put_nes_conf` creates is there.
+fn nes_applied(pod: &Netns) -> bool {
+    pod.has_link("br7")
+        && pod.addresses("eth0").contains(&"10.66.0.5/24".to_string())
+        && pod.routes().contains("10.68.0.0/16 via 10.66.0.1")
+}
+
+/// Nothing the configuration created is left, and the CNI's own eth0 state is untouched.
+fn only_cni_left(pod: &Netns) -> bool {
+    let eth0 = pod.addresses("eth0");
+    let routes = pod.routes();
+    !pod.has_link("br7")
+        && !eth0.contains(&"10.66.0.5/24".to_string())
+        && !routes.contains("10.68.0.0/16")
+        && eth0.contains(&"10.244.0.5/24".to_string())
+        && routes.contains("default via 10.244.0.1")
+}
+
+async fn wait_only_cni_left(pod: &Netns, what: &str) {
+    assert!(
+        common::eventually(DEADLINE, || only_cni_left(pod)).await,
+        "{what}: {:?} {}",
+        pod.addresses("eth0"),
+        pod.routes()
+    );
+}
+
 #[tokio::test]
 async fn a_networkconfiguration_leaving_the_node_watch_does_not_tear_anything_down() {
     if !require_root() || !require_kind("bridge") {
@@ -579,21 +634,9 @@ async fn a_networkconfiguration_leaving_the_node_watch_does_not_tear_anything_do
     }
     let api = ApiServer::default();
     let resolver = Arc::new(FakeResolver::default());
-    let p = ServedPod::new("hbgone", "demo-0", "uid-gone");
-    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
-    api.put_conf(
-        &p.name,
-        json!({"interfaces": [
-            {"name": "eth0", "addresses": ["10.66.0.5/24"]},
-            {"name": "br7", "type": "bridge", "addresses": ["10.67.0.1/24"]}],
-         "routes": [{"dst": "10.68.0.0/16", "via": "10.66.0.1", "dev": "eth0"}]}),
-    );
-    resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
-    let mut agent = ClusterAgent::new(&api, &resolver);
-    let started = agent.start();
-    api.wait_patch(&p.name, started, |s| s.applied(1)).await;
+    let (p, mut agent) = applied_conf_pod(&api, &resolver, "hbgone").await;
     let monitor = Monitor::start(&p.fx.pod).await;
-    api.unwatch_conf(&p.name);
+    api.relabel_conf(&p.name, "node-2");
     let client = p.client();
     let message = degraded(&client, "ConfigurationGone").await;
     assert!(message.contains("kept"), "{message}");
@@ -601,9 +644,63 @@ async fn a_networkconfiguration_leaving_the_node_watch_does_not_tear_anything_do
     agent.shutdown().await;
     agent.start();
     degraded(&client, "ConfigurationGone").await;
-    assert!(p.fx.pod.has_link("br7"));
-    assert!(p.fx.pod.routes().contains("10.68.0.0/16 via 10.66.0.1"));
+    assert!(nes_applied(&p.fx.pod), "everything kept");
     assert_eq!(monitor.deletions(), Vec::<String>::new(), "nothing deleted");
+    // Asked once per disappearance (and once after the restart), not on every step.
+    assert_eq!(api.conf_gets(), vec![p.name.clone(), p.name.clone()]);
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_deleted_networkconfiguration_removes_what_nes_created_and_only_that() {
+    if !require_root() || !require_kind("bridge") {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let (p, mut agent) = applied_conf_pod(&api, &resolver, "hbdel").await;
+    api.delete_conf(&p.name);
+    wait_only_cni_left(&p.fx.pod, "removed what nes created; kept the CNI's").await;
+    // Deleted while the agent was down: the restarted agent holds a record and no CR.
+    let since = put_nes_conf(&api, &p.name);
+    api.wait_patch(&p.name, since, |s| s.applied(1)).await;
+    assert!(
+        common::eventually(DEADLINE, || nes_applied(&p.fx.pod)).await,
+        "applied again"
+    );
+    agent.shutdown().await;
+    api.delete_conf(&p.name);
+    agent.start();
+    wait_only_cni_left(&p.fx.pod, "removed after a restart").await;
+    assert!(p.fx.pod.has_link("eth0"), "the CNI's link stays");
+    agent.shutdown().await;
+    assert_eq!(api.unexpected(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_failing_lookup_of_a_vanished_networkconfiguration_keeps_everything_and_retries() {
+    if !require_root() || !require_kind("bridge") {
+        return;
+    }
+    let api = ApiServer::default();
+    let resolver = Arc::new(FakeResolver::default());
+    let (p, mut agent) = applied_conf_pod(&api, &resolver, "hbfail").await;
+    let monitor = Monitor::start(&p.fx.pod).await;
+    api.fail_conf_gets(true);
+    api.delete_conf(&p.name);
+    let message = degraded(&p.client(), "ConfigurationGone").await;
+    assert!(message.contains("could not say"), "{message}");
+    assert!(
+        common::eventually(DEADLINE, || api.conf_gets().len() >= 3).await,
+        "asked again with backoff: {:?}",
+        api.conf_gets()
+    );
+    assert!(nes_applied(&p.fx.pod), "everything kept");
+    assert_eq!(monitor.deletions(), Vec::<String>::new(), "nothing deleted");
+    // Once the API server answers (404), the delete takes effect.
+    api.fail_conf_gets(false);
+    wait_only_cni_left(&p.fx.pod, "removed once known deleted").await;
     agent.shutdown().await;
 }
 

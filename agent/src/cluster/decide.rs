@@ -99,36 +99,63 @@ pub fn desired_of(conf: Option<&NetworkConfiguration>) -> Desired {
     .unwrap_or_default()
 }
 
-/// The desired state to keep once the watch shows `conf` (`None`: not, or no longer,
-/// in this node's watch). A configuration that leaves the watch never becomes an empty
-/// spec, which would remove everything nes applied in a running pod: the last good one
-/// (`current`) stands, or, when nes already owns something there and no spec is known
-/// (an agent restart), nothing is written. The pod reports Degraded either way.
+/// Where the pod's `NetworkConfiguration` is, as far as the agent knows.
+#[derive(Clone, Copy, Debug)]
+pub enum Lookup<'a> {
+    /// In this node's watch.
+    InWatch(&'a NetworkConfiguration),
+    /// Not in the watch, and the API server answers 404 for it by name: deleted.
+    Deleted,
+    /// Not in the watch, but it exists (another node's label, or anything else).
+    Elsewhere,
+    /// Not in the watch, and asking the API server failed or timed out.
+    Unknown,
+}
+
+/// Whether a pod no longer in the watch holds something worth asking the API server about:
+/// a spec (or a problem) being kept, or what nes owns there after a restart.
+pub fn holds_something(current: Option<&Desired>, owns_something: bool) -> bool {
+    match current {
+        Some(d) => d.spec != Default::default() || d.problem.is_some(),
+        None => owns_something,
+    }
+}
+
+/// The desired state given where the pod's configuration is. Only an explicit delete
+/// (`Deleted`) becomes the empty spec, which removes what nes applied in the pod; one that
+/// merely left the watch (relabelled, or the API server cannot say) never does: the last
+/// good one (`current`) stands, or, when nes already owns something there and no spec is
+/// known (an agent restart), nothing is written. The pod reports Degraded either way.
 pub fn next_desired(
-    conf: Option<&NetworkConfiguration>,
+    lookup: Lookup<'_>,
     current: Option<&Desired>,
     owns_something: bool,
 ) -> Desired {
-    if conf.is_some() {
-        return desired_of(conf);
+    let message = match lookup {
+        Lookup::InWatch(conf) => return desired_of(Some(conf)),
+        Lookup::Deleted => return Desired::default(),
+        Lookup::Elsewhere => "the pod's NetworkConfiguration is not in this node's watch (its node label changed); what was applied is kept until the pod goes",
+        Lookup::Unknown => "the pod's NetworkConfiguration left this node's watch and the API server could not say whether it was deleted; what was applied is kept",
+    };
+    if !holds_something(current, owns_something) {
+        return Desired::default();
     }
     let gone = |hold| {
         Some(crate::podapi::StateProblem {
             reason: "ConfigurationGone".into(),
-            message: "the pod's NetworkConfiguration is not in this node's watch (deleted, or its node label changed); what was applied is kept until the pod goes".into(),
+            message: message.into(),
             hold,
         })
     };
     match current {
-        Some(d) if d.spec != Default::default() || d.problem.is_some() => Desired {
+        Some(d) => Desired {
             problem: gone(d.problem.as_ref().is_some_and(|p| p.hold)),
             ..d.clone()
         },
-        None if owns_something => Desired {
+        None => Desired {
             problem: gone(true),
             ..Desired::default()
         },
-        _ => Desired::default(),
     }
 }
 
@@ -242,32 +269,88 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ObjectMeta, Time};
 
     #[test]
-    fn a_configuration_leaving_the_watch_keeps_the_last_good_spec_or_holds() {
+    fn only_a_deleted_configuration_empties_the_spec_anything_else_keeps_or_holds() {
+        let spec = |mtu| api::NetworkConfigurationSpec {
+            interfaces: vec![api::InterfaceSpec {
+                name: "eth0".into(),
+                mtu: Some(mtu),
+                ..Default::default()
+            }],
+            routes: vec![],
+        };
         let good = Desired {
             generation: 3,
-            spec: api::NetworkConfigurationSpec {
-                interfaces: vec![api::InterfaceSpec {
-                    name: "eth0".into(),
-                    mtu: Some(1400),
-                    ..Default::default()
-                }],
-                routes: vec![],
-            },
+            spec: spec(1400),
             problem: None,
         };
-        let kept = next_desired(None, Some(&good), false);
-        assert_eq!((kept.generation, &kept.spec), (3, &good.spec));
-        let problem = kept.problem.expect("reported");
-        assert_eq!(
-            (problem.reason.as_str(), problem.hold),
-            ("ConfigurationGone", false)
+        let mut conf = NetworkConfiguration::new("demo-0", spec(1300));
+        conf.metadata.generation = Some(4);
+        let empty = Desired::default();
+        // (lookup, current, owns something) -> (generation, spec, Degraded reason, hold)
+        type Row<'a> = (Lookup<'a>, Option<&'a Desired>, bool);
+        type Want = (
+            i64,
+            api::NetworkConfigurationSpec,
+            Option<(&'static str, bool)>,
         );
-        // An agent restart with a record but no configuration: write nothing.
-        assert!(next_desired(None, None, true)
+        let table: Vec<(Row<'_>, Want)> = vec![
+            (
+                (Lookup::InWatch(&conf), Some(&good), true),
+                (4, spec(1300), None),
+            ),
+            ((Lookup::InWatch(&conf), None, false), (4, spec(1300), None)),
+            // Deleted: the empty spec, so nes removes what it created (and only that).
+            (
+                (Lookup::Deleted, Some(&good), false),
+                (0, Default::default(), None),
+            ),
+            ((Lookup::Deleted, None, true), (0, Default::default(), None)),
+            (
+                (Lookup::Deleted, None, false),
+                (0, Default::default(), None),
+            ),
+            // Relabelled or unknown: the last good spec stands, Degraded.
+            (
+                (Lookup::Elsewhere, Some(&good), false),
+                (3, spec(1400), Some(("ConfigurationGone", false))),
+            ),
+            (
+                (Lookup::Unknown, Some(&good), false),
+                (3, spec(1400), Some(("ConfigurationGone", false))),
+            ),
+            // An agent restart with a record but no configuration: write nothing.
+            (
+                (Lookup::Elsewhere, None, true),
+                (0, Default::default(), Some(("ConfigurationGone", true))),
+            ),
+            (
+                (Lookup::Unknown, None, true),
+                (0, Default::default(), Some(("ConfigurationGone", true))),
+            ),
+            // Nothing known, nothing owned: nothing to do.
+            (
+                (Lookup::Elsewhere, None, false),
+                (0, Default::default(), None),
+            ),
+            (
+                (Lookup::Unknown, Some(&empty), false),
+                (0, Default::default(), None),
+            ),
+        ];
+        for ((lookup, current, owns), want) in table {
+            let got = next_desired(lookup, current, owns);
+            let problem = got.problem.as_ref().map(|p| (p.reason.as_str(), p.hold));
+            assert_eq!(
+                (got.generation, &got.spec, problem),
+                (want.0, &want.1, want.2),
+                "{lookup:?} {current:?} {owns}"
+            );
+        }
+        // A held pod stays held while the configuration is still elsewhere.
+        let held = next_desired(Lookup::Elsewhere, None, true);
+        assert!(next_desired(Lookup::Unknown, Some(&held), false)
             .problem
             .is_some_and(|p| p.hold));
-        // Nothing known, nothing owned: nothing to do.
-        assert_eq!(next_desired(None, None, false), Desired::default());
     }
 
     fn pod(labelled: bool, node: &str, ips: &[&str]) -> Pod {

@@ -50,7 +50,7 @@ pub struct Options {
     pub state_dir: PathBuf,
     pub keeper: KeeperOptions,
     pub forward: ForwardOptions,
-    /// Deadline of each API server call (status patches, Events).
+    /// Deadline of each API server call (status patches, Events, lookups by name).
     pub api_timeout: Duration,
     /// Deadline of each netns resolution.
     pub resolve_timeout: Duration,

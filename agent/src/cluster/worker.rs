@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::conditions::{self, APPLIED, DEGRADED};
-use api::NetworkConfigurationStatus;
+use api::{NetworkConfiguration, NetworkConfigurationStatus};
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use super::decide::{self, PodPlan, Sandbox};
+use super::decide::{self, Lookup, PodPlan, Sandbox};
 use super::forward::ClusterBackend;
 use super::report;
 use super::state::PodState;
@@ -65,9 +66,10 @@ enum Next {
 /// Runs until the pod is released or `stop` (agent shutdown) is cancelled.
 pub async fn run(ctx: Arc<Context>, key: Key, wake: Arc<Notify>, stop: CancellationToken) {
     let mut served: Option<Served> = None;
+    let mut absent: Option<Lookup<'static>> = None;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
-        let delay = match step(&ctx, &key, &mut served).await {
+        let delay = match step(&ctx, &key, &mut served, &mut absent).await {
             Next::Done => break,
             Next::Idle => {
                 backoff.reset();
@@ -87,8 +89,14 @@ pub async fn run(ctx: Arc<Context>, key: Key, wake: Arc<Notify>, stop: Cancellat
 }
 
 /// One step, phase by phase: which pod, which sandbox, then either the new desired state
-/// for the sandbox being served or a newly opened, proven netns to serve.
-async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Next {
+/// for the sandbox being served or a newly opened, proven netns to serve. `absent` is what
+/// the API server said about a configuration that left the watch.
+async fn step(
+    ctx: &Arc<Context>,
+    key: &Key,
+    served: &mut Option<Served>,
+    absent: &mut Option<Lookup<'static>>,
+) -> Next {
     let (pod, uid, ips) = match serve_which(ctx, key, served).await {
         Ok(p) => p,
         Err(next) => return next,
@@ -100,15 +108,15 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
     };
     let sandbox = Sandbox::new(&resolved.sandbox_id, &resolved.identity);
     if let Some(s) = served.as_ref().filter(|s| s.sandbox == sandbox) {
-        let desired =
-            decide::next_desired(ctx.conf(key).as_deref(), Some(&s.desired.borrow()), false);
+        let current = s.desired.borrow().clone();
+        let (desired, next) = desired_for(ctx, key, Some(&current), false, absent).await;
         s.desired.send_if_modified(|current| {
             let changed = *current != desired;
             *current = desired;
             changed
         });
         s.poke.notify_one();
-        return Next::Idle;
+        return next;
     }
     if let Some(s) = served.take() {
         info!(
@@ -128,8 +136,70 @@ async fn step(ctx: &Arc<Context>, key: &Key, served: &mut Option<Served>) -> Nex
         Ok(opened) => opened,
         Err(next) => return next,
     };
-    *served = Some(candidate.serve(ctx, net, &path));
-    Next::Idle
+    let owned = ctx.states.owned_in(&uid, &candidate.sandbox);
+    // After a restart the CR may not be known yet: a pod with a record holds, not wipes.
+    let (desired, next) = desired_for(ctx, key, None, owned != Owned::default(), absent).await;
+    *served = Some(candidate.serve(ctx, net, &path, owned, desired));
+    next
+}
+
+/// The desired state for the pod, and what the worker does next: retry (with backoff) when
+/// the API server could not say where a configuration that left the watch went.
+async fn desired_for(
+    ctx: &Context,
+    key: &Key,
+    current: Option<&Desired>,
+    owns_something: bool,
+    absent: &mut Option<Lookup<'static>>,
+) -> (Desired, Next) {
+    let conf = ctx.conf(key);
+    let lookup = match (conf.as_deref(), *absent) {
+        (Some(conf), _) => {
+            *absent = None;
+            Lookup::InWatch(conf)
+        }
+        (None, Some(known)) => known,
+        // Nothing to keep: no need to ask (next_desired gives the empty spec either way).
+        (None, None) if !decide::holds_something(current, owns_something) => Lookup::Deleted,
+        (None, None) => {
+            let found = lookup_by_name(ctx, key).await;
+            // Asked once per disappearance; a failed lookup is asked again on the retry.
+            if !matches!(found, Lookup::Unknown) {
+                *absent = Some(found);
+            }
+            found
+        }
+    };
+    let next = match lookup {
+        Lookup::Unknown => Next::Retry,
+        _ => Next::Idle,
+    };
+    (decide::next_desired(lookup, current, owns_something), next)
+}
+
+/// Asks the API server for the pod's configuration by name, once it left the node's watch:
+/// a label-selected watch sees a delete and a relabel alike, a GET tells them apart.
+async fn lookup_by_name(ctx: &Context, key: &Key) -> Lookup<'static> {
+    let namespace = key.namespace.as_deref().unwrap_or_default();
+    let api = Api::<NetworkConfiguration>::namespaced(ctx.client.clone(), namespace);
+    match tokio::time::timeout(ctx.opts.api_timeout, api.get_opt(&key.name)).await {
+        Ok(Ok(None)) => {
+            info!("the pod's NetworkConfiguration was deleted: removing what nes applied for it");
+            Lookup::Deleted
+        }
+        Ok(Ok(Some(_))) => {
+            warn!("the pod's NetworkConfiguration left this node's watch but exists: keeping what was applied");
+            Lookup::Elsewhere
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "cannot ask whether the pod's NetworkConfiguration was deleted; keeping what was applied");
+            Lookup::Unknown
+        }
+        Err(_) => {
+            warn!(after = ?ctx.opts.api_timeout, "asking whether the pod's NetworkConfiguration was deleted timed out; keeping what was applied");
+            Lookup::Unknown
+        }
+    }
 }
 
 /// The pod to serve (and its UID and IPs), or what to do instead: release it (gone, moved,
@@ -261,12 +331,15 @@ impl Candidate<'_> {
     }
 
     /// Serves the proven netns: records it, starts its pod server and its status reporter.
-    fn serve(self, ctx: &Arc<Context>, net: Arc<PodNetwork>, path: &str) -> Served {
+    fn serve(
+        self,
+        ctx: &Arc<Context>,
+        net: Arc<PodNetwork>,
+        path: &str,
+        owned: Owned,
+        desired: Desired,
+    ) -> Served {
         let (key, uid, sandbox) = (self.key, self.uid.to_string(), self.sandbox);
-        let owned = ctx.states.owned_in(&uid, &sandbox);
-        // After a restart the CR may not be known yet: a pod with a record holds, not wipes.
-        let desired =
-            decide::next_desired(ctx.conf(key).as_deref(), None, owned != Owned::default());
         let state = PodState {
             sandbox: sandbox.clone(),
             owned: owned.clone(),

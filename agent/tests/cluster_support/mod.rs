@@ -56,6 +56,12 @@ struct State {
     rv: u64,
     pods: BTreeMap<String, Value>,
     confs: BTreeMap<String, Value>,
+    /// NetworkConfigurations that exist but are not in this node's watch (relabelled).
+    elsewhere: BTreeMap<String, Value>,
+    /// Single-object GETs of NetworkConfigurations answer 500 while set.
+    fail_conf_gets: bool,
+    /// Single-object GETs of NetworkConfigurations, by name.
+    conf_gets: Vec<String>,
     pod_watches: Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>,
     conf_watches: Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>,
     patches: Vec<Patched>,
@@ -109,17 +115,46 @@ impl ApiServer {
         }
     }
 
-    /// A NetworkConfiguration leaves this node's watch (relabelled or deleted): the
-    /// label-selected watch sees it DELETED.
-    pub fn unwatch_conf(&self, name: &str) {
+    /// A NetworkConfiguration is relabelled to another node: this node's label-selected
+    /// watch sees it DELETED, a GET by name still finds it.
+    pub fn relabel_conf(&self, name: &str, node: &str) {
+        self.unwatch_conf(name, Some(node));
+    }
+
+    /// `kubectl delete networkconfiguration NAME`: the watch sees it DELETED (exactly as
+    /// for a relabel), a GET by name answers 404.
+    pub fn delete_conf(&self, name: &str) {
+        self.unwatch_conf(name, None);
+    }
+
+    /// Makes single-object GETs of NetworkConfigurations fail with 500 (or work again).
+    pub fn fail_conf_gets(&self, fail: bool) {
+        self.lock().fail_conf_gets = fail;
+    }
+
+    /// The names of the NetworkConfigurations the agent asked for one by one.
+    pub fn conf_gets(&self) -> Vec<String> {
+        self.lock().conf_gets.clone()
+    }
+
+    /// Removes a NetworkConfiguration from this node's watch, which sees it DELETED; with
+    /// `node`, it lives on labelled for that node (in place before the watch hears of it).
+    fn unwatch_conf(&self, name: &str, node: Option<&str>) {
         let mut s = self.lock();
         s.rv += 1;
         let rv = s.rv;
-        if let Some(mut conf) = s.confs.remove(&format!("{NS}/{name}")) {
-            conf["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let line = watch_line("DELETED", &conf);
-            s.conf_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
+        let key = format!("{NS}/{name}");
+        let Some(mut conf) = s.confs.remove(&key) else {
+            return;
+        };
+        conf["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let line = watch_line("DELETED", &conf);
+        if let Some(node) = node {
+            let mut moved = conf.clone();
+            moved["metadata"]["labels"]["nes.network-config.io/node"] = json!(node);
+            s.elsewhere.insert(key, moved);
         }
+        s.conf_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
     }
 
     /// Creates or updates a NetworkConfiguration's spec; the generation grows on a change.
@@ -283,8 +318,28 @@ async fn respond(
     }
     const PODS: &str = "/api/v1/pods";
     const CONFS: &str = "/apis/nes.network-config.io/v1alpha1/networkconfigurations";
-    let conf_status = regex_like_status(&path);
+    let conf_path = conf_path(&path);
+    let conf_status = conf_path
+        .clone()
+        .filter(|(_, _, sub)| sub.as_deref() == Some("status"))
+        .map(|(ns, name, _)| (ns, name));
     match (method.as_str(), path.as_str()) {
+        ("GET", _) if conf_path.as_ref().is_some_and(|(_, _, sub)| sub.is_none()) => {
+            let (ns, name, _) = conf_path.unwrap_or_default();
+            s.conf_gets.push(name.clone());
+            if s.fail_conf_gets {
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "reason": "InternalError", "code": 500, "message": "etcd is down"}),
+                );
+            }
+            let key = format!("{ns}/{name}");
+            match s.confs.get(&key).or_else(|| s.elsewhere.get(&key)) {
+                Some(conf) => json_response(StatusCode::OK, conf),
+                None => not_found(&key),
+            }
+        }
         ("GET", PODS) | ("GET", CONFS) => {
             let pods = path == PODS;
             if pods {
@@ -408,12 +463,16 @@ async fn respond(
     }
 }
 
-/// `(namespace, name)` of a `.../namespaces/NS/networkconfigurations/NAME/status` path.
-fn regex_like_status(path: &str) -> Option<(String, String)> {
+/// `(namespace, name, subresource)` of a `.../namespaces/NS/networkconfigurations/NAME`
+/// path, with or without a subresource (`/status`).
+fn conf_path(path: &str) -> Option<(String, String, Option<String>)> {
     let rest = path.strip_prefix("/apis/nes.network-config.io/v1alpha1/namespaces/")?;
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
-        [ns, "networkconfigurations", name, "status"] => Some((ns.to_string(), name.to_string())),
+        [ns, "networkconfigurations", name] => Some((ns.to_string(), name.to_string(), None)),
+        [ns, "networkconfigurations", name, sub] => {
+            Some((ns.to_string(), name.to_string(), Some(sub.to_string())))
+        }
         _ => None,
     }
 }

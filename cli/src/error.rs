@@ -119,6 +119,8 @@ impl Error {
 
 fn problem_headline(p: &ProblemDetails) -> String {
     match p.detail.as_deref() {
+        // The validator's detail already starts with the title: say it once.
+        Some(detail) if detail.starts_with(p.title.as_str()) => detail.to_string(),
         Some(detail) if !detail.is_empty() => format!("{}: {detail}", p.title),
         _ => format!("{} (HTTP {})", p.title, p.status),
     }
@@ -182,6 +184,23 @@ mod tests {
             "error: invalid network configuration: 2 problems\n  \
              spec.interfaces[0].vlanId: VLAN id must be 1-4094, got 0\n  \
              spec.routes[0].via: \"x\" is not an IP address"
+        );
+    }
+
+    #[test]
+    fn the_validators_detail_is_not_prefixed_with_the_title_it_already_starts_with() {
+        let invalid = api::validate::Invalid(vec![Problem {
+            field: "spec.interfaces[0].vlanId".into(),
+            message: "vlanId is only for type vlan, not existing".into(),
+        }]);
+        let report = Error::Rejected(Box::new(ProblemDetails::invalid(&invalid))).report();
+        assert_eq!(
+            report.lines().next(),
+            Some(
+                "error: invalid network configuration: spec.interfaces[0].vlanId: \
+                 vlanId is only for type vlan, not existing"
+            ),
+            "{report}"
         );
     }
 

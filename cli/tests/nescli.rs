@@ -817,7 +817,7 @@ fn a_subscription_the_server_refuses_exits_1_with_its_problem() {
     });
     let cases = [
         (conflict, "error: already exists: networkcares.nes.network-config.io \"mon\" already exists"),
-        (invalid, "error: invalid network configuration: invalid network configuration: 1 problem\n  spec.podNames[0]: \"db-0\" is not a pod of this namespace"),
+        (invalid, "error: invalid network configuration: 1 problem\n  spec.podNames[0]: \"db-0\" is not a pod of this namespace"),
     ];
     for (answer, want) in cases {
         let dir = socket_dir();

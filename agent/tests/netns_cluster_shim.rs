@@ -271,7 +271,15 @@ async fn the_probe_follows_applied_and_an_agent_restart_never_flips_it() {
     let started = Instant::now();
     let good = r#"{"interfaces":[{"name":"eth0","mtu":1400,"addresses":["10.10.0.5/24"]}]}"#;
     assert_eq!(configure(&fx.pod, "PUT", good).await, 200);
-    let line = probe_until(&fx.pod, true).await;
+    // The empty configuration before the PUT is applied too: wait for the PUT's generation.
+    let end = Instant::now() + DEADLINE;
+    let line = loop {
+        let line = probe_until(&fx.pod, true).await;
+        if line == "applied: generation 1" || Instant::now() > end {
+            break line;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     println!(
         "MEASURE configure -> shim probe true: {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3

@@ -375,7 +375,7 @@ async fn a_pod_cannot_remove_or_pose_as_a_manager_from_elsewhere() {
     // The platform (the host admin) declares an address; the pod declares one of its own.
     let platform = r#"{"interfaces":[{"name":"eth0","addresses":["10.77.0.1/24"]}]}"#;
     let (code, body) = a
-        .admin(
+        .admin_served(
             "PUT",
             "/v1/self/config?pod=app-0&manager=platform",
             platform,

@@ -1,6 +1,7 @@
 //! The agent's one error type.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Result alias used across the agent library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -86,9 +87,57 @@ pub enum Error {
     #[error("watch: {what}")]
     Watch { what: String },
 
-    /// The cliserver cannot be used as configured.
-    #[error(transparent)]
-    Forward(#[from] crate::cluster::forward::ForwardError),
+    // === the cliserver, asked by the cluster agent (not its answer: that is relayed as is) ===
+    /// The cliserver URL cannot be used.
+    #[error("cliserver URL {url:?}: {reason}")]
+    CliserverUrl { url: String, reason: String },
+
+    /// The cliserver's CA file cannot be read.
+    #[error("{path}: {source}")]
+    CliserverCaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The cliserver's CA file holds no usable certificate.
+    #[error("CA file {path}: {reason}")]
+    CliserverCa { path: PathBuf, reason: String },
+
+    /// The cliserver cannot be reached.
+    #[error("cliserver {addr}: {source}")]
+    CliserverConnect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The HTTP exchange with the cliserver failed.
+    #[error("cliserver {addr}: {message}")]
+    CliserverHttp { addr: String, message: String },
+
+    /// The cliserver did not answer in time.
+    #[error("cliserver {addr}: no answer within {after:?}")]
+    CliserverTimeout { addr: String, after: Duration },
+
+    // === a pod's `@nes` socket ===
+    /// Another nes agent holds it (two agents overlapping during an upgrade): wait for it.
+    #[error("@{name} is held by another nes agent (pid {pid})")]
+    SocketHeldByAgent { name: String, pid: i32 },
+
+    /// Something else in the pod holds it: the pod cannot be served.
+    #[error(
+        "@{name} is already bound in this network namespace by uid {uid} pid {pid}, not by nes"
+    )]
+    SocketSquatted { name: String, uid: u32, pid: i32 },
+
+    /// Binding or connecting to it failed otherwise.
+    #[error("@{name}: {source}")]
+    PodSocket {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// The probe port cannot be served.
     #[error("probe port {addr}: {source}")]
@@ -124,7 +173,15 @@ impl Error {
             Error::Parse { .. } => "parse",
             Error::StateLocked { .. } => "state_locked",
             Error::Watch { .. } => "watch",
-            Error::Forward(_) => "forward",
+            Error::CliserverUrl { .. }
+            | Error::CliserverCaFile { .. }
+            | Error::CliserverCa { .. }
+            | Error::CliserverConnect { .. }
+            | Error::CliserverHttp { .. }
+            | Error::CliserverTimeout { .. } => "forward",
+            Error::SocketHeldByAgent { .. } => "socket_held",
+            Error::SocketSquatted { .. } => "socket_squatted",
+            Error::PodSocket { .. } => "pod_socket",
             Error::Probe { .. } => "probe",
         }
     }

@@ -11,7 +11,7 @@ use crate::host::HostSide;
 use crate::netlink::{Netlink, Pending};
 use crate::observe::Observed;
 use crate::owned::Owned;
-use crate::plan::{Blocked, LinkKind, ObjectRef, Op};
+use crate::plan::{Blocked, LinkCreate, LinkKind, ObjectRef, Op};
 
 /// Most writes in flight on one socket at once (bounded so acks never overflow the socket).
 const WINDOW: usize = 512;
@@ -101,21 +101,7 @@ impl Exec<'_> {
 /// result; a failure never stops the others, but nothing is ever written to an object
 /// whose create failed (its name may belong to something nes does not own).
 pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> Vec<OpResult> {
-    let mut links = Targets {
-        pod: observed
-            .links
-            .iter()
-            .map(|l| (l.name.clone(), l.index))
-            .collect(),
-        host_bridges: observed
-            .host_links
-            .iter()
-            .filter(|l| l.kind.as_deref() == Some("bridge"))
-            .map(|l| (l.name.clone(), l.index))
-            .collect(),
-        created_peers: HashMap::new(),
-        failed_creates: HashSet::new(),
-    };
+    let mut links = Targets::new(observed);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
 
     let first_create = ops
@@ -139,21 +125,7 @@ pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> 
     // Link creations, one at a time.
     for i in first_create..after_creates {
         let Op::CreateLink(c) = &ops[i] else { continue };
-        let r = create_link(x, c, &links.pod).await;
-        match &r {
-            Ok((index, peer)) => {
-                links.pod.insert(c.name.clone(), *index);
-                if let Some(peer) = peer {
-                    links.created_peers.insert(c.name.clone(), *peer);
-                }
-            }
-            Err(_) => {
-                // A recreated link's old index is gone; nothing may be sent to the name.
-                links.pod.remove(&c.name);
-                links.failed_creates.insert(c.name.clone());
-            }
-        }
-        outcomes[i] = Some(outcome(r.map(|_| ())));
+        outcomes[i] = Some(create_one(x, c, &mut links).await);
     }
 
     // Settings, host peers, addresses, routes.
@@ -170,7 +142,30 @@ pub(crate) async fn execute(x: &Exec<'_>, ops: Vec<Op>, observed: &Observed) -> 
         })
         .collect();
     pipeline(&mut outcomes, sends).await;
+    results(x, ops, outcomes)
+}
 
+/// Creates one link and records its index (or its failure) for the writes after it.
+async fn create_one(x: &Exec<'_>, c: &LinkCreate, links: &mut Targets) -> Outcome {
+    let r = create_link(x, c, &links.pod).await;
+    match &r {
+        Ok((index, peer)) => {
+            links.pod.insert(c.name.clone(), *index);
+            if let Some(peer) = peer {
+                links.created_peers.insert(c.name.clone(), *peer);
+            }
+        }
+        Err(_) => {
+            // A recreated link's old index is gone; nothing may be sent to the name.
+            links.pod.remove(&c.name);
+            links.failed_creates.insert(c.name.clone());
+        }
+    }
+    outcome(r.map(|_| ()))
+}
+
+/// Every op with its outcome, failures logged.
+fn results(x: &Exec<'_>, ops: Vec<Op>, outcomes: Vec<Option<Outcome>>) -> Vec<OpResult> {
     ops.into_iter()
         .zip(outcomes)
         .map(|(op, o)| {
@@ -196,6 +191,25 @@ struct Targets {
 }
 
 impl Targets {
+    /// What the pass starts from: the observed pod links and host bridges.
+    fn new(observed: &Observed) -> Self {
+        Self {
+            pod: observed
+                .links
+                .iter()
+                .map(|l| (l.name.clone(), l.index))
+                .collect(),
+            host_bridges: observed
+                .host_links
+                .iter()
+                .filter(|l| l.kind.as_deref() == Some("bridge"))
+                .map(|l| (l.name.clone(), l.index))
+                .collect(),
+            created_peers: HashMap::new(),
+            failed_creates: HashSet::new(),
+        }
+    }
+
     /// The failed create `op` depends on, if any.
     fn failed_dependency<'a>(&self, op: &'a Op) -> Option<&'a str> {
         let refs: Vec<&str> = match op {

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use api::host::HostAccess;
 use api::{
     InterfaceSpec, InterfaceType, LinkMode, LinkState, NetworkConfigurationSpec, ObjectState,
-    RouteKey,
+    RouteKey, RouteSpec,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -28,6 +28,9 @@ use crate::observe::{
     effective_metric, Observed, ObservedLink, ObservedRoute, MARKER_PREFIX, NES_ROUTE_PROTOCOL,
 };
 use crate::owned::{Original, Owned};
+
+/// A route's place in the kernel: destination, table and (effective) metric.
+type RouteSlot = (IpNet, u32, u32);
 
 /// What kind of link to create, with every parameter that cannot change without recreating it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -259,14 +262,6 @@ impl Op {
             Op::AddRoute { replace: true, .. } => "replace route",
         }
     }
-
-    /// Whether this removes something.
-    pub fn is_removal(&self) -> bool {
-        matches!(
-            self,
-            Op::DelRoute(_) | Op::DelAddress { .. } | Op::DelLink { .. }
-        )
-    }
 }
 
 impl fmt::Display for Op {
@@ -491,96 +486,104 @@ impl<'a> Planning<'a> {
 
     /// What becomes of each declared link: kept, created (or recreated), or blocked.
     fn links(&mut self) {
-        let (desired, observed) = (self.desired, self.observed);
-        for iface in &desired.interfaces {
-            let name = iface.name.as_str();
-            let seen = observed.link(name);
-            let refused = self.access.interface_problems(iface);
-            if !refused.is_empty() {
-                // Neither created nor deleted: a link nes made before stays as it is.
-                let why: Vec<String> = refused.into_iter().map(|(_, m)| m).collect();
+        for iface in &self.desired.interfaces {
+            let fate = self.link_fate(iface);
+            self.fate.insert(iface.name.as_str(), fate);
+        }
+    }
+
+    /// One declared link's fate: host access first, then an existing link or one nes makes.
+    fn link_fate(&mut self, iface: &'a InterfaceSpec) -> LinkFate {
+        let name = iface.name.as_str();
+        let refused = self.access.interface_problems(iface);
+        if !refused.is_empty() {
+            // Neither created nor deleted: a link nes made before stays as it is.
+            let why: Vec<String> = refused.into_iter().map(|(_, m)| m).collect();
+            self.p.block(
+                ObjectRef::Interface(name.into()),
+                ObjectState::Failed,
+                format!("host-side access refused: {}", why.join("; ")),
+            );
+            return LinkFate::Blocked;
+        }
+        match (iface.kind, self.observed.link(name)) {
+            (InterfaceType::Existing, Some(l)) => LinkFate::Keep(l.index),
+            (InterfaceType::Existing, None) => {
+                self.p.block(
+                    ObjectRef::Interface(name.into()),
+                    ObjectState::Pending,
+                    format!("link {name} does not exist (type existing: nes does not create it)"),
+                );
+                LinkFate::Blocked
+            }
+            (_, seen) => self.made_link_fate(iface, seen),
+        }
+    }
+
+    /// The fate of a link nes makes: created, kept if its marker and host peer match,
+    /// recreated if nes made it otherwise, blocked if someone else's link has its name.
+    fn made_link_fate(
+        &mut self,
+        iface: &'a InterfaceSpec,
+        seen: Option<&ObservedLink>,
+    ) -> LinkFate {
+        let name = iface.name.as_str();
+        let observed = self.observed;
+        let Some(kind) = link_kind(iface) else {
+            self.p.block(
+                ObjectRef::Interface(name.into()),
+                ObjectState::Failed,
+                "incomplete interface (not validated?)".into(),
+            );
+            return LinkFate::Blocked;
+        };
+        let marker = kind.marker();
+        let up = iface.state != Some(LinkState::Down);
+        let create = LinkCreate {
+            name: name.into(),
+            kind,
+            mtu: iface.mtu,
+            up,
+            marker,
+        };
+        if !peer_name_free(&create.kind, seen, observed) {
+            self.p.block(
+                ObjectRef::Interface(name.into()),
+                ObjectState::Failed,
+                format!("the peer name of {name} is taken in the host namespace by a link nes did not create for {name}; refusing to create or touch it (choose another peer name)"),
+            );
+            return LinkFate::Blocked;
+        }
+        match seen {
+            None => {
+                self.creates.push(create);
+                LinkFate::Create
+            }
+            Some(l)
+                if l.alias.as_deref() == Some(create.marker.as_str())
+                    && host_peer_ok(&create.kind, l, observed) =>
+            {
+                self.adopted.links.insert(name.into());
+                self.kept.insert(name, create);
+                LinkFate::Keep(l.index)
+            }
+            Some(l) if l.is_nes() => {
+                self.p.removals_links.push(Op::DelLink {
+                    ifname: name.into(),
+                });
+                self.recreated.insert(l.index);
+                self.recreated_names.insert(name);
+                self.creates.push(create);
+                LinkFate::Create
+            }
+            Some(l) => {
                 self.p.block(
                     ObjectRef::Interface(name.into()),
                     ObjectState::Failed,
-                    format!("host-side access refused: {}", why.join("; ")),
+                    format!("link {name} already exists and was not created by nes (kind {}, no nes marker); refusing to take it over", l.kind.as_deref().unwrap_or("none")),
                 );
-                self.fate.insert(name, LinkFate::Blocked);
-                continue;
+                LinkFate::Blocked
             }
-            let f = match (iface.kind, seen) {
-                (InterfaceType::Existing, Some(l)) => LinkFate::Keep(l.index),
-                (InterfaceType::Existing, None) => {
-                    self.p.block(
-                        ObjectRef::Interface(name.into()),
-                        ObjectState::Pending,
-                        format!(
-                            "link {name} does not exist (type existing: nes does not create it)"
-                        ),
-                    );
-                    LinkFate::Blocked
-                }
-                (_, seen) => {
-                    let Some(kind) = link_kind(iface) else {
-                        self.p.block(
-                            ObjectRef::Interface(name.into()),
-                            ObjectState::Failed,
-                            "incomplete interface (not validated?)".into(),
-                        );
-                        self.fate.insert(name, LinkFate::Blocked);
-                        continue;
-                    };
-                    let marker = kind.marker();
-                    let up = iface.state != Some(LinkState::Down);
-                    let create = LinkCreate {
-                        name: name.into(),
-                        kind,
-                        mtu: iface.mtu,
-                        up,
-                        marker,
-                    };
-                    if !peer_name_free(&create.kind, seen, observed) {
-                        self.p.block(
-                            ObjectRef::Interface(name.into()),
-                            ObjectState::Failed,
-                            format!("the peer name of {name} is taken in the host namespace by a link nes did not create for {name}; refusing to create or touch it (choose another peer name)"),
-                        );
-                        self.fate.insert(name, LinkFate::Blocked);
-                        continue;
-                    }
-                    match seen {
-                        None => {
-                            self.creates.push(create);
-                            LinkFate::Create
-                        }
-                        Some(l)
-                            if l.alias.as_deref() == Some(create.marker.as_str())
-                                && host_peer_ok(&create.kind, l, observed) =>
-                        {
-                            self.adopted.links.insert(name.into());
-                            self.kept.insert(name, create);
-                            LinkFate::Keep(l.index)
-                        }
-                        Some(l) if l.is_nes() => {
-                            self.p.removals_links.push(Op::DelLink {
-                                ifname: name.into(),
-                            });
-                            self.recreated.insert(l.index);
-                            self.recreated_names.insert(name);
-                            self.creates.push(create);
-                            LinkFate::Create
-                        }
-                        Some(l) => {
-                            self.p.block(
-                                ObjectRef::Interface(name.into()),
-                                ObjectState::Failed,
-                                format!("link {name} already exists and was not created by nes (kind {}, no nes marker); refusing to take it over", l.kind.as_deref().unwrap_or("none")),
-                            );
-                            LinkFate::Blocked
-                        }
-                    }
-                }
-            };
-            self.fate.insert(name, f);
         }
     }
 
@@ -931,6 +934,12 @@ impl<'a> Planning<'a> {
 
     /// Declared routes added or replaced; nes routes no longer declared removed.
     fn routes(&mut self) {
+        let declared = self.declared_routes();
+        self.undeclared_routes(&declared);
+    }
+
+    /// Each declared route added, replaced, kept or blocked; returns their slots.
+    fn declared_routes(&mut self) -> HashSet<RouteSlot> {
         let (desired, observed) = (self.desired, self.observed);
         let mut by_key: HashMap<(IpNet, u32, u32), Vec<&ObservedRoute>> = HashMap::new();
         for o in &observed.routes {
@@ -939,7 +948,7 @@ impl<'a> Planning<'a> {
                 .or_default()
                 .push(o);
         }
-        let mut desired_keys: HashSet<(IpNet, u32, u32)> = HashSet::new();
+        let mut desired_keys: HashSet<RouteSlot> = HashSet::new();
         for r in &desired.routes {
             let Ok(dst) = r.dst.parse::<IpNet>() else {
                 continue;
@@ -975,8 +984,23 @@ impl<'a> Planning<'a> {
                 .copied()
                 .filter(|o| o.oif.is_none_or(|i| !self.gone.contains(&i)))
                 .collect();
-            let ours = existing.iter().find(|o| o.is_nes());
-            match (ours, existing.first()) {
+            self.route(r, target, dev_fate, &existing);
+        }
+        desired_keys
+    }
+
+    /// One declared route against the routes in its slot: nes's own is kept (or replaced
+    /// when its gateway or device differ), anyone else's blocks it.
+    fn route(
+        &mut self,
+        r: &RouteSpec,
+        target: RouteTarget,
+        dev_fate: Option<LinkFate>,
+        existing: &[&ObservedRoute],
+    ) {
+        let via = target.via;
+        let ours = existing.iter().find(|o| o.is_nes());
+        match (ours, existing.first()) {
                 (Some(o), _) => {
                     self.adopted.routes.insert(r.key());
                     let dev_ok = match dev_fate {
@@ -998,9 +1022,13 @@ impl<'a> Planning<'a> {
                     self.p.routes.push(Op::AddRoute { route: target, replace: false });
                 }
             }
-        }
+    }
+
+    /// nes routes no longer declared are removed, unless their link takes them along.
+    fn undeclared_routes(&mut self, declared: &HashSet<RouteSlot>) {
+        let observed = self.observed;
         for o in &observed.routes {
-            if !o.is_nes() || desired_keys.contains(&(o.dst, o.table, o.metric)) {
+            if !o.is_nes() || declared.contains(&(o.dst, o.table, o.metric)) {
                 continue;
             }
             if o.oif.is_some_and(|i| self.gone.contains(&i)) {

@@ -107,14 +107,6 @@ impl HostAccess {
     }
 }
 
-/// Whether an interface declares anything outside the pod's netns.
-pub fn touches_host(iface: &InterfaceSpec) -> bool {
-    iface.kind == InterfaceType::Veth
-        || iface.peer.is_some()
-        || iface.peer_bridge.is_some()
-        || iface.parent_in_host
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

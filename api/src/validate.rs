@@ -408,16 +408,26 @@ fn check_interface_values(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
     }
 }
 
+/// One interface against its type and the other declared interfaces, phase by phase.
 fn check_interface(
     iface: &InterfaceSpec,
     at: &str,
     declared: &HashMap<&str, &InterfaceSpec>,
     p: &mut Problems,
 ) {
+    check_type_fields(iface, at, p);
+    check_required_fields(iface, at, p);
+    check_mode(iface, at, p);
+    check_vxlan_addresses(iface, at, p);
+    check_parent(iface, at, declared, p);
+    check_master(iface, at, declared, p);
+    check_ipv6_mtu(iface, at, p);
+}
+
+/// Type-specific fields are refused where they mean nothing.
+fn check_type_fields(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
     use InterfaceType::*;
     let kind = iface.kind;
-
-    // Type-specific fields: required where the kernel needs them, refused where they mean nothing.
     let mut only = |field: &str, set: bool, allowed: &[InterfaceType]| {
         if set && !allowed.contains(&kind) {
             let types = allowed
@@ -447,7 +457,12 @@ fn check_interface(
     only("port", iface.port.is_some(), &[Vxlan]);
     only("peer", iface.peer.is_some(), &[Veth]);
     only("peerBridge", iface.peer_bridge.is_some(), &[Veth]);
+}
 
+/// Type-specific fields are required where the kernel needs them.
+fn check_required_fields(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
+    use InterfaceType::*;
+    let kind = iface.kind;
     let mut need = |field: &str, set: bool| {
         if !set {
             p.add(
@@ -469,7 +484,12 @@ fn check_interface(
         Veth => need("peer", iface.peer.is_some()),
         Existing | Bridge => {}
     }
+}
 
+/// A macvlan or ipvlan mode is one of its own type's.
+fn check_mode(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
+    use InterfaceType::*;
+    let kind = iface.kind;
     if let Some(mode) = iface.mode {
         let fits = match kind {
             Macvlan => mode.is_macvlan(),
@@ -488,6 +508,10 @@ fn check_interface(
             );
         }
     }
+}
+
+/// A vxlan's remote, local and group: one family, group multicast, remote unicast, not both.
+fn check_vxlan_addresses(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
     let mut vxlan_family = None;
     for (field, value) in [
         ("remote", &iface.remote),
@@ -524,7 +548,15 @@ fn check_interface(
             "remote and group are exclusive: a vxlan is unicast or multicast",
         );
     }
+}
 
+/// The parent: not itself, no loop through parents and masters, an MTU that fits on it.
+fn check_parent(
+    iface: &InterfaceSpec,
+    at: &str,
+    declared: &HashMap<&str, &InterfaceSpec>,
+    p: &mut Problems,
+) {
     if iface.parent.as_deref() == Some(iface.name.as_str()) {
         p.add(
             format!("{at}.parent"),
@@ -550,6 +582,16 @@ fn check_interface(
             );
         }
     }
+}
+
+/// The master is a declared bridge, not itself, and a bridge has none.
+fn check_master(
+    iface: &InterfaceSpec,
+    at: &str,
+    declared: &HashMap<&str, &InterfaceSpec>,
+    p: &mut Problems,
+) {
+    use InterfaceType::*;
     if let Some(master) = &iface.master {
         match declared.get(master.as_str()) {
             Some(m) if m.kind == Bridge => {}
@@ -570,13 +612,17 @@ fn check_interface(
                 "an interface cannot be its own master",
             );
         }
-        if kind == Bridge {
+        if iface.kind == Bridge {
             p.add(
                 format!("{at}.master"),
                 "a bridge cannot be enslaved to a bridge (the kernel does not nest bridges)",
             );
         }
     }
+}
+
+/// IPv6 needs an MTU of at least 1280.
+fn check_ipv6_mtu(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
     if let Some(mtu) = iface.mtu.filter(|m| (MIN_MTU..=MAX_MTU).contains(m)) {
         if mtu < MIN_MTU_IPV6 && iface.addresses.iter().any(|a| a.contains(':')) {
             p.add(

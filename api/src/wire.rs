@@ -7,8 +7,6 @@ use crate::merge::{Conflict, Owners};
 use crate::netconf::{NetworkConfigurationSpec, NetworkConfigurationStatus};
 use crate::validate::{Invalid, Problem};
 
-/// API version prefix of every path.
-pub const API_PREFIX: &str = "/v1";
 /// The abstract unix socket name (without the leading NUL) an agent binds in each pod's netns.
 pub const POD_SOCKET_NAME: &str = "nes";
 /// Largest request body accepted.

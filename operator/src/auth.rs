@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::Api;
 
+pub use crate::error::Denied;
 use crate::{Error, Result};
 
 /// Header naming the pod a node agent forwards a request for.
@@ -39,17 +40,6 @@ pub struct Access {
 
 pub const NETWORKCONFIGURATIONS: &str = "networkconfigurations";
 pub const NETWORKCARES: &str = "networkcares";
-
-/// Why a request is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
-    /// 401: no usable token.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// 403: the caller is known but may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-}
 
 /// What a node agent says about the pod it forwards a request for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,15 +281,6 @@ pub fn forwarded_pod_allowed(
 
 // === I/O ===
 
-/// Failure of an authorisation: refused, or unable to ask.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error(transparent)]
-    Denied(#[from] Denied),
-    #[error(transparent)]
-    Api(#[from] Error),
-}
-
 /// Asks the API server who a caller is and what it may do.
 #[derive(Clone)]
 pub struct Authorizer {
@@ -318,7 +299,7 @@ impl Authorizer {
         authorization: Option<&str>,
         forwarded: Option<Forwarded<'_>>,
         access: &Access,
-    ) -> Result<Authorized, AuthError> {
+    ) -> Result<Authorized> {
         let token = bearer_token(authorization)?;
         let pp = PostParams::default();
         let review = Api::<TokenReview>::all(self.client.clone())

@@ -69,6 +69,10 @@ pub enum Error {
     #[error("invalid certificate settings: {0}")]
     CertConfig(String),
 
+    /// A request the cliserver refuses (401/403), decided by `auth`'s pure checks.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+
     #[error(
         "Secret {namespace}/{name} changed under every attempt to write it ({attempts} conflicts)"
     )]
@@ -77,6 +81,17 @@ pub enum Error {
         name: String,
         attempts: usize,
     },
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// 401: no usable token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403: the caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -94,6 +109,7 @@ impl Error {
             Self::Tls(_) | Self::Rustls { .. } => "tls",
             Self::Certificate { .. } | Self::CertConfig(_) => "certificate",
             Self::SecretConflict { .. } => "conflict",
+            Self::Denied(_) => "denied",
         }
     }
 

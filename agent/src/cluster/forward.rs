@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::decide::{owners, Sandbox};
 use super::state::{PodState, StateDir};
+use crate::error::{Error, Result};
 use crate::owned::Owned;
 use crate::podapi::feed::Feed;
 use crate::podapi::http::ApiError;
@@ -64,34 +65,9 @@ pub struct Forwarder {
     prefix: String,
 }
 
-/// Why the cliserver could not be asked (not its answer: that is relayed as is).
-#[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
-    #[error("cliserver URL {url:?}: {reason}")]
-    Url { url: String, reason: String },
-    #[error("{path}: {source}")]
-    File {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("CA file {path}: {reason}")]
-    Ca { path: PathBuf, reason: String },
-    #[error("cliserver {addr}: {source}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cliserver {addr}: {message}")]
-    Http { addr: String, message: String },
-    #[error("cliserver {addr}: no answer within {after:?}")]
-    Timeout { addr: String, after: Duration },
-}
-
 impl Forwarder {
-    pub fn new(opts: ForwardOptions) -> Result<Self, ForwardError> {
-        let bad = |reason: &str| ForwardError::Url {
+    pub fn new(opts: ForwardOptions) -> Result<Self> {
+        let bad = |reason: &str| Error::CliserverUrl {
             url: opts.url.clone(),
             reason: reason.into(),
         };
@@ -224,7 +200,7 @@ impl Forwarder {
     async fn deadline<T>(
         &self,
         pod: &ForPod<'_>,
-        call: impl std::future::Future<Output = Result<T, ForwardError>>,
+        call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T, ApiError> {
         let after = self.opts.timeout;
         match tokio::time::timeout(after, call).await {
@@ -238,7 +214,7 @@ impl Forwarder {
                 ))
             }
             Err(_) => {
-                let error = ForwardError::Timeout {
+                let error = Error::CliserverTimeout {
                     addr: self.addr(),
                     after,
                 };
@@ -258,22 +234,22 @@ impl Forwarder {
         path: &str,
         pod: &ForPod<'_>,
         body: Option<Vec<u8>>,
-    ) -> Result<http::Response<Incoming>, ForwardError> {
+    ) -> Result<http::Response<Incoming>> {
         let token = std::fs::read_to_string(&self.opts.token_file).map_err(|source| {
-            ForwardError::File {
+            Error::CliserverCaFile {
                 path: self.opts.token_file.clone(),
                 source,
             }
         })?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(self.tls_config()?));
         let addr = self.addr();
-        let http_err = |message: String| ForwardError::Http {
+        let http_err = |message: String| Error::CliserverHttp {
             addr: addr.clone(),
             message,
         };
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|source| ForwardError::Connect {
+            .map_err(|source| Error::CliserverConnect {
                 addr: addr.clone(),
                 source,
             })?;
@@ -282,7 +258,7 @@ impl Forwarder {
         let stream = tls
             .connect(name, tcp)
             .await
-            .map_err(|source| ForwardError::Connect {
+            .map_err(|source| Error::CliserverConnect {
                 addr: addr.clone(),
                 source,
             })?;
@@ -318,9 +294,9 @@ impl Forwarder {
     }
 
     /// Built for each call: the CA is a mounted ConfigMap the operator may rotate.
-    fn tls_config(&self) -> Result<rustls::ClientConfig, ForwardError> {
+    fn tls_config(&self) -> Result<rustls::ClientConfig> {
         let path = &self.opts.ca_file;
-        let ca_err = |reason: String| ForwardError::Ca {
+        let ca_err = |reason: String| Error::CliserverCa {
             path: path.clone(),
             reason,
         };
@@ -330,11 +306,11 @@ impl Forwarder {
     }
 }
 
-async fn collect(addr: &str, resp: http::Response<Incoming>) -> Result<bytes::Bytes, ForwardError> {
+async fn collect(addr: &str, resp: http::Response<Incoming>) -> Result<bytes::Bytes> {
     Ok(Limited::new(resp.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
-        .map_err(|e| ForwardError::Http {
+        .map_err(|e| Error::CliserverHttp {
             addr: addr.to_string(),
             message: format!("reading the answer: {e}"),
         })?

@@ -6,6 +6,7 @@
 //! and returns a [`Pending`] future that resolves on the kernel's acknowledgement. Callers
 //! may hold many of them at once; see [`crate::apply`] for the bounded window.
 
+mod build;
 mod convert;
 
 use std::net::IpAddr;
@@ -19,7 +20,7 @@ use rtnetlink::packet_core::{
     NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::address::AddressMessage;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::AsyncSocket;
@@ -214,80 +215,8 @@ impl Netlink {
         move_to: Option<std::os::fd::RawFd>,
         peer_ns: Option<std::os::fd::RawFd>,
     ) -> Result<Pending> {
-        use rtnetlink::packet_route::link::{IpVlanMode, MacVlanMode, VlanProtocol};
-        use rtnetlink::{LinkBridge, LinkIpVlan, LinkMacVlan, LinkVeth, LinkVlan, LinkVxlan};
+        let mut msg = build::new_link(name, kind, parent, peer_ns)?;
         let object = format!("link {name}");
-        let need_parent = || {
-            parent.ok_or_else(|| Error::Conflict {
-                object: object.clone(),
-                reason: "parent link not found".into(),
-            })
-        };
-        let mac_mode = |m: api::LinkMode| match m {
-            api::LinkMode::Private => MacVlanMode::Private,
-            api::LinkMode::Vepa => MacVlanMode::Vepa,
-            api::LinkMode::Passthru => MacVlanMode::Passthrough,
-            _ => MacVlanMode::Bridge,
-        };
-        let ip_mode = |m: api::LinkMode| match m {
-            api::LinkMode::L3 => IpVlanMode::L3,
-            api::LinkMode::L3s => IpVlanMode::L3S,
-            _ => IpVlanMode::L2,
-        };
-        let mut msg = match kind {
-            LinkKind::Bridge => LinkBridge::new(name).build(),
-            LinkKind::Veth { peer } => {
-                let mut peer_msg = LinkUnspec::new_with_name(peer);
-                if let Some(fd) = peer_ns {
-                    peer_msg = peer_msg.setns_by_fd(fd);
-                }
-                LinkVeth::new(name, peer)
-                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
-                    .build()
-            }
-            LinkKind::Vlan { id, dot1ad, .. } => {
-                let proto = if *dot1ad {
-                    VlanProtocol::Ieee8021Ad
-                } else {
-                    VlanProtocol::Ieee8021Q
-                };
-                LinkVlan::new(name, need_parent()?, *id)
-                    .protocol(proto)
-                    .build()
-            }
-            LinkKind::Macvlan { mode, .. } => {
-                LinkMacVlan::new(name, need_parent()?, mac_mode(*mode)).build()
-            }
-            LinkKind::Ipvlan { mode, .. } => {
-                LinkIpVlan::new(name, need_parent()?, ip_mode(*mode)).build()
-            }
-            LinkKind::Vxlan {
-                vni,
-                remote,
-                local,
-                group,
-                port,
-                parent: p,
-            } => {
-                let mut b = LinkVxlan::new(name, *vni).port(port.unwrap_or(4789));
-                if p.is_some() {
-                    b = b.dev(need_parent()?);
-                }
-                for a in [remote, group].into_iter().flatten() {
-                    b = match a {
-                        IpAddr::V4(v4) => b.group(*v4),
-                        IpAddr::V6(v6) => b.group6(*v6),
-                    };
-                }
-                if let Some(a) = local {
-                    b = match a {
-                        IpAddr::V4(v4) => b.local(*v4),
-                        IpAddr::V6(v6) => b.local6(*v6),
-                    };
-                }
-                b.build()
-            }
-        };
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }

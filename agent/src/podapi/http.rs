@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use api::wire::{Event, NewCare, ProblemDetails, MAX_BODY_BYTES, PROBLEM_JSON};
+use api::wire::{Event, NewCare, ProblemDetails, MAX_BODY_BYTES};
 use api::NetworkConfigurationSpec;
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
@@ -52,10 +52,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.0).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response()
+        common::http::problem_response(&self.0)
     }
 }
 
@@ -82,7 +79,7 @@ pub fn router(scope: Scope) -> Router {
                 "no such path; see /openapi.json",
             )
         })
-        .layer(axum::middleware::from_fn(edge))
+        .layer(axum::middleware::from_fn(common::http::edge))
         .layer(axum::middleware::map_response(
             |mut r: Response| async move {
                 r.headers_mut()
@@ -91,44 +88,6 @@ pub fn router(scope: Scope) -> Router {
             },
         ))
         .with_state(scope)
-}
-
-/// Checks every request makes before a handler runs (`api::wire::check_request_head`:
-/// target and header sizes, a query parameter given twice), and turns the framework's own
-/// plain-text errors (unknown method, bad query) into problem+json, keeping `Allow` on a 405.
-async fn edge(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let target = request
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_bytes()));
-    if let Err(problem) = api::wire::check_request_head(target, headers) {
-        return ApiError(problem).into_response();
-    }
-    let response = next.run(request).await;
-    let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
-        return response;
-    }
-    let allow = response.headers().get(header::ALLOW).cloned();
-    // Framework rejections are short texts; anything longer is cut rather than buffered.
-    let text = axum::body::to_bytes(response.into_body(), 4096)
-        .await
-        .unwrap_or_default();
-    let reason = status.canonical_reason().unwrap_or("error");
-    let mut out = ApiError(api::wire::plain_error(status.as_u16(), reason, &text)).into_response();
-    if let Some(allow) = allow {
-        out.headers_mut().insert(header::ALLOW, allow);
-    }
-    out
 }
 
 /// A request body must be declared JSON (415 otherwise).

@@ -30,13 +30,13 @@ use tracing::{info, warn, Instrument};
 use crate::apply::ApplyReport;
 use crate::backoff::Backoff;
 use crate::engine::PodNetwork;
+use crate::error::Error;
 use crate::observe::Observed;
 use crate::owned::Owned;
 use crate::watch::{spawn_recording_keeper, KeeperOptions, NetEvent, Recorder};
 use events::{EventLog, DEFAULT_CAPACITY};
 use feed::Feed;
 use http::{router, ApiError, Scope};
-use podsock::BindError;
 
 /// The desired spec a pod server keeps applied, with the generation it belongs to.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -639,10 +639,10 @@ async fn serve_socket(pod: Arc<PodServer>) {
     let listener = loop {
         match podsock::bind(pod.net.executor(), POD_SOCKET_NAME).await {
             Ok(l) => break l,
-            Err(e @ BindError::HeldByAgent { .. }) => {
+            Err(e @ Error::SocketHeldByAgent { .. }) => {
                 info!(error = %e, "waiting for the other agent to release @nes");
             }
-            Err(e @ BindError::Squatted { .. }) => {
+            Err(e @ Error::SocketSquatted { .. }) => {
                 warn!(error = %e, "pod socket squatted");
                 pod.set_degraded("SocketSquatted", e.to_string());
             }

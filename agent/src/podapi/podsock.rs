@@ -6,37 +6,17 @@ use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+use crate::error::{Error, Result};
 use crate::netns::NetnsExecutor;
 
 /// Response header by which agents recognise each other on `@nes`.
 pub const SERVER_HEADER: &str = "nes-agent";
 
-/// Why `@nes` could not be bound.
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    /// Another nes agent holds it (two agents overlapping during an upgrade): wait for it.
-    #[error("@{name} is held by another nes agent (pid {pid})")]
-    HeldByAgent { name: String, pid: i32 },
-    /// Something else in the pod holds it: the pod cannot be served.
-    #[error(
-        "@{name} is already bound in this network namespace by uid {uid} pid {pid}, not by nes"
-    )]
-    Squatted { name: String, uid: u32, pid: i32 },
-    #[error("@{name}: {source}")]
-    Io {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Netns(#[from] crate::error::Error),
-}
-
 /// Binds `@name` on the namespace's thread and returns it ready for tokio.
-pub async fn bind(ns: &NetnsExecutor, name: &str) -> Result<tokio::net::UnixListener, BindError> {
+pub async fn bind(ns: &NetnsExecutor, name: &str) -> Result<tokio::net::UnixListener> {
     let owned = name.to_string();
     let bound = ns.run(move || bind_here(&owned)).await?;
-    let io = |source| BindError::Io {
+    let io = |source| Error::PodSocket {
         name: name.to_string(),
         source,
     };
@@ -56,9 +36,9 @@ fn bind_here(name: &str) -> std::io::Result<UnixListener> {
 }
 
 /// Connects to `@name` from inside the namespace (tests and probes).
-pub async fn connect(ns: &NetnsExecutor, name: &str) -> Result<tokio::net::UnixStream, BindError> {
+pub async fn connect(ns: &NetnsExecutor, name: &str) -> Result<tokio::net::UnixStream> {
     let owned = name.to_string();
-    let io = |source| BindError::Io {
+    let io = |source| Error::PodSocket {
         name: name.to_string(),
         source,
     };
@@ -72,7 +52,7 @@ fn connect_here(name: &str) -> std::io::Result<UnixStream> {
 }
 
 /// Tells another agent from a squatter: the holder must run as root and answer as a nes agent.
-async fn identify_holder(ns: &NetnsExecutor, name: &str) -> BindError {
+async fn identify_holder(ns: &NetnsExecutor, name: &str) -> Error {
     let stream = match connect(ns, name).await {
         Ok(s) => s,
         Err(e) => return e,
@@ -80,7 +60,7 @@ async fn identify_holder(ns: &NetnsExecutor, name: &str) -> BindError {
     let creds = match getsockopt(&stream, PeerCredentials) {
         Ok(c) => c,
         Err(errno) => {
-            return BindError::Io {
+            return Error::PodSocket {
                 name: name.into(),
                 source: errno.into(),
             }
@@ -88,12 +68,12 @@ async fn identify_holder(ns: &NetnsExecutor, name: &str) -> BindError {
     };
     let (uid, pid) = (creds.uid(), creds.pid());
     if uid == 0 && answers_as_agent(stream).await {
-        BindError::HeldByAgent {
+        Error::SocketHeldByAgent {
             name: name.into(),
             pid,
         }
     } else {
-        BindError::Squatted {
+        Error::SocketSquatted {
             name: name.into(),
             uid,
             pid,

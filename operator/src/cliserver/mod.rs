@@ -67,7 +67,7 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(problem::normalize))
+        .layer(axum::middleware::from_fn(common::http::edge))
         .with_state(state)
 }
 

@@ -1,12 +1,12 @@
 //! Every cliserver error as `application/problem+json` (`api::wire::ProblemDetails`).
 
 use api::validate::Problem;
-use api::wire::{ProblemDetails, PROBLEM_JSON};
+use api::wire::ProblemDetails;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kube::core::Status;
 
-use crate::auth::{AuthError, Denied};
+use crate::auth::Denied;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,7 @@ impl ApiError {
     pub fn from_operator(error: &crate::Error) -> Self {
         match error {
             crate::Error::Kube { context, source } => Self::from_kube(context, source),
+            crate::Error::Denied(d) => d.clone().into(),
             other => Self::new(500, "internal error", other.to_string()),
         }
     }
@@ -97,64 +98,19 @@ impl From<Denied> for ApiError {
     }
 }
 
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Denied(d) => d.into(),
-            AuthError::Api(e) => Self::from_operator(&e),
-        }
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        Self::from_operator(&e)
     }
-}
-
-/// Middleware turning the framework's own plain-text rejections (unknown path, wrong method,
-/// bad query, body too large) into problem+json, so every error has one shape.
-/// An overlong target (414), an oversized header block (431) and a query parameter given
-/// twice (400) are refused here, before any handler.
-pub async fn normalize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let target = request
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_bytes()));
-    if let Err(problem) = api::wire::check_request_head(target, headers) {
-        return ApiError(problem).into_response();
-    }
-    let response = next.run(request).await;
-    let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
-        return response;
-    }
-    let allow = response.headers().get(header::ALLOW).cloned();
-    // Rejection texts are short; anything longer is cut rather than buffered.
-    let text = axum::body::to_bytes(response.into_body(), 4096)
-        .await
-        .unwrap_or_default();
-    let reason = status.canonical_reason().unwrap_or("error");
-    let mut out = ApiError(api::wire::plain_error(status.as_u16(), reason, &text)).into_response();
-    if let Some(allow) = allow {
-        out.headers_mut().insert(header::ALLOW, allow);
-    }
-    out
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.0).unwrap_or_default();
-        let mut response = (status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let mut response = common::http::problem_response(&self.0);
+        if response.status() == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -14,7 +14,8 @@
 #     the version linux-image-amd64 depends on, not the running kernel);
 #  3. probes KVM with a 15 s throw-away boot, else uses software emulation;
 #  4. reports which link kinds the host kernel lacks (their tests skip there);
-#  5. builds the test binaries on the host (`cargo test --no-run`);
+#  5. builds the test binaries on the host (`cargo test --no-run`) and the workspace's
+#     binaries they drive (`cargo build --bins`);
 #  6. boots the VM with virtme-ng: the host's root filesystem is shared
 #     read-only (so the tree and target/ are too), one host temp dir is shared
 #     read-write for results. In the VM, scripts/kernel/guest.sh first proves
@@ -155,6 +156,9 @@ else
     # so the artifacts of the host run are reused.
     cargo test --workspace --no-run "${test_flags[@]}" --message-format=json-render-diagnostics \
         >"$rundir/cargo.json" || die "building the test binaries failed"
+    # The end-to-end tests (package nes-tests) drive nes-agent, nes-shim and nescli; in the
+    # VM they find them next to their own executables (target/debug), without cargo.
+    cargo build --workspace --bins --quiet || die "building the workspace's binaries failed"
     python3 "$kdir/list-tests.py" executables "$NES_KERNEL_TESTS" <"$rundir/cargo.json" >"$rundir/tests.tsv"
     [[ -s "$rundir/tests.tsv" ]] || die "cargo built no test executable matching '$NES_KERNEL_TESTS'"
     say "built in $(since "$t_build") s"

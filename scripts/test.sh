@@ -62,6 +62,9 @@ bash scripts/validate-manifests.sh
 # --- tests -----------------------------------------------------------------------
 step "cargo nextest (workspace)"
 mkdir -p target
+# The end-to-end tests (tests/, package nes-tests) run nes-agent, nes-shim and nescli: built
+# here once, so that their own up-to-date check (nes_tests::bins) finds nothing to do.
+cargo build --workspace --bins --quiet
 # Passing tests' output is shown at the end so that their SKIP lines are visible.
 set +e
 cargo nextest run --workspace --no-fail-fast --success-output final --failure-output immediate-final \

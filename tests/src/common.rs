@@ -1,6 +1,5 @@
 //! Helpers for root integration tests (`netns_*.rs`): throwaway namespaces, skip rules,
 //! polling. Every namespace is named `nes-t-<tag>-<pid>-<n>` and deleted on drop.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! Root tests: links nes creates (veth to a host bridge, macvlan, vxlan, bridge, vlan, ipvlan).
 //! The "host" is a namespace made by the test; the machine's own interfaces are never touched.
 
-mod common;
+use nes_tests::common;
 
 use agent::owned::Owned;
 use common::{host_access, require_kind, require_root, spec, PodFixture};

@@ -2,7 +2,6 @@
 //! operator's cliserver (the same app over HTTPS on 127.0.0.1, with a throwaway CA), each on
 //! its own thread and runtime, recording every request; and a runner for the real `nescli`
 //! binary with deadlines instead of sleeps.
-#![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::linux::net::SocketAddrExt;
@@ -433,7 +432,7 @@ pub fn require_root(test: &str) -> bool {
 /// `nescli` with a clean environment: no inherited NES_* settings, and (only when the tests
 /// run unprivileged) the stub's uid accepted in place of root.
 pub fn nescli() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nescli"));
+    let mut cmd = Command::new(crate::bins::nescli());
     clean_env(&mut cmd);
     cmd
 }

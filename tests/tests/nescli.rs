@@ -1,6 +1,6 @@
 //! The real `nescli` binary against a stub of the agent's socket API.
 
-mod support;
+use nes_tests::support;
 
 use std::io::Write;
 use std::process::Stdio;

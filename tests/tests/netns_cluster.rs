@@ -2,10 +2,10 @@
 //! resolver and real network namespaces: watch -> apply -> status, the pod-IP proof, a new
 //! sandbox, an agent restart, drift, coalesced status patches, pod isolation, and writes
 //! forwarded to a stub cliserver over HTTPS. MEASURE lines give event-path latencies
-//! (`cargo nextest run -p nes-agent --test netns_cluster --success-output final`).
+//! (`cargo nextest run -p nes-tests --test netns_cluster --success-output final`).
 
-mod cluster_support;
-mod common;
+use nes_tests::cluster_support;
+use nes_tests::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

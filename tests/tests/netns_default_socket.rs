@@ -2,7 +2,7 @@
 //! it runs in. A thread moves into a fresh netns and binds `@nes` there; nescli is started in
 //! that netns with nsenter and reaches it without any socket flag.
 
-mod support;
+use nes_tests::support;
 
 use std::sync::{mpsc, Arc};
 
@@ -54,7 +54,7 @@ fn nescli_reaches_at_nes_of_its_own_network_namespace_by_default() {
             "--net=/proc/{}/task/{tid}/ns/net",
             std::process::id()
         ))
-        .arg(env!("CARGO_BIN_EXE_nescli"))
+        .arg(nes_tests::bins::nescli())
         .args(["status", "--timeout", "5s"]);
     let out = run(nsenter);
     let _ = done_tx.send(());

@@ -4,10 +4,10 @@
 //! the selected pods on this node with the cliserver's events of pods elsewhere, with the
 //! node's own gapless numbering. A MEASURE line gives the latency from a netlink change in
 //! a pod to its subscriber on the same node
-//! (`cargo nextest run -p nes-agent --test netns_cluster_cares --success-output final`).
+//! (`cargo nextest run -p nes-tests --test netns_cluster_cares --success-output final`).
 
-mod cluster_support;
-mod common;
+use nes_tests::cluster_support;
+use nes_tests::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,72 +15,15 @@ use std::time::Instant;
 
 use api::wire::{CareView, Event, EventBody, NewCare, ProblemDetails};
 use cluster_support::harness::{stub_cliserver_with, Agent, Answer, ServedPod};
-use cluster_support::{pod, ApiServer, FakeResolver, PodClient, DEADLINE, NS};
+use cluster_support::{pod, ApiServer, FakeResolver, DEADLINE, NS};
 use common::{eventually, require_root};
-use http_body_util::BodyExt;
+use nes_tests::client::EventStream;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-/// A reader of an NDJSON stream on a pod's socket: its events as they arrive.
-struct Reader {
-    events: mpsc::UnboundedReceiver<Event>,
-}
-
-impl Reader {
-    /// Opens `uri`; an error answer is returned as its status and problem.
-    async fn open(client: &PodClient, uri: &str) -> Result<Reader, (u16, ProblemDetails)> {
-        let stream = client.connect().await;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("handshake");
-        tokio::spawn(conn);
-        let req = http::Request::get(uri)
-            .header("host", "nes")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .expect("request");
-        let resp = sender.send_request(req).await.expect("answer");
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        if status != 200 {
-            let bytes = body.collect().await.expect("body").to_bytes();
-            return Err((status, serde_json::from_slice(&bytes).expect("a problem")));
-        }
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut buf = Vec::new();
-            while let Some(Ok(frame)) = body.frame().await {
-                let Some(data) = frame.data_ref() else {
-                    continue;
-                };
-                buf.extend_from_slice(data);
-                while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=end).collect();
-                    let event = serde_json::from_slice(&line[..end]).expect("an event per line");
-                    if tx.send(event).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Reader { events })
-    }
-
-    /// The next event, within the deadline.
-    async fn next(&mut self) -> Event {
-        tokio::time::timeout(DEADLINE, self.events.recv())
-            .await
-            .expect("an event within the deadline")
-            .expect("the stream is still open")
-    }
-
-    /// Whether the stream ends within the deadline with nothing more on it.
-    async fn ends(&mut self) -> bool {
-        matches!(
-            tokio::time::timeout(DEADLINE, self.events.recv()).await,
-            Ok(None)
-        )
-    }
+/// A refusal to open a stream: its status and problem.
+fn problem_of((code, body): (u16, String)) -> (u16, ProblemDetails) {
+    (code, serde_json::from_str(&body).expect("a problem"))
 }
 
 fn labelled(name: &str, uid: &str, app: &str) -> serde_json::Value {
@@ -216,7 +159,7 @@ async fn a_subscription_read_through_the_pod_socket_merges_live_netlink_events_w
 
     // Reading: the feed asks for the subscription, then follows the cliserver's stream.
     let uri = "/v1/self/networkcares/mon/events";
-    let mut reader = Reader::open(&client, uri).await.expect("stream");
+    let mut reader = EventStream::open(&client, uri).await.expect("stream");
     assert!(
         eventually(DEADLINE, || seen
             .lock()
@@ -319,16 +262,17 @@ async fn a_subscription_read_through_the_pod_socket_merges_live_netlink_events_w
 
     // Resuming: a reconnect with `since` gets exactly what came after it ...
     drop(reader);
-    let mut again = Reader::open(&client, &format!("{uri}?since={}", last - 2))
+    let mut again = EventStream::open(&client, &format!("{uri}?since={}", last - 2))
         .await
         .expect("resume");
     let resumed = [again.next().await, again.next().await];
     assert_eq!([resumed[0].seq, resumed[1].seq], [last - 1, last]);
     assert_eq!(resumed[1], route);
     // ... and one from before the feed began is told what is still held.
-    let (code, problem) = Reader::open(&client, &format!("{uri}?since={}", remote.seq - 5))
+    let (code, problem) = EventStream::open(&client, &format!("{uri}?since={}", remote.seq - 5))
         .await
         .err()
+        .map(problem_of)
         .expect("gone");
     assert_eq!((code, problem.oldest_sequence), (410, Some(remote.seq)));
 
@@ -336,10 +280,14 @@ async fn a_subscription_read_through_the_pod_socket_merges_live_netlink_events_w
     // cannot follow it again and ends too, and a new read is a 404.
     deleted.store(true, Ordering::SeqCst);
     drop(upstream_tx);
-    assert!(again.ends().await, "delivery stops with the subscription");
-    let (code, _) = Reader::open(&client, uri)
+    assert!(
+        again.ends_with_nothing_more().await,
+        "delivery stops with the subscription"
+    );
+    let (code, _) = EventStream::open(&client, uri)
         .await
         .err()
+        .map(problem_of)
         .expect("no such subscription");
     assert_eq!(code, 404);
     for s in seen.lock().unwrap().iter() {

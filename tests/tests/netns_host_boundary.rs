@@ -2,122 +2,20 @@
 //! a real "host" link nes did not create (in a fresh namespace standing in for the host),
 //! and checks that link is unchanged byte for byte and the request is refused clearly.
 
-mod cluster_support;
-mod common;
+use nes_tests::cluster_support;
+use nes_tests::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::owned::Owned;
-use agent::standalone::Options;
-use agent::watch::KeeperOptions;
 use cluster_support::harness::{Agent as ClusterAgent, ServedPod};
-use cluster_support::{pod, request, ApiServer, FakeResolver, PodClient, DEADLINE};
-use common::{host_access, require_kind, require_root, run, spec, Netns, PodFixture};
+use cluster_support::{pod, ApiServer, FakeResolver, PodClient, DEADLINE};
+use common::{host_access, require_kind, require_root, spec, Netns, PodFixture};
+use nes_tests::standalone::Standalone;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-/// A standalone agent on its own netns directory and state directory, with a stand-in host.
-struct Standalone {
-    dir: tempfile::TempDir,
-    host: Netns,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<agent::error::Result<()>>>,
-    mounted: Vec<PathBuf>,
-}
-
-impl Standalone {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("netns")).expect("netns dir");
-        Self {
-            dir,
-            host: Netns::new("sbh"),
-            stop: CancellationToken::new(),
-            task: None,
-            mounted: vec![],
-        }
-    }
-
-    fn options(&self) -> Options {
-        Options {
-            state_dir: self.dir.path().join("state"),
-            netns_dir: self.dir.path().join("netns"),
-            admin_socket: self.dir.path().join("run/admin.sock"),
-            host_netns: self.host.path(),
-            host_access: Default::default(),
-            rescan: Duration::from_millis(200),
-            keeper: KeeperOptions {
-                debounce: Duration::from_millis(50),
-                resync: Duration::from_secs(300),
-            },
-        }
-    }
-
-    fn start(&mut self) {
-        self.stop = CancellationToken::new();
-        let (opts, stop) = (self.options(), self.stop.clone());
-        self.task = Some(tokio::spawn(agent::standalone::run(opts, stop)));
-    }
-
-    async fn shutdown(&mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.expect("agent task").expect("agent ran");
-        }
-    }
-
-    /// Serves the namespace file `source` as pod `name`.
-    fn add(&mut self, name: &str, source: &Path) {
-        let target = self.dir.path().join("netns").join(name);
-        std::fs::write(&target, b"").expect("mount point");
-        run(&[
-            "mount",
-            "--bind",
-            &source.to_string_lossy(),
-            &target.to_string_lossy(),
-        ]);
-        self.mounted.push(target);
-    }
-
-    async fn admin(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
-        let path = self.options().admin_socket;
-        let end = Instant::now() + DEADLINE;
-        let stream = loop {
-            match tokio::net::UnixStream::connect(&path).await {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > end => panic!("admin socket {}: {e}", path.display()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        request(stream, method, uri, body, &[]).await
-    }
-
-    /// [`Standalone::admin`] for a pod, once the (re)started agent serves it.
-    async fn admin_served(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let (code, answer) = self.admin(method, uri, body).await;
-            if code != 404 || Instant::now() > end {
-                return (code, answer);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        for m in &self.mounted {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(m)
-                .output();
-        }
-    }
-}
 
 /// A host link nes did not create, with every setting an attack could change.
 struct Victim {
@@ -308,7 +206,7 @@ async fn the_hosts_own_netns_is_never_served_or_configured() {
             .is_err_and(|e| e.to_string().contains("host's own network namespace")),
         "the engine refuses the agent's own netns"
     );
-    let mut a = Standalone::new();
+    let mut a = Standalone::new("sbh");
     let host_path = a.host.path();
     // `ip netns attach hostns $$`: the agent's own netns and the host's, under pod names.
     a.add("hostns", Path::new("/proc/self/ns/net"));
@@ -337,7 +235,7 @@ async fn the_socket_attack_from_a_pod_is_refused_with_a_clear_problem() {
     if !require_root() || !require_kind("veth") || !require_kind("bridge") {
         return;
     }
-    let mut a = Standalone::new();
+    let mut a = Standalone::new("sbh");
     let victim = Victim::plant(&a.host);
     let before = victim.snapshot(&a.host);
     let pod = Netns::new("sbatk");
@@ -365,7 +263,7 @@ async fn a_pod_cannot_remove_or_pose_as_a_manager_from_elsewhere() {
     if !require_root() {
         return;
     }
-    let mut a = Standalone::new();
+    let mut a = Standalone::new("sbh");
     let pod = Netns::new("sbmgr");
     pod.ip(&[
         "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
@@ -524,7 +422,7 @@ async fn a_broken_state_file_keeps_the_kernel_state_serves_the_pod_and_reports_d
         }),
     ];
     for (what, reason, damage) in breaks {
-        let mut a = Standalone::new();
+        let mut a = Standalone::new("sbh");
         let pod = Netns::new("sbbad");
         pod.ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
@@ -709,7 +607,7 @@ async fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
     if !require_root() {
         return;
     }
-    let mut a = Standalone::new();
+    let mut a = Standalone::new("sbh");
     let pod = Netns::new("sblock");
     a.add("app-0", &pod.path());
     a.start();
@@ -746,7 +644,7 @@ struct AgentProcess {
 impl AgentProcess {
     fn spawn(a: &Standalone) -> Self {
         let o = a.options();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_nes-agent"))
+        let child = std::process::Command::new(nes_tests::bins::nes_agent())
             .arg("standalone")
             .arg("--state-dir")
             .arg(&o.state_dir)
@@ -786,7 +684,7 @@ async fn kill_9_in_the_middle_of_a_large_apply_then_restart_and_delete_leaves_no
         .collect();
     let config = json!({"interfaces": [{"name": "eth0", "addresses": addresses}]}).to_string();
     for (trial, kill_after_ms) in [0u64, 2, 5, 10, 20, 40].into_iter().enumerate() {
-        let a = Standalone::new();
+        let a = Standalone::new("sbh");
         let pod = Netns::new("sbkill");
         pod.ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",

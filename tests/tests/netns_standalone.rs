@@ -1,297 +1,22 @@
 //! The standalone agent end to end: real namespaces, the real agent, real `@nes` sockets.
 //! Each test runs its own agent on its own netns directory, with a throwaway "host".
 
-mod common;
+use nes_tests::common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent::netns::NetnsExecutor;
-use agent::standalone::{podsock, Options};
-use agent::watch::KeeperOptions;
 use api::wire::{ConfigView, Event, EventBody, ProblemDetails, StatusView};
-use common::{eventually, process_holds_netns, require_root, run, NetlinkWitness, Netns};
-use http_body_util::{BodyExt, Full};
-use tokio_util::sync::CancellationToken;
+use common::{eventually, process_holds_netns, require_root, NetlinkWitness, Netns};
+use nes_tests::client::PodClient;
+use nes_tests::standalone::Standalone;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// An agent serving the namespaces bind-mounted into its own netns directory.
-struct Agent {
-    dir: tempfile::TempDir,
-    host: Netns,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-    mounted: Vec<PathBuf>,
-}
-
-impl Agent {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("netns")).expect("netns dir");
-        let mut a = Self {
-            dir,
-            host: Netns::new("sah"),
-            stop: CancellationToken::new(),
-            task: None,
-            mounted: vec![],
-        };
-        a.restart().await;
-        a
-    }
-
-    fn options(&self) -> Options {
-        Options {
-            state_dir: self.dir.path().join("state"),
-            netns_dir: self.dir.path().join("netns"),
-            admin_socket: self.dir.path().join("run/admin.sock"),
-            host_netns: self.host.path(),
-            host_access: Default::default(),
-            rescan: Duration::from_millis(500),
-            keeper: KeeperOptions {
-                debounce: Duration::from_millis(50),
-                resync: Duration::from_secs(300),
-            },
-        }
-    }
-
-    /// Stops the running agent (if any) and starts a new one on the same state.
-    async fn restart(&mut self) {
-        self.shutdown().await;
-        self.stop = CancellationToken::new();
-        let (opts, stop) = (self.options(), self.stop.clone());
-        self.task = Some(tokio::spawn(async move {
-            agent::standalone::run(opts, stop)
-                .await
-                .expect("agent runs");
-        }));
-    }
-
-    async fn shutdown(&mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.expect("agent task");
-        }
-    }
-
-    /// Makes `ns` a pod of this agent.
-    fn add(&mut self, ns: &Netns) {
-        let target = self.dir.path().join("netns").join(&ns.name);
-        std::fs::write(&target, b"").expect("mount point");
-        run(&[
-            "mount",
-            "--bind",
-            &ns.path().to_string_lossy(),
-            &target.to_string_lossy(),
-        ]);
-        self.mounted.push(target);
-    }
-
-    fn remove(&mut self, ns: &Netns) {
-        let target = self.dir.path().join("netns").join(&ns.name);
-        // lazily, as `ip netns del` does: the agent may still hold the file open
-        run(&["umount", "-l", &target.to_string_lossy()]);
-        std::fs::remove_file(&target).expect("remove mount point");
-        self.mounted.retain(|m| m != &target);
-    }
-
-    async fn admin(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
-        let path = self.options().admin_socket;
-        let end = Instant::now() + DEADLINE;
-        let stream = loop {
-            match tokio::net::UnixStream::connect(&path).await {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > end => panic!("admin socket {}: {e}", path.display()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        request(stream, method, uri, body).await
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        for m in &self.mounted {
-            let _ = Command::new("umount").arg("-l").arg(m).output();
-        }
-    }
-}
-
-/// A client inside a pod: connects to that namespace's `@nes`, retrying until the agent binds it.
-struct PodClient {
-    exec: NetnsExecutor,
-}
-
-impl PodClient {
-    fn new(ns: &Netns) -> Self {
-        Self {
-            exec: NetnsExecutor::spawn(ns.path()).expect("enter pod netns"),
-        }
-    }
-
-    async fn connect(&self) -> tokio::net::UnixStream {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match podsock::connect(&self.exec, "nes").await {
-                Ok(s) => return s,
-                Err(e) if Instant::now() > end => panic!("@nes never came up: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }
-
-    /// One exchange; a connection broken before the answer (an agent stopping while the
-    /// connection sat in its backlog) is retried like nescli does, until the deadline.
-    async fn call(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match try_request(self.connect().await, method, uri, body).await {
-                Ok(answer) => return answer,
-                Err(e) if Instant::now() > end => panic!("{method} {uri}: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }
-
-    async fn put(&self, manager: &str, yaml: &str) -> (u16, String) {
-        let spec: serde_json::Value = serde_yaml::from_str(yaml).expect("yaml");
-        self.call(
-            "PUT",
-            &format!("/v1/self/config?manager={manager}"),
-            &spec.to_string(),
-        )
-        .await
-    }
-
-    async fn status(&self) -> StatusView {
-        let (code, body) = self.call("GET", "/v1/self/status", "").await;
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).expect("status json")
-    }
-
-    async fn wait_applied(&self) -> StatusView {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let s = self.status().await;
-            if s.is_applied() {
-                return s;
-            }
-            assert!(Instant::now() < end, "not applied in time: {s:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Opens the event stream; returns a line reader.
-    async fn events(&self, since: Option<u64>) -> EventReader {
-        let uri = match since {
-            Some(s) => format!("/v1/self/events?since={s}"),
-            None => "/v1/self/events".to_string(),
-        };
-        self.stream(&uri).await
-    }
-
-    /// Opens an NDJSON stream at `uri`; returns a line reader.
-    async fn stream(&self, uri: &str) -> EventReader {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(
-            hyper_util::rt::TokioIo::new(self.connect().await),
-        )
-        .await
-        .expect("handshake");
-        tokio::spawn(conn);
-        let req = http::Request::get(uri)
-            .header("host", "nes")
-            .body(Full::new(bytes::Bytes::new()))
-            .expect("request");
-        let resp = sender.send_request(req).await.expect("events");
-        assert_eq!(resp.status(), 200);
-        EventReader {
-            body: resp.into_body(),
-            buf: Vec::new(),
-            _sender: sender,
-        }
-    }
-}
-
-struct EventReader {
-    body: hyper::body::Incoming,
-    buf: Vec<u8>,
-    _sender: hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
-}
-
-impl EventReader {
-    /// Whether the stream ends within the deadline (events still arriving are skipped).
-    async fn ends(&mut self) -> bool {
-        let end = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            match tokio::time::timeout_at(end, self.body.frame()).await {
-                Ok(Some(Ok(_))) => {}
-                Ok(None | Some(Err(_))) => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// Reads events until `want` matches one, returning every event read.
-    async fn until(&mut self, mut want: impl FnMut(&Event) -> bool) -> Vec<Event> {
-        let mut seen = vec![];
-        let end = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                let ev: Event = serde_json::from_slice(&line).expect("event json");
-                let done = want(&ev);
-                seen.push(ev);
-                if done {
-                    return seen;
-                }
-            }
-            let frame = tokio::time::timeout_at(end, self.body.frame()).await;
-            match frame {
-                Ok(Some(Ok(f))) => self
-                    .buf
-                    .extend_from_slice(f.data_ref().map(|d| d.as_ref()).unwrap_or_default()),
-                other => panic!(
-                    "event stream ended or timed out ({}), saw {seen:?}",
-                    other.is_err()
-                ),
-            }
-        }
-    }
-}
-
-async fn request(
-    stream: tokio::net::UnixStream,
-    method: &str,
-    uri: &str,
-    body: &str,
-) -> (u16, String) {
-    try_request(stream, method, uri, body)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {uri}: {e}"))
-}
-
-async fn try_request(
-    stream: tokio::net::UnixStream,
-    method: &str,
-    uri: &str,
-    body: &str,
-) -> Result<(u16, String), hyper::Error> {
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "nes")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = sender.send_request(req).await?;
-    let code = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
+/// The agent of these tests: its own netns directory rescanned every 500 ms, started.
+fn started_agent() -> Standalone {
+    let mut agent = Standalone::new("sah").with_rescan(Duration::from_millis(500));
+    agent.start();
+    agent
 }
 
 fn pod_with_eth0(tag: &str) -> Netns {
@@ -327,10 +52,10 @@ async fn a_pod_configures_itself_over_its_socket_and_the_kernel_has_it() {
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let pod = pod_with_eth0("sa1");
-    agent.add(&pod);
-    let client = PodClient::new(&pod);
+    agent.add_pod(&pod);
+    let client = PodClient::new(&pod.path());
     let t0 = Instant::now();
     let (code, body) = client.put("app", APP_CONFIG).await;
     assert_eq!(code, 200, "{body}");
@@ -385,10 +110,10 @@ async fn two_managers_merge_and_a_conflicting_field_is_409_naming_its_owner() {
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let pod = pod_with_eth0("sa2");
-    agent.add(&pod);
-    let client = PodClient::new(&pod);
+    agent.add_pod(&pod);
+    let client = PodClient::new(&pod.path());
     assert_eq!(
         client
             .put(
@@ -423,14 +148,14 @@ async fn two_managers_merge_and_a_conflicting_field_is_409_naming_its_owner() {
     assert_eq!(problem.errors[0].field, "spec.interfaces[name=eth0].mtu");
     assert!(problem.detail.unwrap_or_default().contains("\"pod:ops\""));
     // app's earlier fragment still stands
-    let (_, body) = client.call("GET", "/v1/self/config", "").await;
+    let (_, body) = client.call_retrying("GET", "/v1/self/config", "").await;
     let view: ConfigView = serde_json::from_str(&body).expect("view");
     assert_eq!(view.owners.interfaces["eth0"], ["pod:app", "pod:ops"]);
     assert_eq!(view.generation, 2);
     // removing ops takes away only what ops added
     assert_eq!(
         client
-            .call("DELETE", "/v1/self/config?manager=ops", "")
+            .call_retrying("DELETE", "/v1/self/config?manager=ops", "")
             .await
             .0,
         200
@@ -450,10 +175,10 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let pod = pod_with_eth0("sa3");
-    agent.add(&pod);
-    let client = PodClient::new(&pod);
+    agent.add_pod(&pod);
+    let client = PodClient::new(&pod.path());
     assert_eq!(
         client
             .put(
@@ -514,13 +239,13 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
         ),
     ];
     for (uri, body, want, text) in cases {
-        let (code, answer) = client.call("PUT", &uri, body).await;
+        let (code, answer) = client.call_retrying("PUT", &uri, body).await;
         assert_eq!(code, want, "{uri}: {answer}");
         let problem: ProblemDetails = serde_json::from_str(&answer)
             .unwrap_or_else(|e| panic!("{uri}: not problem json ({e}): {answer}"));
         assert!(answer.contains(text), "{uri}: {problem:?}");
     }
-    let (_, body) = client.call("GET", "/v1/self/config", "").await;
+    let (_, body) = client.call_retrying("GET", "/v1/self/config", "").await;
     let view: ConfigView = serde_json::from_str(&body).expect("view");
     assert_eq!(
         view.generation, 1,
@@ -534,10 +259,10 @@ async fn an_agent_restart_adopts_the_applied_state_with_zero_netlink_writes() {
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let pod = pod_with_eth0("sa4");
-    agent.add(&pod);
-    let client = PodClient::new(&pod);
+    agent.add_pod(&pod);
+    let client = PodClient::new(&pod.path());
     assert_eq!(client.put("app", APP_CONFIG).await.0, 200);
     client.wait_applied().await;
     // An independent witness: ip monitor in the pod must see no write by nes.
@@ -616,16 +341,16 @@ async fn a_second_agent_waits_for_the_agent_holding_at_nes_and_takes_over_when_i
             .with_ansi(false)
             .finish(),
     );
-    let mut old = Agent::start().await;
+    let mut old = started_agent();
     let pod = pod_with_eth0("sa10");
-    old.add(&pod);
-    let client = PodClient::new(&pod);
+    old.add_pod(&pod);
+    let client = PodClient::new(&pod.path());
     assert_eq!(client.put("app", APP_CONFIG).await.0, 200);
     client.wait_applied().await;
 
     // The newcomer has its own state directory: what @nes answers tells the two apart.
-    let mut new = Agent::start().await;
-    new.add(&pod);
+    let mut new = started_agent();
+    new.add_pod(&pod);
     assert!(
         eventually(DEADLINE, || logs
             .contain("waiting for the other agent to release @nes"))
@@ -651,13 +376,13 @@ async fn a_second_agent_waits_for_the_agent_holding_at_nes_and_takes_over_when_i
             .expect("config view")
             .generation
     };
-    let (_, body) = client.call("GET", "/v1/self/config", "").await;
+    let (_, body) = client.call_retrying("GET", "/v1/self/config", "").await;
     assert_eq!(generation(&body), 1, "the old agent still serves @nes");
 
     old.shutdown().await;
     let end = Instant::now() + DEADLINE;
     loop {
-        let (_, body) = client.call("GET", "/v1/self/config", "").await;
+        let (_, body) = client.call_retrying("GET", "/v1/self/config", "").await;
         if generation(&body) == 0 {
             break;
         }
@@ -672,10 +397,10 @@ async fn watch_sees_a_link_go_down_and_up_in_order_and_since_replays_without_gap
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let pod = pod_with_eth0("sa5");
-    agent.add(&pod);
-    let client = PodClient::new(&pod);
+    agent.add_pod(&pod);
+    let client = PodClient::new(&pod.path());
     assert_eq!(
         client
             .put(
@@ -713,7 +438,9 @@ async fn watch_sees_a_link_go_down_and_up_in_order_and_since_replays_without_gap
     assert_eq!(replay.first().map(|e| e.seq), Some(down_seq + 1));
     assert_eq!(replay.last().map(|e| e.seq), up.last().map(|e| e.seq));
     // a sequence from before this agent started is gone, and says where the buffer begins
-    let (code, body) = client.call("GET", "/v1/self/events?since=5", "").await;
+    let (code, body) = client
+        .call_retrying("GET", "/v1/self/events?since=5", "")
+        .await;
     assert_eq!(code, 410, "{body}");
     assert!(serde_json::from_str::<ProblemDetails>(&body)
         .expect("problem")
@@ -726,11 +453,11 @@ async fn a_pod_reaches_only_its_own_configuration_and_the_host_reaches_none() {
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let (a, b) = (pod_with_eth0("sa6a"), pod_with_eth0("sa6b"));
-    agent.add(&a);
-    agent.add(&b);
-    let (ca, cb) = (PodClient::new(&a), PodClient::new(&b));
+    agent.add_pod(&a);
+    agent.add_pod(&b);
+    let (ca, cb) = (PodClient::new(&a.path()), PodClient::new(&b.path()));
     assert_eq!(
         ca.put(
             "app",
@@ -749,16 +476,16 @@ async fn a_pod_reaches_only_its_own_configuration_and_the_host_reaches_none() {
         .0,
         200
     );
-    let (_, body) = ca.call("GET", "/v1/self/config", "").await;
+    let (_, body) = ca.call_retrying("GET", "/v1/self/config", "").await;
     assert_eq!(
         serde_json::from_str::<ConfigView>(&body).expect("view").pod,
         a.name
     );
     let (code, _) = ca
-        .call("GET", &format!("/v1/self/config?pod={}", b.name), "")
+        .call_retrying("GET", &format!("/v1/self/config?pod={}", b.name), "")
         .await;
     assert_eq!(code, 403, "pod A reached pod B");
-    let (code, _) = ca.call("GET", "/v1/pods", "").await;
+    let (code, _) = ca.call_retrying("GET", "/v1/pods", "").await;
     assert_eq!(code, 403);
     ca.wait_applied().await;
     assert!(!b.addresses("eth0").contains(&"10.6.0.1/24".into()));
@@ -783,12 +510,12 @@ async fn a_deleted_namespace_is_released_and_its_desired_state_kept_for_a_restar
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let pod = pod_with_eth0("sa7");
-    agent.add(&pod);
+    agent.add_pod(&pod);
     let inode = agent::netns::identity(pod.path()).expect("identity").inode;
     {
-        let client = PodClient::new(&pod);
+        let client = PodClient::new(&pod.path());
         assert_eq!(
             client
                 .put(
@@ -801,7 +528,7 @@ async fn a_deleted_namespace_is_released_and_its_desired_state_kept_for_a_restar
         );
         let _stream = client.events(None).await; // an open connection must not pin the namespace
         client.wait_applied().await;
-        agent.remove(&pod);
+        agent.remove_pod(&pod);
     }
     let mut listed = true;
     for _ in 0..500 {
@@ -832,10 +559,10 @@ async fn two_hundred_concurrent_clients_all_get_their_answers() {
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let pod = pod_with_eth0("sa8");
-    agent.add(&pod);
-    let client = std::sync::Arc::new(PodClient::new(&pod));
+    agent.add_pod(&pod);
+    let client = std::sync::Arc::new(PodClient::new(&pod.path()));
     assert_eq!(
         client
             .put(
@@ -850,7 +577,7 @@ async fn two_hundred_concurrent_clients_all_get_their_answers() {
     let t0 = Instant::now();
     let calls = (0..200).map(|_| {
         let c = client.clone();
-        tokio::spawn(async move { c.call("GET", "/v1/self/status", "").await })
+        tokio::spawn(async move { c.call_retrying("GET", "/v1/self/status", "").await })
     });
     let answers = futures::future::join_all(calls).await;
     let elapsed = t0.elapsed();
@@ -872,20 +599,20 @@ async fn a_subscription_relays_the_selected_pods_live_and_goes_with_its_owners_n
     if !require_root() {
         return;
     }
-    let mut agent = Agent::start().await;
+    let mut agent = started_agent();
     let (web, db, mon) = (
         pod_with_eth0("sacw"),
         pod_with_eth0("sacd"),
         pod_with_eth0("sacm"),
     );
     for ns in [&web, &db, &mon] {
-        agent.add(ns);
+        agent.add_pod(ns);
     }
-    let (web_client, mon_client) = (PodClient::new(&web), PodClient::new(&mon));
+    let (web_client, mon_client) = (PodClient::new(&web.path()), PodClient::new(&mon.path()));
     let care = serde_json::json!({"name": "watch-web",
         "spec": {"podNames": [web.name], "events": ["link"]}});
     let (code, body) = mon_client
-        .call("POST", "/v1/self/networkcares", &care.to_string())
+        .call_retrying("POST", "/v1/self/networkcares", &care.to_string())
         .await;
     assert_eq!(code, 201, "{body}");
     let view: api::wire::CareView = serde_json::from_str(&body).expect("view");
@@ -894,13 +621,13 @@ async fn a_subscription_relays_the_selected_pods_live_and_goes_with_its_owners_n
         ("watch-web", vec![web.name.clone()])
     );
     let (code, _) = mon_client
-        .call("POST", "/v1/self/networkcares", &care.to_string())
+        .call_retrying("POST", "/v1/self/networkcares", &care.to_string())
         .await;
     assert_eq!(code, 409, "a second one of the same name");
     let hook = serde_json::json!({"name": "hook", "spec": {"podNames": [web.name],
         "delivery": {"mode": "webhook", "url": "https://receiver.example/x"}}});
     let (code, body) = mon_client
-        .call("POST", "/v1/self/networkcares", &hook.to_string())
+        .call_retrying("POST", "/v1/self/networkcares", &hook.to_string())
         .await;
     assert_eq!(code, 501, "{body}");
 
@@ -933,9 +660,9 @@ async fn a_subscription_relays_the_selected_pods_live_and_goes_with_its_owners_n
     );
 
     // The owner's namespace deleted: the subscription goes, its readers' streams end.
-    agent.remove(&mon);
+    agent.remove_pod(&mon);
     assert!(reader.ends().await, "delivery stops with the owner");
-    let (code, body) = web_client.call("GET", uri, "").await;
+    let (code, body) = web_client.call_retrying("GET", uri, "").await;
     assert_eq!(code, 404, "{body}");
     let kept = std::fs::read_to_string(agent.dir.path().join("state/networkcares.json"))
         .expect("subscriptions file");

@@ -1,6 +1,6 @@
 //! Root tests: converge real network namespaces created by each test.
 
-mod common;
+use nes_tests::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The real `nescli` binary over `--url` against a stub of the operator's cliserver: HTTPS with
 //! a throwaway CA, every request recorded.
 
-mod support;
+use nes_tests::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Root tests: typed netlink events and drift healing.
 
-mod common;
+use nes_tests::common;
 
 use std::sync::Arc;
 use std::time::Duration;

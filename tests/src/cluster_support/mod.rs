@@ -1,9 +1,10 @@
 //! Test support for the cluster agent: a tower-test mock API server that answers the
 //! agent's watches, status patches and Events like the API server would (checking each
 //! request's method, path, query and body), a fake netns resolver, and pod-side clients.
-#![allow(dead_code)]
 
 pub mod harness;
+
+pub use crate::client::{request, PodClient};
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -12,13 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent::cri::{NetnsResolver, NetnsSource, PodRef, ResolveError, ResolvedNetns, SandboxEvent};
-use agent::netns::NetnsExecutor;
-use agent::standalone::podsock;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
@@ -563,70 +561,4 @@ impl NetnsResolver for FakeResolver {
     fn subscribe(&self) -> broadcast::Receiver<SandboxEvent> {
         self.tx.subscribe()
     }
-}
-
-/// A process inside a pod's netns talking to its `@nes`.
-pub struct PodClient {
-    pub exec: NetnsExecutor,
-}
-
-impl PodClient {
-    pub fn new(path: &Path) -> Self {
-        Self {
-            exec: NetnsExecutor::spawn(path).expect("enter pod netns"),
-        }
-    }
-
-    pub async fn connect(&self) -> tokio::net::UnixStream {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match podsock::connect(&self.exec, "nes").await {
-                Ok(s) => return s,
-                Err(e) if Instant::now() > end => panic!("@nes never came up: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-
-    /// Whether `@nes` accepts a connection right now.
-    pub async fn reachable(&self) -> bool {
-        podsock::connect(&self.exec, "nes").await.is_ok()
-    }
-
-    pub async fn call(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
-        request(self.connect().await, method, uri, body, &[]).await
-    }
-}
-
-/// One HTTP/1.1 exchange on a stream.
-pub async fn request<S>(
-    stream: S,
-    method: &str,
-    uri: &str,
-    body: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "nes")
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("response");
-    let code = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (code, String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -10,7 +10,7 @@
 //! through the one validator (`common::spec`), and what the engine built is checked with
 //! `ip -d -j link show`: an oracle independent of the engine's own netlink reading.
 
-mod common;
+use nes_tests::common;
 
 use agent::apply::ApplyReport;
 use agent::engine::PodNetwork;

@@ -134,33 +134,13 @@ impl ServedPod {
     }
 }
 
+/// The backlog of the pod's event stream: what arrives before it falls quiet for 300 ms.
 pub async fn events_of(client: &PodClient) -> Vec<api::wire::Event> {
-    // The backlog arrives at once; the stream then stays open for live events.
-    let stream = client.connect().await;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let req = http::Request::get("/v1/self/events")
-        .header("host", "nes")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("events");
-    let mut body = resp.into_body();
-    let mut buf = Vec::new();
-    use http_body_util::BodyExt;
-    while let Ok(Some(Ok(frame))) =
-        tokio::time::timeout(Duration::from_millis(300), body.frame()).await
-    {
-        if let Some(d) = frame.data_ref() {
-            buf.extend_from_slice(d);
-        }
-    }
-    buf.split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).expect("event"))
-        .collect()
+    crate::client::EventStream::open(client, "/v1/self/events")
+        .await
+        .unwrap_or_else(|(code, body)| panic!("events: {code} {body}"))
+        .backlog(Duration::from_millis(300))
+        .await
 }
 
 /// What the stub cliserver saw.

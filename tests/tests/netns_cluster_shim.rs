@@ -3,91 +3,30 @@
 //! ways, and stopping or restarting the agent never flips it, from before the stop until the
 //! shim has read the restarted agent; SIGTERM ends the shim at once.
 
-mod cluster_support;
-mod common;
+use nes_tests::cluster_support;
+use nes_tests::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::standalone::Options;
-use agent::watch::KeeperOptions;
 use cluster_support::harness::{Agent as ClusterAgent, ServedPod};
 use cluster_support::{pod, ApiServer, FakeResolver};
 use common::{require_root, run, NetlinkWitness, Netns, PodFixture};
-use tokio_util::sync::CancellationToken;
+use nes_tests::standalone::Standalone;
 
-const SHIM: &str = env!("CARGO_BIN_EXE_nes-shim");
 /// Generous: the shim backs off up to 5 s between attempts, and the VM lane runs under
 /// software emulation.
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A standalone agent serving one pod netns, restartable.
-struct Agent {
-    dir: tempfile::TempDir,
-    host: Netns,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-    mount: std::path::PathBuf,
-}
-
-impl Agent {
-    fn new(pod: &Netns) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("netns")).expect("netns dir");
-        let mount = dir.path().join("netns").join(&pod.name);
-        std::fs::write(&mount, b"").expect("mount point");
-        run(&[
-            "mount",
-            "--bind",
-            &pod.path().to_string_lossy(),
-            &mount.to_string_lossy(),
-        ]);
-        Self {
-            dir,
-            host: Netns::new("shh"),
-            stop: CancellationToken::new(),
-            task: None,
-            mount,
-        }
-    }
-
-    fn start(&mut self) {
-        let opts = Options {
-            state_dir: self.dir.path().join("state"),
-            netns_dir: self.dir.path().join("netns"),
-            admin_socket: self.dir.path().join("run/admin.sock"),
-            host_netns: self.host.path(),
-            host_access: Default::default(),
-            rescan: Duration::from_millis(200),
-            keeper: KeeperOptions {
-                debounce: Duration::from_millis(50),
-                resync: Duration::from_secs(300),
-            },
-        };
-        self.stop = CancellationToken::new();
-        let stop = self.stop.clone();
-        self.task = Some(tokio::spawn(async move {
-            agent::standalone::run(opts, stop).await.expect("agent");
-        }));
-    }
-
-    async fn shutdown(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            t.await.expect("agent task");
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).output();
-    }
+fn standalone_for(pod: &Netns) -> Standalone {
+    let mut agent = Standalone::new("shh");
+    agent.add_pod(pod);
+    agent
 }
 
 /// Runs `cmd` in the pod's netns as the shim's non-root user (65532), as the kubelet would.
-fn in_pod(ns: &Netns, args: &[&str]) -> Command {
+fn in_pod(ns: &Netns, args: &[&std::ffi::OsStr]) -> Command {
     let mut c = Command::new("ip");
     c.args([
         "netns",
@@ -111,7 +50,7 @@ struct Shim {
 impl Shim {
     fn start(ns: &Netns) -> Self {
         let log = tempfile::NamedTempFile::new().expect("shim log");
-        let child = in_pod(ns, &[SHIM])
+        let child = in_pod(ns, &[nes_tests::bins::nes_shim().as_os_str()])
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("shim log"))
             .spawn()
@@ -156,7 +95,12 @@ impl Drop for Shim {
 
 /// `nes-shim probe`: its exit status and what it printed.
 fn probe(ns: &Netns) -> (bool, String) {
-    let out = in_pod(ns, &[SHIM, "probe"]).output().expect("probe");
+    let out = in_pod(
+        ns,
+        &[nes_tests::bins::nes_shim().as_os_str(), "probe".as_ref()],
+    )
+    .output()
+    .expect("probe");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -235,7 +179,7 @@ fn setpriv_available() -> bool {
 /// Rewrites the standalone agent's state file of `pod` while the agent is down: a new
 /// generation, and each `(from, to)` replaced in its text, so that the restarted agent's
 /// answer can be told from the old one.
-fn edit_state(agent: &Agent, pod: &Netns, replace: &[(&str, &str)]) {
+fn edit_state(agent: &Standalone, pod: &Netns, replace: &[(&str, &str)]) {
     let path = agent
         .dir
         .path()
@@ -261,7 +205,7 @@ async fn the_probe_follows_applied_and_an_agent_restart_never_flips_it() {
         "setpriv (util-linux) is needed to run the shim as 65532"
     );
     let fx = PodFixture::new("shm");
-    let mut agent = Agent::new(&fx.pod);
+    let mut agent = standalone_for(&fx.pod);
     let shim = Shim::start(&fx.pod);
     // No agent yet: nes has said nothing, so the pod is not ready.
     let (ok, line) = probe(&fx.pod);

@@ -1,74 +1,36 @@
 //! Bad input through a pod's `@nes`, end to end (issue 22): every refusal is problem+json
 //! with its status and type, names the field where there is one, and changes nothing.
 
-mod common;
+use nes_tests::common;
 
-use std::time::{Duration, Instant};
-
-use agent::netns::NetnsExecutor;
-use agent::standalone::{podsock, Options};
-use agent::watch::KeeperOptions;
 use api::wire::{ConfigView, ProblemDetails, MALFORMED};
-use common::{require_root, run, Netns};
+use common::{require_root, Netns};
 use http_body_util::{BodyExt, Full};
-use tokio_util::sync::CancellationToken;
+use nes_tests::client::PodClient;
+use nes_tests::standalone::Standalone;
 
-const DEADLINE: Duration = Duration::from_secs(10);
 const INVALID: &str = "https://nes.network-config.io/problems/invalid";
 const CONFLICT: &str = "https://nes.network-config.io/problems/conflict";
 const JSON: Option<&str> = Some("application/json");
 
 /// One standalone agent serving one pod namespace; unmounted and stopped on drop.
 struct Served {
-    _dir: tempfile::TempDir,
-    mount: std::path::PathBuf,
-    stop: CancellationToken,
-    exec: NetnsExecutor,
+    _agent: Standalone,
+    client: PodClient,
     _pod: Netns,
-    _host: Netns,
 }
 
 impl Served {
     fn start(tag: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let netns_dir = dir.path().join("netns");
-        std::fs::create_dir_all(&netns_dir).expect("netns dir");
-        let host = Netns::new(&format!("{tag}h"));
+        let mut agent = Standalone::new(&format!("{tag}h"));
         let pod = Netns::new(tag);
         pod.ip(&["link", "add", "e0", "type", "veth", "peer", "name", "p0"]);
-        let mount = netns_dir.join(&pod.name);
-        std::fs::write(&mount, b"").expect("mount point");
-        run(&[
-            "mount",
-            "--bind",
-            &pod.path().to_string_lossy(),
-            &mount.to_string_lossy(),
-        ]);
-        let opts = Options {
-            state_dir: dir.path().join("state"),
-            netns_dir,
-            admin_socket: dir.path().join("admin.sock"),
-            host_netns: host.path(),
-            host_access: Default::default(),
-            rescan: Duration::from_millis(200),
-            keeper: KeeperOptions {
-                debounce: Duration::from_millis(50),
-                resync: Duration::from_secs(300),
-            },
-        };
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = agent::standalone::run(opts, token).await;
-        });
-        let exec = NetnsExecutor::spawn(pod.path()).expect("enter pod netns");
+        agent.add_pod(&pod);
+        agent.start();
         Self {
-            _dir: dir,
-            mount,
-            stop,
-            exec,
+            _agent: agent,
+            client: PodClient::new(&pod.path()),
             _pod: pod,
-            _host: host,
         }
     }
 
@@ -90,15 +52,7 @@ impl Served {
         body: &str,
         headers: &[(&str, String)],
     ) -> (u16, String) {
-        let end = Instant::now() + DEADLINE;
-        let stream = loop {
-            match podsock::connect(&self.exec, "nes").await {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > end => panic!("@nes never came up: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        let io = hyper_util::rt::TokioIo::new(stream);
+        let io = hyper_util::rt::TokioIo::new(self.client.connect().await);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .expect("handshake");
@@ -137,16 +91,6 @@ impl Served {
         assert_eq!(code, 200, "{body}");
         let view: ConfigView = serde_json::from_str(&body).expect("config view");
         view.generation
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.mount)
-            .output();
     }
 }
 

@@ -30,8 +30,20 @@ const REFUSED: &[(&str, &str)] = &[
     ("192.168.0.0/16", "a private address"),
     ("224.0.0.0/4", "a multicast address"),
     ("240.0.0.0/4", "a reserved address"),
+    ("192.0.0.0/24", "an IETF protocol address"),
+    ("198.18.0.0/15", "a benchmarking address"),
     ("::/128", "the unspecified address"),
     ("::1/128", "a loopback address"),
+    ("::/96", "an IPv4-compatible address"),
+    (
+        "64:ff9b::/96",
+        "a NAT64 address (it reaches an IPv4 address)",
+    ),
+    (
+        "64:ff9b:1::/48",
+        "a NAT64 address (it reaches an IPv4 address)",
+    ),
+    ("2002::/16", "a 6to4 address (it reaches an IPv4 address)"),
     ("fc00::/7", "a private (unique local) address"),
     ("fe80::/10", "a link-local address"),
     ("ff00::/8", "a multicast address"),
@@ -142,16 +154,38 @@ pub(crate) fn host_refusal(rules: &WebhookDestinations, host: &str) -> Option<St
     })
 }
 
-/// The host of an `https://` URL (without port, brackets or user info), lowercased.
+/// The host of an `https://` URL (without port, brackets or user info), lowercased; `None`
+/// for a host nes will not judge by its text: anything but letters, digits, `-` and `.` (a
+/// percent-encoded or otherwise decoded host), a bracketed IPv6 address with a zone, or a
+/// name whose last label starts with a digit but is not a canonical IPv4 address (URL
+/// parsers read `2130706433` and `0x7f.1` as 127.0.0.1). Such URLs are refused, so
+/// what is checked is what a WHATWG URL parser connects to. `\` ends the authority as `/`
+/// does for https in that parser.
 pub fn url_host(url: &str) -> Option<String> {
     let rest = url.strip_prefix("https://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = rest.split(['/', '\\', '?', '#']).next()?;
     let host_port = authority.rsplit('@').next()?;
     let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => host_port.split(':').next()?,
+        Some(v6) => {
+            let v6 = v6.split(']').next()?;
+            return v6
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(|ip| ip.to_string());
+        }
+        None => host_port.split(':').next()?.to_ascii_lowercase(),
     };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let plain = host
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let last = host
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
+    let numeric = last.starts_with(|c: char| c.is_ascii_digit());
+    let canonical_v4 = host.parse::<std::net::Ipv4Addr>().is_ok();
+    (plain && !host.is_empty() && (!numeric || canonical_v4)).then_some(host)
 }
 
 /// Why a webhook delivery failed, as stored in NetworkCare status. Only the class: the

@@ -27,7 +27,8 @@ pub enum Subject<'a> {
     /// A pod's configuration: a manager's fragment or the merged whole. Counts (`limits`)
     /// are of what is given, so the agent passes the merged spec.
     Configuration(&'a NetworkConfigurationSpec),
-    /// A `NetworkCare` subscription: its webhook URL against `webhookDestinations` (the
+    /// A `NetworkCare` subscription (from a pod: refused by `selfService.allowed: false`;
+    /// `fields` are about configurations): its webhook URL against `webhookDestinations` (the
     /// host, and a literal IP against the refused ranges; names are checked again on
     /// the resolved addresses at connect time with [`super::check_destination`]).
     Care(&'a NetworkCareSpec),
@@ -66,12 +67,25 @@ pub fn evaluate(
                 }
                 check_configuration(spec, &policy.spec, &mut found);
             }
-            Subject::Care(care) => check_care(care, &policy.spec, &mut found),
+            Subject::Care(care) => {
+                let closed = policy
+                    .spec
+                    .self_service
+                    .as_ref()
+                    .is_some_and(|s| !s.allowed);
+                if origin == Origin::Pod && closed {
+                    found.deny(Rule::SelfService, "spec", SELF_SERVICE_OFF);
+                }
+                check_care(care, &policy.spec, &mut found);
+            }
         }
         all.extend(found.out);
     }
     verdict(all)
 }
+
+const SELF_SERVICE_OFF: &str = "pods in this namespace may not change their network through \
+     their own socket; ask a cluster admin";
 
 fn check_self_service(
     spec: &NetworkConfigurationSpec,
@@ -80,12 +94,7 @@ fn check_self_service(
 ) {
     let Some(rule) = rule else { return };
     if !rule.allowed {
-        found.deny(
-            Rule::SelfService,
-            "spec",
-            "pods in this namespace may not change their network through their own socket; \
-             ask a cluster admin",
-        );
+        found.deny(Rule::SelfService, "spec", SELF_SERVICE_OFF);
         return;
     }
     let Some(fields) = &rule.fields else { return };

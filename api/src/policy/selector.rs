@@ -33,11 +33,21 @@ pub fn governs(policy: &NetworkConfigurationPolicy, ns_labels: &BTreeMap<String,
 /// The policies of `all` that govern a namespace with these labels, sorted by name so
 /// violations come out in a stable order. Pass the result to [`super::evaluate`]; an empty
 /// result means the built-in default applies (evaluate does that itself).
+/// `all` may be a slice, or a reflector store's `state().iter().map(|p| p.as_ref())`.
 pub fn selecting<'a>(
-    all: &'a [NetworkConfigurationPolicy],
+    all: impl IntoIterator<Item = &'a NetworkConfigurationPolicy>,
     ns_labels: &BTreeMap<String, String>,
 ) -> Vec<&'a NetworkConfigurationPolicy> {
-    let mut chosen: Vec<_> = all.iter().filter(|p| governs(p, ns_labels)).collect();
+    let mut chosen: Vec<_> = all.into_iter().filter(|p| governs(p, ns_labels)).collect();
     chosen.sort_by_key(|p| p.name_any());
     chosen
+}
+
+/// The label Kubernetes puts on every namespace with its name; the standalone agent gives a
+/// netns the same label, so one policy file selects in both worlds.
+pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The labels a standalone netns is selected by: [`NAME_LABEL`] with its name.
+pub fn netns_labels(netns: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(NAME_LABEL.to_string(), netns.to_string())])
 }

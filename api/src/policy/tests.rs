@@ -558,6 +558,140 @@ fn url_hosts_are_read_without_port_brackets_or_user_info() {
     );
     assert_eq!(url_host("http://example.com/"), None);
     assert_eq!(url_host("https:///x"), None);
+    assert_eq!(
+        url_host("https://[::ffff:127.0.0.1]/").as_deref(),
+        Some("::ffff:127.0.0.1")
+    );
+}
+
+#[test]
+fn url_hosts_a_url_parser_would_read_differently_are_refused() {
+    // A WHATWG parser connects to 127.0.0.1 for each of these; nes must not see a name.
+    for url in [
+        "https://127.0.0.1\\@hooks.example.com/",
+        "https://2130706433/",
+        "https://0x7f.1/",
+        "https://127.1/",
+        "https://127.0.0.%31/",
+        "https://[fe80::1%25eth0]/",
+    ] {
+        let host = url_host(url);
+        assert!(
+            host.as_deref().is_none_or(|h| h == "127.0.0.1"),
+            "{url}: read as {host:?}"
+        );
+        let spec =
+            care(json!({"podNames": ["web-0"], "delivery": {"mode": "webhook", "url": url}}));
+        let open = policy(
+            "hooks",
+            json!({"webhookDestinations": {"hosts": ["hooks.example.com"]}}),
+        );
+        assert!(
+            evaluate(Subject::Care(&spec), Cluster, &[&open]).is_err(),
+            "{url} accepted"
+        );
+    }
+    assert_eq!(
+        url_host("https://hooks.example.com\\@x/").as_deref(),
+        Some("hooks.example.com")
+    );
+}
+
+#[test]
+fn addresses_that_reach_ipv4_through_ipv6_are_refused() {
+    let open = policy("hooks", json!({}));
+    for addr in [
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::1",
+        "::127.0.0.1",
+        "198.18.0.1",
+        "192.0.0.8",
+    ] {
+        assert!(
+            check_destination(&[&open], "h.example.com", &[ip(addr)], &[]).is_err(),
+            "{addr}"
+        );
+    }
+}
+
+#[test]
+fn a_pod_cannot_subscribe_when_self_service_is_off() {
+    let closed = policy("closed", json!({"selfService": {"allowed": false}}));
+    let stream = care(json!({"podNames": ["web-0"]}));
+    let denied = evaluate(Subject::Care(&stream), Pod, &[&closed]).unwrap_err();
+    assert_eq!(
+        (denied.0[0].rule, denied.0[0].field.as_str()),
+        (Rule::SelfService, "spec")
+    );
+    assert_eq!(
+        evaluate(Subject::Care(&stream), Cluster, &[&closed]),
+        Ok(())
+    );
+}
+
+#[test]
+fn the_policy_file_reads_validates_and_selects_netns_by_name() {
+    let file = r#"
+apiVersion: nes.network-config.io/v1alpha1
+kind: NetworkConfigurationPolicy
+metadata: {name: lab}
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: lab1}
+  addresses: {ipv4: [10.1.0.0/16]}
+---
+---
+apiVersion: nes.network-config.io/v1alpha1
+kind: NetworkConfigurationPolicy
+metadata: {name: bridge}
+spec:
+  host: {veth: true, bridges: [nesbr0]}
+"#;
+    let policies = parse_policy_file(file).expect("the file reads");
+    let governing = selecting(&policies, &netns_labels("lab1"));
+    assert_eq!(governing.len(), 2);
+    let spec = conf(
+        json!({"interfaces": [{"name": "v0", "type": "veth", "peer": "hv0", "peerBridge": "br9", "addresses": ["10.2.0.5/24"]}]}),
+    );
+    let denied = evaluate(Subject::Configuration(&spec), Pod, &governing).unwrap_err();
+    let got: Vec<(&str, Rule)> = denied
+        .0
+        .iter()
+        .map(|v| (v.policy.as_str(), v.rule))
+        .collect();
+    // Intersection: lab has no host rule (denies veth and the bridge), bridge lacks br9.
+    assert_eq!(
+        got,
+        [
+            ("bridge", Rule::Host),
+            ("lab", Rule::Addresses),
+            ("lab", Rule::Host),
+            ("lab", Rule::Host)
+        ]
+    );
+    assert_eq!(selecting(&policies, &netns_labels("other")).len(), 1);
+
+    let wrong_kind = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n";
+    assert!(matches!(
+        parse_policy_file(wrong_kind),
+        Err(PolicyFileError::Kind { index: 0, .. })
+    ));
+    let invalid = "apiVersion: nes.network-config.io/v1alpha1\nkind: NetworkConfigurationPolicy\nmetadata: {name: x}\nspec: {mtu: {min: 9000, max: 1500}}\n";
+    let err = parse_policy_file(invalid).unwrap_err();
+    assert!(
+        err.to_string().starts_with("policy \"x\": invalid"),
+        "{err}"
+    );
+    let typo = "apiVersion: nes.network-config.io/v1alpha1\nkind: NetworkConfigurationPolicy\nmetadata: {name: x}\nspec: {hostt: {veth: true}}\n";
+    assert!(matches!(
+        parse_policy_file(typo),
+        Err(PolicyFileError::Yaml { .. })
+    ));
+    let unnamed = "apiVersion: nes.network-config.io/v1alpha1\nkind: NetworkConfigurationPolicy\nmetadata: {}\nspec: {}\n";
+    assert!(matches!(
+        parse_policy_file(unnamed),
+        Err(PolicyFileError::Unnamed { index: 0 })
+    ));
 }
 
 #[test]

@@ -9,6 +9,9 @@ use crate::validate::Problem;
 /// Name under which the built-in default policy appears in violations.
 pub const DEFAULT_POLICY: &str = "nes-default";
 
+/// Condition reason (and Event reason) of a configuration the policies refuse.
+pub const POLICY_DENIED_REASON: &str = "PolicyDenied";
+
 /// The rule of a policy a request broke. Its string (the spec field's name) is stable.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
@@ -106,8 +109,12 @@ impl Denied {
 
     /// The names of the policies that refused, once each, for a status reason or an Event.
     pub fn policies(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.0.iter().map(|v| v.policy.as_str()).collect();
-        names.dedup();
+        let mut names: Vec<&str> = Vec::new();
+        for v in &self.0 {
+            if !names.contains(&v.policy.as_str()) {
+                names.push(&v.policy);
+            }
+        }
         names
     }
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use kube::ResourceExt;
 
-use super::evaluate::default_policy;
+use super::evaluate::{default_policy, or_default};
 use super::resource::WebhookDestinations;
 use super::rules::list;
 use super::verdict::{verdict, Denied, Found, Rule};
@@ -61,14 +61,9 @@ pub fn check_destination(
     cluster_cidrs: &[IpNet],
 ) -> Result<(), Denied> {
     let default = default_policy();
-    let governing: Vec<&NetworkConfigurationPolicy> = if policies.is_empty() {
-        vec![&default]
-    } else {
-        policies.to_vec()
-    };
     let field = "spec.delivery.url";
     let mut all = Vec::new();
-    for policy in governing {
+    for policy in or_default(policies, &default) {
         let name = policy.name_any();
         let mut found = Found::new(&name);
         let rules = policy.spec.webhook_destinations.clone().unwrap_or_default();

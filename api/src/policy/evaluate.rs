@@ -41,6 +41,18 @@ pub fn default_policy() -> NetworkConfigurationPolicy {
     NetworkConfigurationPolicy::new(DEFAULT_POLICY, NetworkConfigurationPolicySpec::default())
 }
 
+/// `policies`, or the default when there are none.
+pub(crate) fn or_default<'a>(
+    policies: &[&'a NetworkConfigurationPolicy],
+    default: &'a NetworkConfigurationPolicy,
+) -> Vec<&'a NetworkConfigurationPolicy> {
+    if policies.is_empty() {
+        vec![default]
+    } else {
+        policies.to_vec()
+    }
+}
+
 /// Evaluates `subject` against every policy in `policies` (the ones that govern its
 /// namespace, from [`super::selecting`]); with none, against [`default_policy`]. Policies
 /// combine by intersection: the subject must satisfy each one, and the error carries every
@@ -51,13 +63,8 @@ pub fn evaluate(
     policies: &[&NetworkConfigurationPolicy],
 ) -> Result<(), Denied> {
     let default = default_policy();
-    let governing: Vec<&NetworkConfigurationPolicy> = if policies.is_empty() {
-        vec![&default]
-    } else {
-        policies.to_vec()
-    };
     let mut all = Vec::new();
-    for policy in governing {
+    for policy in or_default(policies, &default) {
         let name = policy.name_any();
         let mut found = Found::new(&name);
         match subject {

@@ -227,6 +227,15 @@ fn the_denial_reads_as_a_tenant_sees_it() {
 
 // === combination and the default ===
 
+/// Policy, rule and field of every violation.
+fn places(denied: &Denied) -> Vec<(&str, Rule, &str)> {
+    denied
+        .0
+        .iter()
+        .map(|v| (v.policy.as_str(), v.rule, v.field.as_str()))
+        .collect()
+}
+
 #[test]
 fn two_policies_intersect_and_every_violation_names_its_policy() {
     let a = policy("a-cidr", json!({"addresses": {"ipv4": ["10.0.0.0/8"]}}));
@@ -244,13 +253,8 @@ fn two_policies_intersect_and_every_violation_names_its_policy() {
     let only_a =
         conf(json!({"interfaces": [{"name": "eth0", "mtu": 9000, "addresses": ["10.2.0.5/24"]}]}));
     let denied = evaluate(Subject::Configuration(&only_a), Cluster, &[&a, &b]).unwrap_err();
-    let got: Vec<(&str, Rule, &str)> = denied
-        .0
-        .iter()
-        .map(|v| (v.policy.as_str(), v.rule, v.field.as_str()))
-        .collect();
     assert_eq!(
-        got,
+        places(&denied),
         [
             ("b-mtu", Rule::Addresses, "spec.interfaces[0].addresses[0]"),
             ("b-mtu", Rule::Mtu, "spec.interfaces[0].mtu"),
@@ -269,13 +273,8 @@ fn the_default_allows_the_pod_and_denies_the_host() {
     assert_eq!(evaluate(Subject::Configuration(&in_pod), Pod, &[]), Ok(()));
     let host = conf(macvlan_in_host("eth0", "passthru"));
     let denied = evaluate(Subject::Configuration(&host), Pod, &[]).unwrap_err();
-    let got: Vec<(&str, Rule, &str)> = denied
-        .0
-        .iter()
-        .map(|v| (v.policy.as_str(), v.rule, v.field.as_str()))
-        .collect();
     assert_eq!(
-        got,
+        places(&denied),
         [
             (DEFAULT_POLICY, Rule::Host, "spec.interfaces[0].parent"),
             (DEFAULT_POLICY, Rule::Host, "spec.interfaces[0].mode"),

@@ -8,7 +8,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{MAX_CIDR_LEN, MAX_IFNAME_LEN, MAX_INTERFACES, MAX_ROUTES};
+use crate::limits::{
+    MAX_ADDRESSES, MAX_CIDR_LEN, MAX_IFNAME_LEN, MAX_INTERFACES, MAX_MTU, MAX_ROUTES, MAX_VLAN_ID,
+    MIN_MTU, MIN_VLAN_ID,
+};
 use crate::netconf::InterfaceType;
 
 /// What the pods of the selected namespaces may configure. Cluster-scoped and written by
@@ -39,7 +42,9 @@ pub struct NetworkConfigurationPolicySpec {
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub interface_types: Option<Vec<InterfaceType>>,
 
-    /// Networks interface addresses must lie in, per family; absent allows any.
+    /// Networks interface addresses must lie in, per family; absent allows any. An address
+    /// counts with its prefix (10.1.0.5/8 is not inside 10.1.0.0/16: it would route the
+    /// whole /8 to the pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addresses: Option<FamilyCidrs>,
 
@@ -114,9 +119,9 @@ pub struct RoutePolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.min <= self.max", "message": "min must not exceed max"}]))]
 pub struct IdRange {
-    #[schemars(range(min = 1, max = 4094))]
+    #[schemars(range(min = MIN_VLAN_ID, max = MAX_VLAN_ID))]
     pub min: u16,
-    #[schemars(range(min = 1, max = 4094))]
+    #[schemars(range(min = MIN_VLAN_ID, max = MAX_VLAN_ID))]
     pub max: u16,
 }
 
@@ -126,10 +131,10 @@ pub struct IdRange {
 #[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.min) || !has(self.max) || self.min <= self.max", "message": "min must not exceed max"}]))]
 pub struct MtuRange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 68, max = 65535))]
+    #[schemars(range(min = MIN_MTU, max = MAX_MTU))]
     pub min: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 68, max = 65535))]
+    #[schemars(range(min = MIN_MTU, max = MAX_MTU))]
     pub max: Option<u32>,
 }
 
@@ -141,7 +146,7 @@ pub struct CountLimits {
     #[schemars(range(max = MAX_INTERFACES))]
     pub interfaces: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = 512))]
+    #[schemars(range(max = MAX_ADDRESSES))]
     pub addresses: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = MAX_ROUTES))]

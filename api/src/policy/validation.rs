@@ -4,7 +4,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::Selector;
 
 use super::resource::{FamilyCidrs, NetworkConfigurationPolicySpec};
-use crate::limits::{MAX_ADDRESSES, MAX_INTERFACES, MAX_MTU, MAX_ROUTES, MAX_TABLE, MIN_MTU};
+use crate::limits::{
+    MAX_ADDRESSES, MAX_INTERFACES, MAX_MTU, MAX_ROUTES, MAX_TABLE, MAX_VLAN_ID, MIN_MTU,
+    MIN_VLAN_ID,
+};
 use crate::validate::{check_ifname, check_route_dst, Invalid, Problem};
 
 /// Validates a policy: canonical networks of the right family, ranges with min <= max,
@@ -34,11 +37,11 @@ pub fn validate_policy(spec: &NetworkConfigurationPolicySpec) -> Result<(), Inva
         }
     }
     for (i, range) in spec.vlan_ids.iter().flatten().enumerate() {
-        if range.min > range.max || range.min < 1 || range.max > 4094 {
+        if range.min > range.max || range.min < MIN_VLAN_ID || range.max > MAX_VLAN_ID {
             add(
                 format!("spec.vlanIds[{i}]"),
                 format!(
-                    "{}-{} is not a range within 1-4094 with min <= max",
+                    "{}-{} is not a range within {MIN_VLAN_ID}-{MAX_VLAN_ID} with min <= max",
                     range.min, range.max
                 ),
             );

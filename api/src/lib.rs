@@ -12,6 +12,7 @@ pub mod limits;
 pub mod merge;
 pub mod netconf;
 pub mod openapi;
+pub mod policy;
 pub mod validate;
 pub mod wire;
 
@@ -21,6 +22,7 @@ pub use netconf::{
     NetworkConfiguration, NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState,
     RouteKey, RouteSpec, RouteStatus, VlanProtocol,
 };
+pub use policy::{NetworkConfigurationPolicy, NetworkConfigurationPolicySpec};
 pub use validate::{validate, validate_care, validate_fragment, Problem};
 
 /// API group of every nes resource.

@@ -36,7 +36,7 @@ fn crds_have_status_subresource_short_names_and_printer_columns() {
         .iter()
         .map(|d| d["spec"]["names"]["shortNames"][0].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["netconf", "ncare"]);
+    assert_eq!(names, ["netconf", "ncare", "ncpolicy"]);
     for doc in &docs {
         let version = &doc["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha1");
@@ -108,6 +108,69 @@ fn schema_carries_the_validators_field_limits_and_cel_rules() {
         .any(|r| r.contains("self.interfaces.exists(i, i.name == r.dev)")));
     let dst = &spec["properties"]["routes"]["items"]["properties"]["dst"];
     assert!(rules(dst).iter().any(|r| r.contains("cidr(self).masked()")));
+}
+
+#[test]
+fn the_policy_crd_is_cluster_scoped_with_its_rules_in_the_schema() {
+    let docs = generated_docs();
+    let policy = docs
+        .iter()
+        .find(|d| d["spec"]["names"]["kind"] == "NetworkConfigurationPolicy")
+        .expect("the policy CRD is generated");
+    assert_eq!(policy["spec"]["scope"], "Cluster");
+    assert_eq!(
+        policy["metadata"]["name"],
+        "networkconfigurationpolicies.nes.network-config.io"
+    );
+    let version = &policy["spec"]["versions"][0];
+    let columns: Vec<_> = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("printer columns")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(columns, ["Selector", "Age"]);
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    for field in [
+        "namespaceSelector",
+        "interfaceTypes",
+        "addresses",
+        "routes",
+        "vlanIds",
+        "mtu",
+        "limits",
+        "routeTables",
+        "host",
+        "selfService",
+        "webhookDestinations",
+    ] {
+        assert!(
+            spec[field].is_object(),
+            "spec.{field} missing from the schema"
+        );
+    }
+    let min_le_max = |v: &Value| {
+        v["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                r["rule"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("self.min <= self.max")
+            })
+    };
+    assert!(min_le_max(&spec["mtu"]));
+    assert!(min_le_max(&spec["vlanIds"]["items"]));
+    assert_eq!(
+        spec["limits"]["properties"]["interfaces"]["maximum"].as_f64(),
+        Some(64.0)
+    );
+    assert_eq!(
+        spec["limits"]["properties"]["routes"]["maximum"].as_f64(),
+        Some(1024.0)
+    );
 }
 
 /// Walks a schema and reports every node that breaks the structural-schema rules

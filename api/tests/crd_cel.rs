@@ -292,3 +292,28 @@ fn estimated_cost(message: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+fn policy_errors(spec: Value) -> Vec<String> {
+    let object = json!({"apiVersion": "nes.network-config.io/v1alpha1",
+        "kind": "NetworkConfigurationPolicy", "metadata": {"name": "tenants"}, "spec": spec});
+    common::cel_errors(
+        &common::schema::<api::NetworkConfigurationPolicy>(),
+        &object,
+    )
+}
+
+#[test]
+fn policy_cel_rules_refuse_inverted_ranges() {
+    let good = json!({"mtu": {"min": 1280, "max": 9000}, "vlanIds": [{"min": 100, "max": 100}]});
+    assert_eq!(policy_errors(good), Vec::<String>::new());
+    let mtu = policy_errors(json!({"mtu": {"min": 9000, "max": 1500}}));
+    assert!(
+        mtu.iter().any(|e| e.contains("min must not exceed max")),
+        "{mtu:?}"
+    );
+    let vlan = policy_errors(json!({"vlanIds": [{"min": 10, "max": 20}, {"min": 30, "max": 5}]}));
+    assert!(
+        vlan.iter().any(|e| e.contains("min must not exceed max")),
+        "{vlan:?}"
+    );
+}

@@ -97,6 +97,20 @@ fn problems(doc: &Value) -> Vec<String> {
             }
             found.extend(cel_errors(&schema_of::<api::NetworkCare>(), doc));
         }
+        Some("NetworkConfigurationPolicy") => {
+            match serde_json::from_value::<api::NetworkConfigurationPolicy>(doc.clone()) {
+                Ok(policy) => {
+                    if let Err(invalid) = api::policy::validate_policy(&policy.spec) {
+                        found.push(invalid.to_string());
+                    }
+                }
+                Err(e) => found.push(format!("does not parse: {e}")),
+            }
+            found.extend(cel_errors(
+                &schema_of::<api::NetworkConfigurationPolicy>(),
+                doc,
+            ));
+        }
         other => found.push(format!("kind {other:?} is not a nes resource")),
     }
     found

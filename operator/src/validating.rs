@@ -23,6 +23,14 @@ use api::policy::{self, Origin, Subject};
 /// Path the ValidatingWebhookConfiguration calls.
 pub const VALIDATE_PATH: &str = "/validate-nes";
 
+/// The webhook's name in `manifests/41-validating-webhook.yaml`.
+pub const WEBHOOK_NAME: &str = "policy.nes.network-config.io";
+
+/// Whether an API server message is this webhook's denial.
+pub fn is_denial(message: &str) -> bool {
+    message.starts_with(&format!("admission webhook \"{WEBHOOK_NAME}\" denied"))
+}
+
 /// Reads an AdmissionReview v1 body and answers it (malformed bodies as the mutating
 /// webhook answers them).
 pub fn review(body: &[u8], view: &PolicyView) -> Reviewed {

@@ -233,3 +233,49 @@ async fn before_the_policies_are_loaded_requests_are_503_with_retry_after_and_no
     assert_eq!(res.status().as_u16(), 503);
     assert_eq!(res.headers()["retry-after"], "5");
 }
+
+#[tokio::test]
+async fn the_webhooks_denial_of_the_merged_configuration_reaches_the_caller_as_403() {
+    // The fragment passes, but the merged whole (another manager's entries, counted
+    // together) is what the API server's dry run sends to the validating webhook.
+    let denial = "admission webhook \"policy.nes.network-config.io\" denied the request: \
+        denied by NetworkConfigurationPolicy \"tenants\": spec.interfaces: 9 interfaces, more than the 8 allowed";
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect(
+            "GET",
+            "/api/v1/namespaces/app/pods/web-0",
+            200,
+            pod("app", "web-0", "pod-uid", Some("node-a"), None),
+        )
+        .await;
+        let dry = api
+            .expect(
+                "PATCH",
+                "/apis/nes.network-config.io/v1alpha1/namespaces/app/networkconfigurations/web-0",
+                403,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "message": denial, "reason": "Forbidden", "code": 403}),
+            )
+            .await;
+        api.expect_no_more().await;
+        dry
+    });
+    let (status, _, body) = call(
+        state_with(client, vec![tenants()]),
+        "PUT",
+        &format!("{CONFIG}?manager=tool"),
+        &[BEARER],
+        &json!({"interfaces": [{"name": "eth0", "addresses": ["10.20.0.5/24"]}]}).to_string(),
+    )
+    .await;
+    let dry = tokio::time::timeout(DEADLINE * 2, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dry.query["dryRun"], "All");
+    assert_eq!(status.as_u16(), 403, "{body}");
+    assert_eq!(body["detail"], denial);
+}

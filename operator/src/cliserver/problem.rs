@@ -73,6 +73,14 @@ fn from_status(context: &str, status: &Status) -> ApiError {
             kind: "https://nes.network-config.io/problems/invalid".into(),
             ..ProblemDetails::new(422, "invalid network configuration", status.message.clone())
         }
+    } else if status.code == 403 && crate::validating::is_denial(&status.message) {
+        // nes's validating webhook refused the merged configuration by policy: the
+        // caller's answer, as the API server said it. (The operator's own RBAC failures
+        // stay 502: they are not the caller's to fix.)
+        ProblemDetails {
+            kind: "https://nes.network-config.io/problems/policy-denied".into(),
+            ..ProblemDetails::new(403, "denied by policy", status.message.clone())
+        }
     } else {
         ProblemDetails::new(
             502,

@@ -285,6 +285,9 @@ if vhook:
             check(where, (res, op) in covered, f"{op} of {res} is validated")
     check(where, (w.get("failurePolicy"), w.get("sideEffects"), w.get("admissionReviewVersions"))
           == ("Fail", "None", ["v1"]), "failurePolicy Fail, sideEffects None, admissionReviewVersions [v1]")
+    conditions = " ".join(c.get("expression", "") for c in w.get("matchConditions", []))
+    check(where, "deletionTimestamp" in conditions and "oldObject.spec" in conditions,
+          "matchConditions keep metadata-only updates and deletions away (cleanup must not need the operator)")
 else:
     fail("manifests/", "ValidatingWebhookConfiguration nes-operator missing")
 

@@ -170,6 +170,24 @@ impl ApiServerVerifier {
     }
 
     /// A SubjectAccessReview answered `allowed`.
+    /// A node agent's token (pod nes-agent-x) reviewed, then its pod read: on `node`.
+    pub async fn agent_on(&mut self, node: &str) {
+        self.token_review(
+            "tok",
+            AGENT,
+            json!({"authentication.kubernetes.io/pod-name": ["nes-agent-x"], "authentication.kubernetes.io/pod-uid": ["agent-uid"]}),
+        )
+        .await;
+        let agent = pod("nes-system", "nes-agent-x", "agent-uid", Some(node), None);
+        self.expect(
+            "GET",
+            "/api/v1/namespaces/nes-system/pods/nes-agent-x",
+            200,
+            agent,
+        )
+        .await;
+    }
+
     pub async fn access_review(&mut self, allowed: bool) -> Call {
         self.expect(
             "POST",

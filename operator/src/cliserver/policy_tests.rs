@@ -110,25 +110,7 @@ async fn a_cluster_callers_fragment_the_policy_refuses_is_403_naming_it_and_noth
 async fn a_pods_own_request_is_bound_by_self_service_and_applies_nothing() {
     let (client, mut api) = mock_client();
     let server = tokio::spawn(async move {
-        api.token_review(
-            "tok",
-            AGENT,
-            json!({"authentication.kubernetes.io/pod-name": ["nes-agent-x"], "authentication.kubernetes.io/pod-uid": ["agent-uid"]}),
-        )
-        .await;
-        api.expect(
-            "GET",
-            "/api/v1/namespaces/nes-system/pods/nes-agent-x",
-            200,
-            pod(
-                "nes-system",
-                "nes-agent-x",
-                "agent-uid",
-                Some("node-a"),
-                None,
-            ),
-        )
-        .await;
+        api.agent_on("node-a").await;
         api.expect(
             "GET",
             "/api/v1/namespaces/app/pods/web-0",

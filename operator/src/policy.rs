@@ -133,7 +133,7 @@ impl PolicyView {
         policy::evaluate(subject, origin, &refs).map_err(Refusal::Denied)
     }
 
-    /// A view that has listed exactly these objects (tests, and the standalone wiring).
+    /// A view that has listed exactly these objects (tests).
     pub fn fixed(
         policies: Vec<NetworkConfigurationPolicy>,
         namespaces: &[(&str, BTreeMap<String, String>)],

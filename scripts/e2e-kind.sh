@@ -278,6 +278,7 @@ log "kubectl delete -f manifests/"
 # --ignore-not-found: deleting the namespace first may remove its objects before kubectl gets to them.
 k delete -f manifests/ --ignore-not-found --wait --timeout="$TIMEOUT"
 for gone in namespace/nes-system mutatingwebhookconfiguration/nes-operator \
+    validatingwebhookconfiguration/nes-operator \
     crd/networkconfigurations.nes.network-config.io crd/networkcares.nes.network-config.io \
     clusterrole/nes-operator clusterrole/nes-agent; do
     if k get "$gone" >/dev/null 2>&1; then die "$gone still exists after uninstall"; fi

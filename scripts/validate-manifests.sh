@@ -170,7 +170,8 @@ def probe(where, container, kind, path, port):
 
 NS = "nes-system"
 cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding",
-                  "MutatingWebhookConfiguration", "CustomResourceDefinition"}
+                  "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+                  "CustomResourceDefinition"}
 for path, doc in docs:
     if path.startswith("manifests/") and doc["kind"] not in cluster_scoped:
         check(f'{path} {doc["kind"]}/{doc["metadata"]["name"]}',
@@ -269,6 +270,27 @@ if hook:
 else:
     fail("manifests/", "MutatingWebhookConfiguration nes-operator missing")
 
+vhook = find("ValidatingWebhookConfiguration", "nes-operator")
+if vhook:
+    where = "ValidatingWebhookConfiguration nes-operator"
+    w = by_name(vhook["webhooks"]).get("policy.nes.network-config.io", {})
+    svc = w.get("clientConfig", {}).get("service", {})
+    check(where, (svc.get("name"), svc.get("namespace"), svc.get("path"), svc.get("port", 443))
+          == ("nes-operator", NS, "/validate-nes", 443), "service nes-operator.nes-system:443/validate-nes")
+    check(where, "caBundle" not in w.get("clientConfig", {}), "caBundle is the operator's to set")
+    covered = {(res, op) for r in w.get("rules", []) if r.get("apiGroups") == ["nes.network-config.io"]
+               for res in r.get("resources", []) for op in r.get("operations", [])}
+    for res in ("networkconfigurations", "networkcares", "networkconfigurationpolicies"):
+        for op in ("CREATE", "UPDATE"):
+            check(where, (res, op) in covered, f"{op} of {res} is validated")
+    check(where, (w.get("failurePolicy"), w.get("sideEffects"), w.get("admissionReviewVersions"))
+          == ("Fail", "None", ["v1"]), "failurePolicy Fail, sideEffects None, admissionReviewVersions [v1]")
+    conditions = " ".join(c.get("expression", "") for c in w.get("matchConditions", []))
+    check(where, "deletionTimestamp" in conditions and "oldObject.spec" in conditions,
+          "matchConditions keep metadata-only updates and deletions away (cleanup must not need the operator)")
+else:
+    fail("manifests/", "ValidatingWebhookConfiguration nes-operator missing")
+
 def rules(kind, name):
     return (find(kind, name) or {}).get("rules", [])
 
@@ -295,6 +317,18 @@ check("ClusterRole nes-operator", allowed(rules("ClusterRole", "nes-operator"), 
       and not allowed(rules("ClusterRole", "nes-operator"), "admissionregistration.k8s.io",
                       "mutatingwebhookconfigurations", "patch", "someone-else"),
       "patch its own MutatingWebhookConfiguration only")
+op_rules = rules("ClusterRole", "nes-operator")
+check("ClusterRole nes-operator", allowed(op_rules, "admissionregistration.k8s.io",
+                                          "validatingwebhookconfigurations", "patch", "nes-operator")
+      and not allowed(op_rules, "admissionregistration.k8s.io",
+                      "validatingwebhookconfigurations", "patch", "someone-else"),
+      "patch its own ValidatingWebhookConfiguration only")
+for resource, group in (("networkconfigurationpolicies", "nes.network-config.io"), ("namespaces", "")):
+    for verb in ("get", "list", "watch"):
+        check("ClusterRole nes-operator", allowed(op_rules, group, resource, verb), f"{verb} {resource}")
+    for verb in ("create", "update", "patch", "delete"):
+        check("ClusterRole nes-operator", not allowed(op_rules, group, resource, verb),
+              f"must not {verb} {resource}")
 for kind, name in (("ClusterRoleBinding", "nes-operator"), ("ClusterRoleBinding", "nes-agent"),
                    ("RoleBinding", "nes-operator")):
     b = find(kind, name) or {}

@@ -44,7 +44,7 @@ pub const SHIM_UID: i64 = 65532;
 
 /// Pods are read whole from the AdmissionReview; the API server caps an object at about
 /// 1.5 MiB in etcd, and the review adds the user info around it.
-const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
+pub(crate) const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 
 /// The webhook's decision for one pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +72,10 @@ pub enum Outcome {
     Ignored,
     /// The request could not be read; it was refused with a message.
     Invalid,
+    /// A nes resource the admin policies allow (validating webhook).
+    PolicyAllowed,
+    /// A nes resource the admin policies refuse (validating webhook).
+    PolicyDenied,
 }
 
 impl Outcome {
@@ -84,6 +88,8 @@ impl Outcome {
             Self::HostNetwork => "host_network",
             Self::Ignored => "ignored",
             Self::Invalid => "invalid",
+            Self::PolicyAllowed => "policy_allowed",
+            Self::PolicyDenied => "policy_denied",
         }
     }
 }
@@ -212,15 +218,9 @@ pub enum Answer {
 /// uid, it gets HTTP 400 with a problem+json body; the API server then applies the
 /// webhook's failurePolicy and logs the message.
 pub fn review(body: &[u8], cfg: &ShimConfig) -> Reviewed {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
-        Ok(review) => review,
-        Err(error) => {
-            return malformed(body, format!("the body is not an AdmissionReview: {error}"))
-        }
-    };
-    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+    let req = match read_request(body) {
         Ok(req) => req,
-        Err(_) => return malformed(body, "the AdmissionReview has no request".into()),
+        Err(malformed) => return *malformed,
     };
     let (outcome, resp) = decide(&req, cfg);
     Reviewed {
@@ -229,6 +229,19 @@ pub fn review(body: &[u8], cfg: &ShimConfig) -> Reviewed {
         pod: req.name,
         answer: Answer::Review(Box::new(resp.into_review())),
     }
+}
+
+/// The request of an AdmissionReview body, or the answer refusing a malformed one.
+pub(crate) fn read_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Box<Reviewed>> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|error| {
+        Box::new(malformed(
+            body,
+            format!("the body is not an AdmissionReview: {error}"),
+        ))
+    })?;
+    review
+        .try_into()
+        .map_err(|_| Box::new(malformed(body, "the AdmissionReview has no request".into())))
 }
 
 fn decide(req: &AdmissionRequest<DynamicObject>, cfg: &ShimConfig) -> (Outcome, AdmissionResponse) {
@@ -264,7 +277,7 @@ fn decide(req: &AdmissionRequest<DynamicObject>, cfg: &ShimConfig) -> (Outcome, 
 }
 
 /// Refuses a request the webhook could identify but not read.
-fn refuse(resp: AdmissionResponse, reason: String) -> (Outcome, AdmissionResponse) {
+pub(crate) fn refuse(resp: AdmissionResponse, reason: String) -> (Outcome, AdmissionResponse) {
     let mut resp = resp.deny(&reason);
     resp.result = Status::failure(&reason, "BadRequest").with_code(400);
     (Outcome::Invalid, resp)
@@ -307,7 +320,11 @@ pub fn router(cfg: Arc<ShimConfig>) -> Router {
 }
 
 async fn handle(State(cfg): State<Arc<ShimConfig>>, body: Bytes) -> Response {
-    let reviewed = review(&body, &cfg);
+    respond(review(&body, &cfg))
+}
+
+/// The HTTP answer for `reviewed`, logged, with its outcome in the extensions.
+pub(crate) fn respond(reviewed: Reviewed) -> Response {
     log(&reviewed);
     let mut response = match reviewed.answer {
         Answer::Review(review) => Json(review).into_response(),
@@ -334,7 +351,7 @@ fn log(reviewed: &Reviewed) {
         }
         Answer::Review(review) => {
             let Some(resp) = &review.response else { return };
-            if reviewed.outcome == Outcome::Invalid {
+            if matches!(reviewed.outcome, Outcome::Invalid | Outcome::PolicyDenied) {
                 let reason = &resp.result.message;
                 tracing::warn!(namespace, pod, uid = %resp.uid, outcome, %reason, "refused an admission request");
             } else {

@@ -31,7 +31,8 @@ pub struct Args {
     #[arg(long, default_value = "nes-operator")]
     pub service_name: String,
 
-    /// MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    /// MutatingWebhookConfiguration and ValidatingWebhookConfiguration (both of this name)
+    /// whose caBundle the operator keeps current.
     #[arg(long, default_value = "nes-operator")]
     pub webhook_config_name: String,
 
@@ -65,6 +66,18 @@ pub struct Args {
     /// the system roots (e.g. a private CA).
     #[arg(long, env = "NES_WEBHOOK_CA_BUNDLE", value_name = "PATH")]
     pub webhook_ca_bundle: Option<std::path::PathBuf>,
+
+    /// A cluster address range (service or pod CIDR) NetworkCare webhooks may not reach
+    /// unless a NetworkConfigurationPolicy's webhookDestinations.allowCidrs lists it;
+    /// repeatable. Give the cluster's service and pod CIDRs (e.g. --cluster-cidr
+    /// 10.96.0.0/12 --cluster-cidr 10.244.0.0/16); private, loopback and link-local ranges
+    /// are refused in any case.
+    #[arg(
+        long = "cluster-cidr",
+        value_name = "CIDR",
+        default_value = "10.96.0.0/12"
+    )]
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
 }
 
 impl Args {
@@ -96,6 +109,7 @@ mod tests {
         "--shim-image-pull-policy",
         "--agent-service-account",
         "--lease-name",
+        "--cluster-cidr",
     ];
 
     #[test]

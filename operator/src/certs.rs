@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
@@ -36,7 +38,7 @@ pub struct CertConfig {
     pub secret_name: String,
     /// Service whose DNS names the serving certificate covers.
     pub service_name: String,
-    /// MutatingWebhookConfiguration whose `caBundle` is kept current.
+    /// Mutating- and ValidatingWebhookConfiguration whose `caBundle` is kept current.
     pub webhook_name: String,
     /// ConfigMap (key `ca.crt`) agents and nescli mount to trust the cliserver.
     pub ca_configmap_name: String,
@@ -125,6 +127,7 @@ struct Keeper {
     secrets: Api<Secret>,
     configmaps: Api<ConfigMap>,
     webhooks: Api<MutatingWebhookConfiguration>,
+    validating: Api<ValidatingWebhookConfiguration>,
 }
 
 impl Keeper {
@@ -132,7 +135,8 @@ impl Keeper {
         Self {
             secrets: Api::namespaced(client.clone(), &cfg.namespace),
             configmaps: Api::namespaced(client.clone(), &cfg.namespace),
-            webhooks: Api::all(client),
+            webhooks: Api::all(client.clone()),
+            validating: Api::all(client),
             cfg,
             store,
         }
@@ -255,35 +259,18 @@ impl Keeper {
         }
     }
 
-    /// Sets `caBundle` on every webhook of the MutatingWebhookConfiguration that lacks it.
+    /// Sets `caBundle` on every webhook of the Mutating- and ValidatingWebhookConfiguration
+    /// (both named `webhook_name`) that lacks it; both are attempted.
     async fn publish_ca_bundle(&self, ca_crt: &str) -> Result<()> {
-        let name = &self.cfg.webhook_name;
-        let config = self
-            .webhooks
-            .get_opt(name)
-            .await
-            .map_err(kube_error(format!(
-                "read MutatingWebhookConfiguration {name}"
-            )))?;
-        let Some(config) = config else {
-            tracing::warn!(webhook = %name, "MutatingWebhookConfiguration not found; its caBundle is set once it exists");
-            return Ok(());
-        };
-        let Some(patch) = ca_bundle_patch(&config, ca_crt) else {
-            return Ok(());
-        };
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        self.webhooks
-            .patch(name, &params, &Patch::Strategic(patch))
-            .await
-            .map_err(kube_error(format!(
-                "set the caBundle of MutatingWebhookConfiguration {name}"
-            )))?;
-        tracing::info!(webhook = %name, "caBundle set");
-        Ok(())
+        let mutating = publish_to(&self.webhooks, &self.cfg.webhook_name, |c| {
+            ca_bundle_patch(c, ca_crt)
+        })
+        .await;
+        let validating = publish_to(&self.validating, &self.cfg.webhook_name, |c| {
+            validating_ca_bundle_patch(c, ca_crt)
+        })
+        .await;
+        mutating.and(validating)
     }
 
     /// Applies the CA ConfigMap (server-side apply: unchanged content writes nothing).
@@ -354,18 +341,63 @@ pub fn ca_bundle_patch(
     config: &MutatingWebhookConfiguration,
     ca_crt: &str,
 ) -> Option<serde_json::Value> {
+    let webhooks = config.webhooks.iter().flatten();
+    patch_stale(webhooks.map(|w| (&w.name, &w.client_config)), ca_crt)
+}
+
+/// [`ca_bundle_patch`] for the ValidatingWebhookConfiguration.
+pub fn validating_ca_bundle_patch(
+    config: &ValidatingWebhookConfiguration,
+    ca_crt: &str,
+) -> Option<serde_json::Value> {
+    let webhooks = config.webhooks.iter().flatten();
+    patch_stale(webhooks.map(|w| (&w.name, &w.client_config)), ca_crt)
+}
+
+fn patch_stale<'a>(
+    webhooks: impl Iterator<Item = (&'a String, &'a WebhookClientConfig)>,
+    ca_crt: &str,
+) -> Option<serde_json::Value> {
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(ca_crt);
-    let stale: Vec<_> = config
-        .webhooks
-        .iter()
-        .flatten()
-        .filter(|w| {
-            w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(ca_crt.as_bytes())
-        })
-        .map(|w| serde_json::json!({"name": w.name, "clientConfig": {"caBundle": encoded}}))
+    let stale: Vec<_> = webhooks
+        .filter(|(_, c)| c.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(ca_crt.as_bytes()))
+        .map(|(name, _)| serde_json::json!({"name": name, "clientConfig": {"caBundle": encoded}}))
         .collect();
     (!stale.is_empty()).then(|| serde_json::json!({ "webhooks": stale }))
+}
+
+/// Patches the webhook configuration `name` of `api` with `patch_of` (strategic merge),
+/// when it exists and needs it.
+async fn publish_to<K>(
+    api: &Api<K>,
+    name: &str,
+    patch_of: impl FnOnce(&K) -> Option<serde_json::Value>,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    let config = api
+        .get_opt(name)
+        .await
+        .map_err(kube_error(format!("read {kind} {name}")))?;
+    let Some(config) = config else {
+        tracing::warn!(webhook = %name, %kind, "webhook configuration not found; its caBundle is set once it exists");
+        return Ok(());
+    };
+    let Some(patch) = patch_of(&config) else {
+        return Ok(());
+    };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(name, &params, &Patch::Strategic(patch))
+        .await
+        .map_err(kube_error(format!("set the caBundle of {kind} {name}")))?;
+    tracing::info!(webhook = %name, %kind, "caBundle set");
+    Ok(())
 }
 
 fn kube_error(context: String) -> impl FnOnce(kube::Error) -> Error {

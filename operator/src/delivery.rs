@@ -8,13 +8,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use api::policy::FailureClass;
 use api::wire::Event;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -93,11 +93,16 @@ pub struct Target {
 
 // === the HTTPS client ===
 
-/// An HTTPS-only client trusting the system roots plus an optional extra CA bundle.
+/// An HTTPS-only client trusting the system roots plus an optional extra CA bundle, whose
+/// connections go only where the admin policies allow ([`guard`]). It follows no
+/// redirects: a 3xx is a failed delivery.
 #[derive(Clone)]
 pub struct WebhookClient {
-    http: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    tls: rustls::ClientConfig,
+    guard: Guard,
 }
+
+type Http = hyper_util::client::legacy::Client<HttpsConnector<GuardedConnector>, Full<Bytes>>;
 
 impl std::fmt::Debug for WebhookClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,44 +111,52 @@ impl std::fmt::Debug for WebhookClient {
 }
 
 impl WebhookClient {
-    /// `extra_ca_pem`: more CA certificates (PEM) to trust, e.g. a private CA.
-    pub fn new(extra_ca_pem: Option<&[u8]>) -> Result<Self> {
+    /// `extra_ca_pem`: more CA certificates (PEM) to trust, e.g. a private CA; `guard`:
+    /// the destination check made at every connect.
+    pub fn new(extra_ca_pem: Option<&[u8]>, guard: Guard) -> Result<Self> {
         let tls = common::tls::client_config(common::tls::Trust::System {
             extra_pem: extra_ca_pem,
         })
         .map_err(|e| Error::Tls(format!("webhook CA bundle {e}")))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
-        Ok(Self {
-            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-                .build(connector),
-        })
+        Ok(Self { tls, guard })
     }
 
-    /// POSTs `body` to `url` with `key`; the answer's status, or why there is none.
-    async fn post(&self, url: &str, key: &str, body: Bytes) -> Result<StatusCode, String> {
-        let req = Request::post(url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(USER_AGENT, "nes-operator")
-            .header(IDEMPOTENCY_KEY, key)
-            .body(Full::new(body))
-            .map_err(|e| format!("bad webhook request: {e}"))?;
-        let resp = self.http.request(req).await.map_err(|e| {
-            // The legacy client's Display hides the cause (refused, TLS...).
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            msg
-        })?;
-        Ok(resp.status())
+    /// The HTTP client of subscriptions of `namespace` (their policies decide where it may
+    /// connect).
+    fn for_namespace(&self, namespace: &str) -> Http {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_only()
+            .enable_http1()
+            .wrap_connector(self.guard.connector(namespace));
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector)
     }
 }
+
+/// POSTs `body` to `url` with `key`; the answer's status, or the failure's class and
+/// details (the details are for the log only).
+async fn post(http: &Http, url: &str, key: &str, body: Bytes) -> Result<StatusCode, Failure> {
+    let req = Request::post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .header(USER_AGENT, "nes-operator")
+        .header(IDEMPOTENCY_KEY, key)
+        .body(Full::new(body))
+        .map_err(|e| (FailureClass::Other, format!("bad webhook request: {e}")))?;
+    let resp = http.request(req).await.map_err(|e| {
+        // The legacy client's Display hides the cause (refused, TLS...).
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        (guard::classify(&e), msg)
+    })?;
+    Ok(resp.status())
+}
+
+/// Why a POST failed: what status may show, and the details for the log.
+type Failure = (FailureClass, String);
 
 // === the delivery loop ===
 
@@ -160,7 +173,7 @@ pub async fn run(
 ) {
     let d = Delivery {
         hub,
-        client,
+        http: client.for_namespace(&target.namespace),
         cfg,
         target,
         progress,
@@ -190,7 +203,7 @@ pub async fn run(
 /// One subscription's delivery, phase by phase.
 struct Delivery<C> {
     hub: Arc<Hub>,
-    client: WebhookClient,
+    http: Http,
     cfg: DeliveryConfig,
     target: Target,
     progress: Arc<Mutex<Progress>>,
@@ -300,7 +313,7 @@ impl<C: Fn() + Send + Sync> Delivery<C> {
         let key = idempotency_key(&t.uid, first, last);
         let mut attempt = 0u32;
         loop {
-            let Some(error) = self.post(&key, body.clone()).await else {
+            let Some((class, error)) = self.post(&key, body.clone()).await else {
                 debug!(namespace = %t.namespace, name = %t.name, first, last, "batch delivered");
                 self.set(&|p| {
                     p.acked = Some(last);
@@ -309,8 +322,10 @@ impl<C: Fn() + Send + Sync> Delivery<C> {
                 return true;
             };
             let delay = retry_delay(&self.cfg, attempt, &mut rand::rng());
-            warn!(namespace = %t.namespace, name = %t.name, %error, attempt, retry_in = ?delay, "webhook delivery failed");
-            self.set(&|p| p.failing = Some(error.clone()));
+            warn!(namespace = %t.namespace, name = %t.name, url = %t.url, %class, %error, attempt, retry_in = ?delay, "webhook delivery failed");
+            // Status shows the class only: NetworkCare readers must not learn what the
+            // operator's network answered (a port scanner otherwise).
+            self.set(&|p| p.failing = Some(class.to_string()));
             attempt = attempt.saturating_add(1);
             // Retry after the delay, unless the subscription goes away meanwhile.
             let deleted = async {
@@ -328,16 +343,26 @@ impl<C: Fn() + Send + Sync> Delivery<C> {
     }
 
     /// One POST within the attempt timeout: `None` when accepted, else why not.
-    async fn post(&self, key: &str, body: Bytes) -> Option<String> {
+    async fn post(&self, key: &str, body: Bytes) -> Option<Failure> {
         let (url, timeout) = (&self.target.url, self.cfg.attempt_timeout);
-        match tokio::time::timeout(timeout, self.client.post(url, key, body)).await {
+        match tokio::time::timeout(timeout, post(&self.http, url, key, body)).await {
             Ok(Ok(status)) if status.is_success() => None,
-            Ok(Ok(status)) => Some(format!("POST {url} answered {status}")),
-            Ok(Err(e)) => Some(format!("POST {url}: {e}")),
-            Err(_) => Some(format!("POST {url}: no answer within {timeout:?}")),
+            Ok(Ok(status)) => Some((
+                FailureClass::of_status(status.as_u16()).unwrap_or(FailureClass::Other),
+                format!("POST {url} answered {status}"),
+            )),
+            Ok(Err((class, e))) => Some((class, format!("POST {url}: {e}"))),
+            Err(_) => Some((
+                FailureClass::Timeout,
+                format!("POST {url}: no answer within {timeout:?}"),
+            )),
         }
     }
 }
+
+pub mod guard;
+
+pub use guard::{Guard, GuardedConnector};
 
 #[cfg(test)]
 mod tests;

@@ -170,6 +170,24 @@ impl ApiServerVerifier {
     }
 
     /// A SubjectAccessReview answered `allowed`.
+    /// A node agent's token (pod nes-agent-x) reviewed, then its pod read: on `node`.
+    pub async fn agent_on(&mut self, node: &str) {
+        self.token_review(
+            "tok",
+            AGENT,
+            json!({"authentication.kubernetes.io/pod-name": ["nes-agent-x"], "authentication.kubernetes.io/pod-uid": ["agent-uid"]}),
+        )
+        .await;
+        let agent = pod("nes-system", "nes-agent-x", "agent-uid", Some(node), None);
+        self.expect(
+            "GET",
+            "/api/v1/namespaces/nes-system/pods/nes-agent-x",
+            200,
+            agent,
+        )
+        .await;
+    }
+
     pub async fn access_review(&mut self, allowed: bool) -> Call {
         self.expect(
             "POST",
@@ -273,7 +291,8 @@ pub fn test_context_with(
     hub: Arc<Hub>,
     ca_pem: Option<&str>,
 ) -> Arc<crate::controllers::Context> {
-    let webhook = crate::delivery::WebhookClient::new(ca_pem.map(str::as_bytes)).unwrap();
+    let webhook =
+        crate::delivery::WebhookClient::new(ca_pem.map(str::as_bytes), loopback_guard()).unwrap();
     let config = crate::delivery::DeliveryConfig {
         base_delay: Duration::from_millis(40),
         max_delay: Duration::from_millis(200),
@@ -297,6 +316,10 @@ pub fn cliserver_state(client: kube::Client) -> Arc<cliserver::State> {
         },
         client,
         events: Arc::new(Hub::default()),
+        policy: crate::policy::PolicyView::fixed(
+            vec![],
+            &[("app", labels(&[("kubernetes.io/metadata.name", "app")]))],
+        ),
     })
 }
 
@@ -469,6 +492,24 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A destination guard for receivers on this machine: namespace `app` is governed by a
+/// policy allowing loopback (the test receivers listen there), names resolve through the
+/// system resolver.
+pub fn loopback_guard() -> crate::delivery::Guard {
+    let policy = api::NetworkConfigurationPolicy::new(
+        "local-receivers",
+        serde_json::from_value(
+            json!({"webhookDestinations": {"allowCidrs": ["127.0.0.0/8", "::1/128"]}}),
+        )
+        .unwrap(),
+    );
+    crate::delivery::Guard {
+        policy: crate::policy::PolicyView::fixed(vec![policy], &[("app", BTreeMap::new())]),
+        cluster_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+        resolve: crate::delivery::guard::system_resolver(),
     }
 }
 

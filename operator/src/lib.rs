@@ -13,9 +13,11 @@ pub mod delivery;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod probes;
 pub mod run;
 pub mod tls;
+pub mod validating;
 
 #[cfg(test)]
 pub mod fixtures;

@@ -16,9 +16,10 @@ use crate::auth::Authorizer;
 use crate::certs::{self, CertConfig};
 use crate::cliserver::{self, events::Hub};
 use crate::controllers::{self, cares::Subscriptions, Context};
-use crate::delivery::{DeliveryConfig, WebhookClient};
+use crate::delivery::{guard, DeliveryConfig, Guard, WebhookClient};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::{self, Metrics};
+use crate::policy::PolicyView;
 use crate::tls::{self, CertStore};
 use crate::{probes, Error, Result};
 
@@ -84,6 +85,7 @@ fn https_app(
     rest_client: kube::Client,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    policy: PolicyView,
 ) -> axum::Router {
     let state = Arc::new(cliserver::State {
         client: rest_client.clone(),
@@ -93,13 +95,16 @@ fn https_app(
             agent_namespace: args.namespace.clone(),
         },
         events: hub,
+        policy: policy.clone(),
     });
+    let validating = crate::validating::router(policy);
     let shim = Arc::new(ShimConfig {
         image: args.shim_image.clone(),
         image_pull_policy: args.shim_image_pull_policy.clone(),
     });
     cliserver::router(state)
         .merge(admission::router(shim))
+        .merge(validating)
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
@@ -119,7 +124,7 @@ fn cert_config(args: &Args) -> CertConfig {
 }
 
 /// Webhook delivery of subscriptions, trusting the extra CA bundle when one is given.
-fn subscriptions(args: &Args, hub: Arc<Hub>) -> Result<Arc<Subscriptions>> {
+fn subscriptions(args: &Args, hub: Arc<Hub>, policy: PolicyView) -> Result<Arc<Subscriptions>> {
     let extra_ca = match &args.webhook_ca_bundle {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
             Error::Tls(format!(
@@ -131,7 +136,14 @@ fn subscriptions(args: &Args, hub: Arc<Hub>) -> Result<Arc<Subscriptions>> {
     };
     Ok(Subscriptions::new(
         hub,
-        WebhookClient::new(extra_ca.as_deref())?,
+        WebhookClient::new(
+            extra_ca.as_deref(),
+            Guard {
+                policy,
+                cluster_cidrs: args.cluster_cidrs.clone(),
+                resolve: guard::system_resolver(),
+            },
+        )?,
         DeliveryConfig::default(),
     ))
 }
@@ -144,7 +156,14 @@ pub async fn run(args: Args) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let certs = CertStore::new();
     let hub = Arc::new(Hub::default());
-    let app = https_app(&args, rest_client, hub.clone(), metrics.clone());
+    let policy = PolicyView::start(client.clone(), shutdown.clone());
+    let app = https_app(
+        &args,
+        rest_client,
+        hub.clone(),
+        metrics.clone(),
+        policy.clone(),
+    );
     let cert_cfg = cert_config(&args);
     let https = bind(args.listen_addr).await?;
     let probe = bind(args.probe_addr).await?;
@@ -157,7 +176,7 @@ pub async fn run(args: Args) -> Result<()> {
         client.clone(),
         &args.pod_name,
         metrics.clone(),
-        subscriptions(&args, hub.clone())?,
+        subscriptions(&args, hub.clone(), policy)?,
     );
     let lease = LeaseConfig {
         namespace: args.namespace.clone(),

@@ -20,6 +20,8 @@ const SECRET_PATH: &str = "/api/v1/namespaces/nes-system/secrets/nes-operator-tl
 const SECRETS_PATH: &str = "/api/v1/namespaces/nes-system/secrets";
 const WEBHOOK_PATH: &str =
     "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/nes-operator";
+const VALIDATING_PATH: &str =
+    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/nes-operator";
 const CONFIGMAP_PATH: &str = "/api/v1/namespaces/nes-system/configmaps/nes-ca";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -170,15 +172,22 @@ impl ApiServerVerifier {
     }
 
     /// GET MutatingWebhookConfiguration -> `config`; then, when it lacks `ca`, the
-    /// strategic merge PATCH setting it on both webhooks.
+    /// strategic merge PATCH setting it on both webhooks; then GET of the
+    /// ValidatingWebhookConfiguration, absent here.
     async fn webhook_ca_bundle(&mut self, config: Value, ca: &str) {
         let current = config["webhooks"][0]["clientConfig"]["caBundle"].clone();
         self.expect(Method::GET, WEBHOOK_PATH)
             .await
             .reply(200, config.clone());
-        if current == json!(b64(ca)) {
-            return;
+        if current != json!(b64(ca)) {
+            self.patch_ca_bundle(config, ca).await;
         }
+        self.expect(Method::GET, VALIDATING_PATH)
+            .await
+            .reply(404, status(404, "NotFound"));
+    }
+
+    async fn patch_ca_bundle(&mut self, config: Value, ca: &str) {
         let call = self.expect(Method::PATCH, WEBHOOK_PATH).await;
         assert_eq!(call.query, query(&[("fieldManager", "nes-operator")]));
         assert_eq!(
@@ -410,6 +419,22 @@ async fn a_missing_webhook_configuration_does_not_stop_serving() {
     api.expect(Method::GET, WEBHOOK_PATH)
         .await
         .reply(404, status(404, "NotFound"));
+    // The ValidatingWebhookConfiguration still gets the caBundle.
+    let mut validating = webhook_config(None);
+    validating["kind"] = json!("ValidatingWebhookConfiguration");
+    api.expect(Method::GET, VALIDATING_PATH)
+        .await
+        .reply(200, validating.clone());
+    let call = api.expect(Method::PATCH, VALIDATING_PATH).await;
+    assert_eq!(
+        call.content_type.as_deref(),
+        Some("application/strategic-merge-patch+json")
+    );
+    assert_eq!(
+        call.body["webhooks"][0],
+        json!({"name": "pods.nes.network-config.io", "clientConfig": {"caBundle": b64(&current.ca_crt)}})
+    );
+    call.reply(200, validating);
     api.apply_ca_configmap(&current.ca_crt).await;
     assert_eq!(served_leaf(&running.store), der(&current.tls_crt));
     running.stop().await;
@@ -423,6 +448,9 @@ async fn a_forbidden_webhook_update_still_publishes_the_ca_and_retries() {
     api.expect(Method::GET, WEBHOOK_PATH)
         .await
         .reply(403, status(403, "Forbidden"));
+    api.expect(Method::GET, VALIDATING_PATH)
+        .await
+        .reply(404, status(404, "NotFound"));
     api.apply_ca_configmap(&current.ca_crt).await;
     assert_eq!(served_leaf(&running.store), der(&current.tls_crt));
     // Meanwhile the Secret watch starts: it lists the Secret already handled, then
@@ -516,4 +544,23 @@ fn ca_bundle_patch_touches_only_webhooks_without_the_current_ca() {
     let mut empty = webhook_config(None);
     empty["webhooks"] = json!([]);
     assert_eq!(ca_bundle_patch(&parse(empty), ca), None);
+}
+
+#[test]
+fn the_validating_webhooks_get_the_ca_bundle_too() {
+    let mut config = webhook_config(None);
+    config["kind"] = json!("ValidatingWebhookConfiguration");
+    let parse = |v: Value| serde_json::from_value::<ValidatingWebhookConfiguration>(v).unwrap();
+    let patch = validating_ca_bundle_patch(&parse(config.clone()), "CA").unwrap();
+    assert_eq!(
+        patch,
+        json!({"webhooks": [
+            {"name": "pods.nes.network-config.io", "clientConfig": {"caBundle": b64("CA")}},
+            {"name": "pods-again.nes.network-config.io", "clientConfig": {"caBundle": b64("CA")}},
+        ]})
+    );
+    for w in config["webhooks"].as_array_mut().unwrap() {
+        w["clientConfig"]["caBundle"] = json!(b64("CA"));
+    }
+    assert_eq!(validating_ca_bundle_patch(&parse(config), "CA"), None);
 }

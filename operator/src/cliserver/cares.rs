@@ -17,7 +17,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::{access, parse_body, ApiError, State};
+use super::{access, origin, parse_body, ApiError, State};
 use crate::auth::{Authorized, EXTRA_POD_NAME, EXTRA_POD_UID, NETWORKCARES};
 use crate::controllers::ownership;
 
@@ -103,6 +103,9 @@ pub async fn create_care(
     let new: NewCare = parse_body(&headers, &body, "")?;
     api::validate::validate_new_care(&new)
         .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
+    state
+        .policy
+        .evaluate(&ns, api::policy::Subject::Care(&new.spec), origin(&who))?;
     let owner = owner(&state, &who, &ns).await?;
     let care = NetworkCare {
         metadata: ObjectMeta {

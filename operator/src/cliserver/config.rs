@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::view::{config_view, manages_spec, status_view};
-use super::{access, parse_body, ApiError, State};
+use super::{access, origin, parse_body, ApiError, State};
 use crate::auth::NETWORKCONFIGURATIONS;
 use crate::controllers::ownership;
 
@@ -120,6 +120,11 @@ pub async fn put_config(
     // checked here (canonical spellings, nothing twice) before anything is applied.
     api::validate_fragment(&fragment)
         .map_err(|invalid| ApiError(api::wire::ProblemDetails::invalid(&invalid)))?;
+    state.policy.evaluate(
+        &ns,
+        api::policy::Subject::Configuration(&fragment),
+        origin(&who),
+    )?;
     let pod_obj = state.pod(who, &ns, &pod).await?;
     let cr = apply_validated(
         &state.client,

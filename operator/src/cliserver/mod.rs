@@ -34,6 +34,8 @@ pub struct State {
     pub client: kube::Client,
     pub auth: Authorizer,
     pub events: Arc<events::Hub>,
+    /// The admin policies, evaluated before any apply.
+    pub policy: crate::policy::PolicyView,
 }
 
 /// Every cliserver route.
@@ -127,6 +129,15 @@ impl State {
     }
 }
 
+/// Who asks, for the policy: a request a node agent forwards from a pod's socket is the
+/// pod's own (`selfService` applies); anything else is a cluster caller.
+fn origin(who: &Authorized) -> api::policy::Origin {
+    match who {
+        Authorized::Forwarded { .. } => api::policy::Origin::Pod,
+        Authorized::Direct { .. } => api::policy::Origin::Cluster,
+    }
+}
+
 /// The value of header `name` (`shown` in errors), which must be text.
 fn text<'a>(headers: &'a HeaderMap, name: &str, shown: &str) -> Result<Option<&'a str>, ApiError> {
     headers
@@ -164,5 +175,7 @@ fn access(
     }
 }
 
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod tests;

@@ -73,6 +73,14 @@ fn from_status(context: &str, status: &Status) -> ApiError {
             kind: "https://nes.network-config.io/problems/invalid".into(),
             ..ProblemDetails::new(422, "invalid network configuration", status.message.clone())
         }
+    } else if status.code == 403 && crate::validating::is_denial(&status.message) {
+        // nes's validating webhook refused the merged configuration by policy: the
+        // caller's answer, as the API server said it. (The operator's own RBAC failures
+        // stay 502: they are not the caller's to fix.)
+        ProblemDetails {
+            kind: "https://nes.network-config.io/problems/policy-denied".into(),
+            ..ProblemDetails::new(403, "denied by policy", status.message.clone())
+        }
     } else {
         ProblemDetails::new(
             502,
@@ -98,6 +106,31 @@ impl From<Denied> for ApiError {
     }
 }
 
+impl From<crate::policy::Refusal> for ApiError {
+    /// A policy denial is 403 naming each policy, rule and field; a view that cannot tell
+    /// yet is 503 (with Retry-After): the request is refused, never let through.
+    fn from(r: crate::policy::Refusal) -> Self {
+        match r {
+            crate::policy::Refusal::Denied(denied) => {
+                let names: Vec<String> =
+                    denied.policies().iter().map(|n| format!("{n:?}")).collect();
+                let detail = format!(
+                    "NetworkConfigurationPolicy {} does not allow this request",
+                    names.join(", ")
+                );
+                Self(ProblemDetails {
+                    kind: "https://nes.network-config.io/problems/policy-denied".into(),
+                    errors: denied.problems(),
+                    ..ProblemDetails::new(403, "denied by policy", detail)
+                })
+            }
+            crate::policy::Refusal::Unavailable(why) => {
+                Self::new(503, "policy not loaded yet", why)
+            }
+        }
+    }
+}
+
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
         Self::from_operator(&e)
@@ -111,6 +144,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::policy::RETRY_AFTER_SECONDS),
+            );
         }
         response
     }

@@ -273,7 +273,8 @@ async fn a_failing_webhook_shows_failing_with_the_last_error() {
         .await
         .unwrap()
         .unwrap();
-    let error = format!("POST {} answered 500 Internal Server Error", receiver.url);
+    // Only the class: the URL's answer is in the operator's log, not in status.
+    let error = "HTTP 5xx";
     assert_eq!(
         body["status"]["conditions"],
         json!([

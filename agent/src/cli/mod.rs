@@ -106,3 +106,17 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
     }
     stop.cancel();
 }
+
+/// Reads `--policy FILE`: every document must be a valid NetworkConfigurationPolicy, or the
+/// agent does not start (running with fewer restrictions than the admin wrote is worse).
+pub fn read_policy_file(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<std::sync::Arc<api::policy::NetworkConfigurationPolicy>>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--policy {}: cannot read it", path.display()))?;
+    let policies = api::policy::parse_policy_file(&text)
+        .with_context(|| format!("--policy {}", path.display()))?;
+    tracing::info!(file = %path.display(), policies = policies.len(), "admin policy loaded");
+    Ok(policies.into_iter().map(std::sync::Arc::new).collect())
+}

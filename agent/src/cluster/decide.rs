@@ -212,6 +212,25 @@ pub fn pass_event(prev: Option<&Pass>, pass: &Pass) -> Option<KubeEvent> {
     }
 }
 
+/// The Event for an admin policy's refusal, when it is new (not the same refusal as
+/// before): a warning with the refusal's reason and every violation.
+pub fn refusal_event(before: Option<&Desired>, now: &Desired) -> Option<KubeEvent> {
+    let reason = match now.problem.as_ref()?.reason.as_str() {
+        api::policy::POLICY_DENIED_REASON => api::policy::POLICY_DENIED_REASON,
+        crate::policy::POLICY_UNAVAILABLE_REASON => crate::policy::POLICY_UNAVAILABLE_REASON,
+        _ => return None,
+    };
+    let problem = now.problem.as_ref()?;
+    if before.and_then(|b| b.problem.as_ref()) == Some(problem) {
+        return None;
+    }
+    Some(KubeEvent {
+        warning: true,
+        reason,
+        note: format!("generation {}: {}", now.generation, problem.message),
+    })
+}
+
 /// Who declared each interface and route, read from the object's managed fields (the
 /// fields of server-side apply), so `GET /v1/self/config` names owners as the standalone
 /// agent does.

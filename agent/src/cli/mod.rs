@@ -115,8 +115,9 @@ pub fn read_policy_file(
     use anyhow::Context;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--policy {}: cannot read it", path.display()))?;
+    // The error's own text names its cause: as a context chain it would print it twice.
     let policies = api::policy::parse_policy_file(&text)
-        .with_context(|| format!("--policy {}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("--policy {}: {e}", path.display()))?;
     tracing::info!(file = %path.display(), policies = policies.len(), "admin policy loaded");
     Ok(policies.into_iter().map(std::sync::Arc::new).collect())
 }

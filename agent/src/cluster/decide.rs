@@ -566,4 +566,39 @@ mod tests {
         assert_eq!(o.routes[0].key.dst, "10.1.0.0/16");
         assert_eq!(o.routes[0].managers, vec!["app".to_string()]);
     }
+
+    #[test]
+    fn a_policy_refusal_is_announced_once_and_other_problems_not_at_all() {
+        let refused = |reason: &str, message: &str, generation| Desired {
+            generation,
+            problem: Some(crate::podapi::StateProblem {
+                reason: reason.into(),
+                message: message.into(),
+                hold: false,
+            }),
+            ..Desired::default()
+        };
+        let denied = refused("PolicyDenied", "denied by \"tenant\"", 2);
+        let event = refusal_event(Some(&Desired::default()), &denied).expect("new refusal");
+        assert_eq!((event.warning, event.reason), (true, "PolicyDenied"));
+        assert!(event.note.contains("generation 2") && event.note.contains("tenant"));
+        assert_eq!(
+            refusal_event(Some(&denied), &denied),
+            None,
+            "the same refusal again"
+        );
+        let other = refused("PolicyDenied", "denied by \"strict\"", 2);
+        assert!(
+            refusal_event(Some(&denied), &other).is_some(),
+            "a new violation"
+        );
+        let unavailable = refused("PolicyUnavailable", "not listed", 2);
+        assert_eq!(
+            refusal_event(None, &unavailable).map(|e| e.reason),
+            Some("PolicyUnavailable")
+        );
+        let gone = refused("ConfigurationGone", "relabelled", 2);
+        assert_eq!(refusal_event(None, &gone), None, "not the policy's");
+        assert_eq!(refusal_event(Some(&denied), &Desired::default()), None);
+    }
 }

@@ -238,6 +238,8 @@ fn a_policy_selects_namespaces_by_label() {
     );
     let prod = [("env".to_string(), "prod".to_string())].into();
     let dev = [("env".to_string(), "dev".to_string())].into();
-    assert!(matches!(Governing::of(&[p.clone()], &prod), Governing::Known(v) if v.len() == 1));
+    assert!(
+        matches!(Governing::of(std::slice::from_ref(&p), &prod), Governing::Known(v) if v.len() == 1)
+    );
     assert!(matches!(Governing::of(&[p], &dev), Governing::Known(v) if v.is_empty()));
 }

@@ -9,6 +9,7 @@ use nes_tests::standalone::Standalone;
 use api::wire::{ConfigView, ProblemDetails};
 use common::{eventually, host_access, require_kind, require_root, NetlinkWitness, Netns};
 use nes_tests::client::PodClient;
+use serde_json::json;
 use std::time::Duration;
 
 const POLICY: &str = r#"
@@ -54,6 +55,25 @@ fn pod_netns(tag: &str) -> Netns {
     ]);
     pod.ip(&["link", "set", "eth0", "up"]);
     pod
+}
+
+/// Puts `address` on the pod's eth0 through `@nes`, which must accept it and apply it.
+async fn apply_address(client: &PodClient, pod: &Netns, address: &str) {
+    let body =
+        json!({"interfaces": [{"name": "eth0", "type": "existing", "addresses": [address]}]});
+    let (code, answer) = client
+        .call_retrying("PUT", "/v1/self/config?manager=app", &body.to_string())
+        .await;
+    assert_eq!(code, 200, "an allowed request applies: {answer}");
+    assert!(
+        eventually(Duration::from_secs(10), || pod
+            .addresses("eth0")
+            .iter()
+            .any(|a| a == address))
+        .await,
+        "{address} was never applied: {:?}",
+        pod.addresses("eth0")
+    );
 }
 
 fn write(text: &str) -> std::path::PathBuf {
@@ -126,22 +146,7 @@ async fn a_pod_is_refused_a_host_bridge_and_an_out_of_range_address_with_zero_wr
     let view: ConfigView = serde_json::from_str(&body).expect("view");
     assert_eq!(view.generation, 0, "a refused request was stored: {body}");
 
-    let (code, answer) = client
-        .call(
-            "PUT",
-            "/v1/self/config?manager=app",
-            r#"{"interfaces": [{"name": "eth0", "type": "existing", "addresses": ["10.1.0.5/24"]}]}"#,
-        )
-        .await;
-    assert_eq!(code, 200, "an allowed request applies: {answer}");
-    assert!(
-        eventually(Duration::from_secs(10), || pod
-            .addresses("eth0")
-            .iter()
-            .any(|a| a.starts_with("10.1.0.5")))
-        .await,
-        "the allowed address was never applied"
-    );
+    apply_address(&client, &pod, "10.1.0.5/24").await;
     a.shutdown().await;
 }
 
@@ -155,21 +160,7 @@ async fn a_stored_configuration_a_new_policy_forbids_is_held_not_torn_down() {
     a.add("tenant-0", &pod.path());
     a.start();
     let client = PodClient::new(&pod.path());
-    let (code, answer) = client
-        .call_retrying(
-            "PUT",
-            "/v1/self/config?manager=app",
-            r#"{"interfaces": [{"name": "eth0", "type": "existing", "addresses": ["10.2.0.5/24"]}]}"#,
-        )
-        .await;
-    assert_eq!(code, 200, "{answer}");
-    assert!(
-        eventually(Duration::from_secs(10), || pod
-            .addresses("eth0")
-            .iter()
-            .any(|a| a.starts_with("10.2.0.5")))
-        .await
-    );
+    apply_address(&client, &pod, "10.2.0.5/24").await;
     a.shutdown().await;
     // The admin restricts the range; the agent restarts with the policy.
     a.policies = agent::cli::read_policy_file(&write(POLICY)).expect("policy file");

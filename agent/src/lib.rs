@@ -25,5 +25,7 @@ pub mod cri;
 pub mod standalone;
 // -- pod socket API shared by standalone and cluster agents
 pub mod podapi;
+// -- admin policy at the agent's entrances
+pub mod policy;
 // -- in-cluster agent
 pub mod cluster;

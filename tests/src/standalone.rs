@@ -22,6 +22,10 @@ pub struct Standalone {
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<agent::error::Result<()>>>,
     mounted: Vec<PathBuf>,
+    /// The admin policies (`--policy FILE`); none: the built-in default.
+    pub policies: Vec<std::sync::Arc<api::policy::NetworkConfigurationPolicy>>,
+    /// The node's `--allow-host-*` ceiling (nothing unless set).
+    pub host_access: api::host::HostAccess,
 }
 
 impl Standalone {
@@ -36,6 +40,8 @@ impl Standalone {
             stop: CancellationToken::new(),
             task: None,
             mounted: vec![],
+            policies: vec![],
+            host_access: Default::default(),
         }
     }
 
@@ -51,7 +57,8 @@ impl Standalone {
             netns_dir: self.dir.path().join("netns"),
             admin_socket: self.dir.path().join("run/admin.sock"),
             host_netns: self.host.path(),
-            host_access: Default::default(),
+            host_access: self.host_access.clone(),
+            policies: self.policies.clone(),
             rescan: self.rescan,
             keeper: KeeperOptions {
                 debounce: Duration::from_millis(50),

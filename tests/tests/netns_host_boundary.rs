@@ -151,6 +151,12 @@ async fn a_networkconfiguration_cannot_reach_a_host_link_either() {
         return;
     }
     let api = ApiServer::default();
+    // The admin policy allows all of it, passthru included: the node's flags still bound it.
+    api.put_policy(
+        "host-ok",
+        json!({"host": {"veth": true, "bridges": ["victimbr"], "parents": ["victim0"],
+                        "passthru": true}}),
+    );
     let resolver = Arc::new(FakeResolver::default());
     let p = ServedPod::new("hbcl", "demo-0", "uid-hb");
     let mut agent = ClusterAgent::new(&api, &resolver);
@@ -169,23 +175,22 @@ async fn a_networkconfiguration_cannot_reach_a_host_link_either() {
     );
     resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
     let started = agent.start();
+    // Refused whole before any write (the node ceiling is checked with the policy).
     let refused = api
         .wait_patch(&p.name, started, |s| {
-            s.condition("Applied").map(|c| (c.0, c.1)) == Some(("False", "Failed"))
-                && s.status
-                    .interfaces
-                    .iter()
-                    .all(|i| i.state == api::ObjectState::Failed)
+            s.condition("Degraded").map(|c| (c.0, c.1)) == Some(("True", "PolicyDenied"))
         })
         .await;
-    let errors: Vec<String> = refused
+    let message = refused
         .status
-        .interfaces
+        .conditions
         .iter()
-        .filter_map(|i| i.error.clone())
-        .collect();
-    assert!(errors[1].contains("passthru"), "{errors:?}");
-    assert!(!errors[0].contains("victim"), "{errors:?}");
+        .find(|c| c.type_ == "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("passthru"), "{message}");
+    assert!(message.contains("spec.interfaces[1]"), "{message}");
+    assert!(!message.contains("spec.interfaces[0]"), "{message}");
     assert_eq!(
         victim.snapshot(&agent.host),
         before,

@@ -106,3 +106,18 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
     }
     stop.cancel();
 }
+
+/// Reads `--policy FILE`: every document must be a valid NetworkConfigurationPolicy, or the
+/// agent does not start (running with fewer restrictions than the admin wrote is worse).
+pub fn read_policy_file(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<std::sync::Arc<api::policy::NetworkConfigurationPolicy>>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--policy {}: cannot read it", path.display()))?;
+    // The error's own text names its cause: as a context chain it would print it twice.
+    let policies = api::policy::parse_policy_file(&text)
+        .map_err(|e| anyhow::anyhow!("--policy {}: {e}", path.display()))?;
+    tracing::info!(file = %path.display(), policies = policies.len(), "admin policy loaded");
+    Ok(policies.into_iter().map(std::sync::Arc::new).collect())
+}

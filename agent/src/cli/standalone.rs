@@ -28,6 +28,12 @@ pub struct Args {
     pub resync_seconds: u64,
     #[command(flatten)]
     pub host_access: super::HostAccessArgs,
+    /// Admin policy: a YAML stream of NetworkConfigurationPolicy objects (the cluster's
+    /// schema); a netns is selected by its name as the label kubernetes.io/metadata.name.
+    /// Without it the built-in default applies (no host-side field; --allow-host-* stays the
+    /// node's ceiling either way).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -37,6 +43,10 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         admin_socket: args.admin_socket,
         host_netns: args.host_netns,
         host_access: args.host_access.access()?,
+        policies: match &args.policy {
+            Some(path) => super::read_policy_file(path)?,
+            None => Vec::new(),
+        },
         rescan: Duration::from_secs(5),
         keeper: KeeperOptions {
             resync: Duration::from_secs(args.resync_seconds.max(1)),

@@ -212,6 +212,25 @@ pub fn pass_event(prev: Option<&Pass>, pass: &Pass) -> Option<KubeEvent> {
     }
 }
 
+/// The Event for an admin policy's refusal, when it is new (not the same refusal as
+/// before): a warning with the refusal's reason and every violation.
+pub fn refusal_event(before: Option<&Desired>, now: &Desired) -> Option<KubeEvent> {
+    let reason = match now.problem.as_ref()?.reason.as_str() {
+        api::policy::POLICY_DENIED_REASON => api::policy::POLICY_DENIED_REASON,
+        crate::policy::POLICY_UNAVAILABLE_REASON => crate::policy::POLICY_UNAVAILABLE_REASON,
+        _ => return None,
+    };
+    let problem = now.problem.as_ref()?;
+    if before.and_then(|b| b.problem.as_ref()) == Some(problem) {
+        return None;
+    }
+    Some(KubeEvent {
+        warning: true,
+        reason,
+        note: format!("generation {}: {}", now.generation, problem.message),
+    })
+}
+
 /// Who declared each interface and route, read from the object's managed fields (the
 /// fields of server-side apply), so `GET /v1/self/config` names owners as the standalone
 /// agent does.
@@ -546,5 +565,40 @@ mod tests {
         assert_eq!(o.routes.len(), 1);
         assert_eq!(o.routes[0].key.dst, "10.1.0.0/16");
         assert_eq!(o.routes[0].managers, vec!["app".to_string()]);
+    }
+
+    #[test]
+    fn a_policy_refusal_is_announced_once_and_other_problems_not_at_all() {
+        let refused = |reason: &str, message: &str, generation| Desired {
+            generation,
+            problem: Some(crate::podapi::StateProblem {
+                reason: reason.into(),
+                message: message.into(),
+                hold: false,
+            }),
+            ..Desired::default()
+        };
+        let denied = refused("PolicyDenied", "denied by \"tenant\"", 2);
+        let event = refusal_event(Some(&Desired::default()), &denied).expect("new refusal");
+        assert_eq!((event.warning, event.reason), (true, "PolicyDenied"));
+        assert!(event.note.contains("generation 2") && event.note.contains("tenant"));
+        assert_eq!(
+            refusal_event(Some(&denied), &denied),
+            None,
+            "the same refusal again"
+        );
+        let other = refused("PolicyDenied", "denied by \"strict\"", 2);
+        assert!(
+            refusal_event(Some(&denied), &other).is_some(),
+            "a new violation"
+        );
+        let unavailable = refused("PolicyUnavailable", "not listed", 2);
+        assert_eq!(
+            refusal_event(None, &unavailable).map(|e| e.reason),
+            Some("PolicyUnavailable")
+        );
+        let gone = refused("ConfigurationGone", "relabelled", 2);
+        assert_eq!(refusal_event(None, &gone), None, "not the policy's");
+        assert_eq!(refusal_event(Some(&denied), &Desired::default()), None);
     }
 }

@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::policy::NetworkConfigurationPolicy;
 use api::NetworkConfiguration;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -32,6 +33,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::cri::{NetnsResolver, SandboxEvent};
 use crate::error::{Error, Result};
+use crate::policy::Governing;
 use crate::watch::KeeperOptions;
 use forward::{ForwardOptions, Forwarder};
 use state::StateDir;
@@ -61,6 +63,9 @@ pub struct Options {
     pub resync: Duration,
     /// `/healthz`, `/readyz`, `/metrics`; none in tests.
     pub probe_addr: Option<std::net::SocketAddr>,
+    /// How long serving waits for the admin policies' first list; after it, pods are
+    /// served but nothing new is applied (Degraded `PolicyUnavailable`) until they list.
+    pub policy_list_timeout: Duration,
 }
 
 impl Options {
@@ -78,6 +83,7 @@ impl Options {
             status_interval: Duration::from_secs(1),
             resync: Duration::from_secs(60),
             probe_addr: None,
+            policy_list_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +104,11 @@ pub struct Context {
     pub subscriptions: Arc<cares::Subscriptions>,
     /// Cancelled once both watches have listed.
     pub ready: CancellationToken,
+    /// The admin policies and the namespaces (their labels select policies).
+    pub policies: Store<NetworkConfigurationPolicy>,
+    pub namespaces: Store<Namespace>,
+    /// Cancelled once both of those watches have listed.
+    pub policies_listed: CancellationToken,
 }
 
 impl Context {
@@ -109,6 +120,24 @@ impl Context {
             None => conf,
         };
         self.confs.get(&conf)
+    }
+
+    /// The admin policies governing the pod's namespace now; unknown (fail closed) before
+    /// the policy and namespace watches have listed, or while the namespace is not seen.
+    pub fn governing(&self, key: &Key) -> Governing {
+        if !self.policies_listed.is_cancelled() {
+            return Governing::Unknown(
+                "the NetworkConfigurationPolicy and Namespace watches have not listed (the agent needs get/list/watch on networkconfigurationpolicies and namespaces); nothing new is applied until they do".into(),
+            );
+        }
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        let Some(ns) = self.namespaces.get(&ObjectRef::new(namespace)) else {
+            return Governing::Unknown(format!(
+                "namespace {namespace:?} is not in the agent's watch yet; nothing new is applied until it is"
+            ));
+        };
+        let labels = ns.metadata.labels.clone().unwrap_or_default();
+        Governing::of(&self.policies.state(), &labels)
     }
 }
 
@@ -139,13 +168,22 @@ pub async fn run(
     let forwarder = Arc::new(Forwarder::new(opts.forward.clone())?);
     let (pods, pods_writer) = reflector::store::<Pod>();
     let (confs, confs_writer) = reflector::store::<NetworkConfiguration>();
+    let (policies, policies_writer) = reflector::store::<NetworkConfigurationPolicy>();
+    let (namespaces, namespaces_writer) = reflector::store::<Namespace>();
     let (notices, noticed) = mpsc::unbounded_channel();
+    let policy_watches = spawn_policy_watches(
+        &client,
+        policies_writer,
+        namespaces_writer,
+        notices.clone(),
+        &stop,
+    );
     let watches = spawn_watches(
         &opts.node,
         &client,
         pods_writer,
         confs_writer,
-        notices,
+        notices.clone(),
         &stop,
     );
 
@@ -175,7 +213,11 @@ pub async fn run(
         served,
         subscriptions,
         ready: CancellationToken::new(),
+        policies,
+        namespaces,
+        policies_listed: CancellationToken::new(),
     });
+    tokio::spawn(mark_policies_listed(ctx.clone(), notices, stop.clone()));
     serve_probes(&ctx, &stop).await?;
     if !listed(&ctx, &stop).await? {
         return Ok(());
@@ -183,7 +225,7 @@ pub async fn run(
     ctx.ready.cancel();
     info!(node = %ctx.opts.node, pods = ctx.pods.state().len(), "watches listed; serving pods");
     dispatch(&ctx, noticed, &stop).await;
-    for w in watches {
+    for w in watches.into_iter().chain(policy_watches) {
         w.abort();
     }
     Ok(())
@@ -212,6 +254,7 @@ fn spawn_watches(
                 ),
                 notices.clone(),
                 stop.clone(),
+                pod_notice,
             )
             .instrument(tracing::info_span!("watch", kind = "Pod")),
         ),
@@ -223,10 +266,80 @@ fn spawn_watches(
                 ),
                 notices,
                 stop.clone(),
+                pod_notice,
             )
             .instrument(tracing::info_span!("watch", kind = "NetworkConfiguration")),
         ),
     ]
+}
+
+/// The watches of the admin policies and of the namespaces (whose labels select them):
+/// any change re-evaluates every pod of this node.
+fn spawn_policy_watches(
+    client: &Client,
+    policies_writer: reflector::store::Writer<NetworkConfigurationPolicy>,
+    namespaces_writer: reflector::store::Writer<Namespace>,
+    notices: mpsc::UnboundedSender<Notice>,
+    stop: &CancellationToken,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    [
+        tokio::spawn(
+            follow(
+                reflector::reflector(
+                    policies_writer,
+                    watcher(
+                        Api::<NetworkConfigurationPolicy>::all(client.clone()),
+                        watcher::Config::default(),
+                    ),
+                ),
+                notices.clone(),
+                stop.clone(),
+                |_: &NetworkConfigurationPolicy| Notice::All,
+            )
+            .instrument(tracing::info_span!(
+                "watch",
+                kind = "NetworkConfigurationPolicy"
+            )),
+        ),
+        tokio::spawn(
+            follow(
+                reflector::reflector(
+                    namespaces_writer,
+                    watcher(
+                        Api::<Namespace>::all(client.clone()),
+                        watcher::Config::default(),
+                    ),
+                ),
+                notices,
+                stop.clone(),
+                |_: &Namespace| Notice::All,
+            )
+            .instrument(tracing::info_span!("watch", kind = "Namespace")),
+        ),
+    ]
+}
+
+/// Marks the admin policies known once both their watches have listed, and re-evaluates
+/// every pod then (one served before may be held for want of them).
+async fn mark_policies_listed(
+    ctx: Arc<Context>,
+    notices: mpsc::UnboundedSender<Notice>,
+    stop: CancellationToken,
+) {
+    let listed = async {
+        tokio::try_join!(
+            ctx.policies.wait_until_ready(),
+            ctx.namespaces.wait_until_ready()
+        )
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        ready = listed => if ready.is_ok() {
+            ctx.policies_listed.cancel();
+            info!(policies = ctx.policies.state().len(), "admin policies listed");
+            let _ = notices.send(Notice::All);
+        }
+    }
 }
 
 /// The probe and metrics endpoint, when an address is configured.
@@ -250,14 +363,24 @@ async fn serve_probes(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<()
 /// removing what nes applied.
 async fn listed(ctx: &Context, stop: &CancellationToken) -> Result<bool> {
     tokio::select! {
-        _ = stop.cancelled() => Ok(false),
+        _ = stop.cancelled() => return Ok(false),
         ready = async { tokio::try_join!(ctx.pods.wait_until_ready(), ctx.confs.wait_until_ready()) } => {
             match ready {
-                Ok(_) => Ok(true),
-                Err(_) => Err(Error::Watch { what: "the pod and NetworkConfiguration watches ended before listing".into() }),
+                Ok(_) => {}
+                Err(_) => return Err(Error::Watch { what: "the pod and NetworkConfiguration watches ended before listing".into() }),
             }
         }
     }
+    // Fail closed after the deadline: pods are served, nothing new is applied.
+    let deadline = ctx.opts.policy_list_timeout;
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(false),
+        _ = ctx.policies_listed.cancelled() => {}
+        _ = tokio::time::sleep(deadline) => {
+            warn!(after = ?deadline, "the NetworkConfigurationPolicy and Namespace watches have not listed; serving pods Degraded (PolicyUnavailable) with nothing new applied");
+        }
+    }
+    Ok(true)
 }
 
 /// Wakes (or starts) the worker of each pod a notice is about, until `stop`; then stops
@@ -365,9 +488,13 @@ impl Workers {
     }
 }
 
-/// Drives one reflector, telling the loop which pod each change is about.
-async fn follow<K, S>(stream: S, notices: mpsc::UnboundedSender<Notice>, stop: CancellationToken)
-where
+/// Drives one reflector, telling the loop which pod each change is about (`notice_of`).
+async fn follow<K, S>(
+    stream: S,
+    notices: mpsc::UnboundedSender<Notice>,
+    stop: CancellationToken,
+    notice_of: fn(&K) -> Notice,
+) where
     K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
     S: futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send,
 {
@@ -380,9 +507,7 @@ where
         };
         let notice = match next {
             None => return,
-            Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => {
-                Notice::Pod(pod_key(&obj))
-            }
+            Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => notice_of(&obj),
             Some(Ok(watcher::Event::InitDone)) => Notice::All,
             Some(Ok(_)) => continue,
             Some(Err(error)) => {
@@ -394,6 +519,11 @@ where
             return;
         }
     }
+}
+
+/// The notice about a pod's own object or its `NetworkConfiguration` (same name).
+fn pod_notice<K: Resource>(obj: &K) -> Notice {
+    Notice::Pod(pod_key(obj))
 }
 
 /// A pod's key from its own object or from its `NetworkConfiguration` (same name).

@@ -110,6 +110,7 @@ async fn step(
     if let Some(s) = served.as_ref().filter(|s| s.sandbox == sandbox) {
         let current = s.desired.borrow().clone();
         let (desired, next) = desired_for(ctx, key, Some(&current), false, absent).await;
+        announce_refusal(ctx, &pod, Some(&current), &desired).await;
         s.desired.send_if_modified(|current| {
             let changed = *current != desired;
             *current = desired;
@@ -139,6 +140,7 @@ async fn step(
     let owned = ctx.states.owned_in(&uid, &candidate.sandbox);
     // After a restart the CR may not be known yet: a pod with a record holds, not wipes.
     let (desired, next) = desired_for(ctx, key, None, owned != Owned::default(), absent).await;
+    announce_refusal(ctx, &pod, None, &desired).await;
     *served = Some(candidate.serve(ctx, net, &path, owned, desired));
     next
 }
@@ -174,7 +176,24 @@ async fn desired_for(
         Lookup::Unknown => Next::Retry,
         _ => Next::Idle,
     };
-    (decide::next_desired(lookup, current, owns_something), next)
+    // Defence in depth: a CR written directly (kubectl, another controller) is checked
+    // against the admin policies here, before the engine sees it.
+    let desired = crate::policy::gate_apply(
+        decide::next_desired(lookup, current, owns_something),
+        current,
+        &ctx.governing(key),
+        &ctx.opts.host_access,
+    );
+    (desired, next)
+}
+
+/// An Event on the pod when the admin policy newly refuses its configuration (the CR's
+/// status says it too, through the pod server's Degraded condition).
+async fn announce_refusal(ctx: &Arc<Context>, pod: &Pod, before: Option<&Desired>, now: &Desired) {
+    if let Some(event) = decide::refusal_event(before, now) {
+        warn!(reason = event.reason, message = %event.note, "the admin policy refuses the configuration; nothing new is applied");
+        report::publish(ctx, pod, &event).await;
+    }
 }
 
 /// Asks the API server for the pod's configuration by name, once it left the node's watch:
@@ -370,6 +389,7 @@ impl Candidate<'_> {
                 keeper: ctx.opts.keeper.clone(),
                 node: Some(ctx.opts.node.clone()),
                 conditions: previous_conditions(ctx, key, &sandbox),
+                policy: policy_source(ctx, key),
             },
         );
         info!(sandbox = %sandbox.id, netns = %path, "serving the pod");
@@ -398,6 +418,16 @@ impl Candidate<'_> {
             reporter,
         }
     }
+}
+
+/// The pod's governing policies as the watches know them at each request. Weak: the
+/// context holds the pod servers.
+fn policy_source(ctx: &Arc<Context>, key: &Key) -> crate::policy::PolicySource {
+    let (ctx, key) = (Arc::downgrade(ctx), key.clone());
+    crate::policy::PolicySource(Arc::new(move || match ctx.upgrade() {
+        Some(ctx) => ctx.governing(&key),
+        None => crate::policy::Governing::Unknown("the agent is stopping".into()),
+    }))
 }
 
 /// The conditions the CR's status shows for this very netns (kept across an agent restart).

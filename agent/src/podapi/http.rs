@@ -176,7 +176,11 @@ async fn put_config(
     let bytes = read_body(body).await?;
     let fragment: NetworkConfigurationSpec =
         api::wire::parse_json(&bytes, "spec").map_err(ApiError)?;
-    Ok(Json(pod.apply(&manager, fragment).await?).into_response())
+    let origin = match scope {
+        Scope::Pod(_) => api::policy::Origin::Pod,
+        Scope::Admin(_) => api::policy::Origin::Cluster,
+    };
+    Ok(Json(pod.apply_as(origin, &manager, fragment).await?).into_response())
 }
 
 async fn delete_config(

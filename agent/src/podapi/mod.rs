@@ -116,6 +116,8 @@ pub struct ServerOptions {
     /// Conditions reported before (the CR's), so a restarted agent keeps their
     /// transition times.
     pub conditions: Vec<Condition>,
+    /// The admin policies governing the pod (default: the built-in default policy).
+    pub policy: crate::policy::PolicySource,
 }
 
 /// Every pod served, by name (the standalone admin socket's `?pod=`).
@@ -197,6 +199,7 @@ pub struct PodServer {
     degraded: Mutex<Option<(String, String)>>,
     /// The task serving `@nes`; awaited by [`PodServer::stop`].
     serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    policy: crate::policy::PolicySource,
 }
 
 impl PodServer {
@@ -247,6 +250,7 @@ impl PodServer {
             observed: tokio::sync::Mutex::new(None),
             degraded: Mutex::new(None),
             serving: Mutex::new(None),
+            policy: opts.policy,
         });
         let netns = pod.net.executor().path().display().to_string();
         let span = tracing::info_span!("pod", pod = name, netns = %netns);
@@ -303,10 +307,23 @@ impl PodServer {
         self.backend.config().await
     }
 
-    /// Applies `manager`'s fragment; host-side fields this node does not allow are refused
-    /// here, before anything is stored or forwarded (the engine refuses them again).
+    /// Applies `manager`'s fragment, asked from the pod's own socket.
     pub async fn apply(
         &self,
+        manager: &str,
+        fragment: NetworkConfigurationSpec,
+    ) -> Result<ConfigView, ApiError> {
+        self.apply_as(api::policy::Origin::Pod, manager, fragment)
+            .await
+    }
+
+    /// Applies `manager`'s fragment asked by `origin`; host-side fields this node does not
+    /// allow, and what the governing admin policies refuse, are refused here (403), before
+    /// anything is stored or forwarded (the agent checks the merged whole again before it
+    /// applies, and the engine refuses host fields again).
+    pub async fn apply_as(
+        &self,
+        origin: api::policy::Origin,
         manager: &str,
         fragment: NetworkConfigurationSpec,
     ) -> Result<ConfigView, ApiError> {
@@ -314,7 +331,22 @@ impl PodServer {
             .host_access()
             .check(&fragment)
             .map_err(|refused| ApiError(ProblemDetails::host_refused(&refused)))?;
+        self.check_policy(origin, &fragment)?;
         self.backend.apply(manager, fragment).await
+    }
+
+    /// What the governing admin policies say about `spec` asked by `origin`.
+    pub fn check_policy(
+        &self,
+        origin: api::policy::Origin,
+        spec: &NetworkConfigurationSpec,
+    ) -> Result<(), ApiError> {
+        crate::policy::check(spec, origin, &self.policy.get(), self.net.host_access()).map_err(
+            |refusal| {
+                warn!(reason = refusal.reason, message = %refusal.message, "request refused by the admin policy");
+                ApiError(refusal.problem())
+            },
+        )
     }
 
     pub async fn remove_manager(&self, manager: &str) -> Result<ConfigView, ApiError> {

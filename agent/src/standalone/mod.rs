@@ -36,6 +36,9 @@ pub struct Options {
     pub host_netns: PathBuf,
     /// What pods may do in the host namespace (nothing unless allowed).
     pub host_access: api::host::HostAccess,
+    /// The admin policies (`--policy FILE`); a netns is selected by its name
+    /// ([`api::policy::netns_labels`]); none: the built-in default.
+    pub policies: Vec<Arc<api::policy::NetworkConfigurationPolicy>>,
     /// Namespaces are rescanned this often, besides inotify, to catch what it missed.
     pub rescan: Duration,
     pub keeper: KeeperOptions,
@@ -123,6 +126,7 @@ async fn reconcile(
             let host = pods::Host {
                 netns: opts.host_netns.clone(),
                 access: opts.host_access.clone(),
+                policies: opts.policies.clone(),
             };
             async move {
                 (

@@ -21,7 +21,9 @@ use crate::owned::Owned;
 use crate::podapi::feed::Feed;
 use crate::podapi::http::ApiError;
 use crate::podapi::{ConfigBackend, Desired, PodServer, ServerOptions, StateProblem};
+use crate::policy::{Governing, PolicySource};
 use crate::watch::KeeperOptions;
+use api::policy::{Origin, POLICY_DENIED_REASON};
 use api::wire::{CareView, NewCare};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Host {
     pub netns: std::path::PathBuf,
     pub access: api::host::HostAccess,
+    /// Every admin policy; the ones selecting the netns's name govern it.
+    pub policies: Vec<Arc<api::policy::NetworkConfigurationPolicy>>,
 }
 
 pub async fn start(
@@ -68,6 +72,10 @@ pub async fn start(
         record.netns = Some(net.identity().clone());
     }
     let owned = record.owned.clone();
+    let gate = Gate {
+        governing: Governing::of(&host.policies, &api::policy::netns_labels(name)),
+        node: host.access.clone(),
+    };
     let desired = match &unreadable {
         Some(message) => Desired {
             generation: record.generation,
@@ -78,7 +86,7 @@ pub async fn start(
                 hold: true,
             }),
         },
-        None => desired_of(name, &store, &record),
+        None => gate.before_apply(desired_of(name, &store, &record), None),
     };
     let (desired, desired_rx) = watch::channel(desired);
     let backend = Arc::new(FileBackend {
@@ -89,9 +97,11 @@ pub async fn start(
         cares,
         unreadable,
         problem: Default::default(),
+        policy: gate.clone(),
     });
     let opts = ServerOptions {
         keeper,
+        policy: PolicySource::fixed(gate.governing),
         ..Default::default()
     };
     Ok(PodServer::start(
@@ -126,6 +136,28 @@ fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, record: &PodRecord) -> 
     }
 }
 
+/// The admin policies governing one pod and the node's host-access ceiling.
+#[derive(Clone)]
+struct Gate {
+    governing: Governing,
+    node: api::host::HostAccess,
+}
+
+impl Gate {
+    /// What the engine gets instead of `next` when the policies refuse it.
+    fn before_apply(&self, next: Desired, current: Option<&Desired>) -> Desired {
+        let gated = crate::policy::gate_apply(next, current, &self.governing, &self.node);
+        if let Some(p) = gated
+            .problem
+            .as_ref()
+            .filter(|p| p.reason == POLICY_DENIED_REASON)
+        {
+            warn!(reason = %p.reason, message = %p.message, "the stored configuration is refused by the admin policy; nothing new is applied");
+        }
+        gated
+    }
+}
+
 /// Desired state kept in the file store.
 struct FileBackend {
     name: String,
@@ -137,6 +169,7 @@ struct FileBackend {
     unreadable: Option<String>,
     /// Why the record cannot be written, if it cannot.
     problem: std::sync::Mutex<Option<(String, String)>>,
+    policy: Gate,
 }
 
 impl FileBackend {
@@ -165,6 +198,15 @@ impl FileBackend {
         api::validate_fragment(&fragment)
             .and_then(|()| api::validate(&merged.spec))
             .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
+        // The whole, as it would be applied (counts are of the whole): refused here with a
+        // 403 rather than stored and held back.
+        crate::policy::check(
+            &merged.spec,
+            Origin::Cluster,
+            &self.policy.governing,
+            &self.policy.node,
+        )
+        .map_err(|refusal| ApiError(refusal.problem()))?;
         if record.fragments.get(manager) == Some(&fragment) {
             return Ok(self.view(&record));
         }
@@ -207,11 +249,14 @@ impl FileBackend {
         self.set_problem(None);
         *record = next;
         let problem = desired_of(&self.name, &self.store, record).problem;
-        self.desired.send_replace(Desired {
+        let current = self.desired.borrow().clone();
+        let next = Desired {
             generation: record.generation,
             spec,
             problem,
-        });
+        };
+        self.desired
+            .send_replace(self.policy.before_apply(next, Some(&current)));
         Ok(self.view(record))
     }
 

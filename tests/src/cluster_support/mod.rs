@@ -66,6 +66,60 @@ struct State {
     events: Vec<(Instant, Value)>,
     /// Requests the API server would not have answered like this: the test fails on them.
     unexpected: Vec<String>,
+    /// NetworkConfigurationPolicies by name (cluster-scoped).
+    policies: BTreeMap<String, Value>,
+    /// Namespaces by name; none put: [`NS`] alone, with the label Kubernetes sets.
+    namespaces: BTreeMap<String, Value>,
+    /// Watches of the policies and of the namespaces, by collection path.
+    cluster_watches: HashMap<String, Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>>,
+}
+
+const POLICIES: &str = "/apis/nes.network-config.io/v1alpha1/networkconfigurationpolicies";
+const NAMESPACES: &str = "/api/v1/namespaces";
+
+impl State {
+    /// Stores a cluster-scoped object of `collection` and tells its watches.
+    fn put_cluster_object(&mut self, collection: &str, mut obj: Value) {
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let map = if collection == POLICIES {
+            &mut self.policies
+        } else {
+            &mut self.namespaces
+        };
+        let kind = if map.insert(name, obj.clone()).is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.tell_cluster_watches(collection, kind, &obj);
+    }
+
+    fn tell_cluster_watches(&mut self, collection: &str, kind: &str, obj: &Value) {
+        let line = watch_line(kind, obj);
+        if let Some(watches) = self.cluster_watches.get_mut(collection) {
+            watches.retain(|w| w.send(Ok(line.clone())).is_ok());
+        }
+    }
+
+    fn namespace_list(&self) -> Vec<Value> {
+        if self.namespaces.is_empty() {
+            return vec![namespace(NS, json!({}))];
+        }
+        self.namespaces.values().cloned().collect()
+    }
+}
+
+/// A namespace with `labels` and the name label Kubernetes puts on every namespace.
+pub fn namespace(name: &str, labels: Value) -> Value {
+    let mut labels = labels;
+    labels["kubernetes.io/metadata.name"] = json!(name);
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": name, "uid": format!("ns-{name}"), "labels": labels}})
 }
 
 /// The mock API server; every `client()` is served from the same objects.
@@ -155,6 +209,34 @@ impl ApiServer {
         s.conf_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
     }
 
+    /// Creates or replaces a NetworkConfigurationPolicy (an admin's `kubectl apply`).
+    pub fn put_policy(&self, name: &str, spec: Value) {
+        let policy = json!({
+            "apiVersion": "nes.network-config.io/v1alpha1",
+            "kind": "NetworkConfigurationPolicy",
+            "metadata": {"name": name, "uid": format!("policy-{name}"), "generation": 1},
+            "spec": spec,
+        });
+        self.lock().put_cluster_object(POLICIES, policy);
+    }
+
+    /// Deletes a NetworkConfigurationPolicy.
+    pub fn delete_policy(&self, name: &str) {
+        let mut s = self.lock();
+        s.rv += 1;
+        let rv = s.rv;
+        if let Some(mut policy) = s.policies.remove(name) {
+            policy["metadata"]["resourceVersion"] = json!(rv.to_string());
+            s.tell_cluster_watches(POLICIES, "DELETED", &policy);
+        }
+    }
+
+    /// Creates or relabels a namespace (`kubectl label namespace`).
+    pub fn put_namespace(&self, name: &str, labels: Value) {
+        self.lock()
+            .put_cluster_object(NAMESPACES, namespace(name, labels));
+    }
+
     /// Creates or updates a NetworkConfiguration's spec; the generation grows on a change.
     pub fn put_conf(&self, name: &str, spec: Value) -> Instant {
         let mut s = self.lock();
@@ -204,6 +286,16 @@ impl ApiServer {
             .iter()
             .filter(|(_, e)| e["regarding"]["name"] == name)
             .filter_map(|(_, e)| e["reason"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The notes of the Events with `reason` posted about pod `name`.
+    pub fn event_notes(&self, name: &str, reason: &str) -> Vec<String> {
+        self.lock()
+            .events
+            .iter()
+            .filter(|(_, e)| e["regarding"]["name"] == name && e["reason"] == reason)
+            .filter_map(|(_, e)| e["note"].as_str().map(str::to_string))
             .collect()
     }
 
@@ -273,6 +365,19 @@ async fn serve(mut handle: Handle, state: Arc<Mutex<State>>) {
         let resp = respond(&state, req).await;
         send.send_response(resp);
     }
+}
+
+/// A watch's response: the lines sent on `rx`, until the test ends.
+fn watch_response(
+    rx: mpsc::UnboundedReceiver<Result<Bytes, Infallible>>,
+) -> Response<axum::body::Body> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        ))
+        .expect("watch response")
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<axum::body::Body> {
@@ -364,13 +469,7 @@ async fn respond(
                 } else {
                     s.conf_watches.push(tx);
                 }
-                return Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from_stream(
-                        tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
-                    ))
-                    .expect("watch response");
+                return watch_response(rx);
             }
             let (items, kind): (Vec<Value>, _) = if pods {
                 (s.pods.values().cloned().collect(), "PodList")
@@ -384,6 +483,28 @@ async fn respond(
                 "v1"
             } else {
                 "nes.network-config.io/v1alpha1"
+            };
+            json_response(
+                StatusCode::OK,
+                &json!({"apiVersion": api_version, "kind": kind,
+                        "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+            )
+        }
+        ("GET", POLICIES) | ("GET", NAMESPACES) => {
+            if query.contains("watch=true") {
+                let (tx, rx) = mpsc::unbounded_channel();
+                s.cluster_watches.entry(path).or_default().push(tx);
+                return watch_response(rx);
+            }
+            let (items, api_version, kind) = if path == POLICIES {
+                let items = s.policies.values().cloned().collect();
+                (
+                    items,
+                    "nes.network-config.io/v1alpha1",
+                    "NetworkConfigurationPolicyList",
+                )
+            } else {
+                (s.namespace_list(), "v1", "NamespaceList")
             };
             json_response(
                 StatusCode::OK,

@@ -88,16 +88,9 @@ impl Refusal {
     /// or 503 while the policies are unknown.
     pub fn problem(&self) -> ProblemDetails {
         if self.reason == POLICY_UNAVAILABLE_REASON {
-            return ProblemDetails::new(503, "admin policy unavailable", self.message.clone());
+            return ProblemDetails::policy_unavailable(self.message.clone());
         }
-        ProblemDetails {
-            kind: "https://nes.network-config.io/problems/policy-denied".into(),
-            title: "denied by NetworkConfigurationPolicy".into(),
-            status: 403,
-            detail: Some(self.message.clone()),
-            errors: self.problems.clone(),
-            oldest_sequence: None,
-        }
+        ProblemDetails::policy_denied(self.message.clone(), self.problems.clone())
     }
 }
 

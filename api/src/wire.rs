@@ -185,6 +185,22 @@ impl ProblemDetails {
         }
     }
 
+    /// 403 for a request the admin policy refuses: `detail` says which policies, `errors`
+    /// every violation's field. One shape for the agent and the cliserver.
+    pub fn policy_denied(detail: impl Into<String>, errors: Vec<Problem>) -> Self {
+        Self {
+            kind: POLICY_DENIED.into(),
+            errors,
+            ..Self::new(403, "denied by policy", detail)
+        }
+    }
+
+    /// 503 while the policies that govern a request are not known yet: refused, never
+    /// let through.
+    pub fn policy_unavailable(detail: impl Into<String>) -> Self {
+        Self::new(503, "admin policy unavailable", detail)
+    }
+
     /// 409 for a field another manager owns.
     pub fn conflict(conflict: &Conflict) -> Self {
         Self {
@@ -236,6 +252,7 @@ pub struct CareView {
 // === request checks shared by every REST entrance (pod socket, admin socket, cliserver) ===
 
 /// Problem type of a body that is not the JSON it should be (400).
+pub const POLICY_DENIED: &str = "https://nes.network-config.io/problems/policy-denied";
 pub const MALFORMED: &str = "https://nes.network-config.io/problems/malformed";
 /// Problem type of a request the HTTP layer refuses (bad query, media type, method).
 pub const BAD_REQUEST: &str = "https://nes.network-config.io/problems/bad-request";

@@ -77,10 +77,7 @@ fn from_status(context: &str, status: &Status) -> ApiError {
         // nes's validating webhook refused the merged configuration by policy: the
         // caller's answer, as the API server said it. (The operator's own RBAC failures
         // stay 502: they are not the caller's to fix.)
-        ProblemDetails {
-            kind: "https://nes.network-config.io/problems/policy-denied".into(),
-            ..ProblemDetails::new(403, "denied by policy", status.message.clone())
-        }
+        ProblemDetails::policy_denied(status.message.clone(), Vec::new())
     } else {
         ProblemDetails::new(
             502,
@@ -118,14 +115,10 @@ impl From<crate::policy::Refusal> for ApiError {
                     "NetworkConfigurationPolicy {} does not allow this request",
                     names.join(", ")
                 );
-                Self(ProblemDetails {
-                    kind: "https://nes.network-config.io/problems/policy-denied".into(),
-                    errors: denied.problems(),
-                    ..ProblemDetails::new(403, "denied by policy", detail)
-                })
+                Self(ProblemDetails::policy_denied(detail, denied.problems()))
             }
             crate::policy::Refusal::Unavailable(why) => {
-                Self::new(503, "policy not loaded yet", why)
+                Self(ProblemDetails::policy_unavailable(why))
             }
         }
     }

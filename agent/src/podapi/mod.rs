@@ -20,6 +20,7 @@ use api::wire::{
 };
 use api::{NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -197,7 +198,13 @@ pub struct PodServer {
     degraded: Mutex<Option<(String, String)>>,
     /// The task serving `@nes`; awaited by [`PodServer::stop`].
     serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Event streams (its own and subscriptions') open on this pod: each holds a task,
+    /// a live receiver and a connection for as long as the client likes.
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams one pod may hold open at once (a few readers are the normal case).
+pub const MAX_POD_STREAMS: usize = 8;
 
 impl PodServer {
     /// Starts keeping `desired` applied in `net` from the ownership record `owned` (what
@@ -247,6 +254,7 @@ impl PodServer {
             observed: tokio::sync::Mutex::new(None),
             degraded: Mutex::new(None),
             serving: Mutex::new(None),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_POD_STREAMS)),
         });
         let netns = pod.net.executor().path().display().to_string();
         let span = tracing::info_span!("pod", pod = name, netns = %netns);
@@ -343,6 +351,24 @@ impl PodServer {
             .clone()
     }
 
+    /// A place for one more open event stream, held until the stream ends; past
+    /// [`MAX_POD_STREAMS`] the answer is 503 with `Retry-After`.
+    pub fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            let mut busy = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many event streams",
+                format!("a pod may hold {MAX_POD_STREAMS} event streams open at once"),
+            )
+            .into_response();
+            busy.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(serve::RETRY_AFTER_SECS),
+            );
+            busy
+        })
+    }
+
     /// Live status: the kernel is read now and compared with the desired spec.
     pub async fn status(&self) -> Result<StatusView, ApiError> {
         let Desired {
@@ -415,6 +441,7 @@ impl PodServer {
     }
 
     fn set_degraded(&self, reason: &str, message: String) {
+        let message = api::limits::bounded_message(message);
         *self.degraded.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((reason.to_string(), message.clone()));
         self.events.publish(EventBody::Degraded {
@@ -472,7 +499,7 @@ fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -
         (false, _) => Summary {
             applied: false,
             reason: "Failed",
-            message: failed.join("; "),
+            message: api::limits::bounded_message(failed.join("; ")),
         },
     }
 }
@@ -549,7 +576,10 @@ async fn follow_reports(pod: std::sync::Weak<PodServer>, mut owned: Owned) {
                 writes: report.writes,
             }
         } else {
-            EventBody::ConfigFailed { generation, error }
+            EventBody::ConfigFailed {
+                generation,
+                error: api::limits::bounded_message(error),
+            }
         };
         pod.events.publish(body);
         last_published = Some(key);
@@ -660,7 +690,7 @@ async fn serve_socket(pod: Arc<PodServer>) {
     info!("serving @{POD_SOCKET_NAME}");
     let app = router(Scope::Pod(pod.clone()));
     drop(pod); // the router holds it; this task must not keep the pod alive after stop
-    serve::serve(listener, app, stop).await;
+    serve::serve(listener, app, stop, serve::Caps::pod()).await;
 }
 
 #[cfg(test)]

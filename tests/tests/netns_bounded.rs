@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use api::wire::EventBody;
 use common::{require_root, Netns};
-use nes_tests::client::PodClient;
+use nes_tests::client::{EventStream, PodClient};
 use nes_tests::standalone::Standalone;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -184,4 +184,21 @@ async fn a_huge_error_text_is_cut_in_the_event_and_the_status() {
     for c in &status.status.conditions {
         assert!(c.message.len() <= api::limits::MAX_MESSAGE_BYTES, "{c:?}");
     }
+}
+
+/// Used to have no cap: every open event stream holds a task, a live receiver and a
+/// connection. Past the pod's cap the answer is 503.
+#[tokio::test]
+async fn past_a_pods_event_stream_cap_a_stream_gets_503() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, pods) = agent_with(&[], 1);
+    let client = PodClient::new(&pods[0].path());
+    let mut open = vec![];
+    for _ in 0..agent::podapi::MAX_POD_STREAMS {
+        open.push(client.events(None).await);
+    }
+    let refused = EventStream::open(&client, "/v1/self/events").await;
+    assert!(matches!(refused, Err((503, _))), "{:?}", refused.err());
 }

@@ -217,9 +217,8 @@ async fn get_events(
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
     let since = since(&params)?;
-    let permit = match pod.stream_permit() {
-        Ok(p) => p,
-        Err(busy) => return Ok(busy),
+    let Some(permit) = pod.stream_permit() else {
+        return Ok(too_many_streams());
     };
     let events = pod
         .events()
@@ -257,9 +256,8 @@ async fn get_care_events(
     let since = since(&params)?;
     api::validate::check_object_name(&name)
         .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid subscription name", why))?;
-    let permit = match pod.stream_permit() {
-        Ok(p) => p,
-        Err(busy) => return Ok(busy),
+    let Some(permit) = pod.stream_permit() else {
+        return Ok(too_many_streams());
     };
     let feed = pod.care_feed(&name).await?;
     let events = feed
@@ -295,6 +293,24 @@ pub fn ndjson(events: impl futures::Stream<Item = Event> + Send + 'static) -> Re
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// 503 with `Retry-After`: the pod holds as many event streams open as it may.
+fn too_many_streams() -> Response {
+    let mut busy = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many event streams",
+        format!(
+            "a pod may hold {} event streams open at once",
+            super::MAX_POD_STREAMS
+        ),
+    )
+    .into_response();
+    busy.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(super::serve::RETRY_AFTER_SECS),
+    );
+    busy
 }
 
 /// `events`, holding `permit` for as long as the stream lives.

@@ -20,7 +20,6 @@ use api::wire::{
 };
 use api::{NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -351,22 +350,10 @@ impl PodServer {
             .clone()
     }
 
-    /// A place for one more open event stream, held until the stream ends; past
-    /// [`MAX_POD_STREAMS`] the answer is 503 with `Retry-After`.
-    pub fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
-        self.streams.clone().try_acquire_owned().map_err(|_| {
-            let mut busy = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many event streams",
-                format!("a pod may hold {MAX_POD_STREAMS} event streams open at once"),
-            )
-            .into_response();
-            busy.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(serve::RETRY_AFTER_SECS),
-            );
-            busy
-        })
+    /// A place for one more open event stream, held until the stream ends; `None` past
+    /// [`MAX_POD_STREAMS`].
+    pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
     }
 
     /// Live status: the kernel is read now and compared with the desired spec.

@@ -25,7 +25,6 @@ DEADLINE = 120
 
 def row(what, value):
     line = f"| {what} | {value} |"
-    print(line, flush=True)
     with open(f"{DIR}/table", "a") as f:
         f.write(line + "\n")
 
@@ -84,7 +83,7 @@ def applied(i, fresh=False):
         return False
     if code != 200:
         return False
-    st = json.loads(body)["status"]
+    st = json.loads(body)
     ok = any(c["type"] == "Applied" and c["status"] == "True" for c in st.get("conditions", []))
     if fresh:  # the namespace the agent reads is the new one
         ok = ok and st["netns"]["inode"] == os.stat(f"/var/run/netns/{TAG}-{i}").st_ino
@@ -127,8 +126,13 @@ def configure(i):
     assert code == 200, body
 
 
+def since_start():
+    return time.time() - float(os.environ["BENCH_T0"])
+
+
 def first():
-    row(f"pods ({N}): time to bind all", f"{timed('bind', lambda: all_of(bound)):.2f} s")
+    all_of(bound)
+    row(f"pods ({N}): time to bind all (from the agent's start)", f"{since_start():.2f} s")
     resources("all served")
 
     def configure_all():
@@ -140,15 +144,14 @@ def first():
 
 
 def restart():
-    t = timed("re-bind", lambda: (all_of(bound), all_of(applied)))
-    row("restart: time to re-bind all (and report Applied)", f"{t:.2f} s")
+    all_of(bound)
+    row("restart: time to re-bind all (from the new agent's start)", f"{since_start():.2f} s")
     resources("after the restart")
 
 
 def reboot():
     all_of(applied, fresh=True)
-    t = time.time() - float(os.environ["BENCH_T0"])
-    row("node reboot: every netns replaced, until all re-applied", f"{t:.2f} s")
+    row("node reboot: from replacing every netns until all re-applied", f"{since_start():.2f} s")
 
 
 def stall(sock):

@@ -36,7 +36,7 @@ ip netns add "$tag-host"
 cleanup() {
     set +e
     [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
-    for f in "$dir"/netns/*; do umount "$f" 2>/dev/null; done
+    for f in "$dir"/netns/*; do umount -l "$f" 2>/dev/null; done
     for ((i = 0; i < n; i++)); do ip netns del "$tag-$i" 2>/dev/null; done
     ip netns del "$tag-host" 2>/dev/null
     rm -rf "$dir"
@@ -49,13 +49,14 @@ make_pods() {
         ip netns del "$tag-$i" 2>/dev/null || true
         ip netns add "$tag-$i"
         ip -n "$tag-$i" link set lo up
+        umount -l "$dir/netns/pod$i" 2>/dev/null || true  # the agent holds it open
         touch "$dir/netns/pod$i"
-        umount "$dir/netns/pod$i" 2>/dev/null || true
         mount --bind "/var/run/netns/$tag-$i" "$dir/netns/pod$i"
     done
 }
 
 start_agent() {
+    t0=$(date +%s.%N)
     "$agent" standalone --state-dir "$dir/state" --netns-dir "$dir/netns" \
         --admin-socket "$dir/admin.sock" --host-netns "/var/run/netns/$tag-host" \
         >>"$dir/agent.log" 2>&1 &
@@ -65,8 +66,7 @@ start_agent() {
 make_pods
 start_agent
 export BENCH_DIR="$dir" BENCH_TAG="$tag" BENCH_N="$n" BENCH_ATTACK="$attack"
-export BENCH_AGENT_PID="$agent_pid"
-python3 "$here/bench-node.py" first
+BENCH_AGENT_PID="$agent_pid" BENCH_T0="$t0" python3 "$here/bench-node.py" first
 
 # Restart: every pod re-bound, and nothing written to any namespace.
 for ((i = 0; i < n; i++)); do
@@ -75,13 +75,14 @@ for ((i = 0; i < n; i++)); do
 done
 kill "$agent_pid"; wait "$agent_pid" || true
 start_agent
-BENCH_AGENT_PID="$agent_pid" python3 "$here/bench-node.py" restart
+BENCH_AGENT_PID="$agent_pid" BENCH_T0="$t0" python3 "$here/bench-node.py" restart
 while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$dir/monitors"
-echo "netlink writes seen during the restart: $(cat "$dir"/monitor-* | wc -l)" >>"$dir/table"
+echo "| netlink changes seen in the pods during the restart | $(cat "$dir"/monitor-* | wc -l) |" >>"$dir/table"
 
 # Node reboot: every namespace replaced under the agent.
 t0=$(date +%s.%N)
 make_pods
 BENCH_AGENT_PID="$agent_pid" BENCH_T0="$t0" python3 "$here/bench-node.py" reboot
 BENCH_AGENT_PID="$agent_pid" python3 "$here/bench-node.py" attack
+printf '| what (%s pods, agent %s) | measured |\n|---|---|\n' "$n" "$agent"
 cat "$dir/table"

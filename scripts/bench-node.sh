@@ -68,7 +68,14 @@ start_agent
 export BENCH_DIR="$dir" BENCH_TAG="$tag" BENCH_N="$n" BENCH_ATTACK="$attack"
 BENCH_AGENT_PID="$agent_pid" BENCH_T0="$t0" python3 "$here/bench-node.py" first
 
-# Restart: every pod re-bound, and nothing written to any namespace.
+# Restart: every pod re-bound, and nothing written to any namespace. The kernel's own
+# notifications (IPv6 duplicate address detection finishing) are waited out first.
+for ((i = 0; i < n; i++)); do
+    for ((w = 0; w < 300; w++)); do
+        [ -z "$(ip -n "$tag-$i" -6 addr show tentative)" ] && break
+        sleep 0.1
+    done
+done
 for ((i = 0; i < n; i++)); do
     ip -n "$tag-$i" monitor link address route >"$dir/monitor-$i" 2>/dev/null &
     echo $! >>"$dir/monitors"

@@ -10,6 +10,7 @@
 # root, ip (iproute2) and python3 (scripts/deps.sh test). Touches nothing but the namespaces
 # and files it creates (nesb-<pid>-*), and removes them on exit.
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the tree
 
 n=110
 agent=""

@@ -1,10 +1,12 @@
-//! Network namespace executor: a dedicated OS thread that lives inside one network
-//! namespace and runs closures there.
+//! Network namespace executor: runs closures inside one network namespace, each on a
+//! dedicated, short-lived OS thread that enters the namespace, runs it and exits.
 //!
 //! Sockets are bound to the namespace of the thread that creates them, so anything that
 //! must live in a pod's netns (the rtnetlink socket, a multicast listener, the pod's `@nes`
 //! abstract unix listener) is created by a closure passed to [`NetnsExecutor::run`] and then
 //! used from ordinary async code on any thread. Tokio worker threads never call `setns`.
+//! A thread lives only as long as its closure: sockets are created rarely (at start, on a
+//! rebind), and an idle thread per pod would be kept for nothing on a node of 110 pods.
 //!
 //! ```no_run
 //! # async fn demo() -> agent::error::Result<()> {
@@ -16,32 +18,33 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::Arc;
 
 use nix::sched::{setns, CloneFlags};
 use tokio::sync::oneshot;
-use tracing::{debug, error};
 
 use crate::error::{Error, Result};
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// What a namespace's thread runs, told whether it entered the namespace.
+type Job = Box<dyn FnOnce(nix::Result<()>) + Send + 'static>;
 
 /// The netns of the calling thread (not of the process: a thread may have moved).
+#[cfg(test)]
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 
-/// Handle to a thread running inside one network namespace. Cloning shares the thread; the
-/// thread restores its original namespace and exits when the last handle is dropped.
+/// Runs closures inside one network namespace. Cloning shares the namespace and the turn:
+/// closures run one at a time, in submission order.
 #[derive(Clone, Debug)]
 pub struct NetnsExecutor {
-    tx: mpsc::Sender<Job>,
     path: PathBuf,
     identity: api::NetnsIdentity,
-    file: std::sync::Arc<File>,
+    file: Arc<File>,
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl NetnsExecutor {
-    /// Starts a thread that enters the namespace at `path` (`/var/run/netns/NAME`,
-    /// `/proc/PID/ns/net`, ...). Fails if the file cannot be opened or entered.
+    /// Opens the namespace at `path` (`/var/run/netns/NAME`, `/proc/PID/ns/net`, ...) and
+    /// checks that a thread can enter it. Fails if the file cannot be opened or entered.
     pub fn spawn(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|source| Error::Netns {
@@ -50,60 +53,74 @@ impl NetnsExecutor {
             source,
         })?;
         let identity = identity_of(&path, &file)?;
-        let target = file.try_clone().map_err(|source| Error::Netns {
-            netns: path.clone(),
-            what: "dup",
-            source,
-        })?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), Error>>();
-        let thread_path = path.clone();
-        let name = format!("netns-{}", identity.inode);
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || executor_thread(thread_path, target, rx, ready_tx))
-            .map_err(|source| Error::Netns {
-                netns: path.clone(),
-                what: "spawn thread",
-                source,
-            })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::ExecutorGone { netns: path }),
-        }
-        Ok(Self {
-            tx,
+        let ns = Self {
             path,
             identity,
-            file: std::sync::Arc::new(file),
-        })
+            file: Arc::new(file),
+            turn: Arc::default(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        ns.start(Box::new(move |entered| {
+            let _ = tx.send(entered);
+        }))?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(ns),
+            Ok(Err(errno)) => Err(ns.not_entered(errno)),
+            Err(_) => Err(ns.gone()),
+        }
     }
 
-    /// Runs `f` on the namespace's thread and returns its result. Closures run one at a
-    /// time, in submission order. A panic in `f` is reported as [`Error::ExecutorPanic`].
+    /// Runs `f` on a new thread inside the namespace and returns its result. Closures run
+    /// one at a time, in submission order. A panic in `f` is reported as
+    /// [`Error::ExecutorPanic`].
     pub async fn run<F, T>(&self, f: F) -> Result<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        let _turn = self.turn.lock().await;
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        self.start(Box::new(move |entered| {
+            let out = entered.map(|()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
             let _ = tx.send(out);
-        });
-        self.tx.send(job).map_err(|_| Error::ExecutorGone {
-            netns: self.path.clone(),
-        })?;
+        }))?;
         match rx.await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(panic)) => Err(Error::ExecutorPanic {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(panic))) => Err(Error::ExecutorPanic {
                 netns: self.path.clone(),
                 message: panic_message(&panic),
             }),
-            Err(_) => Err(Error::ExecutorGone {
+            Ok(Err(errno)) => Err(self.not_entered(errno)),
+            Err(_) => Err(self.gone()),
+        }
+    }
+
+    /// Starts a thread that enters the namespace and hands `job` whether it did (the job
+    /// then runs there), then exits: the namespace it entered goes with it.
+    fn start(&self, job: Job) -> Result<()> {
+        let file = self.file.clone();
+        std::thread::Builder::new()
+            .name(format!("netns-{}", self.identity.inode))
+            .spawn(move || job(setns(&*file, CloneFlags::CLONE_NEWNET)))
+            .map(drop)
+            .map_err(|source| Error::Netns {
                 netns: self.path.clone(),
-            }),
+                what: "spawn thread",
+                source,
+            })
+    }
+
+    fn not_entered(&self, errno: nix::errno::Errno) -> Error {
+        Error::Netns {
+            netns: self.path.clone(),
+            what: "setns",
+            source: errno.into(),
+        }
+    }
+
+    fn gone(&self) -> Error {
+        Error::ExecutorGone {
+            netns: self.path.clone(),
         }
     }
 
@@ -147,60 +164,6 @@ fn identity_of(path: &Path, file: &File) -> Result<api::NetnsIdentity> {
     })
 }
 
-/// Restores the thread's original namespace when dropped; if that fails the thread must not
-/// run anything else, so it aborts the thread by panicking (the thread is ours alone).
-struct RestoreGuard {
-    original: File,
-    netns: PathBuf,
-}
-
-impl Drop for RestoreGuard {
-    fn drop(&mut self) {
-        if let Err(errno) = setns(&self.original, CloneFlags::CLONE_NEWNET) {
-            error!(netns = %self.netns.display(), %errno, "cannot restore original netns; executor thread exits");
-            // Nothing else runs on this thread after the guard drops; leaving the loop is enough.
-        }
-    }
-}
-
-fn executor_thread(
-    path: PathBuf,
-    target: File,
-    rx: mpsc::Receiver<Job>,
-    ready: mpsc::Sender<std::result::Result<(), Error>>,
-) {
-    let original = match File::open(THREAD_NETNS) {
-        Ok(f) => f,
-        Err(source) => {
-            let _ = ready.send(Err(Error::Netns {
-                netns: path,
-                what: "open own netns",
-                source,
-            }));
-            return;
-        }
-    };
-    if let Err(errno) = setns(&target, CloneFlags::CLONE_NEWNET) {
-        let _ = ready.send(Err(Error::Netns {
-            netns: path,
-            what: "setns",
-            source: std::io::Error::from(errno),
-        }));
-        return;
-    }
-    let _guard = RestoreGuard {
-        original,
-        netns: path.clone(),
-    };
-    drop(target);
-    let _ = ready.send(Ok(()));
-    debug!(netns = %path.display(), "netns executor started");
-    while let Ok(job) = rx.recv() {
-        job();
-    }
-    debug!(netns = %path.display(), "netns executor stopping");
-}
-
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_string()
@@ -238,6 +201,26 @@ mod tests {
             .expect_err("panic is an error");
         assert!(err.to_string().contains("boom"), "{err}");
         assert_eq!(ns.run(|| 7).await.expect("thread survives a panic"), 7);
+    }
+
+    /// Used to keep an idle thread per pod for as long as it was served (113 threads on a
+    /// node of 110 pods), though a thread is needed only while a socket is created.
+    #[tokio::test]
+    async fn an_idle_executor_keeps_no_thread() {
+        let executor_threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.starts_with("netns-"))
+                .count()
+        };
+        let ns = NetnsExecutor::spawn("/proc/self/ns/net").expect("spawn");
+        assert_eq!(ns.run(|| 7).await.expect("run"), 7);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while executor_threads() > 0 {
+            assert!(std::time::Instant::now() < end, "an executor thread stays");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[test]

@@ -90,19 +90,24 @@ impl EventLog {
 
     /// The held events after `since` (all of them without it); see the module's rules.
     pub fn since(&self, since: Option<u64>) -> Result<Vec<Event>, Gone> {
-        let Some(since) = since else {
-            return Ok(self.events.iter().cloned().collect());
+        self.after(since, usize::MAX)
+    }
+
+    /// At most `max` of the held events after `since`, oldest first: a reader catches up in
+    /// pieces instead of copying the whole buffer at once.
+    pub fn after(&self, since: Option<u64>, max: usize) -> Result<Vec<Event>, Gone> {
+        let skip = match since {
+            None => 0,
+            Some(since) => {
+                let oldest = self.oldest();
+                if since.saturating_add(1) < oldest || since >= self.next_seq {
+                    return Err(Gone { since, oldest });
+                }
+                // Held sequences are consecutive from `oldest`.
+                usize::try_from(since + 1 - oldest).unwrap_or(usize::MAX)
+            }
         };
-        let oldest = self.oldest();
-        if since.saturating_add(1) < oldest || since >= self.next_seq {
-            return Err(Gone { since, oldest });
-        }
-        Ok(self
-            .events
-            .iter()
-            .filter(|e| e.seq > since)
-            .cloned()
-            .collect())
+        Ok(self.events.iter().skip(skip).take(max).cloned().collect())
     }
 }
 
@@ -170,6 +175,32 @@ mod tests {
         for (since, want) in cases {
             assert_eq!(&seqs(log.since(*since)), want, "since {since:?}");
         }
+    }
+
+    /// A log's buffer grows with what it holds: thousands of pods and feeds each with a
+    /// large capacity must not cost that capacity up front.
+    #[test]
+    fn a_log_does_not_preallocate_its_capacity() {
+        let log = EventLog::new(4096, 1);
+        assert!(log.events.capacity() < 64, "{}", log.events.capacity());
+        let log = log_with(4096, 1, 3);
+        assert!(log.events.capacity() < 64, "{}", log.events.capacity());
+    }
+
+    #[test]
+    fn after_serves_the_same_events_in_pieces() {
+        let log = log_with(3, 1, 6);
+        assert_eq!(seqs(log.after(None, 2)), Ok(vec![4, 5]));
+        assert_eq!(seqs(log.after(Some(3), 2)), Ok(vec![4, 5]));
+        assert_eq!(seqs(log.after(Some(5), 2)), Ok(vec![6]));
+        assert_eq!(seqs(log.after(Some(6), 2)), Ok(vec![]));
+        assert_eq!(
+            log.after(Some(2), 2).map(|_| ()),
+            Err(Gone {
+                since: 2,
+                oldest: 4
+            })
+        );
     }
 
     #[test]

@@ -13,8 +13,13 @@ use futures::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-/// Events kept per pod for replay.
+/// Events kept per pod for replay (the buffer grows to it on demand).
 pub const DEFAULT_CAPACITY: usize = 4096;
+/// Slots of the live channel. A broadcast channel allocates all of its slots up front, per
+/// pod and per feed; a reader that falls further behind is caught up from the buffer.
+pub const LIVE_SLOTS: usize = 64;
+/// Events a stream copies out of the buffer at a time while catching up.
+const CATCH_UP_CHUNK: usize = 64;
 
 /// [`api::eventlog::EventLog`] (whose module states the sequence rules) shared between
 /// tasks, with live delivery on a broadcast channel.
@@ -42,7 +47,7 @@ impl EventLog {
     }
 
     pub fn starting_at(pod: impl Into<String>, capacity: usize, first_seq: u64) -> Self {
-        let (live, _) = broadcast::channel(capacity.max(16));
+        let (live, _) = broadcast::channel(LIVE_SLOTS);
         let inner = Inner {
             pod: pod.into(),
             log: eventlog::EventLog::new(capacity, first_seq),
@@ -94,9 +99,9 @@ impl EventLog {
         self.live.subscribe()
     }
 
-    /// Buffered events after `since`, for a reader that fell behind the live channel.
-    pub fn replay(&self, since: u64) -> Result<Vec<Event>, Gone> {
-        self.lock().log.since(Some(since))
+    /// At most `max` buffered events after `since`, for a reader catching up.
+    fn replay(&self, since: Option<u64>, max: usize) -> Result<Vec<Event>, Gone> {
+        self.lock().log.after(since, max)
     }
 
     /// The next sequence number to be assigned.
@@ -119,11 +124,20 @@ impl EventLog {
         since: Option<u64>,
         stop: CancellationToken,
     ) -> Result<impl Stream<Item = Event> + Send + 'static, Gone> {
-        let (backlog, live) = self.subscribe(since)?;
+        // The first piece and the live receiver under one lock: nothing published in
+        // between is missed; what both hold is skipped by sequence.
+        let (first, live) = {
+            let inner = self.lock();
+            (
+                inner.log.after(since, CATCH_UP_CHUNK)?,
+                self.live.subscribe(),
+            )
+        };
         let state = Follow {
             log: self.clone(),
-            last: since.unwrap_or(0),
-            pending: backlog.into(),
+            last: since,
+            catching_up: first.len() == CATCH_UP_CHUNK,
+            pending: first.into(),
             live,
             stop,
         };
@@ -133,7 +147,10 @@ impl EventLog {
 
 struct Follow {
     log: EventLog,
-    last: u64,
+    /// The last sequence handed out (`since` until then).
+    last: Option<u64>,
+    /// The buffer may hold more after `last` than `pending`: read it before live events.
+    catching_up: bool,
     pending: VecDeque<Event>,
     live: broadcast::Receiver<Event>,
     stop: CancellationToken,
@@ -143,17 +160,24 @@ impl Follow {
     async fn next(mut self) -> Option<(Event, Self)> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                self.last = event.seq;
+                self.last = Some(event.seq);
                 return Some((event, self));
+            }
+            if self.catching_up {
+                // A gap (the buffer moved past `last`) ends the stream; the reconnect is told.
+                let piece = self.log.replay(self.last, CATCH_UP_CHUNK).ok()?;
+                self.catching_up = piece.len() == CATCH_UP_CHUNK;
+                self.pending = piece.into();
+                continue;
             }
             let next = tokio::select! {
                 _ = self.stop.cancelled() => return None,
                 next = self.live.recv() => next,
             };
             match next {
-                Ok(event) if event.seq <= self.last => {}
+                Ok(event) if self.last.is_some_and(|last| event.seq <= last) => {}
                 Ok(event) => self.pending.push_back(event),
-                Err(RecvError::Lagged(_)) => self.pending = self.log.replay(self.last).ok()?.into(),
+                Err(RecvError::Lagged(_)) => self.catching_up = true,
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -223,6 +247,24 @@ mod tests {
                 oldest: 10
             })
         );
+    }
+
+    /// Used to be a 4096-slot live channel per log and a copy of the whole backlog per
+    /// stream: a reader far behind now catches up from the buffer in pieces, in order.
+    #[tokio::test]
+    async fn a_stream_behind_by_more_than_the_live_slots_gets_every_event_once_in_order() {
+        use futures::StreamExt;
+        let log = EventLog::starting_at("p", 4096, 1);
+        let n = (LIVE_SLOTS * 3 + CATCH_UP_CHUNK * 2 + 5) as u64;
+        for i in 0..n / 2 {
+            log.publish(up(i as u32));
+        }
+        let stream = log.stream(None, CancellationToken::new()).expect("stream");
+        for i in n / 2..n {
+            log.publish(up(i as u32)); // the reader lags the live channel
+        }
+        let seqs: Vec<u64> = stream.take(n as usize).map(|e| e.seq).collect().await;
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
     }
 
     /// Used to be an empty backlog and a stream that skipped every event up to `since`

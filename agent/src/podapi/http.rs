@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use api::wire::{Event, NewCare, ProblemDetails, MAX_BODY_BYTES};
+use api::limits::MAX_REQUEST_BODY_BYTES;
+use api::wire::{Event, NewCare, ProblemDetails};
 use api::NetworkConfigurationSpec;
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
@@ -220,11 +221,14 @@ async fn get_events(
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
     let since = since(&params)?;
+    let Some(permit) = pod.stream_permit() else {
+        return Ok(too_many_streams());
+    };
     let events = pod
         .events()
         .stream(since, pod.stopped())
         .map_err(|gone| ApiError(ProblemDetails::gone(since.unwrap_or(0), gone.oldest)))?;
-    Ok(ndjson(events))
+    Ok(ndjson(holding(events, permit)))
 }
 
 /// `POST /v1/self/networkcares`: a subscription in the pod's namespace, owned by its
@@ -256,12 +260,15 @@ async fn get_care_events(
     let since = since(&params)?;
     api::validate::check_object_name(&name)
         .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid subscription name", why))?;
+    let Some(permit) = pod.stream_permit() else {
+        return Ok(too_many_streams());
+    };
     let feed = pod.care_feed(&name).await?;
     let events = feed
         .log
         .stream(since, feed.done.clone())
         .map_err(|gone| ApiError(ProblemDetails::gone(since.unwrap_or(0), gone.oldest)))?;
-    Ok(ndjson(events))
+    Ok(ndjson(holding(events, permit)))
 }
 
 /// The `since` parameter; 0 means "from the oldest event still buffered", like none.
@@ -292,14 +299,60 @@ pub fn ndjson(events: impl futures::Stream<Item = Event> + Send + 'static) -> Re
         .into_response()
 }
 
+/// 503 with `Retry-After`: the pod holds as many event streams open as it may.
+fn too_many_streams() -> Response {
+    let mut busy = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many event streams",
+        format!(
+            "a pod may hold {} event streams open at once",
+            super::MAX_POD_STREAMS
+        ),
+    )
+    .into_response();
+    busy.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(super::serve::RETRY_AFTER_SECS),
+    );
+    busy
+}
+
+/// `events`, holding `permit` for as long as the stream lives.
+fn holding<T>(
+    events: impl futures::Stream<Item = T> + Send + 'static,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    events.map(move |e| {
+        let _held = &permit;
+        e
+    })
+}
+
+/// The request body, refused (413) from its declared length before reading any of it, and
+/// cut off (408) when it does not arrive within [`super::serve::BODY_TIMEOUT`].
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-                format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
-            )
-        })
+    use axum::body::HttpBody as _;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+            format!("bodies are limited to {MAX_REQUEST_BODY_BYTES} bytes"),
+        )
+    };
+    if body.size_hint().lower() > MAX_REQUEST_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
+    let read = axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES);
+    match tokio::time::timeout(super::serve::BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body too slow",
+            format!(
+                "the body did not arrive within {} s",
+                super::serve::BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }

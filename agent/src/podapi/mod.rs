@@ -200,7 +200,13 @@ pub struct PodServer {
     /// The task serving `@nes`; awaited by [`PodServer::stop`].
     serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
     policy: crate::policy::PolicySource,
+    /// Event streams (its own and subscriptions') open on this pod: each holds a task,
+    /// a live receiver and a connection for as long as the client likes.
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams one pod may hold open at once (a few readers are the normal case).
+pub const MAX_POD_STREAMS: usize = 8;
 
 impl PodServer {
     /// Starts keeping `desired` applied in `net` from the ownership record `owned` (what
@@ -251,6 +257,7 @@ impl PodServer {
             degraded: Mutex::new(None),
             serving: Mutex::new(None),
             policy: opts.policy,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_POD_STREAMS)),
         });
         let netns = pod.net.executor().path().display().to_string();
         let span = tracing::info_span!("pod", pod = name, netns = %netns);
@@ -375,6 +382,12 @@ impl PodServer {
             .clone()
     }
 
+    /// A place for one more open event stream, held until the stream ends; `None` past
+    /// [`MAX_POD_STREAMS`].
+    pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
+    }
+
     /// Live status: the kernel is read now and compared with the desired spec.
     pub async fn status(&self) -> Result<StatusView, ApiError> {
         let Desired {
@@ -447,6 +460,7 @@ impl PodServer {
     }
 
     fn set_degraded(&self, reason: &str, message: String) {
+        let message = api::limits::bounded_message(message);
         *self.degraded.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((reason.to_string(), message.clone()));
         self.events.publish(EventBody::Degraded {
@@ -504,7 +518,7 @@ fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -
         (false, _) => Summary {
             applied: false,
             reason: "Failed",
-            message: failed.join("; "),
+            message: api::limits::bounded_message(failed.join("; ")),
         },
     }
 }
@@ -581,7 +595,10 @@ async fn follow_reports(pod: std::sync::Weak<PodServer>, mut owned: Owned) {
                 writes: report.writes,
             }
         } else {
-            EventBody::ConfigFailed { generation, error }
+            EventBody::ConfigFailed {
+                generation,
+                error: api::limits::bounded_message(error),
+            }
         };
         pod.events.publish(body);
         last_published = Some(key);
@@ -692,7 +709,7 @@ async fn serve_socket(pod: Arc<PodServer>) {
     info!("serving @{POD_SOCKET_NAME}");
     let app = router(Scope::Pod(pod.clone()));
     drop(pod); // the router holds it; this task must not keep the pod alive after stop
-    serve::serve(listener, app, stop).await;
+    serve::serve(listener, app, stop, serve::Caps::pod()).await;
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
         admin,
         http::router(http::Scope::Admin(pods.clone())),
         stop.child_token(),
+        serve::Caps::admin(),
     ));
 
     std::fs::create_dir_all(&opts.netns_dir).map_err(|source| Error::File {

@@ -188,9 +188,11 @@ fn a_long_poll_that_times_out_is_asked_again_until_the_deadline_then_exits_3() {
 fn an_agent_that_refuses_wait_is_polled_instead() {
     let dir = socket_dir();
     let server = stub_at(&dir, |r, n| match (r.param("wait"), n) {
-        (Some(_), _) => problem(&json!({"status": 400, "title": "unknown query parameter",
+        (Some(_), _) => problem(
+            &json!({"type": "about:blank", "status": 400, "title": "unknown query parameter",
             "detail": "\"wait\" is not a parameter of this API",
-            "errors": [{"field": "wait", "message": "\"wait\" is not a parameter of this API"}]})),
+            "errors": [{"field": "wait", "message": "\"wait\" is not a parameter of this API"}]}),
+        ),
         (None, 1) => json(StatusCode::OK, &status_view(false, 3)),
         (None, _) => json(StatusCode::OK, &status_view(true, 3)),
     });

@@ -91,10 +91,13 @@ async fn gated_pod(
         problem: None,
     };
     let (backend, open) = GatedBackend::new();
+    // The desired state's sender stays with the pod, as the backends keep theirs.
+    let (desired_tx, desired_rx) = watch::channel(desired);
+    Box::leak(Box::new(desired_tx));
     let pod = PodServer::start(
         name,
         net,
-        watch::channel(desired).1,
+        desired_rx,
         Owned::default(),
         backend.clone(),
         ServerOptions::default(),

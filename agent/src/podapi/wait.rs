@@ -37,6 +37,8 @@ impl PodServer {
         let stop = self.stop.clone();
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline);
+        // A desired state that can no longer change (its sender gone) leaves the keeper to say.
+        let mut desired_open = true;
         loop {
             if settled.borrow_and_update().is_some_and(|g| g >= generation) {
                 return Waited::Settled;
@@ -51,7 +53,7 @@ impl PodServer {
                 _ = &mut deadline => return Waited::TimedOut,
                 _ = stop.cancelled() => return Waited::TimedOut,
                 changed = settled.changed() => if changed.is_err() { return Waited::TimedOut },
-                changed = desired.changed() => if changed.is_err() { return Waited::TimedOut },
+                changed = desired.changed(), if desired_open => desired_open = changed.is_ok(),
             }
         }
     }

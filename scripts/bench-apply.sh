@@ -1,26 +1,50 @@
 #!/usr/bin/env bash
-# Benchmark: `nes-agent apply` against `ip -n NS -batch FILE` for ADDRS IPv4 addresses and
-# ROUTES routes on a veth in a fresh network namespace (whole processes, a fresh namespace per
-# run, median of RUNS runs), then the converged re-apply. Needs root.
+# Benchmark: from request to applied, nes beside `ip`, in one table. Needs root.
 #
-#   scripts/bench-apply.sh                    # builds target/release/nes-agent if missing
-#   NES_AGENT=path/to/nes-agent ADDRS=500 ROUTES=1000 RUNS=7 scripts/bench-apply.sh
+#   scripts/bench-apply.sh        # builds target/release/{nes-agent,nescli} if missing
+#   NES_AGENT=path/nes-agent NESCLI=path/nescli ADDRS=500 ROUTES=1000 RUNS=7 ONE_RUNS=100 \
+#     scripts/bench-apply.sh
 #
+# Rows (process start included wherever a command is timed, for nes and for ip alike):
+#  - one address: `nescli configure --wait` through a standalone agent's admin socket, p99 of
+#    ONE_RUNS runs, beside `ip -n NS addr add` (p99 of as many). A nescli without --wait is
+#    timed as `nescli configure` then `nescli wait --for=applied`.
+#  - ADDRS addresses + ROUTES routes on a veth in a fresh namespace: `nescli configure -f
+#    --wait` (request to applied) beside `ip -n NS -batch`, median of RUNS runs.
+#  - the agent's pass alone for that change (its "converge pass ... elapsed_ms" log line; an
+#    agent without it: the pass `nes-agent apply` prints), and the one-shot `nes-agent apply`.
+#  - a converged status read of that pod inside the agent: curl's time to first byte less
+#    its time to send the request, median of 50 reads.
+#
+# The agent serves only this script's namespaces: each is bind-mounted into a private
+# --netns-dir, never the host's /var/run/netns.
 # ADDRS defaults to 500: api::validate caps a pod at 512 addresses (api/src/limits.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADDRS=${ADDRS:-500}
 ROUTES=${ROUTES:-1000}
-RUNS=${RUNS:-5}
-BIN=${NES_AGENT:-target/release/nes-agent}
+RUNS=${RUNS:-7}
+ONE_RUNS=${ONE_RUNS:-100}
+AGENT=${NES_AGENT:-target/release/nes-agent}
+CLI=${NESCLI:-target/release/nescli}
 [ "$(id -u)" = 0 ] || { echo "bench-apply: needs root" >&2; exit 2; }
-[ -x "$BIN" ] || cargo build --release -p nes-agent
-command -v /usr/bin/time >/dev/null || { echo "bench-apply: needs /usr/bin/time (Debian package time)" >&2; exit 2; }
+[ -x "$AGENT" ] && [ -x "$CLI" ] || cargo build --release -p nes-agent -p nes-cli --bin nes-agent --bin nescli
+command -v curl >/dev/null || { echo "bench-apply: needs curl" >&2; exit 2; }
 
 work=$(mktemp -d)
-ns="nes-bench-$$"
-cleanup() { ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"; }
+tag="nesb$$"
+agent_pid=
+namespaces=()
+cleanup() {
+  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  for ns in "${namespaces[@]}"; do
+    umount "$work/netns/$ns" 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
 trap cleanup EXIT
+mkdir -p "$work/netns" "$work/state"
 
 # Inputs: the same objects for both tools.
 {
@@ -39,53 +63,115 @@ trap cleanup EXIT
   for ((i = 0; i < ROUTES; i++)); do echo "route add 172.$((16 + i / 256)).$((i % 256)).0/24 via 10.1.255.254 proto 78"; done
 } >"$work/batch"
 
+# A fresh namespace with eth0 (a veth whose peer stays inside), up; with "serve", also
+# bind-mounted where the agent looks, and waited for until the agent serves it. Sets NS.
+n_ns=0
 fresh_ns() {
-  ip netns del "$ns" 2>/dev/null || true
+  local ns="$tag-$((n_ns++))"
+  NS=$ns
+  namespaces+=("$ns")
   ip netns add "$ns"
   ip -n "$ns" link add eth0 type veth peer name peer0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set peer0 up
+  if [ "${1:-}" = serve ]; then
+    touch "$work/netns/$ns"
+    mount --bind "/var/run/netns/$ns" "$work/netns/$ns"
+    local end=$((SECONDS + 20))
+    until curl -sf --unix-socket "$work/admin.sock" http://nes/v1/pods | grep -q "\"$ns\""; do
+      [ $SECONDS -lt $end ] || { echo "bench-apply: the agent never served $ns" >&2; exit 1; }
+      sleep 0.05
+    done
+  fi
 }
 
-# Runs a command, appends "<ms> <maxrss_kb>" to file $1.
+drop_ns() { umount "$work/netns/$1" 2>/dev/null || true; ip netns del "$1" 2>/dev/null || true; }
+
+# Times a command (no fork for the clock), appends microseconds to file $1.
 measure() {
   local out=$1; shift
-  local t0 t1
-  t0=$(date +%s%N)
-  /usr/bin/time -f "%M" -o "$work/rss" "$@" >"$work/stdout"
-  t1=$(date +%s%N)
-  echo "$(((t1 - t0) / 1000)) $(cat "$work/rss")" >>"$out"
-  # nes-agent prints the time of its pass itself ("... in 4.2 ms"): the pass without the
-  # process around it.
-  sed -n 's/.* in \([0-9.]*\) ms$/\1/p' "$work/stdout" >>"$out.pass"
+  local t0=$EPOCHREALTIME
+  "$@" >"$work/stdout"
+  local t1=$EPOCHREALTIME
+  echo "$(((${t1/./} - ${t0/./})))" >>"$out"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+p99() { sort -n | awk '{a[NR]=$1} END {i = int(NR * 0.99 + 0.999); if (i < 1) i = 1; print a[i]}'; }
 
-for ((r = 0; r < RUNS; r++)); do
-  fresh_ns
-  measure "$work/ip" ip -n "$ns" -batch "$work/batch"
-  fresh_ns
-  rm -f "$work/owned.json"
-  measure "$work/nes" "$BIN" apply --netns "/var/run/netns/$ns" -f "$work/spec.yaml" --state "$work/owned.json"
-  measure "$work/nes-re" "$BIN" apply --netns "/var/run/netns/$ns" -f "$work/spec.yaml" --state "$work/owned.json"
+if "$CLI" configure --help | grep -q -- '--wait'; then has_wait=1; else has_wait=0; fi
+nes() { "$CLI" --socket "$work/admin.sock" --pod "$1" "${@:2}"; }
+# configure + wait: one process when nescli has --wait, else two.
+configure_wait() {
+  local ns=$1; shift
+  if [ $has_wait = 1 ]; then
+    nes "$ns" configure --manager bench --wait "$@"
+  else
+    nes "$ns" configure --manager bench "$@" && nes "$ns" wait --for=applied
+  fi
+}
+
+NES_LOG=info "$AGENT" standalone --state-dir "$work/state" --netns-dir "$work/netns" \
+  --admin-socket "$work/admin.sock" 2>"$work/agent.log" &
+agent_pid=$!
+end=$((SECONDS + 20))
+until curl -sf --unix-socket "$work/admin.sock" http://nes/healthz >/dev/null; do
+  [ $SECONDS -lt $end ] || { echo "bench-apply: the agent did not start" >&2; cat "$work/agent.log" >&2; exit 1; }
+  sleep 0.05
 done
-writes=$("$BIN" apply --netns "/var/run/netns/$ns" -f "$work/spec.yaml" --state "$work/owned.json")
 
-ip_us=$(cut -d' ' -f1 "$work/ip" | median)
-nes_us=$(cut -d' ' -f1 "$work/nes" | median)
-re_us=$(cut -d' ' -f1 "$work/nes-re" | median)
-ms() { awk -v u="$1" 'BEGIN {printf "%.1f", u / 1000}'; }
-rss() { cut -d' ' -f2 "$1" | sort -n | tail -1; }
-echo "bench-apply: $ADDRS IPv4 addresses + $ROUTES routes on a veth, median of $RUNS runs (whole processes)"
-printf '%-34s %10s %14s\n' "" "median ms" "peak RSS KiB"
-printf '%-34s %10s %14s\n' "ip -batch (first apply)" "$(ms "$ip_us")" "$(rss "$work/ip")"
-printf '%-34s %10s %14s\n' "nes-agent apply (first apply)" "$(ms "$nes_us")" "$(rss "$work/nes")"
-printf '%-34s %10s %14s\n' "nes-agent apply (converged)" "$(ms "$re_us")" "$(rss "$work/nes-re")"
-pass_ms() { sort -n "$1.pass" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf '%-34s %10s\n' "nes pass alone (first apply)" "$(pass_ms "$work/nes")"
-printf '%-34s %10s\n' "nes pass alone (converged)" "$(pass_ms "$work/nes-re")"
-awk -v n="$nes_us" -v i="$ip_us" -v r="$re_us" 'BEGIN {
-  printf "ratio nes/ip first apply:      %.2fx (target <= 0.80x)\n", n / i
-  printf "ratio converged/first apply:   %.1f%% (target < 5%%)\n", 100 * r / n }'
-echo "converged re-apply: $writes"
+# One address, ONE_RUNS times each.
+fresh_ns; ipns=$NS
+fresh_ns serve; one=$NS
+for ((r = 0; r < ONE_RUNS; r++)); do
+  a="10.2.$((r / 250)).$((r % 250 + 1))/32"
+  measure "$work/one-ip" ip -n "$ipns" addr add "$a" dev eth0
+  measure "$work/one-nes" configure_wait "$one" --interface eth0 --address "$a"
+done
+
+# The big change, RUNS times each, a fresh namespace per run.
+for ((r = 0; r < RUNS; r++)); do
+  fresh_ns; ns=$NS
+  measure "$work/big-ip" ip -n "$ns" -batch "$work/batch"
+  drop_ns "$ns"
+  [ -n "${big:-}" ] && drop_ns "$big"
+  fresh_ns serve; ns=$NS
+  measure "$work/big-nes" configure_wait "$ns" -f "$work/spec.yaml"
+  big=$ns
+  fresh_ns; ns=$NS
+  rm -f "$work/owned.json"
+  measure "$work/oneshot" "$AGENT" apply --netns "/var/run/netns/$ns" -f "$work/spec.yaml" --state "$work/owned.json"
+  # It prints the time of its pass ("... in 4.2 ms").
+  sed -n 's/.* in \([0-9.]*\) ms$/\1/p' "$work/stdout" >>"$work/oneshot-pass"
+  drop_ns "$ns"
+done
+# The last pod is converged: read its status.
+for ((r = 0; r < 50; r++)); do
+  curl -s -o /dev/null -w '%{time_pretransfer} %{time_starttransfer}\n' \
+    --unix-socket "$work/admin.sock" "http://nes/v1/self/status?pod=$big" |
+    awk '{printf "%d\n", ($2 - $1) * 1000000}' >>"$work/status"
+done
+# The daemon's passes with ops=ADDRS+ROUTES (the big ones), when it logs their time.
+sed 's/\x1b\[[0-9;]*m//g' "$work/agent.log" | grep "converge pass" | grep "ops=$((ADDRS + ROUTES)) " |
+  sed -n 's/.*elapsed_ms=\([0-9.]*\).*/\1/p' >"$work/daemon-pass" || true
+
+ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u / 1000}'; }
+ratio() { awk -v n="$1" -v i="$2" 'BEGIN {printf "%.2fx", n / i}'; }
+one_ip=$(p99 <"$work/one-ip"); one_nes=$(p99 <"$work/one-nes")
+big_ip=$(median <"$work/big-ip"); big_nes=$(median <"$work/big-nes")
+oneshot=$(median <"$work/oneshot")
+if [ -s "$work/daemon-pass" ]; then
+  pass_us=$(awk '{printf "%d\n", $1 * 1000}' "$work/daemon-pass" | median); pass_what="agent pass alone (daemon log)"
+else
+  pass_us=$(awk '{printf "%d\n", $1 * 1000}' "$work/oneshot-pass" | median); pass_what="nes pass alone (one-shot apply)"
+fi
+status_us=$(median <"$work/status")
+wait_how=$([ $has_wait = 1 ] && echo "configure --wait" || echo "configure; wait")
+
+echo "bench-apply: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $ADDRS addresses + $ROUTES routes; whole processes"
+printf '%-46s %10s %10s %8s %8s\n' "" "nes ms" "ip ms" "nes/ip" "goal"
+printf '%-46s %10s %10s %8s %8s\n' "1 address, p99 of $ONE_RUNS: nescli $wait_how" "$(ms "$one_nes")" "$(ms "$one_ip")" "$(ratio "$one_nes" "$one_ip")" "<=2x"
+printf '%-46s %10s %10s %8s %8s\n' "big change, request to applied (median $RUNS)" "$(ms "$big_nes")" "$(ms "$big_ip")" "$(ratio "$big_nes" "$big_ip")" "<=1.2x"
+printf '%-46s %10s %10s %8s %8s\n' "$pass_what" "$(ms "$pass_us")" "$(ms "$big_ip")" "$(ratio "$pass_us" "$big_ip")" "<=0.8x"
+printf '%-46s %10s %10s %8s %8s\n' "one-shot nes-agent apply (median $RUNS)" "$(ms "$oneshot")" "$(ms "$big_ip")" "$(ratio "$oneshot" "$big_ip")" "-"
+printf '%-46s %10s %10s %8s %8s\n' "converged status read in the agent (median 50)" "$(ms "$status_us")" "-" "-" "<=0.5ms"

@@ -158,6 +158,7 @@ impl PodNetwork {
         F: FnOnce(Owned) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
+        let started = Instant::now();
         let (observed, p) = self.plan(desired, owned).await?;
         if let Some(intent) = intent(owned, &p.owned) {
             record(intent).await?;
@@ -190,6 +191,7 @@ impl PodNetwork {
                 ops = n_ops,
                 writes = report.writes,
                 failed = report.failures().count(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "converge pass"
             );
         } else {

@@ -281,29 +281,52 @@ pub fn spawn_keeper(
     owned: Owned,
     opts: KeeperOptions,
 ) -> tokio_watch::Receiver<Option<Arc<ApplyReport>>> {
-    let (tx, rx) = tokio_watch::channel(Some(desired.borrow_and_update().clone()));
+    let first = Target {
+        generation: 0,
+        spec: desired.borrow_and_update().clone(),
+    };
+    let (tx, rx) = tokio_watch::channel(Some(first));
     tokio::spawn(async move {
+        let mut generation = 0;
         while desired.changed().await.is_ok() {
+            generation += 1;
             let spec = desired.borrow_and_update().clone();
-            if tx.send(Some(spec)).is_err() {
+            if tx.send(Some(Target { generation, spec })).is_err() {
                 return;
             }
         }
     });
-    spawn_recording_keeper(net, rx, owned, opts, None)
+    spawn_recording_keeper(net, rx, owned, opts, None).reports
 }
 
-/// [`spawn_keeper`] where the desired spec may be `None`: nothing is written while it is
+/// What the keeper keeps applied: a desired spec and the generation it belongs to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Target {
+    pub generation: i64,
+    pub spec: NetworkConfigurationSpec,
+}
+
+/// What a running keeper publishes.
+pub struct Keeper {
+    /// Each pass's report.
+    pub reports: tokio_watch::Receiver<Option<Arc<ApplyReport>>>,
+    /// The generation of the last pass that ran to its end (applied, failed or refused),
+    /// published after its report: waiters follow this, never a timer.
+    pub settled: tokio_watch::Receiver<Option<i64>>,
+}
+
+/// [`spawn_keeper`] where the desired target may be `None`: nothing is written while it is
 /// (the desired state cannot be read; the kernel is kept as it is). `recorder` keeps the
 /// ownership record before writes.
 pub fn spawn_recording_keeper(
     net: Arc<PodNetwork>,
-    mut desired: tokio_watch::Receiver<Option<NetworkConfigurationSpec>>,
+    mut desired: tokio_watch::Receiver<Option<Target>>,
     owned: Owned,
     opts: KeeperOptions,
     recorder: Option<Recorder>,
-) -> tokio_watch::Receiver<Option<Arc<ApplyReport>>> {
+) -> Keeper {
     let (tx, rx) = tokio_watch::channel(None);
+    let (settled_tx, settled) = tokio_watch::channel(None);
     let span = tracing::info_span!("keeper", netns = %net.executor().path().display());
     tokio::spawn(
         async move {
@@ -317,7 +340,7 @@ pub fn spawn_recording_keeper(
             let mut owned = owned;
             let mut backoff = Backoff::default();
             loop {
-                let Some(spec) = desired.borrow_and_update().clone() else {
+                let Some(Target { generation, spec }) = desired.borrow_and_update().clone() else {
                     // Held: wait for a readable desired state, write nothing meanwhile.
                     if desired.changed().await.is_err() {
                         return;
@@ -345,6 +368,7 @@ pub fn spawn_recording_keeper(
                         Some(backoff.next_delay())
                     }
                 };
+                settled_tx.send_replace(Some(generation));
                 let wake = tokio::time::sleep(retry.unwrap_or(opts.resync));
                 tokio::pin!(wake);
                 // Wait for a reason to run again.
@@ -356,7 +380,7 @@ pub fn spawn_recording_keeper(
                             break;
                         }
                         ev = events.recv() => match ev {
-                            Ok(ev) if desired.borrow().as_ref().is_some_and(|d| is_drift(&ev, d, &owned)) => {
+                            Ok(ev) if desired.borrow().as_ref().is_some_and(|d| is_drift(&ev, &d.spec, &owned)) => {
                                 debug!(event = ?ev, "drift");
                                 debounce(&mut events, opts.debounce).await;
                                 break;
@@ -374,7 +398,10 @@ pub fn spawn_recording_keeper(
         }
         .instrument(span),
     );
-    rx
+    Keeper {
+        reports: rx,
+        settled,
+    }
 }
 
 /// Swallows events until none came for `quiet` (at most 10 x `quiet` in all).

@@ -3,7 +3,7 @@
 //! field by field; a field two managers set to different values is a conflict naming its owner.
 //! Addresses are a set and simply union.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,27 @@ struct Merger {
     /// field path -> manager that set it first
     field_owner: BTreeMap<String, String>,
     owners: Owners,
+    // Indexes, so a pod of many entries merges in linear time (a PUT of 1500 objects
+    // spent 170 ms here in list scans): interface name -> position in `interfaces` (and
+    // its addresses as parsed), route key -> position in `routes` and `owners.routes`.
+    interface_at: HashMap<String, usize>,
+    addresses_of: Vec<HashSet<AddressKey>>,
+    route_at: HashMap<RouteKey, usize>,
+}
+
+/// An address as compared in a merge: parsed when it parses (two spellings of one
+/// address are one entry), else as written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum AddressKey {
+    Net(ipnet::IpNet),
+    Raw(String),
+}
+
+impl AddressKey {
+    fn of(a: &str) -> Self {
+        a.parse()
+            .map_or_else(|_| Self::Raw(a.to_string()), Self::Net)
+    }
 }
 
 impl Merger {
@@ -96,8 +117,12 @@ impl Merger {
             self.owners.interfaces.entry(new.name.clone()).or_default(),
             manager,
         );
-        let Some(idx) = self.interfaces.iter().position(|i| i.name == new.name) else {
+        let Some(&idx) = self.interface_at.get(&new.name) else {
+            self.interface_at
+                .insert(new.name.clone(), self.interfaces.len());
             self.interfaces.push(new.clone());
+            self.addresses_of
+                .push(new.addresses.iter().map(|a| AddressKey::of(a)).collect());
             self.claim_all(&at, manager, new);
             return Ok(());
         };
@@ -134,7 +159,7 @@ impl Merger {
         f.opt("mtu", &mut acc.mtu, &new.mtu)?;
         f.opt("state", &mut acc.state, &new.state)?;
         for a in &new.addresses {
-            if !acc.addresses.iter().any(|b| same_address(a, b)) {
+            if self.addresses_of[idx].insert(AddressKey::of(a)) {
                 acc.addresses.push(a.clone());
             }
         }
@@ -148,14 +173,13 @@ impl Merger {
             "spec.routes[dst={},table={},metric={}]",
             key.dst, key.table, key.metric
         );
-        match self.owners.routes.iter_mut().find(|r| r.key == key) {
-            Some(r) => add_owner(&mut r.managers, manager),
-            None => self.owners.routes.push(RouteOwners {
-                key: key.clone(),
+        // `routes` and `owners.routes` grow together: one position for both.
+        let Some(&idx) = self.route_at.get(&key) else {
+            self.route_at.insert(key.clone(), self.routes.len());
+            self.owners.routes.push(RouteOwners {
+                key,
                 managers: vec![manager.to_string()],
-            }),
-        }
-        let Some(idx) = self.routes.iter().position(|r| r.key() == key) else {
+            });
             self.routes.push(new.clone());
             for (field, set) in [("via", new.via.is_some()), ("dev", new.dev.is_some())] {
                 if set {
@@ -165,6 +189,7 @@ impl Merger {
             }
             return Ok(());
         };
+        add_owner(&mut self.owners.routes[idx].managers, manager);
         let mut acc = self.routes[idx].clone();
         let f = &mut FieldMerge {
             merger: self,
@@ -241,14 +266,6 @@ impl FieldMerge<'_> {
         self.opt(field, &mut a, &b)?;
         *acc = a.unwrap_or(false);
         Ok(())
-    }
-}
-
-/// Addresses are compared as parsed values, so two spellings of one address are one entry.
-fn same_address(a: &str, b: &str) -> bool {
-    match (a.parse::<ipnet::IpNet>(), b.parse::<ipnet::IpNet>()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
     }
 }
 

@@ -140,21 +140,31 @@ fn agent_paths(p: &Parts) -> Value {
     } = p.common();
     let pod = json!({"name": "pod", "in": "query", "required": false, "schema": {"type": "string"},
         "description": "Admin socket only: the pod (network namespace name) addressed. A pod's own socket refuses another pod with 403."});
+    let wait = json!({"name": "wait", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]+(ms|s|m)$", "example": "30s"},
+        "description": "Long-poll: answer once the agent's pass for the awaited generation (or a later one) has run, applied or failed, or when this much time (with its unit, at most 60s; 0s answers at once) has passed. The answer carries the header Nes-Wait: settled (the body is the pass's outcome) or Nes-Wait: timeout (the body is the current state). A desired state that cannot be applied (Degraded) settles at once. An invalid value is a 400 naming the parameter; nothing is stored."});
+    let generation = json!({"name": "generation", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0},
+        "description": "With wait=: the generation whose pass is awaited (e.g. the one a PUT answered). Without it, the generation current when the request arrives."});
+    let nes_wait = json!({"Nes-Wait": {"description": "Long-polls only: settled, or timeout", "schema": {"type": "string", "enum": ["settled", "timeout"]}}});
+    let status_ok = json!({"description": "Status; with wait=, once the pass ran or the wait ended (see Nes-Wait)", "headers": nes_wait,
+        "content": {"application/json": {"schema": p.r("status")}}});
+    let put_ok = json!({"description": "The merged desired configuration; with wait=, the status after the pass for this change (see Nes-Wait), with each declared object's state and error",
+        "headers": nes_wait,
+        "content": {"application/json": {"schema": {"oneOf": [p.r("config"), p.r("status")]}}}});
     json!({
         "/v1/self/config": {
             "get": {"summary": "The merged desired configuration and the owner of each entry", "parameters": [pod],
                     "responses": {"200": config_ok, "404": p.problem("No such pod")}},
-            "put": {"summary": "Apply this manager's fragment (replaces its previous one)", "parameters": [pod, manager],
+            "put": {"summary": "Apply this manager's fragment (replaces its previous one); with wait=, answer after the pass", "parameters": [pod, manager, wait],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": p.r("spec")}}},
-                    "responses": {"200": config_ok, "400": p.problem("Malformed body (errors name the field), unknown or repeated parameter"),
+                    "responses": {"200": put_ok, "400": p.problem("Malformed body (errors name the field), unknown or repeated parameter, invalid wait"),
                                   "409": p.problem("A field is owned by another manager with a different value"),
                                   "413": p.problem("Body over 1 MiB"), "415": p.problem("The body is not sent as application/json"), "422": p.problem("The merged configuration is invalid")}},
             "delete": {"summary": "Remove this manager's entries (and the kernel objects nes created for them)", "parameters": [pod, manager],
                        "responses": {"200": config_ok}}
         },
         "/v1/self/status": {
-            "get": {"summary": "Live status read from the kernel", "parameters": [pod],
-                    "responses": {"200": {"description": "Status", "content": {"application/json": {"schema": p.r("status")}}}}}
+            "get": {"summary": "Live status read from the kernel; with wait=, a long-poll for a pass", "parameters": [pod, wait, generation],
+                    "responses": {"200": status_ok, "400": p.problem("Invalid wait or generation, or generation without wait")}}
         },
         "/v1/self/events": {
             "get": {"summary": "NDJSON stream of events, one JSON object per line, each with a growing sequence", "parameters": [pod, since],

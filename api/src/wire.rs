@@ -7,6 +7,9 @@ use crate::merge::{Conflict, Owners};
 use crate::netconf::{NetworkConfigurationSpec, NetworkConfigurationStatus};
 use crate::validate::{Invalid, Problem};
 
+mod wait;
+pub use wait::{parse_wait_query, WaitQuery, MAX_WAIT, WAIT_HEADER, WAIT_SETTLED, WAIT_TIMEOUT};
+
 /// The abstract unix socket name (without the leading NUL) an agent binds in each pod's netns.
 pub const POD_SOCKET_NAME: &str = "nes";
 /// Largest request body accepted.

@@ -167,6 +167,11 @@ pub struct ConfigureArgs {
     #[command(flatten)]
     pub manager: ManagerArgs,
 
+    /// Then wait, on the same connection, until the pass for this change ran: exit 0 when
+    /// applied, 1 when it failed, 3 when --timeout passes first (as `wait --for=applied`).
+    #[arg(long)]
+    pub wait: bool,
+
     /// Fragment file, YAML or JSON (`-` reads stdin).
     #[arg(short = 'f', long = "file", visible_alias = "filename", value_name = "FILE",
           conflicts_with_all = ["interface", "route"])]

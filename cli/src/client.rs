@@ -164,17 +164,45 @@ impl Client {
         body: Option<Vec<u8>>,
         deadline: Instant,
     ) -> Result<T> {
+        let (_, value) = self
+            .json_with_header(method, uri, body, deadline, "")
+            .await?;
+        Ok(value)
+    }
+
+    /// [`Client::json`], also returning the answer's header `header` when it has one
+    /// (text only).
+    pub async fn json_with_header<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+        deadline: Instant,
+        header: &str,
+    ) -> Result<(Option<String>, T)> {
         let start = Instant::now();
         let resp = self.send(method, uri, body, deadline).await?;
         let status = resp.status();
+        let marker = (!header.is_empty())
+            .then(|| resp.headers().get(header))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = self.read_body(resp, start, deadline).await?;
         if !status.is_success() {
             return Err(Error::Rejected(Box::new(problem_from(status, &bytes))));
         }
-        serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse {
+        let value = serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse {
             endpoint: self.endpoint.to_string(),
             message: format!("HTTP {status} with a body that is not the expected JSON: {e}"),
-        })
+        })?;
+        Ok((marker, value))
+    }
+
+    /// Whether this client talks to the operator's cliserver (`--url`), which does not
+    /// long-poll.
+    pub fn is_rest(&self) -> bool {
+        self.rest.is_some()
     }
 
     /// Sends a request and returns the answer once its headers arrive. Connection failures,

@@ -47,6 +47,10 @@ pub enum Error {
     #[error("timed out after {}: {what}", humanize(*.after))]
     Timeout { what: String, after: Duration },
 
+    /// The pass for the awaited generation ran and did not apply it (`wait`).
+    #[error("the configuration was not applied: {0}")]
+    NotApplied(String),
+
     /// SO_PEERCRED says the socket's owner is not root.
     #[error(
         "refusing the server at {endpoint}: it runs as uid {uid}, not root (uid 0); the nes \
@@ -81,7 +85,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::ReadFile { .. } | Error::ParseFile { .. } => EXIT_USAGE,
-            Error::Rejected(_) => EXIT_REJECTED,
+            Error::Rejected(_) | Error::NotApplied(_) => EXIT_REJECTED,
             Error::Unreachable { .. }
             | Error::Timeout { .. }
             | Error::UntrustedServer { .. }

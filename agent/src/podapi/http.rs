@@ -100,7 +100,7 @@ fn json_body(headers: &HeaderMap) -> Result<(), ApiError> {
 /// Resolves the pod a request is about, refusing any attempt to reach another pod.
 fn target(scope: &Scope, params: &HashMap<String, String>) -> Result<Arc<Pod>, ApiError> {
     for key in params.keys() {
-        if !["pod", "manager", "since"].contains(&key.as_str()) {
+        if !["pod", "manager", "since", "wait", "generation"].contains(&key.as_str()) {
             return Err(ApiError::bad_field(
                 "unknown query parameter",
                 key,
@@ -173,6 +173,8 @@ async fn put_config(
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
     let manager = manager(&scope, &params)?;
+    // Checked before anything is stored: a bad wait= changes nothing.
+    let wait = wait_query(&params)?;
     json_body(&headers)?;
     let bytes = read_body(body).await?;
     let fragment: NetworkConfigurationSpec =
@@ -181,7 +183,19 @@ async fn put_config(
         Scope::Pod(_) => api::policy::Origin::Pod,
         Scope::Admin(_) => api::policy::Origin::Cluster,
     };
-    Ok(Json(pod.apply_as(origin, &manager, fragment).await?).into_response())
+    let view = pod.apply_as(origin, &manager, fragment).await?;
+    match wait {
+        None => Ok(Json(view).into_response()),
+        // The answer is the pass's per-object outcome for the generation just stored.
+        Some(query) => {
+            let query = api::wire::WaitQuery {
+                generation: Some(view.generation),
+                ..query
+            };
+            let (waited, status) = pod.status_after(query).await?;
+            Ok(long_poll_answer(waited, status))
+        }
+    }
 }
 
 async fn delete_config(
@@ -198,7 +212,32 @@ async fn get_status(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
-    Ok(Json(pod.status().await?).into_response())
+    match wait_query(&params)? {
+        None => Ok(Json(pod.status().await?).into_response()),
+        Some(query) => {
+            let (waited, status) = pod.status_after(query).await?;
+            Ok(long_poll_answer(waited, status))
+        }
+    }
+}
+
+/// The long-poll parameters (`wait=`, `generation=`), validated by `api::wire`.
+fn wait_query(params: &HashMap<String, String>) -> Result<Option<api::wire::WaitQuery>, ApiError> {
+    api::wire::parse_wait_query(
+        params.get("wait").map(String::as_str),
+        params.get("generation").map(String::as_str),
+    )
+    .map_err(ApiError)
+}
+
+/// A long-poll's status answer, marked with how the wait ended.
+fn long_poll_answer(waited: super::wait::Waited, status: api::wire::StatusView) -> Response {
+    let mut response = Json(status).into_response();
+    response.headers_mut().insert(
+        api::wire::WAIT_HEADER,
+        HeaderValue::from_static(waited.marker()),
+    );
+    response
 }
 
 async fn list_pods(State(scope): State<Scope>) -> Result<Response, ApiError> {

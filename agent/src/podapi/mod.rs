@@ -9,6 +9,7 @@ pub mod feed;
 pub mod http;
 pub mod podsock;
 pub mod serve;
+pub mod wait;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,7 +34,7 @@ use crate::engine::PodNetwork;
 use crate::error::Error;
 use crate::observe::Observed;
 use crate::owned::Owned;
-use crate::watch::{spawn_recording_keeper, KeeperOptions, NetEvent, Recorder};
+use crate::watch::{spawn_recording_keeper, KeeperOptions, NetEvent, Recorder, Target};
 use events::{EventLog, DEFAULT_CAPACITY};
 use feed::Feed;
 use http::{router, ApiError, Scope};
@@ -188,6 +189,8 @@ pub struct PodServer {
     backend: Arc<dyn ConfigBackend>,
     desired: watch::Receiver<Desired>,
     reports: watch::Receiver<Option<Arc<ApplyReport>>>,
+    /// The generation of the keeper's last finished pass (see [`wait`]).
+    settled: watch::Receiver<Option<i64>>,
     net: Arc<PodNetwork>,
     events: EventLog,
     stop: CancellationToken,
@@ -236,7 +239,7 @@ impl PodServer {
                 .boxed()
             })
         };
-        let reports = spawn_recording_keeper(
+        let keeper = spawn_recording_keeper(
             net.clone(),
             specs,
             owned.clone(),
@@ -248,7 +251,8 @@ impl PodServer {
             node: opts.node,
             backend,
             desired,
-            reports,
+            reports: keeper.reports,
+            settled: keeper.settled,
             net,
             events: EventLog::new(name, DEFAULT_CAPACITY),
             stop,
@@ -523,13 +527,14 @@ fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -
     }
 }
 
-/// The keeper wants specs alone: forwards each desired spec until the pod stops (then the
-/// keeper ends with its sender). A desired state with a problem keeps the last good spec,
-/// or `None` (write nothing) when it holds.
+/// The keeper wants targets alone: forwards each desired spec with its generation until the
+/// pod stops (then the keeper ends with its sender); a new generation is a new pass, so its
+/// waiters hear of it even when the spec did not change. A desired state with a problem
+/// keeps the last good target, or `None` (write nothing) when it holds.
 fn follow_specs(
     mut desired: watch::Receiver<Desired>,
     stop: CancellationToken,
-) -> watch::Receiver<Option<NetworkConfigurationSpec>> {
+) -> watch::Receiver<Option<Target>> {
     let (tx, rx) = watch::channel(usable(&desired.borrow_and_update()));
     tokio::spawn(async move {
         loop {
@@ -539,14 +544,17 @@ fn follow_specs(
             }
             let next = desired.borrow_and_update().clone();
             tx.send_if_modified(|current| {
-                let spec = match (&next.problem, current.is_some()) {
+                let target = match (&next.problem, current.is_some()) {
                     (Some(p), _) if p.hold => None,
                     // The last good spec stands.
                     (Some(_), true) => return false,
-                    _ => Some(next.spec.clone()),
+                    _ => Some(Target {
+                        generation: next.generation,
+                        spec: next.spec.clone(),
+                    }),
                 };
-                let changed = *current != spec;
-                *current = spec;
+                let changed = *current != target;
+                *current = target;
                 changed
             });
         }
@@ -554,10 +562,13 @@ fn follow_specs(
     rx
 }
 
-fn usable(d: &Desired) -> Option<NetworkConfigurationSpec> {
+fn usable(d: &Desired) -> Option<Target> {
     match &d.problem {
         Some(p) if p.hold => None,
-        _ => Some(d.spec.clone()),
+        _ => Some(Target {
+            generation: d.generation,
+            spec: d.spec.clone(),
+        }),
     }
 }
 

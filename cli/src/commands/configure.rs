@@ -1,8 +1,9 @@
-//! `nescli configure`: PUT this manager's fragment.
+//! `nescli configure`: PUT this manager's fragment (with `--wait`, and wait for its pass).
 
-use api::wire::ConfigView;
+use api::wire::{ConfigView, WAIT_HEADER};
 use http::Method;
 
+use super::wait::{self, Reading};
 use super::{manager_name, Context};
 use crate::args::ConfigureArgs;
 use crate::error::{Error, Result};
@@ -25,10 +26,57 @@ pub async fn run(ctx: &Context, args: ConfigureArgs) -> Result<()> {
     let manager = manager_name(args.manager.manager);
     let body = serde_json::to_vec(&spec)
         .map_err(|e| Error::Usage(format!("cannot encode the fragment: {e}")))?;
-    let uri = ctx.client.uri("/v1/self/config", &[("manager", &manager)]);
-    let view: ConfigView = ctx
+    let deadline = ctx.deadline();
+    if !args.wait {
+        let view = put(ctx, &manager, body, deadline).await?;
+        return output::config(&mut std::io::stdout().lock(), ctx.output, &view);
+    }
+    // One request on a pod socket: the agent answers after the pass (`PUT ?wait=`). The
+    // cliserver, or an agent that predates it, gets the PUT and then a wait.
+    let first = match ctx.client.is_rest() {
+        true => None,
+        false => match put_and_wait(ctx, &manager, body.clone(), deadline).await {
+            Ok(reading) => Some(reading),
+            Err(Error::Rejected(p)) if wait::refuses_wait(&p) => None,
+            Err(e) => return Err(e),
+        },
+    };
+    let view = match first {
+        Some(reading) => wait::follow(ctx, None, Some(reading), deadline).await?,
+        None => {
+            let stored = put(ctx, &manager, body, deadline).await?;
+            wait::until_applied(ctx, Some(stored.generation), deadline).await?
+        }
+    };
+    wait::print_applied(ctx, &view)
+}
+
+async fn put(
+    ctx: &Context,
+    manager: &str,
+    body: Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Result<ConfigView> {
+    let uri = ctx.client.uri("/v1/self/config", &[("manager", manager)]);
+    ctx.client
+        .json(Method::PUT, &uri, Some(body), deadline)
+        .await
+}
+
+/// `PUT ?wait=`: the status after the pass for this change.
+async fn put_and_wait(
+    ctx: &Context,
+    manager: &str,
+    body: Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Result<Reading> {
+    let wait = format!("{}ms", wait::wait_for(deadline).as_millis());
+    let uri = ctx
         .client
-        .json(Method::PUT, &uri, Some(body), ctx.deadline())
+        .uri("/v1/self/config", &[("manager", manager), ("wait", &wait)]);
+    let (marker, view) = ctx
+        .client
+        .json_with_header(Method::PUT, &uri, Some(body), deadline, WAIT_HEADER)
         .await?;
-    output::config(&mut std::io::stdout().lock(), ctx.output, &view)
+    Ok(Reading::from_answer(marker, view))
 }

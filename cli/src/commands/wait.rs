@@ -1,9 +1,15 @@
-//! `nescli wait --for=applied`: poll the live status until the condition holds.
+//! `nescli wait --for=applied`: wait until the pass for the current generation has run.
+//!
+//! On a pod socket this is a long-poll (`GET /v1/self/status?wait=`): the agent answers the
+//! moment the pass is done, so nothing here sleeps. The cliserver (`--url`) and an agent
+//! that predates the long-poll (it refuses `wait=`, or answers without `Nes-Wait`) are
+//! polled instead.
 
 use std::time::Duration;
 
-use api::wire::StatusView;
-use tokio::time::{sleep, Instant};
+use api::wire::{StatusView, MAX_WAIT, WAIT_HEADER, WAIT_SETTLED};
+use http::Method;
+use tokio::time::{sleep, sleep_until, Instant};
 use tracing::debug;
 
 use super::{status, Context};
@@ -11,17 +17,90 @@ use crate::args::{WaitArgs, WaitFor};
 use crate::error::{Error, Result};
 use crate::output::{self, Format};
 
-/// How often the status is read.
+/// How often the status is read from a server that does not long-poll.
 const POLL: Duration = Duration::from_millis(200);
+/// A long-poll ends this much before our deadline, so its answer (the state it ends on)
+/// arrives in time to be reported.
+const MARGIN: Duration = Duration::from_millis(100);
 
 pub async fn run(ctx: &Context, args: WaitArgs) -> Result<()> {
+    let view = match args.condition {
+        WaitFor::Applied => until_applied(ctx, None, ctx.deadline()).await?,
+    };
+    print_applied(ctx, &view)
+}
+
+/// Reports an applied status as `wait` does.
+pub fn print_applied(ctx: &Context, view: &StatusView) -> Result<()> {
+    match ctx.output {
+        Format::Table => {
+            println!("applied (generation {})", view.generation);
+            Ok(())
+        }
+        format => output::status(&mut std::io::stdout().lock(), format, view),
+    }
+}
+
+/// One status reading, and whether the server said the awaited pass has run.
+pub struct Reading {
+    pub view: StatusView,
+    /// `Some(settled)` from a long-poll; `None` when the server does not long-poll.
+    pub settled: Option<bool>,
+}
+
+impl Reading {
+    /// A long-poll answer, from the body and its `Nes-Wait` header.
+    pub fn from_answer(marker: Option<String>, view: StatusView) -> Self {
+        Self {
+            settled: marker.map(|m| m == WAIT_SETTLED),
+            view,
+        }
+    }
+}
+
+/// Waits until `generation` (the current one when `None`) is applied.
+pub async fn until_applied(
+    ctx: &Context,
+    generation: Option<i64>,
+    deadline: Instant,
+) -> Result<StatusView> {
+    follow(ctx, generation, None, deadline).await
+}
+
+/// [`until_applied`] starting from a reading already in hand.
+pub async fn follow(
+    ctx: &Context,
+    mut generation: Option<i64>,
+    mut first: Option<Reading>,
+    deadline: Instant,
+) -> Result<StatusView> {
     let start = Instant::now();
-    let deadline = ctx.deadline();
+    let mut long_poll = !ctx.client.is_rest();
     let mut last: Option<StatusView> = None;
+    let mut next_ask = start;
     loop {
-        let view = match status::fetch(ctx, deadline).await {
-            Ok(view) => view,
-            // The last poll ran into the deadline: report what the status last said.
+        let reading = match first.take() {
+            Some(r) => Ok(r),
+            None if long_poll => {
+                // A long-poll lasts its wait; one answered early again and again (a
+                // server misbehaving) is asked no more often than a poll would be.
+                sleep_until(next_ask).await;
+                next_ask = Instant::now() + POLL;
+                read_long(ctx, generation, deadline).await
+            }
+            None => status::fetch(ctx, deadline).await.map(|view| Reading {
+                view,
+                settled: None,
+            }),
+        };
+        let reading = match reading {
+            Ok(r) => r,
+            // An agent that predates the long-poll refuses the parameter: poll it.
+            Err(Error::Rejected(p)) if long_poll && refuses_wait(&p) => {
+                long_poll = false;
+                continue;
+            }
+            // The last read ran into the deadline: report what the status last said.
             Err(Error::Timeout { .. } | Error::Unreachable { .. } | Error::Http { .. })
                 if Instant::now() >= deadline && last.is_some() =>
             {
@@ -29,17 +108,19 @@ pub async fn run(ctx: &Context, args: WaitArgs) -> Result<()> {
             }
             Err(e) => return Err(e),
         };
-        let done = match args.condition {
-            WaitFor::Applied => view.is_applied(),
-        };
-        if done {
-            return match ctx.output {
-                Format::Table => {
-                    println!("applied (generation {})", view.generation);
-                    Ok(())
-                }
-                format => output::status(&mut std::io::stdout().lock(), format, &view),
-            };
+        let view = reading.view;
+        if view.is_applied() {
+            return Ok(view);
+        }
+        match reading.settled {
+            // The awaited pass ran and did not apply it; unless the generation moved on
+            // meanwhile (then that one is awaited), that is the answer.
+            Some(true) if generation == Some(view.generation) => {
+                return Err(Error::NotApplied(why_not(&view)))
+            }
+            Some(true) => generation = Some(view.generation),
+            Some(false) => {}
+            None => long_poll = false,
         }
         let now = Instant::now();
         if now >= deadline {
@@ -47,8 +128,41 @@ pub async fn run(ctx: &Context, args: WaitArgs) -> Result<()> {
         }
         debug!(generation = view.generation, "not applied yet");
         last = Some(view);
-        sleep(POLL.min(deadline - now)).await;
+        if !long_poll {
+            sleep(POLL.min(deadline - now)).await;
+        }
     }
+}
+
+/// One long-poll of the status: answered when the pass for `generation` has run, or when
+/// the wait (what is left of the deadline) ends.
+async fn read_long(ctx: &Context, generation: Option<i64>, deadline: Instant) -> Result<Reading> {
+    let wait = format!("{}ms", wait_for(deadline).as_millis());
+    let generation = generation.map(|g| g.to_string());
+    let mut query = vec![("wait", wait.as_str())];
+    if let Some(g) = &generation {
+        query.push(("generation", g));
+    }
+    let uri = ctx.client.uri("/v1/self/status", &query);
+    let (marker, view) = ctx
+        .client
+        .json_with_header(Method::GET, &uri, None, deadline, WAIT_HEADER)
+        .await?;
+    Ok(Reading::from_answer(marker, view))
+}
+
+/// How long the server may wait for us: what is left before `deadline`, less the margin,
+/// at most what a server grants.
+pub fn wait_for(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(MARGIN)
+        .min(MAX_WAIT)
+}
+
+/// Whether a problem is a server refusing `wait=` as unknown (it predates the long-poll).
+pub fn refuses_wait(p: &api::wire::ProblemDetails) -> bool {
+    p.status == 400 && p.errors.iter().any(|e| e.field == "wait")
 }
 
 fn timed_out(last: Option<&StatusView>, start: Instant) -> Error {

@@ -168,6 +168,8 @@ fi
     printf 'NES_REQUIRE_KINDS=%q\n' "$NES_REQUIRE_KINDS"
     printf 'NES_KERNEL_TEST_ARGS=%q\n' "$NES_KERNEL_TEST_ARGS"
     printf 'RUST_BACKTRACE=%q\n' "${RUST_BACKTRACE:-1}"
+    # Software emulation runs the guest many times slower: latency bounds in tests scale.
+    printf 'NES_TEST_TIME_SCALE=%q\n' "$([[ $accel == tcg ]] && echo 20 || echo 1)"
 } >"$rundir/env"
 
 # --- 6./7. the VM -----------------------------------------------------------------

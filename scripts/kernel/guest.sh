@@ -27,7 +27,7 @@ finish() {
 
 # shellcheck source=/dev/null
 source "$rundir/env"
-export NES_REQUIRE_KINDS RUST_BACKTRACE NES_KERNEL_VM=1 NES_REQUIRE_ROOT=1
+export NES_REQUIRE_KINDS RUST_BACKTRACE NES_TEST_TIME_SCALE NES_KERNEL_VM=1 NES_REQUIRE_ROOT=1
 # --show-output: passing tests' captured stderr too, so any SKIP line is seen and counted.
 read -r -a test_args <<<"--show-output ${NES_KERNEL_TEST_ARGS:-}"
 

@@ -439,3 +439,15 @@ fn dad_running(ns: &Netns) -> bool {
 fn kernel_own(event: &str) -> bool {
     event.contains("fe80:") || event.contains("ff00::/8") || event.starts_with("multicast ")
 }
+
+/// A latency bound for this machine: `bound` times `NES_TEST_TIME_SCALE` (default 1). The VM
+/// lane sets it when the guest runs under software emulation, many times slower than the
+/// host; a bound that holds on real hardware would fail there for the wrong reason.
+pub fn scaled(bound: std::time::Duration) -> std::time::Duration {
+    let scale = std::env::var("NES_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(1);
+    bound * scale
+}

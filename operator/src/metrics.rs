@@ -172,7 +172,7 @@ pub async fn track(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let start = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -180,12 +180,28 @@ pub async fn track(
         .unwrap_or_else(|| "unmatched".into());
     let response = next.run(request).await;
     metrics.http(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// The method as a metric label: the standard methods by name, anything else `other`
+/// (any token is a valid HTTP method, so a client could otherwise mint label values).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +240,30 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("p-1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn unknown_methods_are_one_other_label() {
+        let metrics = Arc::new(Metrics::default());
+        let app = axum::Router::new()
+            .route("/x", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(metrics.clone(), track));
+        for method in ["FOO1", "FOO2", "BREW", "GET"] {
+            let req = Request::builder()
+                .method(method)
+                .uri("/x")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.clone().oneshot(req).await.unwrap();
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"nes_operator_http_requests_total{method="other",route="/x",code="405"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("FOO1") && !text.contains("BREW"), "{text}");
     }
 
     #[test]

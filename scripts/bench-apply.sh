@@ -28,7 +28,9 @@ ONE_RUNS=${ONE_RUNS:-100}
 AGENT=${NES_AGENT:-target/release/nes-agent}
 CLI=${NESCLI:-target/release/nescli}
 [ "$(id -u)" = 0 ] || { echo "bench-apply: needs root" >&2; exit 2; }
-[ -x "$AGENT" ] && [ -x "$CLI" ] || cargo build --release -p nes-agent -p nes-cli --bin nes-agent --bin nescli
+if [ ! -x "$AGENT" ] || [ ! -x "$CLI" ]; then
+    cargo build --release -p nes-agent -p nes-cli --bin nes-agent --bin nescli
+fi
 command -v curl >/dev/null || { echo "bench-apply: needs curl" >&2; exit 2; }
 
 work=$(mktemp -d)
@@ -36,7 +38,10 @@ tag="nesb$$"
 agent_pid=
 namespaces=()
 cleanup() {
-  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  if [ -n "$agent_pid" ]; then
+    kill "$agent_pid" 2>/dev/null || true
+    wait "$agent_pid" 2>/dev/null || true
+  fi
   for ns in "${namespaces[@]}"; do
     umount "$work/netns/$ns" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
@@ -93,7 +98,7 @@ measure() {
   local t0=$EPOCHREALTIME
   "$@" >"$work/stdout"
   local t1=$EPOCHREALTIME
-  echo "$(((${t1/./} - ${t0/./})))" >>"$out"
+  echo "$((${t1/./} - ${t0/./}))" >>"$out"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }

@@ -52,6 +52,11 @@ impl PodClient {
         let end = Instant::now() + DEADLINE;
         loop {
             match try_request(self.connect().await, method, uri, body, &[]).await {
+                // Past the pod's connection cap the agent says 503 + Retry-After: nescli
+                // retries it, and so does this client.
+                Ok((503, _)) if Instant::now() < end => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
                 Ok(answer) => return answer,
                 Err(e) if Instant::now() > end => panic!("{method} {uri}: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -159,19 +164,41 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// Opens `uri`; an answer other than 200 is returned as its status and body.
-    pub async fn open(client: &PodClient, uri: &str) -> Result<Self, (u16, String)> {
+    /// One request for the stream: the sender (which keeps the connection) and the answer.
+    async fn exchange(
+        client: &PodClient,
+        uri: &str,
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+            http::Response<hyper::body::Incoming>,
+        ),
+        hyper::Error,
+    > {
         let stream = client.connect().await;
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("handshake");
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let req = http::Request::get(uri)
             .header("host", "nes")
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let resp = sender.send_request(req).await.expect("answer");
+        let resp = sender.send_request(req).await?;
+        Ok((sender, resp))
+    }
+
+    /// Opens `uri`; an answer other than 200 is returned as its status and body.
+    pub async fn open(client: &PodClient, uri: &str) -> Result<Self, (u16, String)> {
+        // A connection broken before the answer (an agent stopping while the connection
+        // sat in its backlog) is retried, as nescli does, until the deadline.
+        let end = Instant::now() + DEADLINE;
+        let (sender, resp) = loop {
+            match Self::exchange(client, uri).await {
+                Ok(answer) => break answer,
+                Err(e) if Instant::now() > end => panic!("GET {uri}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         if status != 200 {

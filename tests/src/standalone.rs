@@ -26,6 +26,8 @@ pub struct Standalone {
     pub policies: Vec<std::sync::Arc<api::policy::NetworkConfigurationPolicy>>,
     /// The node's `--allow-host-*` ceiling (nothing unless set).
     pub host_access: api::host::HostAccess,
+    /// Socket timeouts and caps (production's unless set).
+    pub limits: agent::podapi::serve::Limits,
 }
 
 impl Standalone {
@@ -42,6 +44,7 @@ impl Standalone {
             mounted: vec![],
             policies: vec![],
             host_access: Default::default(),
+            limits: Default::default(),
         }
     }
 
@@ -64,6 +67,7 @@ impl Standalone {
                 debounce: Duration::from_millis(50),
                 resync: Duration::from_secs(300),
             },
+            limits: self.limits,
         }
     }
 

@@ -7,6 +7,7 @@ use nes_tests::common;
 
 use std::time::{Duration, Instant};
 
+use agent::podapi::serve::Limits;
 use api::wire::EventBody;
 use common::{require_root, Netns};
 use nes_tests::client::{EventStream, PodClient};
@@ -17,11 +18,9 @@ use tokio::net::UnixStream;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// An agent serving `pods` fresh namespaces, with `env` set before it starts.
-fn agent_with(env: &[(&str, &str)], pods: usize) -> (Standalone, Vec<Netns>) {
-    for (k, v) in env {
-        std::env::set_var(k, v);
-    }
+fn agent_with(limits: Limits, pods: usize) -> (Standalone, Vec<Netns>) {
     let mut agent = Standalone::new("bnd");
+    agent.limits = limits;
     agent.start();
     let pods: Vec<Netns> = (0..pods).map(|_| Netns::new("bnd")).collect();
     for pod in &pods {
@@ -76,7 +75,13 @@ async fn a_connection_that_never_completes_its_request_head_is_closed() {
     if !require_root() {
         return;
     }
-    let (_agent, pods) = agent_with(&[("NES_HEADER_TIMEOUT_MS", "300")], 1);
+    let (_agent, pods) = agent_with(
+        Limits {
+            header_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        1,
+    );
     let client = PodClient::new(&pods[0].path());
     let mut s = client.connect().await;
     s.write_all(b"GET /v1/self/status HTTP/1.1\r\nhost: nes\r\n")
@@ -96,7 +101,13 @@ async fn past_a_pods_connection_cap_a_connection_gets_503_and_other_pods_are_ser
     if !require_root() {
         return;
     }
-    let (_agent, pods) = agent_with(&[("NES_POD_MAX_CONNECTIONS", "3")], 2);
+    let (_agent, pods) = agent_with(
+        Limits {
+            pod_connections: 3,
+            ..Limits::default()
+        },
+        2,
+    );
     let (a, b) = (
         PodClient::new(&pods[0].path()),
         PodClient::new(&pods[1].path()),
@@ -135,7 +146,7 @@ async fn a_body_declared_over_the_limit_is_refused_without_reading_it() {
     if !require_root() {
         return;
     }
-    let (_agent, pods) = agent_with(&[], 1);
+    let (_agent, pods) = agent_with(Limits::default(), 1);
     let client = PodClient::new(&pods[0].path());
     let mut s = client.connect().await;
     let head = "PUT /v1/self/config?manager=app HTTP/1.1\r\nhost: nes\r\n\
@@ -152,7 +163,7 @@ async fn a_huge_error_text_is_cut_in_the_event_and_the_status() {
     if !require_root() {
         return;
     }
-    let (_agent, pods) = agent_with(&[], 1);
+    let (_agent, pods) = agent_with(Limits::default(), 1);
     let client = PodClient::new(&pods[0].path());
     let mut events = client.events(None).await;
     // Every route's gateway is unreachable: each fails with its own line.
@@ -193,7 +204,7 @@ async fn past_a_pods_event_stream_cap_a_stream_gets_503() {
     if !require_root() {
         return;
     }
-    let (_agent, pods) = agent_with(&[], 1);
+    let (_agent, pods) = agent_with(Limits::default(), 1);
     let client = PodClient::new(&pods[0].path());
     let mut open = vec![];
     for _ in 0..agent::podapi::MAX_POD_STREAMS {

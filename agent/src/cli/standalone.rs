@@ -52,6 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
             resync: Duration::from_secs(args.resync_seconds.max(1)),
             ..Default::default()
         },
+        limits: Default::default(),
     };
     let stop = CancellationToken::new();
     tokio::spawn(super::cancel_on_signal(stop.clone()));

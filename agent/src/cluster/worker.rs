@@ -390,6 +390,7 @@ impl Candidate<'_> {
                 node: Some(ctx.opts.node.clone()),
                 conditions: previous_conditions(ctx, key, &sandbox),
                 policy: policy_source(ctx, key),
+                limits: Default::default(),
             },
         );
         info!(sandbox = %sandbox.id, netns = %path, "serving the pod");

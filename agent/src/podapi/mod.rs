@@ -119,6 +119,8 @@ pub struct ServerOptions {
     pub conditions: Vec<Condition>,
     /// The admin policies governing the pod (default: the built-in default policy).
     pub policy: crate::policy::PolicySource,
+    /// Timeouts and caps of the pod's `@nes`.
+    pub limits: serve::Limits,
 }
 
 /// Every pod served, by name (the standalone admin socket's `?pod=`).
@@ -203,6 +205,7 @@ pub struct PodServer {
     /// The task serving `@nes`; awaited by [`PodServer::stop`].
     serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
     policy: crate::policy::PolicySource,
+    limits: serve::Limits,
     /// Event streams (its own and subscriptions') open on this pod: each holds a task,
     /// a live receiver and a connection for as long as the client likes.
     streams: Arc<tokio::sync::Semaphore>,
@@ -261,6 +264,7 @@ impl PodServer {
             degraded: Mutex::new(None),
             serving: Mutex::new(None),
             policy: opts.policy,
+            limits: opts.limits,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_POD_STREAMS)),
         });
         let netns = pod.net.executor().path().display().to_string();
@@ -719,8 +723,10 @@ async fn serve_socket(pod: Arc<PodServer>) {
     *pod.degraded.lock().unwrap_or_else(|p| p.into_inner()) = None;
     info!("serving @{POD_SOCKET_NAME}");
     let app = router(Scope::Pod(pod.clone()));
+    let limits = pod.limits;
     drop(pod); // the router holds it; this task must not keep the pod alive after stop
-    serve::serve(listener, app, stop, serve::Caps::pod()).await;
+    let caps = serve::Caps::pod(&limits);
+    serve::serve(listener, app, stop, caps, limits.header_timeout).await;
 }
 
 #[cfg(test)]

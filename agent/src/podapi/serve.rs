@@ -36,22 +36,25 @@ pub const MAX_AGENT_POD_CONNECTIONS: usize = 512;
 /// What a refused client is told to wait, in seconds.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
-/// Overrides of the limits above, read once from the environment, for tests and benches
-/// that cannot wait 10 s (`NES_HEADER_TIMEOUT_MS`) or want a small cap
-/// (`NES_POD_MAX_CONNECTIONS`).
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The limits a socket is served with; [`Limits::default`] is production's. Tests and
+/// benches that cannot wait 10 s, or want a small cap, pass their own through the
+/// options (never the environment: agents in one test process would share it).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a connection may take to send a complete request head (and stay idle).
+    pub header_timeout: Duration,
+    /// Connections one pod's `@nes` serves at once.
+    pub pod_connections: usize,
 }
 
-static HEADER_TIMEOUT_NOW: LazyLock<Duration> = LazyLock::new(|| {
-    Duration::from_millis(env_or(
-        "NES_HEADER_TIMEOUT_MS",
-        HEADER_TIMEOUT.as_millis() as u64,
-    ))
-});
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: HEADER_TIMEOUT,
+            pod_connections: MAX_POD_CONNECTIONS,
+        }
+    }
+}
 
 /// The cap shared by every pod socket of this agent.
 static AGENT_POD_CONNECTIONS: LazyLock<Arc<Semaphore>> =
@@ -65,13 +68,10 @@ pub struct Caps {
 }
 
 impl Caps {
-    /// One pod's `@nes`: [`MAX_POD_CONNECTIONS`], within the agent-wide cap.
-    pub fn pod() -> Self {
+    /// One pod's `@nes`: `limits.pod_connections`, within the agent-wide cap.
+    pub fn pod(limits: &Limits) -> Self {
         Self {
-            own: Arc::new(Semaphore::new(env_or(
-                "NES_POD_MAX_CONNECTIONS",
-                MAX_POD_CONNECTIONS,
-            ))),
+            own: Arc::new(Semaphore::new(limits.pod_connections)),
             shared: Some(AGENT_POD_CONNECTIONS.clone()),
         }
     }
@@ -121,7 +121,13 @@ fn refuse(stream: UnixStream) {
 }
 
 /// Accepts connections until `stop` is cancelled, then aborts every open connection.
-pub async fn serve(listener: UnixListener, router: Router, stop: CancellationToken, caps: Caps) {
+pub async fn serve(
+    listener: UnixListener,
+    router: Router,
+    stop: CancellationToken,
+    caps: Caps,
+    header_timeout: Duration,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -129,7 +135,7 @@ pub async fn serve(listener: UnixListener, router: Router, stop: CancellationTok
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match caps.admit() {
                     Some(permits) => {
-                        connections.spawn(connection(stream, router.clone(), permits));
+                        connections.spawn(connection(stream, router.clone(), permits, header_timeout));
                     }
                     None => {
                         debug!("connection refused past the cap");
@@ -150,11 +156,16 @@ pub async fn serve(listener: UnixListener, router: Router, stop: CancellationTok
 }
 
 /// Serves one connection, holding its cap permits until it ends.
-async fn connection(stream: UnixStream, router: Router, permits: impl Send + 'static) {
+async fn connection(
+    stream: UnixStream,
+    router: Router,
+    permits: impl Send + 'static,
+    header_timeout: Duration,
+) {
     let service = TowerToHyperService::new(router);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(*HEADER_TIMEOUT_NOW)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service);
     if let Err(error) = conn.await {
         debug!(%error, "connection ended");

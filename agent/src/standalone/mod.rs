@@ -42,6 +42,8 @@ pub struct Options {
     /// Namespaces are rescanned this often, besides inotify, to catch what it missed.
     pub rescan: Duration,
     pub keeper: KeeperOptions,
+    /// Timeouts and caps of every socket served (production's by default).
+    pub limits: crate::podapi::serve::Limits,
 }
 
 /// Serves until `stop` is cancelled. Stopping closes sockets only: never a netlink write.
@@ -62,6 +64,7 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
         http::router(http::Scope::Admin(pods.clone())),
         stop.child_token(),
         serve::Caps::admin(),
+        opts.limits.header_timeout,
     ));
 
     std::fs::create_dir_all(&opts.netns_dir).map_err(|source| Error::File {
@@ -128,6 +131,7 @@ async fn reconcile(
                 netns: opts.host_netns.clone(),
                 access: opts.host_access.clone(),
                 policies: opts.policies.clone(),
+                limits: opts.limits,
             };
             async move {
                 (

@@ -37,6 +37,8 @@ pub struct Host {
     pub access: api::host::HostAccess,
     /// Every admin policy; the ones selecting the netns's name govern it.
     pub policies: Vec<Arc<api::policy::NetworkConfigurationPolicy>>,
+    /// Timeouts and caps of each pod's `@nes`.
+    pub limits: crate::podapi::serve::Limits,
 }
 
 pub async fn start(
@@ -102,6 +104,7 @@ pub async fn start(
     let opts = ServerOptions {
         keeper,
         policy: PolicySource::fixed(gate.governing),
+        limits: host.limits,
         ..Default::default()
     };
     Ok(PodServer::start(

@@ -63,8 +63,9 @@ bash scripts/validate-manifests.sh
 step "cargo nextest (workspace)"
 mkdir -p target
 # The end-to-end tests (tests/, package nes-tests) run nes-agent, nes-shim and nescli: built
-# here once, so that their own up-to-date check (nes_tests::bins) finds nothing to do.
+# here once, and NES_TEST_BINS_BUILT tells their own up-to-date check (nes_tests::bins) so.
 cargo build --workspace --bins --quiet
+export NES_TEST_BINS_BUILT=1
 # Passing tests' output is shown at the end so that their SKIP lines are visible.
 set +e
 cargo nextest run --workspace --no-fail-fast --success-output final --failure-output immediate-final \

@@ -55,6 +55,7 @@
 mod destination;
 mod evaluate;
 mod file;
+mod governing;
 mod host;
 mod resource;
 mod rules;
@@ -68,6 +69,7 @@ mod tests;
 pub use destination::{check_destination, special_range, url_host, FailureClass};
 pub use evaluate::{default_policy, evaluate, Origin, Subject};
 pub use file::{parse_policy_file, PolicyFileError};
+pub use governing::{Governing, Refusal, POLICY_UNAVAILABLE_REASON};
 pub use host::host_access;
 pub use resource::{
     CountLimits, FamilyCidrs, HostPolicy, IdRange, MtuRange, NetworkConfigurationPolicy,

@@ -1,5 +1,6 @@
 //! What every nes binary needs once: the retry backoff, the TLS settings of an HTTPS
-//! client, the logging setup and (feature `axum`) the HTTP servers' error edge. `api` stays free of these (no I/O, no crypto there).
+//! client, the logging setup, (feature `axum`) the HTTP servers' error edge and (feature `kube`)
+//! the admin-policy view. `api` stays free of these (no I/O, no crypto there).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -7,4 +8,6 @@ pub mod backoff;
 #[cfg(feature = "axum")]
 pub mod http;
 pub mod logging;
+#[cfg(feature = "kube")]
+pub mod policy_view;
 pub mod tls;

@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::metrics::Metrics;
+use crate::policy::PolicyView;
 use crate::tls::CertStore;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -16,26 +17,37 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 struct Probes {
     metrics: Arc<Metrics>,
     certs: Arc<CertStore>,
+    policy: PolicyView,
 }
 
-pub fn router(metrics: Arc<Metrics>, certs: Arc<CertStore>) -> Router {
+pub fn router(metrics: Arc<Metrics>, certs: Arc<CertStore>, policy: PolicyView) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Arc::new(Probes { metrics, certs }))
+        .with_state(Arc::new(Probes {
+            metrics,
+            certs,
+            policy,
+        }))
 }
 
-/// Ready once a serving certificate is loaded: before that the HTTPS port cannot answer.
+/// Ready once a serving certificate is loaded (before that the HTTPS port cannot answer)
+/// and the admin policies are listed (before that every policy-checked request is a 503).
 async fn readyz(State(p): State<Arc<Probes>>) -> impl IntoResponse {
-    if p.certs.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (
+    if !p.certs.is_ready() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "no serving certificate yet",
-        )
+        );
     }
+    if !p.policy.is_listed() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin policies are not listed yet",
+        );
+    }
+    (StatusCode::OK, "ok")
 }
 
 async fn metrics_text(State(p): State<Arc<Probes>>) -> impl IntoResponse {
@@ -52,7 +64,15 @@ mod tests {
     use super::*;
 
     async fn call(path: &str) -> (StatusCode, String) {
-        let app = router(Arc::new(Metrics::default()), CertStore::new());
+        call_with(path, CertStore::new(), PolicyView::fixed(vec![], &[])).await
+    }
+
+    async fn call_with(
+        path: &str,
+        certs: Arc<CertStore>,
+        policy: PolicyView,
+    ) -> (StatusCode, String) {
+        let app = router(Arc::new(Metrics::default()), certs, policy);
         let res = app
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
@@ -77,5 +97,26 @@ mod tests {
     async fn readyz_is_unavailable_until_a_certificate_is_loaded() {
         let (status, _) = call("/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_the_admin_policies_too() {
+        let names = crate::certs::bundle::dns_names("nes-operator", "nes-system");
+        let bundle = crate::certs::bundle::Bundle::generate(
+            &names,
+            std::time::SystemTime::now(),
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+        let certs = CertStore::new();
+        certs.load_pem(&bundle.tls_crt, &bundle.tls_key).unwrap();
+        let (status, body) = call_with("/readyz", certs.clone(), PolicyView::unsynced()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("admin policies"), "{body}");
+        let listed = PolicyView::fixed(vec![], &[]);
+        assert_eq!(
+            call_with("/readyz", certs, listed).await,
+            (StatusCode::OK, "ok".into())
+        );
     }
 }

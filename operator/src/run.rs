@@ -156,7 +156,7 @@ pub async fn run(args: Args) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let certs = CertStore::new();
     let hub = Arc::new(Hub::default());
-    let policy = PolicyView::start(client.clone(), shutdown.clone());
+    let policy = crate::policy::start(client.clone(), shutdown.clone());
     let app = https_app(
         &args,
         rest_client,
@@ -169,7 +169,7 @@ pub async fn run(args: Args) -> Result<()> {
     let probe = bind(args.probe_addr).await?;
     info!(listen = %args.listen_addr, probes = %args.probe_addr, pod = %args.pod_name, "nes-operator starting");
 
-    let probe_app = probes::router(metrics.clone(), certs.clone());
+    let probe_app = probes::router(metrics.clone(), certs.clone(), policy.clone());
     let probe_addr = args.probe_addr;
     let probe_shutdown = shutdown.clone();
     let ctx = Context::new(

@@ -101,7 +101,7 @@ struct No {
 fn evaluate(view: &PolicyView, namespace: &str, subject: Subject<'_>) -> Result<(), No> {
     view.evaluate(namespace, subject, Origin::Cluster)
         .map_err(|refusal| match refusal {
-            Refusal::Denied(denied) => No {
+            denied @ Refusal::Denied { .. } => No {
                 code: 403,
                 reason: "Forbidden",
                 message: denied.to_string(),

@@ -217,7 +217,7 @@ pub fn pass_event(prev: Option<&Pass>, pass: &Pass) -> Option<KubeEvent> {
 pub fn refusal_event(before: Option<&Desired>, now: &Desired) -> Option<KubeEvent> {
     let reason = match now.problem.as_ref()?.reason.as_str() {
         api::policy::POLICY_DENIED_REASON => api::policy::POLICY_DENIED_REASON,
-        crate::policy::POLICY_UNAVAILABLE_REASON => crate::policy::POLICY_UNAVAILABLE_REASON,
+        api::policy::POLICY_UNAVAILABLE_REASON => api::policy::POLICY_UNAVAILABLE_REASON,
         _ => return None,
     };
     let problem = now.problem.as_ref()?;

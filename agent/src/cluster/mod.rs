@@ -18,10 +18,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::policy::NetworkConfigurationPolicy;
+use api::policy::Governing;
 use api::NetworkConfiguration;
+use common::policy_view::PolicyView;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -33,7 +34,6 @@ use tracing::{info, warn, Instrument};
 
 use crate::cri::{NetnsResolver, SandboxEvent};
 use crate::error::{Error, Result};
-use crate::policy::Governing;
 use crate::watch::KeeperOptions;
 use forward::{ForwardOptions, Forwarder};
 use state::StateDir;
@@ -104,11 +104,8 @@ pub struct Context {
     pub subscriptions: Arc<cares::Subscriptions>,
     /// Cancelled once both watches have listed.
     pub ready: CancellationToken,
-    /// The admin policies and the namespaces (their labels select policies).
-    pub policies: Store<NetworkConfigurationPolicy>,
-    pub namespaces: Store<Namespace>,
-    /// Cancelled once both of those watches have listed.
-    pub policies_listed: CancellationToken,
+    /// The admin policies and the namespaces' labels (which select them).
+    pub policy: PolicyView,
 }
 
 impl Context {
@@ -125,19 +122,8 @@ impl Context {
     /// The admin policies governing the pod's namespace now; unknown (fail closed) before
     /// the policy and namespace watches have listed, or while the namespace is not seen.
     pub fn governing(&self, key: &Key) -> Governing {
-        if !self.policies_listed.is_cancelled() {
-            return Governing::Unknown(
-                "the NetworkConfigurationPolicy and Namespace watches have not listed (the agent needs get/list/watch on networkconfigurationpolicies and namespaces); nothing new is applied until they do".into(),
-            );
-        }
-        let namespace = key.namespace.as_deref().unwrap_or_default();
-        let Some(ns) = self.namespaces.get(&ObjectRef::new(namespace)) else {
-            return Governing::Unknown(format!(
-                "namespace {namespace:?} is not in the agent's watch yet; nothing new is applied until it is"
-            ));
-        };
-        let labels = ns.metadata.labels.clone().unwrap_or_default();
-        Governing::of(&self.policies.state(), &labels)
+        self.policy
+            .governing(key.namespace.as_deref().unwrap_or_default())
     }
 }
 
@@ -168,15 +154,12 @@ pub async fn run(
     let forwarder = Arc::new(Forwarder::new(opts.forward.clone())?);
     let (pods, pods_writer) = reflector::store::<Pod>();
     let (confs, confs_writer) = reflector::store::<NetworkConfiguration>();
-    let (policies, policies_writer) = reflector::store::<NetworkConfigurationPolicy>();
-    let (namespaces, namespaces_writer) = reflector::store::<Namespace>();
     let (notices, noticed) = mpsc::unbounded_channel();
-    let policy_watches = spawn_policy_watches(
-        &client,
-        policies_writer,
-        namespaces_writer,
-        notices.clone(),
-        &stop,
+    let (policy, policy_changes) = PolicyView::watch(client.clone());
+    let policy_watch = tokio::spawn(
+        follow_policies(policy_changes, notices.clone(), stop.clone()).instrument(
+            tracing::info_span!("watch", kind = "NetworkConfigurationPolicy"),
+        ),
     );
     let watches = spawn_watches(
         &opts.node,
@@ -213,9 +196,7 @@ pub async fn run(
         served,
         subscriptions,
         ready: CancellationToken::new(),
-        policies,
-        namespaces,
-        policies_listed: CancellationToken::new(),
+        policy,
     });
     tokio::spawn(mark_policies_listed(ctx.clone(), notices, stop.clone()));
     serve_probes(&ctx, &stop).await?;
@@ -225,7 +206,7 @@ pub async fn run(
     ctx.ready.cancel();
     info!(node = %ctx.opts.node, pods = ctx.pods.state().len(), "watches listed; serving pods");
     dispatch(&ctx, noticed, &stop).await;
-    for w in watches.into_iter().chain(policy_watches) {
+    for w in watches.into_iter().chain([policy_watch]) {
         w.abort();
     }
     Ok(())
@@ -273,70 +254,40 @@ fn spawn_watches(
     ]
 }
 
-/// The watches of the admin policies and of the namespaces (whose labels select them):
-/// any change re-evaluates every pod of this node.
-fn spawn_policy_watches(
-    client: &Client,
-    policies_writer: reflector::store::Writer<NetworkConfigurationPolicy>,
-    namespaces_writer: reflector::store::Writer<Namespace>,
+/// Follows the policy view's watches: any change re-evaluates every pod of this node.
+async fn follow_policies(
+    mut changes: common::policy_view::Changes,
     notices: mpsc::UnboundedSender<Notice>,
-    stop: &CancellationToken,
-) -> [tokio::task::JoinHandle<()>; 2] {
-    [
-        tokio::spawn(
-            follow(
-                reflector::reflector(
-                    policies_writer,
-                    watcher(
-                        Api::<NetworkConfigurationPolicy>::all(client.clone()),
-                        watcher::Config::default(),
-                    ),
-                ),
-                notices.clone(),
-                stop.clone(),
-                |_: &NetworkConfigurationPolicy| Notice::All,
-            )
-            .instrument(tracing::info_span!(
-                "watch",
-                kind = "NetworkConfigurationPolicy"
-            )),
-        ),
-        tokio::spawn(
-            follow(
-                reflector::reflector(
-                    namespaces_writer,
-                    watcher(
-                        Api::<Namespace>::all(client.clone()),
-                        watcher::Config::default(),
-                    ),
-                ),
-                notices,
-                stop.clone(),
-                |_: &Namespace| Notice::All,
-            )
-            .instrument(tracing::info_span!("watch", kind = "Namespace")),
-        ),
-    ]
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            next = changes.next() => next,
+        };
+        match next {
+            None => return,
+            Some(Ok(())) => {
+                if notices.send(Notice::All).is_err() {
+                    return;
+                }
+            }
+            Some(Err(error)) => warn!(%error, "watch failed; retrying with backoff"),
+        }
+    }
 }
 
-/// Marks the admin policies known once both their watches have listed, and re-evaluates
-/// every pod then (one served before may be held for want of them).
+/// Logs once the admin policies are known, and re-evaluates every pod then (one served
+/// before may be held for want of them).
 async fn mark_policies_listed(
     ctx: Arc<Context>,
     notices: mpsc::UnboundedSender<Notice>,
     stop: CancellationToken,
 ) {
-    let listed = async {
-        tokio::try_join!(
-            ctx.policies.wait_until_ready(),
-            ctx.namespaces.wait_until_ready()
-        )
-    };
     tokio::select! {
         _ = stop.cancelled() => {}
-        ready = listed => if ready.is_ok() {
-            ctx.policies_listed.cancel();
-            info!(policies = ctx.policies.state().len(), "admin policies listed");
+        () = ctx.policy.listed() => {
+            info!(policies = ctx.policy.policy_count(), "admin policies listed");
             let _ = notices.send(Notice::All);
         }
     }
@@ -375,7 +326,7 @@ async fn listed(ctx: &Context, stop: &CancellationToken) -> Result<bool> {
     let deadline = ctx.opts.policy_list_timeout;
     tokio::select! {
         _ = stop.cancelled() => return Ok(false),
-        _ = ctx.policies_listed.cancelled() => {}
+        () = ctx.policy.listed() => {}
         _ = tokio::time::sleep(deadline) => {
             warn!(after = ?deadline, "the NetworkConfigurationPolicy and Namespace watches have not listed; serving pods Degraded (PolicyUnavailable) with nothing new applied");
         }

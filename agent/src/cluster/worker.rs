@@ -427,7 +427,7 @@ fn policy_source(ctx: &Arc<Context>, key: &Key) -> crate::policy::PolicySource {
     let (ctx, key) = (Arc::downgrade(ctx), key.clone());
     crate::policy::PolicySource(Arc::new(move || match ctx.upgrade() {
         Some(ctx) => ctx.governing(&key),
-        None => crate::policy::Governing::Unknown("the agent is stopping".into()),
+        None => api::policy::Governing::Unknown("the agent is stopping".into()),
     }))
 }
 

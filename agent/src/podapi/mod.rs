@@ -356,12 +356,13 @@ impl PodServer {
         origin: api::policy::Origin,
         spec: &NetworkConfigurationSpec,
     ) -> Result<(), ApiError> {
-        crate::policy::check(spec, origin, &self.policy.get(), self.net.host_access()).map_err(
-            |refusal| {
-                warn!(reason = refusal.reason, message = %refusal.message, "request refused by the admin policy");
+        self.policy
+            .get()
+            .check(spec, origin, self.net.host_access())
+            .map_err(|refusal| {
+                warn!(reason = refusal.reason(), message = %refusal, "request refused by the admin policy");
                 ApiError(refusal.problem())
-            },
-        )
+            })
     }
 
     pub async fn remove_manager(&self, manager: &str) -> Result<ConfigView, ApiError> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use api::host::HostAccess;
-use api::policy::{NetworkConfigurationPolicy, Origin, POLICY_DENIED_REASON};
+use api::policy::{NetworkConfigurationPolicy, POLICY_DENIED_REASON, POLICY_UNAVAILABLE_REASON};
 use api::NetworkConfigurationSpec;
 use serde_json::{json, Value};
 
@@ -179,54 +179,6 @@ fn a_refused_configuration_never_reaches_the_engine_and_the_last_good_one_stays(
             }
         }
     }
-}
-
-#[test]
-fn a_denial_names_the_policy_and_the_field() {
-    let got = check(
-        &spec(eth0("10.2.0.5/24")),
-        Origin::Cluster,
-        &Governing::Known(vec![tenant()]),
-        &HostAccess::deny_all(),
-    )
-    .expect_err("outside the CIDR");
-    assert_eq!(got.reason, POLICY_DENIED_REASON);
-    assert!(got.message.contains("\"tenant\""), "{}", got.message);
-    assert!(
-        got.message.contains("spec.interfaces[0].addresses[0]"),
-        "{}",
-        got.message
-    );
-    let problem = got.problem();
-    assert_eq!(problem.status, 403);
-    assert_eq!(problem.errors[0].field, "spec.interfaces[0].addresses[0]");
-}
-
-#[test]
-fn the_node_ceiling_is_named_once_when_the_policy_also_refuses() {
-    let got = check(
-        &spec(bridged()),
-        Origin::Cluster,
-        &Governing::default_policy(),
-        &HostAccess::deny_all(),
-    )
-    .expect_err("host bridge");
-    let fields: Vec<&str> = got.problems.iter().map(|p| p.field.as_str()).collect();
-    let mut unique = fields.clone();
-    unique.dedup();
-    assert_eq!(fields, unique, "{got:?}");
-    assert!(got.message.contains("nes-default"), "{}", got.message);
-}
-
-#[test]
-fn a_pod_without_self_service_is_refused_at_its_socket_only() {
-    let closed = Governing::Known(vec![policy(
-        "closed",
-        json!({"selfService": {"allowed": false}}),
-    )]);
-    let s = spec(eth0("10.1.0.5/24"));
-    assert!(check(&s, Origin::Pod, &closed, &HostAccess::deny_all()).is_err());
-    assert!(check(&s, Origin::Cluster, &closed, &HostAccess::deny_all()).is_ok());
 }
 
 #[test]

@@ -21,9 +21,9 @@ use crate::owned::Owned;
 use crate::podapi::feed::Feed;
 use crate::podapi::http::ApiError;
 use crate::podapi::{ConfigBackend, Desired, PodServer, ServerOptions, StateProblem};
-use crate::policy::{Governing, PolicySource};
+use crate::policy::PolicySource;
 use crate::watch::KeeperOptions;
-use api::policy::{Origin, POLICY_DENIED_REASON};
+use api::policy::{Governing, Origin, POLICY_DENIED_REASON};
 use api::wire::{CareView, NewCare};
 use tokio_util::sync::CancellationToken;
 
@@ -203,13 +203,10 @@ impl FileBackend {
             .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
         // The whole, as it would be applied (counts are of the whole): refused here with a
         // 403 rather than stored and held back.
-        crate::policy::check(
-            &merged.spec,
-            Origin::Cluster,
-            &self.policy.governing,
-            &self.policy.node,
-        )
-        .map_err(|refusal| ApiError(refusal.problem()))?;
+        self.policy
+            .governing
+            .check(&merged.spec, Origin::Cluster, &self.policy.node)
+            .map_err(|refusal| ApiError(refusal.problem()))?;
         if record.fragments.get(manager) == Some(&fragment) {
             return Ok(self.view(&record));
         }

@@ -1,6 +1,7 @@
 //! Which policies govern a namespace: Kubernetes label selector rules, through kube's own
 //! matcher (`kube::core::Selector`).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -33,13 +34,16 @@ pub fn governs(policy: &NetworkConfigurationPolicy, ns_labels: &BTreeMap<String,
 /// The policies of `all` that govern a namespace with these labels, sorted by name so
 /// violations come out in a stable order. Pass the result to [`super::evaluate`]; an empty
 /// result means the built-in default applies (evaluate does that itself).
-/// `all` may be a slice, or a reflector store's `state().iter().map(|p| p.as_ref())`.
-pub fn selecting<'a>(
-    all: impl IntoIterator<Item = &'a NetworkConfigurationPolicy>,
+/// `all` may be policies or `Arc`s of them (a reflector store's `state()`).
+pub fn selecting<'a, T: Borrow<NetworkConfigurationPolicy> + 'a>(
+    all: impl IntoIterator<Item = &'a T>,
     ns_labels: &BTreeMap<String, String>,
-) -> Vec<&'a NetworkConfigurationPolicy> {
-    let mut chosen: Vec<_> = all.into_iter().filter(|p| governs(p, ns_labels)).collect();
-    chosen.sort_by_key(|p| p.name_any());
+) -> Vec<&'a T> {
+    let mut chosen: Vec<&T> = all
+        .into_iter()
+        .filter(|p| governs((*p).borrow(), ns_labels))
+        .collect();
+    chosen.sort_by_key(|p| (*p).borrow().name_any());
     chosen
 }
 

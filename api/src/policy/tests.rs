@@ -850,3 +850,96 @@ fn unknown_policy_fields_are_refused() {
         serde_json::from_value::<NetworkConfigurationPolicySpec>(json!({"hosts": {"veth": true}}));
     assert!(typo.is_err(), "a misspelt rule must not silently allow");
 }
+
+// Governing: the known-or-not view every entrance decides through, and the node ceiling.
+
+fn tenant_policy() -> std::sync::Arc<NetworkConfigurationPolicy> {
+    std::sync::Arc::new(policy(
+        "tenant",
+        json!({"addresses": {"ipv4": ["10.1.0.0/16"]}}),
+    ))
+}
+
+#[test]
+fn a_refusal_names_the_policy_and_the_field() {
+    let got = Governing::Known(vec![tenant_policy()])
+        .check(
+            &conf(eth0(&["10.2.0.5/24"])),
+            Cluster,
+            &HostAccess::deny_all(),
+        )
+        .expect_err("outside the CIDR");
+    assert_eq!(got.reason(), POLICY_DENIED_REASON);
+    let message = got.to_string();
+    assert!(message.contains("\"tenant\""), "{message}");
+    assert!(
+        message.contains("spec.interfaces[0].addresses[0]"),
+        "{message}"
+    );
+    let problem = got.problem();
+    assert_eq!(problem.status, 403);
+    assert_eq!(problem.errors[0].field, "spec.interfaces[0].addresses[0]");
+}
+
+#[test]
+fn the_node_ceiling_is_named_once_when_the_policy_also_refuses() {
+    let bridged = conf(veth(Some("br0")));
+    let got = Governing::default_policy()
+        .check(&bridged, Cluster, &HostAccess::deny_all())
+        .expect_err("host bridge");
+    let problems = got.problems();
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    let mut unique = fields.clone();
+    unique.dedup();
+    assert_eq!(fields, unique, "{got:?}");
+    assert!(got.to_string().contains("nes-default"), "{got}");
+}
+
+#[test]
+fn what_the_policy_allows_the_node_ceiling_still_refuses() {
+    let bridges = std::sync::Arc::new(policy(
+        "bridges",
+        json!({"host": {"veth": true, "bridges": ["br0"]}}),
+    ));
+    let bridged = conf(veth(Some("br0")));
+    let got = Governing::Known(vec![bridges.clone()])
+        .check(&bridged, Cluster, &HostAccess::deny_all())
+        .expect_err("the node allows no host access");
+    assert!(
+        got.to_string().contains("this node's --allow-host-* flags"),
+        "{got}"
+    );
+    let node = HostAccess {
+        veth: true,
+        bridges: ["br0".to_string()].into(),
+        ..HostAccess::deny_all()
+    };
+    assert_eq!(
+        Governing::Known(vec![bridges]).check(&bridged, Cluster, &node),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_pod_without_self_service_is_refused_at_its_socket_only() {
+    let closed = Governing::Known(vec![std::sync::Arc::new(policy(
+        "closed",
+        json!({"selfService": {"allowed": false}}),
+    ))]);
+    let s = conf(eth0(&["10.1.0.5/24"]));
+    assert!(closed.check(&s, Pod, &HostAccess::deny_all()).is_err());
+    assert!(closed.check(&s, Cluster, &HostAccess::deny_all()).is_ok());
+}
+
+#[test]
+fn unknown_policies_refuse_everything_as_unavailable() {
+    let got = Governing::Unknown("not listed".into())
+        .check(
+            &conf(eth0(&["10.1.0.5/24"])),
+            Cluster,
+            &HostAccess::deny_all(),
+        )
+        .expect_err("fail closed");
+    assert_eq!(got.reason(), POLICY_UNAVAILABLE_REASON);
+    assert_eq!(got.problem().status, 503);
+}

@@ -107,20 +107,7 @@ impl From<crate::policy::Refusal> for ApiError {
     /// A policy denial is 403 naming each policy, rule and field; a view that cannot tell
     /// yet is 503 (with Retry-After): the request is refused, never let through.
     fn from(r: crate::policy::Refusal) -> Self {
-        match r {
-            crate::policy::Refusal::Denied(denied) => {
-                let names: Vec<String> =
-                    denied.policies().iter().map(|n| format!("{n:?}")).collect();
-                let detail = format!(
-                    "NetworkConfigurationPolicy {} does not allow this request",
-                    names.join(", ")
-                );
-                Self(ProblemDetails::policy_denied(detail, denied.problems()))
-            }
-            crate::policy::Refusal::Unavailable(why) => {
-                Self(ProblemDetails::policy_unavailable(why))
-            }
-        }
+        Self(r.problem())
     }
 }
 

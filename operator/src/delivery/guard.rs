@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use api::policy::{self, Denied, FailureClass, NetworkConfigurationPolicy};
+use api::policy::{self, Denied, FailureClass};
 use futures::future::BoxFuture;
 use http::Uri;
 use hyper_util::client::legacy::connect::dns::Name;
@@ -57,11 +57,10 @@ pub struct DestinationRefused(pub String);
 impl Guard {
     /// Whether `host`, resolved to `ips`, is a destination for subscriptions of `namespace`.
     fn check(&self, namespace: &str, host: &str, ips: &[IpAddr]) -> Result<(), DestinationRefused> {
-        let governing = self
-            .policy
-            .governing(namespace)
+        let governing = self.policy.governing(namespace);
+        let refs = governing
+            .policies()
             .map_err(|r: Refusal| DestinationRefused(r.to_string()))?;
-        let refs: Vec<&NetworkConfigurationPolicy> = governing.iter().collect();
         policy::check_destination(&refs, host, ips, &self.cluster_cidrs)
             .map_err(|d: Denied| DestinationRefused(d.to_string()))
     }

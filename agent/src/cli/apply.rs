@@ -1,12 +1,19 @@
 //! `nes-agent apply --netns PATH -f config.yaml [--dry-run]`: one-shot apply for scripting
 //! and benchmarks.
 //!
-//! Exit codes: 0 converged (or dry run), 1 error, 3 applied with failed or blocked objects.
+//! With `--policy FILE` the configuration is first checked as the standalone agent checks
+//! it (the policies selecting the netns by name, within the `--allow-host-*` ceiling); a
+//! refusal writes nothing.
+//!
+//! Exit codes: 0 converged (or dry run), 1 error (a policy refusal included), 3 applied
+//! with failed or blocked objects.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use api::host::HostAccess;
+use api::policy::{Governing, Origin};
 use api::NetworkConfigurationSpec;
 
 use crate::engine::PodNetwork;
@@ -37,17 +44,27 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub host_access: super::HostAccessArgs,
+    /// Admin policy: a YAML stream of NetworkConfigurationPolicy objects. The configuration
+    /// must be allowed by those selecting this netns (as the standalone agent's `--policy`).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The name the policies' `namespaceSelector` sees (`kubernetes.io/metadata.name`);
+    /// default: the file name of `--netns`.
+    #[arg(long, value_name = "NAME", requires = "policy")]
+    pub namespace: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
     let spec = read_spec(&args.file)?;
+    let access = args.host_access.access()?;
+    check_policy(&args, &spec, &access)?;
     let owned = match &args.state {
         Some(p) => Owned::load(p)?,
         None => Owned::default(),
     };
     let net = PodNetwork::open(&args.netns, &args.host_netns)
         .await?
-        .with_host_access(args.host_access.access()?);
+        .with_host_access(access);
     if args.dry_run {
         let (_, plan) = net.plan(&spec, &owned).await?;
         if args.json {
@@ -94,6 +111,32 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         );
     }
     Ok(if report.is_converged() { 0 } else { 3 })
+}
+
+/// With `--policy`: the policies selecting the netns (by `--namespace` or the netns file's
+/// name) must allow `spec`, and its host-side fields must be within them and `access`.
+fn check_policy(
+    args: &Args,
+    spec: &NetworkConfigurationSpec,
+    access: &HostAccess,
+) -> anyhow::Result<()> {
+    let Some(file) = &args.policy else {
+        return Ok(());
+    };
+    // Evaluation reads well-formed values only; the engine would refuse the rest anyway.
+    api::validate(spec).map_err(|invalid| anyhow::anyhow!("{}: {invalid}", args.file.display()))?;
+    let policies = super::read_policy_file(file)?;
+    let name = match &args.namespace {
+        Some(name) => name.clone(),
+        None => args
+            .netns
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("--netns has no file name to select policies by: give --namespace")?,
+    };
+    Governing::of(&policies, &api::policy::netns_labels(&name))
+        .check(spec, Origin::Cluster, access)
+        .map_err(|refusal| anyhow::anyhow!("refused by the admin policy ({name}): {refusal}"))
 }
 
 /// Reads a spec from YAML/JSON; accepts a bare spec or an object with a `spec` field.

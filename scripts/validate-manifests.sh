@@ -9,7 +9,8 @@
 #  3. the install's fixed wiring (what the binaries expect): names, ports, ServiceAccounts, the webhook, the
 #     agent's privileges, and that the operator injects the agent's image as the shim.
 #
-#   scripts/validate-manifests.sh [ROOT]   # checks ROOT/manifests/*.yaml and ROOT/examples/*.yaml;
+#   scripts/validate-manifests.sh [ROOT]   # checks ROOT/manifests/*.yaml, ROOT/examples/*.yaml and
+#                                          # ROOT/examples/rendered/*.yaml;
 #                                          # ROOT defaults to this repository
 set -euo pipefail
 root=$(cd "${1:-$(dirname "$0")/..}" && pwd)
@@ -19,7 +20,8 @@ K8S_VERSION=1.34.0
 KV_VERSION=1.37.0
 venv=${NES_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nes/kubernetes-validate-$KV_VERSION}
 
-files=(manifests/*.yaml examples/*.yaml)
+# examples/rendered/: objects nes-operator writes (checked against the Kubernetes schemas).
+files=(manifests/*.yaml examples/*.yaml examples/rendered/*.yaml)
 
 # --- the validator, installed once --------------------------------------------------
 if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KV_VERSION" ]; then

@@ -323,3 +323,67 @@ fn two_hundred_and_fifty_pods_fill_three_slices_named_stably_whatever_the_input_
     let reversed: Vec<Member<'_>> = members.iter().rev().copied().collect();
     assert_eq!(desired(&svc, &reversed), d);
 }
+
+/// `examples/rendered/networkservice-dual-stack.yaml` is what [`desired`] publishes for a
+/// dual-stack StatefulSet of three pods (regenerate with `NES_BLESS=1`); the manifest check
+/// validates it against the Kubernetes schemas.
+#[test]
+fn the_rendered_dual_stack_statefulset_example_is_what_desired_publishes() {
+    let svc = network_service(
+        "demo",
+        "web",
+        json!({"network": "net1", "selector": {"matchLabels": {"app": "web"}},
+               "ports": [{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}]}),
+    );
+    let pods: Vec<(Pod, NetworkConfiguration)> = (0..3)
+        .map(|i| {
+            let name = format!("web-{i}");
+            let mut pod = sts_pod("demo", &name);
+            pod.spec.as_mut().unwrap().node_name = Some(format!("node-{}", i + 1));
+            let (v4, v6) = (format!("192.168.50.1{i}/24"), format!("fd00:50::1{i}/64"));
+            let ll = format!("fe80::a8c1:abff:fe00:1{i}/64");
+            let mut addrs = vec![v4.as_str(), v6.as_str(), ll.as_str()];
+            let extra = "192.168.50.100/24";
+            if i == 0 {
+                addrs.push(extra); // a second IPv4 address: every address is published
+            }
+            let eth0 = format!("10.244.{i}.5/24");
+            let config = applied_config("demo", &name, &[("eth0", &[&eth0]), ("net1", &addrs)]);
+            (pod, config)
+        })
+        .collect();
+    let members: Vec<Member<'_>> = pods
+        .iter()
+        .map(|(pod, config)| Member {
+            pod,
+            config: Some(config),
+        })
+        .collect();
+    let d = desired(&svc, &members);
+    let mut text = String::from(
+        "# What nes-operator publishes for NetworkService demo/web (network net1, selector\n\
+         # app=web, port http 8080) over StatefulSet web (serviceName web): three dual-stack pods,\n\
+         # web-0 with two IPv4 addresses; link-local and eth0 addresses are left out. Rendered by\n\
+         # operator/src/controllers/netsvc/desired.rs; not for kubectl apply (the operator writes\n\
+         # these). Regenerate: NES_BLESS=1 cargo nextest run -p nes-operator rendered_dual_stack\n",
+    );
+    for doc in std::iter::once(serde_json::to_value(&d.service).unwrap())
+        .chain(d.slices.iter().map(|s| serde_json::to_value(s).unwrap()))
+    {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(&doc).unwrap());
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/rendered/networkservice-dual-stack.yaml");
+    if std::env::var_os("NES_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == text,
+        "{} is stale; rerun with NES_BLESS=1",
+        path.display()
+    );
+    assert_eq!((d.ready, d.total), (7, 7));
+}

@@ -252,6 +252,16 @@ fn cel_rules_fit_the_api_servers_cost_budget() {
         &spec["properties"]["interfaces"]["items"],
         &spec["properties"]["routes"]["items"],
     ];
+    let checked = assert_within_budget(&nodes);
+    assert!(
+        checked >= 10,
+        "expected the CRD's rules to be found, checked {checked}"
+    );
+}
+
+/// Every rule of `nodes` compiles and its estimated cost is within the API server's limit;
+/// answers how many rules were checked.
+fn assert_within_budget(nodes: &[&Value]) -> usize {
     let mut checked = 0;
     for node in nodes {
         let compiled = kube_cel::compile_schema(node);
@@ -277,10 +287,7 @@ fn cel_rules_fit_the_api_servers_cost_budget() {
             checked += 1;
         }
     }
-    assert!(
-        checked >= 10,
-        "expected the CRD's rules to be found, checked {checked}"
-    );
+    checked
 }
 
 /// The figure in kube-cel's "estimated cost N exceeds ..." warning.
@@ -376,22 +383,5 @@ fn network_service_cel_rules_reject_what_the_validator_rejects() {
 fn network_service_cel_rules_fit_the_api_servers_cost_budget() {
     let schema = common::schema::<api::NetworkService>();
     let spec = &schema["properties"]["spec"];
-    for node in [spec, &spec["properties"]["network"]] {
-        let compiled = kube_cel::compile_schema(node);
-        for v in &compiled.validations {
-            assert!(v.is_ok(), "a rule does not compile: {v:?}");
-        }
-        for rule in node["x-kubernetes-validations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let rule = rule["rule"].as_str().unwrap_or_default();
-            for warning in kube_cel::estimate_rule_cost(rule, &compiled) {
-                let cost = estimated_cost(&warning.message)
-                    .unwrap_or_else(|| panic!("{rule}: {}", warning.message));
-                assert!(cost <= 10_000_000, "{rule}: estimated cost {cost}");
-            }
-        }
-    }
+    assert!(assert_within_budget(&[spec, &spec["properties"]["network"]]) >= 3);
 }

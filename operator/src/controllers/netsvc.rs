@@ -41,6 +41,8 @@ pub const READY: &str = "Ready";
 pub const DEGRADED: &str = api::conditions::DEGRADED;
 /// Published objects are compared again this often even without a change (drift).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a NetworkService blocked by a foreign Service is looked at again.
+pub const CONFLICT_RETRY: Duration = Duration::from_secs(30);
 /// Pods named in a Degraded message; the count says how many more.
 const NAMED_PODS: usize = 5;
 
@@ -384,7 +386,13 @@ pub(crate) async fn reconcile(svc: Arc<NetworkService>, state: Arc<State>) -> Re
         now(),
     );
     write_status(ctx, &svc, &status).await?;
-    Ok(Action::requeue(RESYNC))
+    // A foreign Service may be on its way out (an earlier NetworkService's, being collected):
+    // its deletion maps to no live owner, so look again soon.
+    Ok(Action::requeue(if blocked.is_some() {
+        CONFLICT_RETRY
+    } else {
+        RESYNC
+    }))
 }
 
 /// Writes what differs; answers why nothing could be written, if so.

@@ -278,7 +278,8 @@ async fn a_service_of_that_name_that_is_not_ours_is_left_alone_and_reported() {
         api.expect_no_more().await;
         status
     });
-    reconcile(Arc::new(web()), state).await.unwrap();
+    let action = reconcile(Arc::new(web()), state).await.unwrap();
+    assert_eq!(action, Action::requeue(CONFLICT_RETRY));
     let status = tokio::time::timeout(DEADLINE * 2, server)
         .await
         .unwrap()

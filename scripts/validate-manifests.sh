@@ -9,7 +9,8 @@
 #  3. the install's fixed wiring (what the binaries expect): names, ports, ServiceAccounts, the webhook, the
 #     agent's privileges, and that the operator injects the agent's image as the shim.
 #
-#   scripts/validate-manifests.sh [ROOT]   # checks ROOT/manifests/*.yaml and ROOT/examples/*.yaml;
+#   scripts/validate-manifests.sh [ROOT]   # checks ROOT/manifests/*.yaml, ROOT/examples/*.yaml and
+#                                          # ROOT/examples/rendered/*.yaml;
 #                                          # ROOT defaults to this repository
 set -euo pipefail
 root=$(cd "${1:-$(dirname "$0")/..}" && pwd)
@@ -19,7 +20,8 @@ K8S_VERSION=1.34.0
 KV_VERSION=1.37.0
 venv=${NES_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nes/kubernetes-validate-$KV_VERSION}
 
-files=(manifests/*.yaml examples/*.yaml)
+# examples/rendered/: objects nes-operator writes (checked against the Kubernetes schemas).
+files=(manifests/*.yaml examples/*.yaml examples/rendered/*.yaml)
 
 # --- the validator, installed once --------------------------------------------------
 if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KV_VERSION" ]; then
@@ -54,7 +56,7 @@ set -e
 # nes's own kinds have no built-in schema: step 2 checks them. Any other kind without a schema
 # (a typo in apiVersion or kind) would otherwise pass unchecked.
 unexpected=$(printf '%s\n' "$out" | grep -v -e '^$' \
-    -e "^WARN .*Couldn't find schema for kind \(NetworkConfiguration\|NetworkCare\|NetworkConfigurationPolicy\) with api version nes\.network-config\.io/v1alpha1 " || true)
+    -e "^WARN .*Couldn't find schema for kind \(NetworkConfiguration\|NetworkCare\|NetworkConfigurationPolicy\|NetworkService\) with api version nes\.network-config\.io/v1alpha1 " || true)
 if [ "$rc" -ne 0 ] || [ -n "$unexpected" ]; then
     printf '%s\n' "$unexpected" >&2
     echo "validate-manifests: FAILED (Kubernetes $K8S_VERSION schemas)" >&2
@@ -280,7 +282,7 @@ if vhook:
     check(where, "caBundle" not in w.get("clientConfig", {}), "caBundle is the operator's to set")
     covered = {(res, op) for r in w.get("rules", []) if r.get("apiGroups") == ["nes.network-config.io"]
                for res in r.get("resources", []) for op in r.get("operations", [])}
-    for res in ("networkconfigurations", "networkcares", "networkconfigurationpolicies"):
+    for res in ("networkconfigurations", "networkcares", "networkconfigurationpolicies", "networkservices"):
         for op in ("CREATE", "UPDATE"):
             check(where, (res, op) in covered, f"{op} of {res} is validated")
     check(where, (w.get("failurePolicy"), w.get("sideEffects"), w.get("admissionReviewVersions"))
@@ -329,6 +331,12 @@ for resource, group in (("networkconfigurationpolicies", "nes.network-config.io"
     for verb in ("create", "update", "patch", "delete"):
         check("ClusterRole nes-operator", not allowed(op_rules, group, resource, verb),
               f"must not {verb} {resource}")
+for resource, group in (("services", ""), ("endpointslices", "discovery.k8s.io")):
+    for verb in ("get", "list", "watch", "patch"):
+        check("ClusterRole nes-operator", allowed(op_rules, group, resource, verb),
+              f"{verb} {resource} (NetworkService publishing)")
+check("ClusterRole nes-operator", allowed(op_rules, "nes.network-config.io", "networkservices/status", "patch"),
+      "patch networkservices/status")
 for kind, name in (("ClusterRoleBinding", "nes-operator"), ("ClusterRoleBinding", "nes-agent"),
                    ("RoleBinding", "nes-operator")):
     b = find(kind, name) or {}

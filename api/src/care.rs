@@ -68,7 +68,10 @@ impl NetworkCareSpec {
     }
 }
 
-fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selector_matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let pairs = selector.match_labels.iter().flatten();
     let exprs = selector.match_expressions.iter().flatten();
     pairs.into_iter().all(|(k, v)| labels.get(k) == Some(v))

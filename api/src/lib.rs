@@ -11,6 +11,7 @@ pub mod host;
 pub mod limits;
 pub mod merge;
 pub mod netconf;
+pub mod netsvc;
 pub mod openapi;
 pub mod policy;
 pub mod validate;
@@ -22,8 +23,9 @@ pub use netconf::{
     NetworkConfiguration, NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState,
     RouteKey, RouteSpec, RouteStatus, VlanProtocol,
 };
+pub use netsvc::{NetworkService, NetworkServiceSpec, NetworkServiceStatus};
 pub use policy::{NetworkConfigurationPolicy, NetworkConfigurationPolicySpec};
-pub use validate::{validate, validate_care, validate_fragment, Problem};
+pub use validate::{validate, validate_care, validate_fragment, validate_network_service, Problem};
 
 /// API group of every nes resource.
 pub const GROUP: &str = "nes.network-config.io";

@@ -21,6 +21,12 @@ pub const MAX_IFNAME_LEN: usize = 15;
 pub const MAX_POD_NAMES: u32 = 256;
 /// `NetworkCare`: length of a webhook URL.
 pub const MAX_URL_LEN: u32 = 2048;
+/// `NetworkService`: ports (an EndpointSlice holds at most 100).
+pub const MAX_SERVICE_PORTS: u32 = 100;
+/// `NetworkService`: `network`, the longest attachment `namespace/name` (63 + 1 + 253).
+pub const MAX_SERVICE_NETWORK_LEN: u32 = 317;
+/// `NetworkService`: its name is the Service's, an RFC 1035 label.
+pub const MAX_SERVICE_NAME_LEN: usize = 63;
 /// Longest canonical CIDR (`ffff:...:ffff/128`) and IP address.
 pub const MAX_CIDR_LEN: u32 = 43;
 pub const MAX_IP_LEN: u32 = 39;

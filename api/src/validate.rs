@@ -68,12 +68,36 @@ pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
             p.add(format!("spec.podNames[{i}]"), why);
         }
     }
-    let expressions = spec
-        .selector
-        .iter()
-        .flat_map(|s| s.match_expressions.iter().flatten());
+    if let Some(selector) = &spec.selector {
+        check_selector(selector, "spec.selector", &mut p);
+    }
+    match (spec.delivery.mode, &spec.delivery.url) {
+        (DeliveryMode::Webhook, None) => p.add("spec.delivery.url", "webhook delivery needs url"),
+        (DeliveryMode::Webhook, Some(url)) if url.len() > MAX_URL_LEN as usize => p.add(
+            "spec.delivery.url",
+            format!("at most {MAX_URL_LEN} bytes, got {}", url.len()),
+        ),
+        (DeliveryMode::Webhook, Some(url)) if !url.starts_with("https://") => p.add(
+            "spec.delivery.url",
+            format!("must be an https:// URL, got {url:?}"),
+        ),
+        (DeliveryMode::Stream, Some(_)) => {
+            p.add("spec.delivery.url", "url is only for webhook delivery")
+        }
+        _ => {}
+    }
+    p.into_result()
+}
+
+/// Checks a label selector's expressions: known operators with the values they need.
+fn check_selector(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    field: &str,
+    p: &mut Problems,
+) {
+    let expressions = selector.match_expressions.iter().flatten();
     for (i, e) in expressions.enumerate() {
-        let at = format!("spec.selector.matchExpressions[{i}]");
+        let at = format!("{field}.matchExpressions[{i}]");
         let values = e.values.as_deref().unwrap_or_default();
         match e.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => p.add(
@@ -93,22 +117,6 @@ pub fn validate_care(spec: &NetworkCareSpec) -> Result<(), Invalid> {
             ),
         }
     }
-    match (spec.delivery.mode, &spec.delivery.url) {
-        (DeliveryMode::Webhook, None) => p.add("spec.delivery.url", "webhook delivery needs url"),
-        (DeliveryMode::Webhook, Some(url)) if url.len() > MAX_URL_LEN as usize => p.add(
-            "spec.delivery.url",
-            format!("at most {MAX_URL_LEN} bytes, got {}", url.len()),
-        ),
-        (DeliveryMode::Webhook, Some(url)) if !url.starts_with("https://") => p.add(
-            "spec.delivery.url",
-            format!("must be an https:// URL, got {url:?}"),
-        ),
-        (DeliveryMode::Stream, Some(_)) => {
-            p.add("spec.delivery.url", "url is only for webhook delivery")
-        }
-        _ => {}
-    }
-    p.into_result()
 }
 
 /// Checks an interface name: bytes the kernel accepts (`dev_valid_name`) and that every tool
@@ -736,6 +744,8 @@ fn check_route(
 }
 
 mod ip;
+mod netsvc;
+pub use netsvc::validate_network_service;
 
 pub use ip::{check_address, check_gateway, check_route_dst, parse_cidr, parse_ip};
 

@@ -36,7 +36,7 @@ fn crds_have_status_subresource_short_names_and_printer_columns() {
         .iter()
         .map(|d| d["spec"]["names"]["shortNames"][0].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["netconf", "ncare", "ncpolicy"]);
+    assert_eq!(names, ["netconf", "ncare", "ncpolicy", "netsvc"]);
     for doc in &docs {
         let version = &doc["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha1");
@@ -310,4 +310,38 @@ fn unknown_spec_fields_are_rejected_when_parsing() {
     )
     .expect_err("unknown field accepted");
     assert!(err.to_string().contains("unknown field `vlan`"), "{err}");
+}
+
+#[test]
+fn the_network_service_crd_is_namespaced_showing_network_and_endpoints() {
+    let docs = generated_docs();
+    let svc = docs
+        .iter()
+        .find(|d| d["spec"]["names"]["kind"] == "NetworkService")
+        .expect("the NetworkService CRD is generated");
+    assert_eq!(svc["spec"]["scope"], "Namespaced");
+    let columns: Vec<_> = svc["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .expect("printer columns")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or(""),
+                c["jsonPath"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("Network", ".spec.network"),
+            ("Endpoints", ".status.endpoints"),
+            ("Age", ".metadata.creationTimestamp")
+        ]
+    );
+    let spec = &svc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let required: Vec<_> = spec["required"].as_array().cloned().unwrap_or_default();
+    assert!(
+        required.contains(&Value::from("network")) && required.contains(&Value::from("selector"))
+    );
 }

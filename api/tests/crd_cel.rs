@@ -252,6 +252,16 @@ fn cel_rules_fit_the_api_servers_cost_budget() {
         &spec["properties"]["interfaces"]["items"],
         &spec["properties"]["routes"]["items"],
     ];
+    let checked = assert_within_budget(&nodes);
+    assert!(
+        checked >= 10,
+        "expected the CRD's rules to be found, checked {checked}"
+    );
+}
+
+/// Every rule of `nodes` compiles and its estimated cost is within the API server's limit;
+/// answers how many rules were checked.
+fn assert_within_budget(nodes: &[&Value]) -> usize {
     let mut checked = 0;
     for node in nodes {
         let compiled = kube_cel::compile_schema(node);
@@ -277,10 +287,7 @@ fn cel_rules_fit_the_api_servers_cost_budget() {
             checked += 1;
         }
     }
-    assert!(
-        checked >= 10,
-        "expected the CRD's rules to be found, checked {checked}"
-    );
+    checked
 }
 
 /// The figure in kube-cel's "estimated cost N exceeds ..." warning.
@@ -316,4 +323,65 @@ fn policy_cel_rules_refuse_inverted_ranges() {
         vlan.iter().any(|e| e.contains("min must not exceed max")),
         "{vlan:?}"
     );
+}
+
+fn netsvc_errors(spec: Value) -> Vec<String> {
+    let object = json!({"apiVersion": "nes.network-config.io/v1alpha1",
+        "kind": "NetworkService", "metadata": {"name": "sip"}, "spec": spec});
+    common::cel_errors(&common::schema::<api::NetworkService>(), &object)
+}
+
+#[test]
+fn network_service_cel_rules_reject_what_the_validator_rejects() {
+    let good = json!({"network": "core/sig-net", "selector": {"matchLabels": {"app": "sip"}},
+        "ports": [{"name": "sip", "port": 5060, "protocol": "UDP"}, {"name": "sip-tcp", "port": 5060}]});
+    assert_eq!(netsvc_errors(good.clone()), Vec::<String>::new());
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "interface with ':'",
+            json!("net1:0"),
+            "network is an attachment",
+        ),
+        (
+            "too long an interface",
+            json!("net1234567890123"),
+            "network is an attachment",
+        ),
+        (
+            "upper-case namespace",
+            json!("Core/sig"),
+            "network is an attachment",
+        ),
+        ("two slashes", json!("a/b/c"), "network is an attachment"),
+    ];
+    for (what, network, want) in cases {
+        let mut spec = good.clone();
+        spec["network"] = network;
+        let found = netsvc_errors(spec.clone());
+        assert!(found.iter().any(|e| e.contains(want)), "{what}: {found:?}");
+        let parsed: api::NetworkServiceSpec = serde_json::from_value(spec).expect("parse");
+        assert!(
+            api::validate_network_service("sip", &parsed).is_err(),
+            "{what}: validator"
+        );
+    }
+    let mut unnamed = good.clone();
+    unnamed["ports"][1]
+        .as_object_mut()
+        .map(|p| p.remove("name"));
+    assert!(netsvc_errors(unnamed)
+        .iter()
+        .any(|e| e.contains("every port needs a name")));
+    let mut twice = good;
+    twice["ports"][1]["protocol"] = json!("UDP");
+    assert!(netsvc_errors(twice)
+        .iter()
+        .any(|e| e.contains("may appear once")));
+}
+
+#[test]
+fn network_service_cel_rules_fit_the_api_servers_cost_budget() {
+    let schema = common::schema::<api::NetworkService>();
+    let spec = &schema["properties"]["spec"];
+    assert!(assert_within_budget(&[spec, &spec["properties"]["network"]]) >= 3);
 }

@@ -111,6 +111,18 @@ fn problems(doc: &Value) -> Vec<String> {
                 doc,
             ));
         }
+        Some("NetworkService") => {
+            match serde_json::from_value::<api::NetworkService>(doc.clone()) {
+                Ok(svc) => {
+                    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+                    if let Err(invalid) = api::validate_network_service(name, &svc.spec) {
+                        found.push(invalid.to_string());
+                    }
+                }
+                Err(e) => found.push(format!("does not parse: {e}")),
+            }
+            found.extend(cel_errors(&schema_of::<api::NetworkService>(), doc));
+        }
         other => found.push(format!("kind {other:?} is not a nes resource")),
     }
     found

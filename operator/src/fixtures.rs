@@ -552,3 +552,53 @@ pub fn target(url: &str) -> Target {
         url: url.into(),
     }
 }
+
+// === NetworkService builders ===
+
+/// Pod `ns/name` of StatefulSet `web` (hostname = name, subdomain `web`) on node `n1`,
+/// labelled `app=web`, Ready, in phase Running.
+pub fn sts_pod(ns: &str, name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"),
+                     "labels": {"app": "web", api::SELECTION_LABEL: "true"}},
+        "spec": {"containers": [{"name": "app", "image": "app"}], "nodeName": "n1",
+                 "hostname": name, "subdomain": "web"},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }))
+    .unwrap()
+}
+
+/// The NetworkConfiguration of pod `ns/name`, Applied, with live interfaces `(name, addresses)`.
+pub fn applied_config(
+    ns: &str,
+    name: &str,
+    interfaces: &[(&str, &[&str])],
+) -> api::NetworkConfiguration {
+    let interfaces: Vec<Value> = interfaces
+        .iter()
+        .map(|(ifname, addrs)| json!({"name": ifname, "state": "Applied", "addresses": addrs}))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkConfiguration",
+        "metadata": {"name": name, "namespace": ns, "generation": 2},
+        "spec": {},
+        "status": {
+            "observedGeneration": 2,
+            "conditions": [{"type": "Applied", "status": "True", "reason": "Converged", "message": "",
+                            "observedGeneration": 2, "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "interfaces": interfaces,
+        },
+    }))
+    .unwrap()
+}
+
+/// NetworkService `ns/name` (uid `svc-uid`, generation 1) with `spec`.
+pub fn network_service(ns: &str, name: &str, spec: Value) -> api::NetworkService {
+    serde_json::from_value(json!({
+        "apiVersion": "nes.network-config.io/v1alpha1", "kind": "NetworkService",
+        "metadata": {"name": name, "namespace": ns, "uid": "svc-uid", "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap()
+}

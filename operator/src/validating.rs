@@ -1,6 +1,7 @@
 //! The validating admission webhook: `NetworkConfiguration` and `NetworkCare` create and
 //! update are evaluated against the admin policies (`Origin::Cluster`), and a
-//! `NetworkConfigurationPolicy` must pass `api::policy::validate_policy`. A denial answers
+//! `NetworkConfigurationPolicy` must pass `api::policy::validate_policy` and a
+//! `NetworkService` `api::validate_network_service`. A denial answers
 //! code 403 with the `Display` of the denial as message, which `kubectl apply` prints.
 //!
 //! An update that leaves the spec as it was (metadata: owner references, finalizers, the
@@ -73,6 +74,11 @@ pub fn decide(
         "NetworkCare" => parse::<api::NetworkCare>(object).and_then(|care| {
             api::validate_care(&care.spec).map_err(|e| invalid(&e.to_string()))?;
             evaluate(view, namespace, Subject::Care(&care.spec))
+        }),
+        // Not a policy subject: it configures no pod, it publishes what pods have.
+        "NetworkService" => parse::<api::NetworkService>(object).and_then(|svc| {
+            let name = object.metadata.name.as_deref().unwrap_or_default();
+            api::validate_network_service(name, &svc.spec).map_err(|e| invalid(&e.to_string()))
         }),
         _ => return (Outcome::Ignored, resp),
     };

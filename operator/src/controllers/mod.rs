@@ -1,5 +1,5 @@
 //! The leader-only controllers: ownership of nes's custom resources, orphan cleanup, and
-//! NetworkCare subscriptions (webhook delivery and status).
+//! NetworkCare subscriptions (webhook delivery and status), NetworkService publishing.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 
 pub mod cares;
+pub mod netsvc;
 pub mod orphans;
 pub mod ownership;
 
@@ -45,6 +46,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     tokio::join!(
         ownership::run(ctx.clone(), shutdown.clone()),
         orphans::run(ctx.clone(), shutdown.clone()),
-        cares::run(ctx, shutdown),
+        cares::run(ctx.clone(), shutdown.clone()),
+        netsvc::run(ctx, shutdown),
     );
 }

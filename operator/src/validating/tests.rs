@@ -130,3 +130,15 @@ async fn before_the_policies_are_loaded_a_configuration_is_refused_not_admitted(
     assert_eq!(answer["response"]["allowed"], false);
     assert_eq!(answer["response"]["status"]["code"], 503);
 }
+
+#[tokio::test]
+async fn an_invalid_network_service_is_refused_naming_its_fields() {
+    let (_, answer) = post_review(view(), fixture!("network-service-invalid.json")).await;
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], false, "{answer}");
+    assert_eq!(response["status"]["code"], 422);
+    let message = response["status"]["message"].as_str().unwrap();
+    for field in ["metadata.name", "spec.network", "spec.ports[1].name"] {
+        assert!(message.contains(field), "{field} not in {message}");
+    }
+}

@@ -7,4 +7,6 @@ pub mod backoff;
 #[cfg(feature = "axum")]
 pub mod http;
 pub mod logging;
+#[cfg(feature = "axum")]
+pub mod serve;
 pub mod tls;

@@ -116,9 +116,18 @@ def proc():
     return rss, int(status["Threads"]), len(os.listdir(f"/proc/{PID}/fd"))
 
 
+def rss_split():
+    """RSS in anonymous memory (heap, stacks: what the agent allocates) and in file pages
+    (its own binary's text, shared with every other mapping of it)."""
+    status = dict(l.split(":", 1) for l in open(f"/proc/{PID}/status"))
+    return tuple(int(status[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile"))
+
+
 def resources(when):
     rss, threads, fds = proc()
-    row(f"agent RSS / threads / fds, {when}", f"{rss:.1f} MiB / {threads} / {fds}")
+    anon, file = rss_split()
+    row(f"agent RSS (anon + file) / threads / fds, {when}",
+        f"{rss:.1f} MiB ({anon:.1f} + {file:.1f}) / {threads} / {fds}")
 
 
 def configure(i):

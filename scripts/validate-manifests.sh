@@ -66,6 +66,7 @@ fi
 # --- 2. and 3. custom resources against the CRDs, and the install contract ---------------
 "$venv/bin/python" - "${files[@]}" <<'PY'
 import copy
+import json
 import sys
 
 import jsonschema
@@ -173,7 +174,8 @@ def probe(where, container, kind, path, port):
 NS = "nes-system"
 cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding",
                   "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
-                  "CustomResourceDefinition"}
+                  "CustomResourceDefinition", "ValidatingAdmissionPolicy",
+                  "ValidatingAdmissionPolicyBinding"}
 for path, doc in docs:
     if path.startswith("manifests/") and doc["kind"] not in cluster_scoped:
         check(f'{path} {doc["kind"]}/{doc["metadata"]["name"]}',
@@ -266,6 +268,10 @@ if hook:
                                      "resources": ["pods"], "scope": "Namespaced"}], "Pod CREATE only")
     check(where, w.get("objectSelector") == {"matchLabels": {"network-config/runtime-ip": "true"}},
           "objectSelector network-config/runtime-ip: \"true\"")
+    excluded = [e for e in w.get("namespaceSelector", {}).get("matchExpressions", [])
+                if e.get("key") == "kubernetes.io/metadata.name" and e.get("operator") == "NotIn"]
+    check(where, any({"kube-system", NS} <= set(e.get("values", [])) for e in excluded),
+          "namespaceSelector excludes kube-system and nes-system")
     check(where, (w.get("failurePolicy"), w.get("sideEffects"), w.get("timeoutSeconds"),
                   w.get("admissionReviewVersions")) == ("Ignore", "None", 5, ["v1"]),
           "failurePolicy Ignore, sideEffects None, timeoutSeconds 5, admissionReviewVersions [v1]")
@@ -343,6 +349,20 @@ for kind, name in (("ClusterRoleBinding", "nes-operator"), ("ClusterRoleBinding"
     check(f"{kind} {name}", b.get("subjects") == [{"kind": "ServiceAccount", "name": name, "namespace": NS}]
           and find(b.get("roleRef", {}).get("kind"), b.get("roleRef", {}).get("name")),
           f"binds ServiceAccount {NS}/{name} to a role defined here")
+for policy, needle in (("nes-operator-webhook-cabundle-only", "caBundle"),
+                       ("nes-agent-own-node-status", "authentication.kubernetes.io/node-name")):
+    vap = find("ValidatingAdmissionPolicy", policy) or {}
+    binding = find("ValidatingAdmissionPolicyBinding", policy) or {}
+    check(f"ValidatingAdmissionPolicy {policy}", needle in json.dumps(vap), f"exists and is about {needle}")
+    check(f"ValidatingAdmissionPolicyBinding {policy}",
+          binding.get("spec", {}).get("policyName") == policy
+          and binding.get("spec", {}).get("validationActions") == ["Deny"], "binds it with Deny")
+if agent_ds:
+    vols = by_name(agent_ds["spec"]["template"]["spec"].get("volumes"))
+    token = [s.get("serviceAccountToken", {}) for v in vols.values()
+             for s in v.get("projected", {}).get("sources", [])]
+    check("DaemonSet nes-agent", any(t.get("audience") == "nes-operator" for t in token),
+          "a projected token for the audience nes-operator (the cliserver's TokenReview audience)")
 print("install contract: checked")
 
 if failures:

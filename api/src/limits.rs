@@ -37,6 +37,14 @@ pub const IFNAME_PATTERN: &str = r"^[!-.0-9;-~]+$";
 /// MAX_ADDRESSES addresses) is about 200 KiB (see the test); this leaves room for pretty
 /// printing. A body over it is refused from its `Content-Length` without being read.
 pub const MAX_REQUEST_BODY_BYTES: usize = 512 * 1024;
+/// AdmissionReviews the operator's webhooks read. A Pod CREATE review carries one pod (no
+/// old object) and the user info; annotations are capped at 256 KiB by the API server and
+/// real pods are a few KiB, so 1 MiB is far above any pod a labelled workload creates while
+/// a third of the API server's 3 MiB request limit that the old cap allowed, per connection,
+/// unauthenticated. A nes object in a validating UPDATE review (object and old object) is
+/// bounded by the limits above to well under half of it each. A bigger review is refused
+/// (413) from its `Content-Length`, unread; the webhook's `failurePolicy` then decides.
+pub const MAX_ADMISSION_REVIEW_BYTES: usize = 1024 * 1024;
 /// Messages kept in events and conditions: an error text grows with what a client sent
 /// (one line per failed object), and every reader and every stored event copies it.
 pub const MAX_MESSAGE_BYTES: usize = 1024;

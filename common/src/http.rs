@@ -59,3 +59,37 @@ pub async fn edge(request: Request, next: Next) -> Response {
     }
     out
 }
+
+/// A request body must have arrived within this once its head has: the biggest legal one is
+/// a few hundred KiB, and a body held open longer holds memory for nothing.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request body, at most `max` bytes: refused (413) from its declared `Content-Length`
+/// before a byte of it is read, cut off (413) when it grows past `max`, and (408) when it has
+/// not arrived within `timeout`. Handlers call it after authenticating, never before.
+pub async fn read_body(
+    body: axum::body::Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, ProblemDetails> {
+    use axum::body::HttpBody as _;
+    let too_large = || {
+        ProblemDetails::new(
+            413,
+            "request body too large",
+            format!("bodies are limited to {max} bytes"),
+        )
+    };
+    if body.size_hint().lower() > max as u64 {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(ProblemDetails::new(
+            408,
+            "request body too slow",
+            format!("the body did not arrive within {} s", timeout.as_secs()),
+        )),
+    }
+}

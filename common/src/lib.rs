@@ -10,4 +10,6 @@ pub mod http;
 pub mod logging;
 #[cfg(feature = "kube")]
 pub mod policy_view;
+#[cfg(feature = "axum")]
+pub mod serve;
 pub mod tls;

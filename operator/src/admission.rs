@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -42,9 +42,18 @@ pub const SHIM_COMMAND: &str = "/usr/local/bin/nes-shim";
 /// The unprivileged user the shim runs as (the distroless "nonroot" uid).
 pub const SHIM_UID: i64 = 65532;
 
-/// Pods are read whole from the AdmissionReview; the API server caps an object at about
-/// 1.5 MiB in etcd, and the review adds the user info around it.
-pub(crate) const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
+/// The largest AdmissionReview either webhook reads: [`api::limits::MAX_ADMISSION_REVIEW_BYTES`].
+pub(crate) const MAX_REVIEW_BYTES: usize = api::limits::MAX_ADMISSION_REVIEW_BYTES;
+/// Review bodies read at once by both webhooks together. The webhooks cannot authenticate
+/// their caller (the API server presents no client certificate), so anything that reaches
+/// the port may send bodies: this bounds what they hold to 16 × 1 MiB. The API server sends
+/// a review at once, so a permit is held for milliseconds by a real caller.
+pub(crate) const MAX_REVIEWS_READING: usize = 16;
+/// How long a review waits for a reading permit before it is answered 503.
+const READING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+static READING: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(MAX_REVIEWS_READING));
 
 /// The webhook's decision for one pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -315,12 +324,39 @@ fn malformed(body: &[u8], reason: String) -> Reviewed {
 pub fn router(cfg: Arc<ShimConfig>) -> Router {
     Router::new()
         .route(MUTATE_PATH, post(handle))
-        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(cfg)
 }
 
-async fn handle(State(cfg): State<Arc<ShimConfig>>, body: Bytes) -> Response {
-    respond(review(&body, &cfg))
+async fn handle(State(cfg): State<Arc<ShimConfig>>, body: Body) -> Response {
+    match read_review(body).await {
+        Ok(body) => respond(review(&body, &cfg)),
+        Err(refused) => refused,
+    }
+}
+
+/// An AdmissionReview body: at most [`MAX_REVIEW_BYTES`] (413 from its declared length,
+/// unread), within [`common::http::BODY_TIMEOUT`] (408), and read only while one of
+/// [`MAX_REVIEWS_READING`] permits is free (503 with `Retry-After` after a short wait).
+pub(crate) async fn read_review(body: Body) -> Result<Bytes, Response> {
+    let permit = match tokio::time::timeout(READING_WAIT, READING.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            let problem = api::wire::ProblemDetails::new(
+                503,
+                "too many admission reviews",
+                "too many admission reviews are being read; retry shortly",
+            );
+            let mut response = common::http::problem_response(&problem);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(common::serve::RETRY_AFTER_SECS),
+            );
+            return Err(response);
+        }
+    };
+    let read = common::http::read_body(body, MAX_REVIEW_BYTES, common::http::BODY_TIMEOUT).await;
+    drop(permit);
+    read.map_err(|problem| common::http::problem_response(&problem))
 }
 
 /// The HTTP answer for `reviewed`, logged, with its outcome in the extensions.

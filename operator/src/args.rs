@@ -78,6 +78,14 @@ pub struct Args {
         default_value = "10.96.0.0/12"
     )]
     pub cluster_cidrs: Vec<ipnet::IpNet>,
+
+    /// Audience a bearer token sent to the cliserver must be minted for (TokenReview
+    /// spec.audiences); repeatable. The agents' projected token volume asks for it; a
+    /// direct caller mints one with `kubectl create token SA --audience nes-operator`.
+    /// A token for the API server's own audience is refused, so that one sent here could
+    /// not be replayed against the API server.
+    #[arg(long = "token-audience", value_name = "AUDIENCE", default_value = crate::auth::TOKEN_AUDIENCE)]
+    pub token_audiences: Vec<String>,
 }
 
 impl Args {
@@ -110,6 +118,7 @@ mod tests {
         "--agent-service-account",
         "--lease-name",
         "--cluster-cidr",
+        "--token-audience",
     ];
 
     #[test]
@@ -144,6 +153,7 @@ mod tests {
         assert_eq!(a.ca_configmap_name, "nes-ca");
         assert_eq!(a.shim_image_pull_policy, "IfNotPresent");
         assert_eq!(a.lease_name, "nes-operator");
+        assert_eq!(a.token_audiences, ["nes-operator"]);
         assert_eq!(
             a.agent_username(),
             "system:serviceaccount:nes-system:nes-agent"

@@ -5,6 +5,8 @@
 //! results; [`Authorizer`] does the calls.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
 use k8s_openapi::api::authorization::v1::{
@@ -16,6 +18,7 @@ use kube::Api;
 
 pub use crate::error::Denied;
 use crate::{Error, Result};
+use cache::TtlCache;
 
 /// Header naming the pod a node agent forwards a request for.
 pub const FORWARDED_POD_UID: &str = "x-nes-pod-uid";
@@ -86,12 +89,18 @@ pub fn bearer_token(header: Option<&str>) -> Result<&str, Denied> {
     }
 }
 
-/// The TokenReview sent for `token`.
-pub fn token_review(token: &str) -> TokenReview {
+/// The audience of tokens sent to the operator (the agent's and the shim's projected token
+/// volumes ask for it): such a token is useless against the API server, so the operator, or
+/// anything that sees it on the way, cannot replay it there.
+pub const TOKEN_AUDIENCE: &str = "nes-operator";
+
+/// The TokenReview sent for `token`, valid only for one of `audiences` (none: the API
+/// server's own).
+pub fn token_review(token: &str, audiences: &[String]) -> TokenReview {
     TokenReview {
         spec: TokenReviewSpec {
             token: Some(token.to_string()),
-            audiences: None,
+            audiences: (!audiences.is_empty()).then(|| audiences.to_vec()),
         },
         ..Default::default()
     }
@@ -281,7 +290,8 @@ pub fn forwarded_pod_allowed(
 
 // === I/O ===
 
-/// Asks the API server who a caller is and what it may do.
+/// Asks the API server who a caller is and what it may do, remembering its answers for a
+/// few seconds ([`cache`]).
 #[derive(Clone)]
 pub struct Authorizer {
     pub client: kube::Client,
@@ -289,9 +299,104 @@ pub struct Authorizer {
     pub agent_username: String,
     /// Namespace of the agent pods.
     pub agent_namespace: String,
+    /// Audiences a caller's token must be valid for (TokenReview `spec.audiences`).
+    pub audiences: Vec<String>,
+    reviews: Arc<Reviews>,
+}
+
+/// TokenReview answers by token, SubjectAccessReview answers by token and access, kept
+/// `allowed` or `denied` long.
+#[derive(Debug)]
+struct Reviews {
+    users: TtlCache<Result<UserInfo, Denied>>,
+    accesses: TtlCache<Result<(), Denied>>,
+    allowed: Duration,
+    denied: Duration,
+}
+
+impl Reviews {
+    fn ttl<T>(&self, answer: &Result<T, Denied>) -> Duration {
+        if answer.is_ok() {
+            self.allowed
+        } else {
+            self.denied
+        }
+    }
 }
 
 impl Authorizer {
+    pub fn new(
+        client: kube::Client,
+        agent_username: String,
+        agent_namespace: String,
+        audiences: Vec<String>,
+    ) -> Self {
+        Self {
+            client,
+            agent_username,
+            agent_namespace,
+            audiences,
+            reviews: Arc::new(Reviews {
+                users: TtlCache::new(cache::MAX_ENTRIES),
+                accesses: TtlCache::new(cache::MAX_ENTRIES),
+                allowed: cache::ALLOWED_TTL,
+                denied: cache::DENIED_TTL,
+            }),
+        }
+    }
+
+    /// The same, keeping answers `allowed` and `denied` long (zero: not at all).
+    pub fn with_ttls(self, allowed: Duration, denied: Duration) -> Self {
+        Self {
+            reviews: Arc::new(Reviews {
+                users: TtlCache::new(cache::MAX_ENTRIES),
+                accesses: TtlCache::new(cache::MAX_ENTRIES),
+                allowed,
+                denied,
+            }),
+            ..self
+        }
+    }
+
+    /// Who `token` is: a TokenReview, or its answer of the last few seconds.
+    async fn user(&self, token: &str) -> Result<UserInfo> {
+        let key = cache::key(&[token]);
+        if let Some(answer) = self.reviews.users.get(&key) {
+            return Ok(answer?);
+        }
+        let review = Api::<TokenReview>::all(self.client.clone())
+            .create(
+                &PostParams::default(),
+                &token_review(token, &self.audiences),
+            )
+            .await
+            .map_err(Error::kube("TokenReview"))?;
+        let answer = reviewed_user(&review);
+        self.reviews
+            .users
+            .insert(key, answer.clone(), self.reviews.ttl(&answer));
+        Ok(answer?)
+    }
+
+    /// Whether `user` (of `token`) may do `access`: a SubjectAccessReview, or its answer of
+    /// the last few seconds.
+    async fn allowed(&self, token: &str, user: &UserInfo, access: &Access) -> Result<()> {
+        let name = access.name.as_deref().unwrap_or_default();
+        let key = cache::key(&[token, access.verb, access.resource, &access.namespace, name]);
+        if let Some(answer) = self.reviews.accesses.get(&key) {
+            return Ok(answer?);
+        }
+        let review = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &access_review(user, access))
+            .await
+            .map_err(Error::kube("SubjectAccessReview"))?;
+        let answer = review_allows(&review, user, access);
+        self.reviews
+            .accesses
+            .insert(key, answer.clone(), self.reviews.ttl(&answer));
+        Ok(answer?)
+    }
+
     /// Authenticates the request and authorises `access`: a `forwarded` one as a node
     /// agent's (no SAR), any other by SubjectAccessReview.
     pub async fn authorize(
@@ -301,12 +406,7 @@ impl Authorizer {
         access: &Access,
     ) -> Result<Authorized> {
         let token = bearer_token(authorization)?;
-        let pp = PostParams::default();
-        let review = Api::<TokenReview>::all(self.client.clone())
-            .create(&pp, &token_review(token))
-            .await
-            .map_err(Error::kube("TokenReview"))?;
-        let user = reviewed_user(&review)?;
+        let user = self.user(token).await?;
 
         if let Some(forwarded) = forwarded {
             let name = forwarded_pod(access, forwarded.name)?;
@@ -330,14 +430,11 @@ impl Authorizer {
             return Ok(Authorized::Forwarded { agent: user, pod });
         }
 
-        let review = Api::<SubjectAccessReview>::all(self.client.clone())
-            .create(&pp, &access_review(&user, access))
-            .await
-            .map_err(Error::kube("SubjectAccessReview"))?;
-        review_allows(&review, &user, access)?;
+        self.allowed(token, &user, access).await?;
         Ok(Authorized::Direct { user })
     }
 }
 
+pub mod cache;
 #[cfg(test)]
 mod tests;

@@ -94,9 +94,25 @@ fn decode(s: &str) -> String {
 impl ApiServerVerifier {
     /// The next request, if the client still exists, and the means to answer it.
     pub async fn next(&mut self) -> Option<(Call, Responder)> {
-        let (request, send) = tokio::time::timeout(DEADLINE, self.0.next_request())
+        let next = tokio::time::timeout(DEADLINE, self.0.next_request())
             .await
-            .expect("timed out waiting for a request")?;
+            .expect("timed out waiting for a request");
+        Self::read(next?).await
+    }
+
+    /// [`Self::next`] without its deadline, for tests on paused time that move the clock
+    /// past it on purpose.
+    pub async fn next_untimed(&mut self) -> Option<(Call, Responder)> {
+        let next = self.0.next_request().await;
+        Self::read(next?).await
+    }
+
+    async fn read(
+        (request, send): (
+            Request<Body>,
+            tower_test::mock::SendResponse<Response<Body>>,
+        ),
+    ) -> Option<(Call, Responder)> {
         let (parts, body) = request.into_parts();
         let query = parts
             .uri
@@ -164,7 +180,7 @@ impl ApiServerVerifier {
             .await;
         assert_eq!(
             call.body,
-            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {}, "spec": {"token": token}})
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {}, "spec": {"token": token, "audiences": ["nes-operator"]}})
         );
         call
     }
@@ -309,11 +325,14 @@ pub fn test_context_with(
 /// A cliserver over `client` and an empty event hub.
 pub fn cliserver_state(client: kube::Client) -> Arc<cliserver::State> {
     Arc::new(cliserver::State {
-        auth: Authorizer {
-            client: client.clone(),
-            agent_username: AGENT.into(),
-            agent_namespace: "nes-system".into(),
-        },
+        auth: Authorizer::new(
+            client.clone(),
+            AGENT.into(),
+            "nes-system".into(),
+            vec![crate::auth::TOKEN_AUDIENCE.into()],
+        )
+        // Cliserver tests script every review; the cache has tests of its own.
+        .with_ttls(Duration::ZERO, Duration::ZERO),
         client,
         events: Arc::new(Hub::default()),
         policy: crate::policy::PolicyView::fixed(

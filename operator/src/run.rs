@@ -89,11 +89,12 @@ fn https_app(
 ) -> axum::Router {
     let state = Arc::new(cliserver::State {
         client: rest_client.clone(),
-        auth: Authorizer {
-            client: rest_client,
-            agent_username: args.agent_username(),
-            agent_namespace: args.namespace.clone(),
-        },
+        auth: Authorizer::new(
+            rest_client,
+            args.agent_username(),
+            args.namespace.clone(),
+            args.token_audiences.clone(),
+        ),
         events: hub,
         policy: policy.clone(),
     });
@@ -170,7 +171,6 @@ pub async fn run(args: Args) -> Result<()> {
     info!(listen = %args.listen_addr, probes = %args.probe_addr, pod = %args.pod_name, "nes-operator starting");
 
     let probe_app = probes::router(metrics.clone(), certs.clone(), policy.clone());
-    let probe_addr = args.probe_addr;
     let probe_shutdown = shutdown.clone();
     let ctx = Context::new(
         client.clone(),
@@ -196,15 +196,18 @@ pub async fn run(args: Args) -> Result<()> {
             shutdown.clone(),
             tls::serve(https, app, certs, shutdown.clone())
         ),
-        essential("probes", shutdown.clone(), async move {
-            axum::serve(probe, probe_app)
-                .with_graceful_shutdown(probe_shutdown.cancelled_owned())
-                .await
-                .map_err(|source| Error::Serve {
-                    addr: probe_addr,
-                    source,
-                })
-        }),
+        async move {
+            use common::serve::{Drain, Limits};
+            common::serve::serve(
+                probe,
+                probe_app,
+                Limits::PROBES,
+                probe_shutdown,
+                Drain::Abort,
+            )
+            .await;
+            Ok::<_, Error>(())
+        },
         async {
             hub.run(client.clone(), shutdown.clone()).await;
             Ok(())

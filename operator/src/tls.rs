@@ -6,15 +6,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use common::serve::{Caps, Drain};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +20,16 @@ use crate::{Error, Result};
 
 /// A client must finish its TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client must send a request's headers within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send a request's headers within this (and may stay idle this long).
+const HEADER_TIMEOUT: Duration = common::serve::HEADER_TIMEOUT;
+/// Connections served at once. Each holds TLS buffers (tens of KiB) and at most one request
+/// body; cliserver bodies are read only after authentication and webhook bodies within a
+/// budget of their own (`admission::BodyBudget`), so this bounds the rest.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A refused connection is answered over TLS only if its handshake is this quick.
+const LINGER_HANDSHAKE: Duration = Duration::from_secs(2);
 /// On shutdown, requests in flight get this long to finish before they are dropped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-/// After an accept error (e.g. out of file descriptors), wait this long before the next.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// The serving certificate chain and key; swapped in place on renewal.
 #[derive(Default)]
@@ -125,7 +127,10 @@ pub fn server_config(certs: Arc<CertStore>) -> Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-/// Serves `app` over TLS on `listener` with the certificate in `certs` until `shutdown`.
+/// Serves `app` over TLS on `listener` with the certificate in `certs` until `shutdown`,
+/// with the accept loop of every nes server ([`common::serve::accept`]): at most
+/// [`MAX_CONNECTIONS`] at once (past it a 503 with `Retry-After`, over TLS so the client can
+/// read it), a request head within [`HEADER_TIMEOUT`] (and the same idle timeout).
 ///
 /// On shutdown it stops accepting, lets requests in flight finish (closing idle
 /// keep-alive connections at once) for up to 20 s, then returns.
@@ -135,46 +140,41 @@ pub async fn serve(
     certs: Arc<CertStore>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    serve_with(listener, app, certs, shutdown, Caps::new(MAX_CONNECTIONS)).await
+}
+
+/// [`serve`] with its connection caps given (tests use a small one).
+pub async fn serve_with(
+    listener: TcpListener,
+    app: axum::Router,
+    certs: Arc<CertStore>,
+    shutdown: CancellationToken,
+    caps: Caps,
+) -> Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(server_config(certs)?));
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "serving HTTPS");
-    let mut connections = JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            // Reap finished connections so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
-                    }
+    let busy = common::serve::busy_response(None);
+    let refuse_acceptor = acceptor.clone();
+    let conn_stop = shutdown.clone();
+    common::serve::accept(
+        listener,
+        caps,
+        Drain::Graceful(DRAIN_TIMEOUT),
+        shutdown,
+        move |tcp, peer| connection(acceptor.clone(), tcp, peer, app.clone(), conn_stop.clone()),
+        move |tcp| {
+            let (acceptor, busy) = (refuse_acceptor.clone(), busy.clone());
+            async move {
+                if let Ok(Ok(tls)) =
+                    tokio::time::timeout(LINGER_HANDSHAKE, acceptor.accept(tcp)).await
+                {
+                    common::serve::linger_close(tls, &busy).await;
                 }
-            },
-        };
-        connections.spawn(connection(
-            acceptor.clone(),
-            tcp,
-            peer,
-            app.clone(),
-            shutdown.clone(),
-        ));
-    }
-    drop(listener);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
+            }
+        },
+    )
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            remaining = connections.len(),
-            "connections still open after the drain timeout; dropping them"
-        );
-        connections.abort_all();
-    }
     tracing::info!(addr = ?addr, "stopped serving HTTPS");
     Ok(())
 }
@@ -197,21 +197,7 @@ async fn connection(
             return;
         }
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "HTTPS connection ended with an error");
-    }
+    common::serve::http1(tls, app, HEADER_TIMEOUT, shutdown).await;
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! node label) and an object being deleted are admitted: a policy written after a
 //! configuration reports it Degraded, it must not block its cleanup.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
@@ -160,14 +160,14 @@ fn unchanged_or_deleting(req: &AdmissionRequest<DynamicObject>) -> bool {
 pub fn router(view: PolicyView) -> Router {
     Router::new()
         .route(VALIDATE_PATH, post(handle))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            admission::MAX_REVIEW_BYTES,
-        ))
         .with_state(view)
 }
 
-async fn handle(State(view): State<PolicyView>, body: Bytes) -> Response {
-    admission::respond(review(&body, &view))
+async fn handle(State(view): State<PolicyView>, body: Body) -> Response {
+    match admission::read_review(body).await {
+        Ok(body) => admission::respond(review(&body, &view)),
+        Err(refused) => refused,
+    }
 }
 
 #[cfg(test)]

@@ -26,11 +26,9 @@ pub struct Args {
     /// CA certificate (PEM) the cliserver's certificate must chain to.
     #[arg(long, default_value = "/etc/nes/ca/ca.crt")]
     pub cliserver_ca: PathBuf,
-    /// The agent's ServiceAccount token, re-read for every forwarded request.
-    #[arg(
-        long,
-        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    )]
+    /// The agent's ServiceAccount token for the operator's audience (`nes-operator`, a
+    /// projected token volume), re-read for every forwarded request.
+    #[arg(long, default_value = "/var/run/secrets/nes/token")]
     pub token_file: PathBuf,
     /// Directory where what nes created in each pod's netns is recorded.
     #[arg(long, default_value = "/var/lib/nes")]

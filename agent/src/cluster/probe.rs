@@ -62,21 +62,21 @@ struct Probe {
     ready: CancellationToken,
 }
 
-/// Serves the probe port until `stop`.
+/// Serves the probe port until `stop`, with the connection cap and header timeout of every
+/// nes server (it is on the host network: anything on the node can reach it).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: CancellationToken,
     stop: CancellationToken,
-) -> std::io::Result<()> {
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render))
         .with_state(Probe { metrics, ready });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    use common::serve::{Drain, Limits};
+    common::serve::serve(listener, app, Limits::PROBES, stop, Drain::Abort).await;
 }
 
 async fn readyz(State(p): State<Probe>) -> impl IntoResponse {

@@ -368,30 +368,9 @@ fn holding<T>(
 }
 
 /// The request body, refused (413) from its declared length before reading any of it, and
-/// cut off (408) when it does not arrive within [`super::serve::BODY_TIMEOUT`].
+/// cut off (408) when it does not arrive within [`common::http::BODY_TIMEOUT`].
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    use axum::body::HttpBody as _;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-            format!("bodies are limited to {MAX_REQUEST_BODY_BYTES} bytes"),
-        )
-    };
-    if body.size_hint().lower() > MAX_REQUEST_BODY_BYTES as u64 {
-        return Err(too_large());
-    }
-    let read = axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES);
-    match tokio::time::timeout(super::serve::BODY_TIMEOUT, read).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(too_large()),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body too slow",
-            format!(
-                "the body did not arrive within {} s",
-                super::serve::BODY_TIMEOUT.as_secs()
-            ),
-        )),
-    }
+    common::http::read_body(body, MAX_REQUEST_BODY_BYTES, common::http::BODY_TIMEOUT)
+        .await
+        .map_err(ApiError)
 }

@@ -726,7 +726,7 @@ async fn serve_socket(pod: Arc<PodServer>) {
     let app = router(Scope::Pod(pod.clone()));
     let limits = pod.limits;
     drop(pod); // the router holds it; this task must not keep the pod alive after stop
-    let caps = serve::Caps::pod(&limits);
+    let caps = serve::pod_caps(&limits);
     serve::serve(listener, app, stop, caps, limits.header_timeout).await;
 }
 

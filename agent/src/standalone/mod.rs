@@ -63,7 +63,7 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<()> {
         admin,
         http::router(http::Scope::Admin(pods.clone())),
         stop.child_token(),
-        serve::Caps::admin(),
+        serve::admin_caps(),
         opts.limits.header_timeout,
     ));
 

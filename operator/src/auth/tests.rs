@@ -47,7 +47,7 @@ fn bearer_token_accepts_only_the_bearer_scheme() {
 
 #[test]
 fn token_review_without_authentication_is_unauthenticated() {
-    let mut review = token_review("t");
+    let mut review = token_review("t", &[]);
     assert!(matches!(
         reviewed_user(&review),
         Err(Denied::Unauthenticated(_))
@@ -262,4 +262,91 @@ fn forwarded_request_acts_for_the_path_pod_or_for_the_named_subscriber_and_nothi
             (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
         }
     }
+}
+
+// === the review cache, against a mock API server ===
+
+fn authorizer(client: kube::Client) -> Authorizer {
+    Authorizer::new(
+        client,
+        AGENT.into(),
+        "nes-system".into(),
+        vec![TOKEN_AUDIENCE.into()],
+    )
+}
+
+fn reading(ns: &str) -> Access {
+    Access {
+        verb: "get",
+        resource: NETWORKCONFIGURATIONS,
+        namespace: ns.into(),
+        name: Some("web-0".into()),
+    }
+}
+
+/// Answers TokenReviews and SubjectAccessReviews (allowed when `allow`) until the client
+/// goes, counting each kind.
+async fn count_reviews(
+    mut server: crate::fixtures::ApiServerVerifier,
+    authenticated: bool,
+) -> (usize, usize) {
+    let (mut tokens, mut accesses) = (0, 0);
+    while let Some((call, responder)) = server.next_untimed().await {
+        if call.path.ends_with("/tokenreviews") {
+            tokens += 1;
+            assert_eq!(call.body["spec"]["audiences"], json!([TOKEN_AUDIENCE]));
+            responder.answer(
+                201,
+                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {},
+                    "status": {"authenticated": authenticated, "user": {"username": "alice"}}}),
+            );
+        } else {
+            assert!(call.path.ends_with("/subjectaccessreviews"), "{call:?}");
+            accesses += 1;
+            responder.answer(
+                201,
+                &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                    "spec": {}, "status": {"allowed": true}}),
+            );
+        }
+    }
+    (tokens, accesses)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_request_within_the_ttl_makes_no_review_and_one_after_it_does() {
+    let (client, server) = crate::fixtures::mock_client();
+    let server = tokio::spawn(count_reviews(server, true));
+    let auth = authorizer(client);
+    let bearer = Some("Bearer tok");
+    auth.authorize(bearer, None, &reading("app")).await.unwrap();
+    auth.authorize(bearer, None, &reading("app")).await.unwrap();
+    // Another access by the same token reuses its TokenReview but is reviewed itself.
+    auth.authorize(bearer, None, &reading("other"))
+        .await
+        .unwrap();
+    tokio::time::advance(cache::ALLOWED_TTL).await;
+    auth.authorize(bearer, None, &reading("app")).await.unwrap();
+    drop(auth);
+    assert_eq!(server.await.unwrap(), (2, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_token_is_remembered_for_a_shorter_time() {
+    let (client, server) = crate::fixtures::mock_client();
+    let server = tokio::spawn(count_reviews(server, false));
+    let auth = authorizer(client);
+    let bearer = Some("Bearer bad");
+    for _ in 0..3 {
+        let refused = auth.authorize(bearer, None, &reading("app")).await;
+        assert!(matches!(
+            refused,
+            Err(crate::Error::Denied(Denied::Unauthenticated(_)))
+        ));
+    }
+    tokio::time::advance(cache::DENIED_TTL).await;
+    assert!(auth.authorize(bearer, None, &reading("app")).await.is_err());
+    assert!(cache::DENIED_TTL < cache::ALLOWED_TTL);
+    drop(auth);
+    assert_eq!(server.await.unwrap(), (2, 0));
 }

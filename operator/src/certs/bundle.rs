@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::ByteString;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints, PublicKeyData,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
@@ -50,7 +51,7 @@ impl std::fmt::Debug for Bundle {
 impl Bundle {
     /// A new CA and a serving certificate for `names` signed by it.
     pub fn generate(names: &[String], now: SystemTime, validity: Duration) -> Result<Self> {
-        let (ca_crt, ca_key) = new_ca(now, CA_VALIDITY)?;
+        let (ca_crt, ca_key) = new_ca(names, now, CA_VALIDITY)?;
         let (tls_crt, tls_key) = issue_serving(&ca_crt, &ca_key, names, now, validity)?;
         Ok(Self {
             ca_crt,
@@ -121,12 +122,22 @@ pub fn needs_renewal(now: SystemTime, not_after: SystemTime, renew_before: Durat
         .is_none_or(|deadline| deadline >= not_after)
 }
 
-/// A new self-signed CA: (certificate PEM, key PEM).
-pub fn new_ca(now: SystemTime, validity: Duration) -> Result<(String, String)> {
+/// A new self-signed CA: (certificate PEM, key PEM). It may sign only for `names` (the
+/// Service's) and no IP address (name constraints, RFC 5280 4.2.1.10): its key is read by
+/// every replica from the Secret, and were it stolen, it could not vouch for any other
+/// server to the API server, the agents or nescli.
+pub fn new_ca(names: &[String], now: SystemTime, validity: Duration) -> Result<(String, String)> {
     let key = KeyPair::generate().map_err(gen_error("generate the CA key"))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = name("nes-operator CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.name_constraints = Some(NameConstraints {
+        permitted_subtrees: names.iter().cloned().map(GeneralSubtree::DnsName).collect(),
+        excluded_subtrees: vec![
+            GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+            GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+        ],
+    });
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

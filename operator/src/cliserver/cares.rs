@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use api::wire::{CareView, NewCare, ProblemDetails};
 use api::NetworkCare;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State as St};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -95,12 +95,12 @@ pub async fn create_care(
     St(state): St<Arc<State>>,
     Path(ns): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<CareView>), ApiError> {
     let who = state
         .authorize(&headers, access("create", NETWORKCARES, &ns, None))
         .await?;
-    let new: NewCare = parse_body(&headers, &body, "")?;
+    let new: NewCare = parse_body(&headers, body, "").await?;
     api::validate::validate_new_care(&new)
         .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
     state

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use api::wire::{ConfigView, StatusView};
 use api::{NetworkConfiguration, NetworkConfigurationSpec};
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State as St};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -106,7 +106,7 @@ pub async fn put_config(
     Path((ns, pod)): Path<(String, String)>,
     Query(q): Query<ManagerQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<ConfigView>, ApiError> {
     let who = state
         .authorize(
@@ -115,7 +115,7 @@ pub async fn put_config(
         )
         .await?;
     let manager = manager(&q)?;
-    let fragment: NetworkConfigurationSpec = parse_body(&headers, &body, "spec")?;
+    let fragment: NetworkConfigurationSpec = parse_body(&headers, body, "spec").await?;
     // The API server merges list-map entries on their text: the fragment's own values are
     // checked here (canonical spellings, nothing twice) before anything is applied.
     api::validate_fragment(&fragment)

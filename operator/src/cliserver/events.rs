@@ -294,6 +294,13 @@ pub fn delivers(
 
 // === the hub ===
 
+/// The waiting feed of `k`, taken out of `waiting` when someone still reads it.
+fn feeds_waiting(waiting: &mut HashMap<Key, Feed>, k: &Key) -> Option<Feed> {
+    waiting
+        .remove(k)
+        .filter(|feed| feed.live.receiver_count() > 0)
+}
+
 type Key = (String, String);
 
 fn key(namespace: &str, name: &str) -> Key {
@@ -315,10 +322,26 @@ struct Care {
 
 #[derive(Default)]
 struct Feeds {
+    /// Pods with a `NetworkConfiguration`: bounded by the cluster's objects.
     pods: HashMap<Key, PodEvents>,
+    /// Feeds of pods with no configuration seen yet, created for a reader that asked for a
+    /// pod's events by name: at most [`MAX_WAITING_FEEDS`], swept of those nobody reads.
+    waiting: HashMap<Key, Feed>,
     cares: HashMap<Key, Care>,
     /// The subscriptions seen since a NetworkCare watch (re)listed, until it is done.
     relisting: Option<HashSet<Key>>,
+}
+
+/// Feeds kept for pods that have no `NetworkConfiguration` yet. A reader may ask for any
+/// pod name its RBAC covers; each such feed holds a live channel of `LOG_CAPACITY` slots.
+pub const MAX_WAITING_FEEDS: usize = 256;
+
+/// Why a pod's stream cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodStreamError {
+    Gone(Gone),
+    /// Readers wait for [`MAX_WAITING_FEEDS`] pods with no configuration already.
+    TooManyWaiting,
 }
 
 /// Why a subscription's stream cannot be read.
@@ -410,13 +433,24 @@ impl Hub {
         let mut touched = Vec::new();
         let events = {
             let mut feeds = self.feeds();
-            let Feeds { pods, cares, .. } = &mut *feeds;
-            let entry = pods
-                .entry(key(namespace, pod))
-                .or_insert_with(|| PodEvents {
+            let Feeds {
+                pods,
+                cares,
+                waiting,
+                ..
+            } = &mut *feeds;
+            let k = key(namespace, pod);
+            // Readers already waiting for this pod see its first status as changes.
+            let entry = match feeds_waiting(waiting, &k) {
+                Some(feed) => pods.entry(k).or_insert(PodEvents {
+                    last: NetworkConfigurationStatus::default(),
+                    feed,
+                }),
+                None => pods.entry(k).or_insert_with(|| PodEvents {
                     last: status.clone(),
                     feed: Feed::new(capacity),
-                });
+                }),
+            };
             let bodies = status_events(&entry.last, status);
             entry.last = status.clone();
             let time = now();
@@ -439,28 +473,45 @@ impl Hub {
         events
     }
 
-    /// A pod's held events after `since` and a receiver for the ones to come.
+    /// A pod's held events after `since` and a receiver for the ones to come. A pod with no
+    /// configuration yet gets a waiting feed, while fewer than [`MAX_WAITING_FEEDS`] are
+    /// read; one nobody reads any more is dropped when room is needed.
     pub fn subscribe(
         &self,
         namespace: &str,
         pod: &str,
         since: Option<u64>,
-    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), Gone> {
-        let capacity = self.capacity;
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), PodStreamError> {
+        let k = key(namespace, pod);
         let mut feeds = self.feeds();
-        let entry = feeds
-            .pods
-            .entry(key(namespace, pod))
-            .or_insert_with(|| PodEvents {
-                last: NetworkConfigurationStatus::default(),
-                feed: Feed::new(capacity),
-            });
-        entry.feed.subscribe(since)
+        if let Some(entry) = feeds.pods.get(&k) {
+            return entry.feed.subscribe(since).map_err(PodStreamError::Gone);
+        }
+        let waiting = &mut feeds.waiting;
+        if !waiting.contains_key(&k) && waiting.len() >= MAX_WAITING_FEEDS {
+            waiting.retain(|_, feed| feed.live.receiver_count() > 0);
+            if waiting.len() >= MAX_WAITING_FEEDS {
+                return Err(PodStreamError::TooManyWaiting);
+            }
+        }
+        waiting
+            .entry(k)
+            .or_insert_with(|| Feed::new(self.capacity))
+            .subscribe(since)
+            .map_err(PodStreamError::Gone)
+    }
+
+    /// Feeds kept for pods with no configuration (readers waiting for one).
+    pub fn waiting_feeds(&self) -> usize {
+        self.feeds().waiting.len()
     }
 
     /// Forgets a deleted pod's configuration; its readers' streams end.
     pub fn forget(&self, namespace: &str, pod: &str) {
-        self.feeds().pods.remove(&key(namespace, pod));
+        let k = key(namespace, pod);
+        let mut feeds = self.feeds();
+        feeds.pods.remove(&k);
+        feeds.waiting.remove(&k);
     }
 
     // === subscriptions ===
@@ -684,7 +735,13 @@ pub async fn get_events(
     let (backlog, live) = state
         .events
         .subscribe(&ns, &pod, q.since)
-        .map_err(|g| ApiError(ProblemDetails::gone(g.since, g.oldest)))?;
+        .map_err(|e| match e {
+            PodStreamError::Gone(g) => ApiError(ProblemDetails::gone(g.since, g.oldest)),
+            PodStreamError::TooManyWaiting => ApiError::unavailable(format!(
+                "{MAX_WAITING_FEEDS} pods without a configuration are being watched; \
+                 retry when {ns}/{pod} has one"
+            )),
+        })?;
     Ok(ndjson(backlog, live, q.since))
 }
 

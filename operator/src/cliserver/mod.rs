@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use api::wire::MAX_BODY_BYTES;
-use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use axum::routing::get;
 use axum::Router;
@@ -68,7 +68,6 @@ pub fn router(state: Arc<State>) -> Router {
             get(events::get_care_events),
         )
         .route("/openapi.json", get(openapi))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(common::http::edge))
         .with_state(state)
 }
@@ -149,16 +148,21 @@ fn text<'a>(headers: &'a HeaderMap, name: &str, shown: &str) -> Result<Option<&'
         .transpose()
 }
 
-/// Parses a JSON body declared `application/json` (415 otherwise) into `T`, naming the
-/// field path below `root` of whatever is wrong (400), with the one parser of `api::wire`.
-fn parse_body<T: DeserializeOwned>(
+/// Reads a JSON body declared `application/json` (415 otherwise, unread) into `T`, naming
+/// the field path below `root` of whatever is wrong (400), with the one parser of
+/// `api::wire`. Handlers call it only after [`State::authorize`]: an unauthenticated
+/// caller's body is never read. It is bounded in size and time ([`common::http::read_body`]).
+async fn parse_body<T: DeserializeOwned>(
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
     root: &str,
 ) -> Result<T, ApiError> {
     api::wire::check_json_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()))
         .map_err(ApiError)?;
-    api::wire::parse_json(body, root).map_err(ApiError)
+    let body = common::http::read_body(body, MAX_BODY_BYTES, common::http::BODY_TIMEOUT)
+        .await
+        .map_err(ApiError)?;
+    api::wire::parse_json(&body, root).map_err(ApiError)
 }
 
 fn access(

@@ -21,6 +21,11 @@ impl ApiError {
         Self::new(400, "bad request", detail)
     }
 
+    /// 503, answered with `Retry-After`.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(503, "service unavailable", detail)
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(404, "not found", detail)
     }

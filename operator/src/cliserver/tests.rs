@@ -99,7 +99,10 @@ async fn put_config_reviews_token_and_access_then_applies_the_fragment_as_the_re
         (200, "application/json"),
         "{body}"
     );
-    assert_eq!(tr.body["spec"], json!({"token": "tok"}));
+    assert_eq!(
+        tr.body["spec"],
+        json!({"token": "tok", "audiences": ["nes-operator"]})
+    );
     assert_eq!(
         sar.body["spec"],
         json!({"user": "alice", "uid": "u-1", "groups": ["g"], "extra": {},
@@ -990,9 +993,13 @@ async fn framework_rejections_are_problem_json_too() {
     let big = "x".repeat(api::wire::MAX_BODY_BYTES + 1);
     drop(state);
     finish(server).await;
-    // Over the limit: refused while the body is read, before authentication or any API call.
-    let (client, api) = mock_client();
-    let server = tokio::spawn(api.expect_no_more());
+    // Over the limit: refused after authentication (a caller's body is read only then).
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect_no_more().await;
+    });
     let (status, content_type, _) = call(
         cliserver_state(client),
         "PUT",
@@ -1006,6 +1013,44 @@ async fn framework_rejections_are_problem_json_too() {
         (status.as_u16(), content_type.as_str()),
         (413, "application/problem+json")
     );
+}
+
+/// Issue 25: an unauthenticated caller's body is never read. The body here never ends: a
+/// server that read it before authenticating would never answer.
+#[tokio::test]
+async fn an_unauthenticated_put_is_refused_without_reading_its_body() {
+    use axum::body::Body;
+    use futures::StreamExt;
+    use tower::ServiceExt;
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.expect(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            201,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {},
+                "status": {"authenticated": false, "error": "invalid bearer token"}}),
+        )
+        .await;
+        api.expect_no_more().await;
+    });
+    let first = futures::stream::once(async { Ok::<_, std::io::Error>(vec![b'{'; 1024]) });
+    let stalled = first.chain(futures::stream::pending());
+    let request = axum::http::Request::put(format!("{CONFIG}?manager=t"))
+        .header("authorization", "Bearer forged")
+        .header("content-type", "application/json")
+        .header("content-length", (512 * 1024).to_string())
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let response = tokio::time::timeout(
+        DEADLINE,
+        super::router(cliserver_state(client)).oneshot(request),
+    )
+    .await
+    .expect("answered without waiting for the body")
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    finish(server).await;
 }
 
 /// Issue 22: bad input through the cliserver is refused with its status, problem type and

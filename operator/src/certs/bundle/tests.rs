@@ -121,7 +121,8 @@ fn plan_keeps_fresh_material_and_renews_what_is_stale_or_broken() {
         ..fresh.clone()
     };
     let short_lived_ca = {
-        let (ca_crt, ca_key) = new_ca(t, 2 * DAY).unwrap();
+        let (ca_crt, ca_key) =
+            new_ca(&dns_names("nes-operator", "nes-system"), t, 2 * DAY).unwrap();
         let (tls_crt, tls_key) = issue_serving(&ca_crt, &ca_key, &names(), t, DAY).unwrap();
         Bundle {
             ca_crt,
@@ -263,4 +264,29 @@ fn bundle_debug_never_shows_keys() {
     let shown = format!("{bundle:?}");
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
     assert!(shown.contains("BEGIN CERTIFICATE"));
+}
+
+#[test]
+fn the_ca_may_sign_only_the_service_names_and_no_address() {
+    let names = dns_names("nes-operator", "nes-system");
+    let (ca_crt, _) = new_ca(&names, SystemTime::now(), DAY).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_crt.as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let constraints = cert
+        .name_constraints()
+        .unwrap()
+        .expect("the CA carries name constraints")
+        .value;
+    let permitted: Vec<String> = constraints
+        .permitted_subtrees
+        .iter()
+        .flatten()
+        .map(|s| match &s.base {
+            x509_parser::extensions::GeneralName::DNSName(n) => n.to_string(),
+            other => panic!("unexpected permitted name {other:?}"),
+        })
+        .collect();
+    assert_eq!(permitted, names);
+    let excluded = constraints.excluded_subtrees.iter().flatten().count();
+    assert_eq!(excluded, 2, "every IPv4 and IPv6 address is excluded");
 }

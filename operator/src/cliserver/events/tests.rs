@@ -817,3 +817,36 @@ async fn a_subscription_this_replica_has_not_seen_yet_is_read_from_the_api_serve
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn readers_of_pods_without_a_configuration_hold_at_most_the_waiting_cap_of_feeds() {
+    let hub = Hub::default();
+    let held: Vec<_> = (0..MAX_WAITING_FEEDS)
+        .map(|i| hub.subscribe("app", &format!("nope-{i}"), None).unwrap())
+        .collect();
+    assert_eq!(hub.waiting_feeds(), MAX_WAITING_FEEDS);
+    assert_eq!(
+        hub.subscribe("app", "one-more", None).unwrap_err(),
+        PodStreamError::TooManyWaiting
+    );
+    // A second reader of a pod already waited for needs no new feed.
+    assert!(hub.subscribe("app", "nope-0", None).is_ok());
+    // Readers gone: their feeds make room.
+    drop(held);
+    assert!(hub.subscribe("app", "one-more", None).is_ok());
+    assert_eq!(hub.waiting_feeds(), 1, "feeds nobody reads were dropped");
+}
+
+#[tokio::test]
+async fn a_reader_waiting_for_a_pod_gets_its_first_status_as_events() {
+    let hub = Hub::default();
+    let (backlog, mut live) = hub.subscribe("app", "web-0", None).unwrap();
+    assert!(backlog.is_empty());
+    let events = hub.observe("app", "web-0", &up());
+    assert!(
+        !events.is_empty(),
+        "the first status is news to a waiting reader"
+    );
+    assert_eq!(live.recv().await.unwrap(), events[0]);
+    assert_eq!(hub.waiting_feeds(), 0);
+}

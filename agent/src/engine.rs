@@ -24,12 +24,22 @@ use crate::apply::{self, ApplyReport, Exec};
 use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::host::HostSide;
+use crate::mirror::{Mirror, MAX_AGE};
 use crate::netlink::Netlink;
 use crate::netns::NetnsExecutor;
 use crate::observe::Observed;
 use crate::owned::Owned;
 use crate::plan::{self, Plan};
 use crate::watch::{self, NetEvent};
+
+/// Whether a desired spec was already validated (`api::validate`) where it was accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Validate before planning.
+    No,
+    /// Validated whole by the entrance that accepted it (the standalone store on a PUT).
+    Validated,
+}
 
 /// A pod's network namespace, with its own executor thread and rtnetlink socket, and the
 /// host namespace (for veth peers and host parents), opened the first time a spec needs it.
@@ -41,6 +51,23 @@ pub struct PodNetwork {
     host: Arc<OnceCell<HostSide>>,
     /// What this pod may do in the host namespace (nothing unless allowed).
     access: Arc<HostAccess>,
+    hub: Arc<Hub>,
+}
+
+/// The pod namespace's one netlink event listener, shared by every subscriber, and the
+/// mirror it feeds. The listener stops, closing its socket, when the last clone of the
+/// engine goes.
+#[derive(Debug, Default)]
+struct Hub {
+    events: OnceCell<broadcast::Sender<NetEvent>>,
+    mirror: Arc<Mirror>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl PodNetwork {
@@ -60,6 +87,7 @@ impl PodNetwork {
             host_path: host.as_ref().into(),
             host: Arc::default(),
             access: Arc::default(),
+            hub: Arc::default(),
         })
     }
 
@@ -120,13 +148,52 @@ impl PodNetwork {
         self.observe_with(false).await
     }
 
+    /// The pod namespace's current state (without host links) as its event-fed mirror
+    /// holds it, dumped only when the mirror cannot be trusted (see [`crate::mirror`]).
+    /// Readers that ask while a dump is taken share the next one.
+    pub async fn observed(&self) -> Result<Arc<Observed>> {
+        let mirror = &self.hub.mirror;
+        let asked = Instant::now();
+        if let Some(o) = mirror.current(asked, MAX_AGE) {
+            return Ok(o);
+        }
+        let _turn = mirror.turn().await;
+        if let Some(o) = mirror.current(asked, MAX_AGE) {
+            return Ok(o);
+        }
+        let ticket = mirror.begin_dump();
+        match self.observe().await {
+            Ok(o) => Ok(mirror.land(ticket, Some(o)).unwrap_or_default()),
+            Err(e) => {
+                mirror.land(ticket, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// The mirror behind [`PodNetwork::observed`].
+    pub fn mirror(&self) -> &Mirror {
+        &self.hub.mirror
+    }
+
     /// Validates `desired`, observes and plans without writing (the `--dry-run`).
     pub async fn plan(
         &self,
         desired: &NetworkConfigurationSpec,
         owned: &Owned,
     ) -> Result<(Observed, Plan)> {
-        api::validate(desired)?;
+        self.plan_checked(desired, Checked::No, owned).await
+    }
+
+    async fn plan_checked(
+        &self,
+        desired: &NetworkConfigurationSpec,
+        checked: Checked,
+        owned: &Owned,
+    ) -> Result<(Observed, Plan)> {
+        if checked == Checked::No {
+            api::validate(desired)?;
+        }
         let observed = self.observe_with(plan::needs_host(desired)).await?;
         let p = plan::plan(desired, &observed, owned, &self.access);
         Ok((observed, p))
@@ -147,7 +214,6 @@ impl PodNetwork {
     /// `record` gets the record the pass will own (addresses about to be added included)
     /// and must keep it durably, so a crash mid-pass leaves nothing nes cannot recognise.
     /// If it cannot, nothing is written.
-    #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
     pub async fn converge_recording<F, Fut>(
         &self,
         desired: &NetworkConfigurationSpec,
@@ -158,8 +224,26 @@ impl PodNetwork {
         F: FnOnce(Owned) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
+        self.converge_checked(desired, Checked::No, owned, record)
+            .await
+    }
+
+    /// [`PodNetwork::converge_recording`] of a spec that may already have been validated
+    /// where it was accepted (`checked`): validation is then not repeated.
+    #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
+    pub async fn converge_checked<F, Fut>(
+        &self,
+        desired: &NetworkConfigurationSpec,
+        checked: Checked,
+        owned: &Owned,
+        record: F,
+    ) -> Result<ApplyReport>
+    where
+        F: FnOnce(Owned) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let started = Instant::now();
-        let (observed, p) = self.plan(desired, owned).await?;
+        let (observed, p) = self.plan_checked(desired, checked, owned).await?;
         if let Some(intent) = intent(owned, &p.owned) {
             record(intent).await?;
         }
@@ -177,7 +261,12 @@ impl PodNetwork {
         let results = if p.ops.is_empty() {
             Vec::new()
         } else {
-            apply::execute(&x, p.ops, &observed).await
+            // The mirror is dumped again after a writing pass: a read that follows the pass
+            // then sees all of it, whatever of its echo the listener has not read yet.
+            self.hub.mirror.doubt();
+            let results = apply::execute(&x, p.ops, &observed).await;
+            self.hub.mirror.doubt();
+            results
         };
         let report = ApplyReport {
             writes: self.writes() - before,
@@ -229,9 +318,22 @@ impl PodNetwork {
     }
 
     /// Subscribes to typed events from the pod namespace's link, address and route groups.
+    /// The first subscription starts the namespace's one listener, which also feeds the
+    /// mirror behind [`PodNetwork::observed`].
     pub async fn events(&self) -> Result<broadcast::Receiver<NetEvent>> {
-        let initial = self.pod.get_links().await?;
-        watch::subscribe(&self.pod_ns, initial).await
+        let hub = &self.hub;
+        let tx = hub
+            .events
+            .get_or_try_init(|| async {
+                let initial = self.pod.get_links().await?;
+                let feed = watch::Feed {
+                    mirror: hub.mirror.clone(),
+                    stop: hub.stop.clone(),
+                };
+                watch::listen(&self.pod_ns, initial, feed).await
+            })
+            .await?;
+        Ok(tx.subscribe())
     }
 }
 

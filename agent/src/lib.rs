@@ -11,6 +11,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod mirror;
 pub mod netlink;
 pub mod netns;
 pub mod observe;

@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use api::NetworkConfigurationSpec;
 use futures::StreamExt;
+use rtnetlink::packet_core::NetlinkPayload;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch as tokio_watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use crate::apply::ApplyReport;
 use crate::backoff::Backoff;
-use crate::engine::PodNetwork;
+use crate::engine::{Checked, PodNetwork};
 use crate::error::Result;
+use crate::mirror::Mirror;
 use crate::netlink::{parse_event, Change, Netlink};
 use crate::netns::NetnsExecutor;
 use crate::observe::{ObservedLink, NES_ROUTE_PROTOCOL};
@@ -177,44 +180,60 @@ impl EventMapper {
     }
 }
 
-/// Starts listening in the namespace; events go to the returned receiver (and to every
-/// `resubscribe()` of it). The listener stops, closing its socket, as soon as every
-/// receiver is dropped.
-pub async fn subscribe(
+/// What a namespace's listener feeds besides its subscribers, and when it stops.
+pub struct Feed {
+    pub mirror: Arc<Mirror>,
+    /// Cancelled when the engine goes: the listener then closes its socket, which would
+    /// otherwise pin a namespace that is being removed.
+    pub stop: CancellationToken,
+}
+
+/// Starts listening in the namespace; events go to every subscriber of the returned
+/// sender, changes to the mirror, until `feed.stop`.
+pub async fn listen(
     exec: &NetnsExecutor,
     initial: Vec<ObservedLink>,
-) -> Result<broadcast::Receiver<NetEvent>> {
+    feed: Feed,
+) -> Result<broadcast::Sender<NetEvent>> {
     let (mut messages, socket) = Netlink::open_multicast(exec).await?;
-    let (tx, rx) = broadcast::channel(EVENT_BUFFER);
+    let (tx, _) = broadcast::channel(EVENT_BUFFER);
     let netns = exec.path().display().to_string();
     let span = tracing::info_span!("netlink_watch", netns = %netns);
+    let events = tx.clone();
+    feed.mirror.set_fed(true);
     tokio::spawn(
         async move {
             let _socket = socket;
             let mut mapper = EventMapper::new(initial);
             loop {
-                // Ending as soon as the last receiver goes, not at the next event, closes
-                // the socket, which would otherwise pin a namespace that is being removed.
                 let msg = tokio::select! {
-                    _ = tx.closed() => return,
+                    _ = feed.stop.cancelled() => break,
                     msg = messages.next() => msg,
                 };
-                let Some((msg, _)) = msg else { break };
+                let Some((msg, _)) = msg else {
+                    warn!("netlink multicast socket closed");
+                    break;
+                };
+                if matches!(msg.payload, NetlinkPayload::Overrun(_)) {
+                    warn!("netlink events lost (socket overrun)");
+                    feed.mirror.doubt();
+                    continue;
+                }
                 let Some(change) = parse_event(&msg) else {
                     continue;
                 };
+                feed.mirror.change(change.clone());
                 for ev in mapper.map(change) {
                     debug!(event = ?ev, "netlink event");
-                    if tx.send(ev).is_err() {
-                        return; // nobody listens any more
-                    }
+                    // No subscriber is no reason to stop: the mirror is fed still.
+                    let _ = tx.send(ev);
                 }
             }
-            warn!("netlink multicast socket closed");
+            feed.mirror.set_fed(false);
         }
         .instrument(span),
     );
-    Ok(rx)
+    Ok(events)
 }
 
 /// Whether an event may mean that declared or owned state drifted, so a pass is worth
@@ -284,6 +303,7 @@ pub fn spawn_keeper(
     let first = Target {
         generation: 0,
         spec: desired.borrow_and_update().clone(),
+        validated: false,
     };
     let (tx, rx) = tokio_watch::channel(Some(first));
     tokio::spawn(async move {
@@ -291,7 +311,12 @@ pub fn spawn_keeper(
         while desired.changed().await.is_ok() {
             generation += 1;
             let spec = desired.borrow_and_update().clone();
-            if tx.send(Some(Target { generation, spec })).is_err() {
+            let target = Target {
+                generation,
+                spec,
+                validated: false,
+            };
+            if tx.send(Some(target)).is_err() {
                 return;
             }
         }
@@ -304,6 +329,8 @@ pub fn spawn_keeper(
 pub struct Target {
     pub generation: i64,
     pub spec: NetworkConfigurationSpec,
+    /// `spec` passed `api::validate` where it was accepted: the pass need not check it again.
+    pub validated: bool,
 }
 
 /// What a running keeper publishes.
@@ -340,18 +367,33 @@ pub fn spawn_recording_keeper(
             let mut owned = owned;
             let mut backoff = Backoff::default();
             loop {
-                let Some(Target { generation, spec }) = desired.borrow_and_update().clone() else {
+                let Some(Target {
+                    generation,
+                    spec,
+                    validated,
+                }) = desired.borrow_and_update().clone()
+                else {
                     // Held: wait for a readable desired state, write nothing meanwhile.
                     if desired.changed().await.is_err() {
                         return;
                     }
                     continue;
                 };
-                let pass = match &recorder {
-                    Some(r) => net.converge_recording(&spec, &owned, |o| r(o)).await,
-                    None => net.converge(&spec, &owned).await,
+                let checked = match validated {
+                    true => Checked::Validated,
+                    false => Checked::No,
                 };
-                let retry = match pass {
+                let pass = async {
+                    match &recorder {
+                        Some(r) => net.converge_checked(&spec, checked, &owned, |o| r(o)).await,
+                        None => {
+                            net.converge_checked(&spec, checked, &owned, |_| async { Ok(()) })
+                                .await
+                        }
+                    }
+                };
+                let (pass, during) = while_draining(pass, &mut events).await;
+                let mut retry = match pass {
                     Ok(report) => {
                         owned = report.owned.clone();
                         let ok = report.is_converged();
@@ -368,31 +410,20 @@ pub fn spawn_recording_keeper(
                         Some(backoff.next_delay())
                     }
                 };
+                // What happened during the pass, judged against the record it left: its own
+                // writes are no drift.
+                let drift = match &during {
+                    Drained::Lost => true,
+                    Drained::Events(evs) => evs.iter().any(|ev| is_drift(ev, &spec, &owned)),
+                };
+                if drift && retry.is_none() {
+                    debug!("drift during the pass");
+                    retry = Some(opts.debounce);
+                }
                 settled_tx.send_replace(Some(generation));
-                let wake = tokio::time::sleep(retry.unwrap_or(opts.resync));
-                tokio::pin!(wake);
-                // Wait for a reason to run again.
-                loop {
-                    tokio::select! {
-                        _ = &mut wake => break,
-                        changed = desired.changed() => {
-                            if changed.is_err() { return; }
-                            break;
-                        }
-                        ev = events.recv() => match ev {
-                            Ok(ev) if desired.borrow().as_ref().is_some_and(|d| is_drift(&ev, &d.spec, &owned)) => {
-                                debug!(event = ?ev, "drift");
-                                debounce(&mut events, opts.debounce).await;
-                                break;
-                            }
-                            Ok(_) => {}
-                            Err(broadcast::error::RecvError::Lagged(_)) => break,
-                            Err(broadcast::error::RecvError::Closed) => {
-                                tokio::time::sleep(opts.debounce).await;
-                                break;
-                            }
-                        },
-                    }
+                let delay = retry.unwrap_or(opts.resync);
+                if !next_reason(&mut desired, &mut events, &owned, delay, opts.debounce).await {
+                    return;
                 }
             }
         }
@@ -401,6 +432,73 @@ pub fn spawn_recording_keeper(
     Keeper {
         reports: rx,
         settled,
+    }
+}
+
+/// Waits for a reason to run a pass again: `delay` passed, a new desired target, drift
+/// (debounced by `quiet`) or lost events. `false` when the desired state's sender is gone
+/// (the keeper ends).
+async fn next_reason(
+    desired: &mut tokio_watch::Receiver<Option<Target>>,
+    events: &mut broadcast::Receiver<NetEvent>,
+    owned: &Owned,
+    delay: Duration,
+    quiet: Duration,
+) -> bool {
+    let wake = tokio::time::sleep(delay);
+    tokio::pin!(wake);
+    // A closed channel (no listener) is not listened to any more: resyncs remain.
+    let mut open = true;
+    loop {
+        tokio::select! {
+            _ = &mut wake => return true,
+            changed = desired.changed() => return changed.is_ok(),
+            ev = events.recv(), if open => match ev {
+                Ok(ev) if desired.borrow().as_ref().is_some_and(|d| is_drift(&ev, &d.spec, owned)) => {
+                    debug!(event = ?ev, "drift");
+                    debounce(events, quiet).await;
+                    return true;
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => open = false,
+            },
+        }
+    }
+}
+
+/// Events seen while a pass ran.
+enum Drained {
+    Events(Vec<NetEvent>),
+    /// More than [`MAX_HELD_EVENTS`], or the channel lagged: judge them all as drift.
+    Lost,
+}
+
+/// Events held while a pass runs; past this, the pass is simply run again.
+const MAX_HELD_EVENTS: usize = 16 * 1024;
+
+/// Runs `pass` while keeping up with `events`, so a big pass of the keeper's own making
+/// (each write echoes as an event) does not overrun the channel and force a needless
+/// extra pass. The events are returned to be judged once the pass has updated the record.
+async fn while_draining<T>(
+    pass: impl std::future::Future<Output = T>,
+    events: &mut broadcast::Receiver<NetEvent>,
+) -> (T, Drained) {
+    tokio::pin!(pass);
+    let mut held = Drained::Events(Vec::new());
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut pass => return (out, held),
+            ev = events.recv(), if open => match (ev, &mut held) {
+                (Ok(ev), Drained::Events(evs)) if evs.len() < MAX_HELD_EVENTS => evs.push(ev),
+                (Ok(_), _) | (Err(broadcast::error::RecvError::Lagged(_)), _) => {
+                    held = Drained::Lost
+                }
+                (Err(broadcast::error::RecvError::Closed), _) => open = false,
+            },
+        }
     }
 }
 

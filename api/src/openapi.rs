@@ -200,6 +200,10 @@ fn agent_paths(p: &Parts) -> Value {
 /// The cliserver's paths (nes-operator, HTTPS): the same resources addressed by namespace
 /// and pod, and the subscriptions.
 fn cliserver_paths(p: &Parts) -> Value {
+    let rest_wait = json!({"name": "wait", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]+(ms|s|m)$", "example": "30s"},
+        "description": "Long-poll: answer once the node agent has reported the pass for the awaited generation (or a later one) in the NetworkConfiguration's status (observedGeneration), or when this much time (with its unit, at most 60s) has passed. The answer carries the header Nes-Wait: settled or Nes-Wait: timeout (the body is the current status). An invalid value is a 400 naming the parameter."});
+    let rest_generation = json!({"name": "generation", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0},
+        "description": "With wait=: the generation awaited (e.g. the one a PUT answered). Without it, the NetworkConfiguration's generation when the request arrives."});
     let c = p.common();
     let ns = Parts::path_param("namespace", "Namespace of the pod or subscription.");
     let pod_path = Parts::path_param(
@@ -233,9 +237,12 @@ fn cliserver_paths(p: &Parts) -> Value {
                                      "422": p.problem("What is left would be invalid (e.g. another manager's route uses this manager's interface)")}))}
         },
         "/v1/namespaces/{namespace}/pods/{pod}/status": {
-            "get": {"summary": "The status the node agent reported in the NetworkConfiguration (RBAC: get networkconfigurations)",
-                    "parameters": [ns.clone(), pod_path.clone(), forwarded.clone()],
-                    "responses": auth_errors(json!({"200": {"description": "Status", "content": {"application/json": {"schema": p.r("status")}}},
+            "get": {"summary": "The status the node agent reported in the NetworkConfiguration (RBAC: get networkconfigurations); with wait=, a long-poll for the agent's report",
+                    "parameters": [ns.clone(), pod_path.clone(), rest_wait, rest_generation, forwarded.clone()],
+                    "responses": auth_errors(json!({"200": {"description": "Status; with wait=, once the agent reported the awaited generation or the wait ended (see Nes-Wait)",
+                                                            "headers": {"Nes-Wait": {"description": "Long-polls only: settled, or timeout", "schema": {"type": "string", "enum": ["settled", "timeout"]}}},
+                                                            "content": {"application/json": {"schema": p.r("status")}}},
+                                  "400": p.problem("Invalid wait or generation, or generation without wait"),
                                   "404": p.problem("The pod has no NetworkConfiguration")}))}
         },
         "/v1/namespaces/{namespace}/pods/{pod}/events": {

@@ -350,6 +350,22 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, String, Value) {
+    let (status, answer_headers, body) = call_for_headers(state, method, uri, headers, body).await;
+    let content_type = answer_headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, content_type, body)
+}
+
+/// [`call`], returning every header of the answer.
+pub async fn call_for_headers(
+    state: Arc<cliserver::State>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -367,14 +383,10 @@ pub async fn call(
         .await
         .unwrap();
     let status = res.status();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let answer_headers = res.headers().clone();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, content_type, body)
+    (status, answer_headers, body)
 }
 
 /// Sends a GET to the cliserver of `state` and reads the first `n` lines of its NDJSON

@@ -389,3 +389,59 @@ fn a_url_that_is_not_https_is_a_usage_error() {
         out.stderr
     );
 }
+
+/// `nescli configure --wait` over `--url`: the PUT, then one long-poll of the status for
+/// the generation the PUT stored, answered when the agent's report reached the cliserver.
+#[test]
+fn configure_wait_over_rest_long_polls_the_status_for_the_stored_generation() {
+    let server = cliserver(|r, _| match r.method.as_str() {
+        "PUT" => {
+            let mut view = config_view(r.json());
+            view["generation"] = json!(3);
+            json(StatusCode::OK, &view)
+        }
+        _ => {
+            let mut answer = json(StatusCode::OK, &status_view(true, 3));
+            answer
+                .headers_mut()
+                .insert("nes-wait", axum::http::HeaderValue::from_static("settled"));
+            answer
+        }
+    });
+    let mut cmd = server.nescli();
+    cmd.args([
+        "--pod",
+        "web-0",
+        "configure",
+        "--wait",
+        "--manager",
+        "app",
+        "--interface",
+        "eth0",
+        "--address",
+        "10.0.0.5/24",
+    ]);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let requests = server.stub.requests();
+    let seen: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "PUT".to_string(),
+                "/v1/namespaces/team/pods/web-0/config".to_string()
+            ),
+            (
+                "GET".to_string(),
+                "/v1/namespaces/team/pods/web-0/status".to_string()
+            ),
+        ],
+        "one PUT and one long-poll, no polling"
+    );
+    assert_eq!(requests[1].param("generation"), Some("3"));
+    assert!(requests[1].param("wait").is_some_and(|w| w.ends_with("ms")));
+}

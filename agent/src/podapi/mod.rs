@@ -13,7 +13,7 @@ pub mod wait;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::conditions::{self, APPLIED, DEGRADED};
 use api::wire::{
@@ -77,6 +77,11 @@ pub trait ConfigBackend: Send + Sync + 'static {
     /// What nes owns in the pod's netns changed (or is about to): keep the record. An
     /// error means it could not be kept.
     fn owned_changed<'a>(&'a self, owned: &'a Owned) -> BoxFuture<'a, Result<(), String>>;
+    /// The generation whose desired spec this backend validated whole (`api::validate`)
+    /// when it accepted it, so the keeper need not validate it again.
+    fn validated(&self) -> Option<i64> {
+        None
+    }
     /// A problem with where the backend keeps state (e.g. it cannot be written), reported
     /// as `Degraded`.
     fn problem(&self) -> Option<(String, String)> {
@@ -197,11 +202,10 @@ pub struct PodServer {
     events: EventLog,
     stop: CancellationToken,
     conditions: Mutex<Vec<Condition>>,
-    /// The last kernel reading and when it started: concurrent status reads share one
-    /// netlink dump (a socket serves one dump at a time) instead of queueing many.
-    observed: tokio::sync::Mutex<Option<(Instant, Arc<Observed>)>>,
     /// Why the pod cannot be served as it should (e.g. `@nes` squatted).
     degraded: Mutex<Option<(String, String)>>,
+    /// The last status computed (see [`PodServer::parts`]).
+    parts: Mutex<Option<Cached>>,
     /// The task serving `@nes`; awaited by [`PodServer::stop`].
     serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
     policy: crate::policy::PolicySource,
@@ -226,7 +230,7 @@ impl PodServer {
         opts: ServerOptions,
     ) -> Arc<Self> {
         let stop = CancellationToken::new();
-        let specs = follow_specs(desired.clone(), stop.clone());
+        let specs = follow_specs(desired.clone(), backend.clone(), stop.clone());
         let recorder: Recorder = {
             let backend = backend.clone();
             Arc::new(move |owned: Owned| {
@@ -260,8 +264,8 @@ impl PodServer {
             events: EventLog::new(name, DEFAULT_CAPACITY),
             stop,
             conditions: Mutex::new(opts.conditions),
-            observed: tokio::sync::Mutex::new(None),
             degraded: Mutex::new(None),
+            parts: Mutex::new(None),
             serving: Mutex::new(None),
             policy: opts.policy,
             limits: opts.limits,
@@ -397,21 +401,21 @@ impl PodServer {
         self.streams.clone().try_acquire_owned().ok()
     }
 
-    /// Live status: the kernel is read now and compared with the desired spec.
+    /// Live status: the kernel's state (kept current from its events, see
+    /// [`crate::mirror`]) compared with the desired spec.
     pub async fn status(&self) -> Result<StatusView, ApiError> {
-        let Desired {
-            generation,
-            spec,
-            problem,
-        } = self.desired.borrow().clone();
-        let observed = self.observe_since(Instant::now()).await?;
+        let observed = self.observed().await?;
         let last = self.reports.borrow().clone();
-        let (interfaces, routes) =
-            crate::status::status(&spec, &observed, last.as_deref(), self.net.host_access());
-        let summary = summarise(&interfaces, &routes);
+        let parts = self.parts(observed, last);
+        let Parts {
+            generation,
+            summary,
+            ..
+        } = &*parts;
+        let (generation, summary) = (*generation, summary.clone());
         let degraded = self
             .degraded()
-            .or(problem.map(|p| (p.reason, p.message)))
+            .or(parts.problem.clone().map(|p| (p.reason, p.message)))
             .or_else(|| self.backend.problem());
         let now = k8s_openapi::jiff::Timestamp::now();
         let conditions = {
@@ -441,31 +445,60 @@ impl PodServer {
                 conditions,
                 node: self.node.clone(),
                 netns: Some(self.net.identity().clone()),
-                interfaces,
-                routes,
+                interfaces: parts.interfaces.clone(),
+                routes: parts.routes.clone(),
             },
         })
     }
 
-    /// A kernel reading taken no earlier than `asked`: one in flight when the caller asked
-    /// is reused, so a burst of readers costs one dump.
-    async fn observe_since(&self, asked: Instant) -> Result<Arc<Observed>, ApiError> {
-        let mut cached = self.observed.lock().await;
-        if let Some((taken, observed)) = cached.as_ref() {
-            if *taken >= asked {
-                return Ok(observed.clone());
-            }
+    /// The per-object status of the desired spec against `observed` and the last report:
+    /// computed again only when one of them is another (a converged pod's reads share it).
+    fn parts(&self, observed: Arc<Observed>, last: Option<Arc<ApplyReport>>) -> Arc<Parts> {
+        let mut cached = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        let same_report = |c: &Cached| match (&c.last, &last) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if let Some(c) = cached.as_ref().filter(|c| {
+            c.desired.has_changed().is_ok_and(|changed| !changed)
+                && Arc::ptr_eq(&c.observed, &observed)
+                && same_report(c)
+        }) {
+            return c.parts.clone();
         }
-        let taken = Instant::now();
-        let observed = Arc::new(self.net.observe().await.map_err(|e| {
+        let mut desired = self.desired.clone();
+        let parts = {
+            let d = desired.borrow_and_update();
+            let (interfaces, routes) =
+                crate::status::status(&d.spec, &observed, last.as_deref(), self.net.host_access());
+            let summary = summarise(&interfaces, &routes);
+            Arc::new(Parts {
+                generation: d.generation,
+                problem: d.problem.clone(),
+                interfaces,
+                routes,
+                summary,
+            })
+        };
+        *cached = Some(Cached {
+            desired,
+            observed,
+            last,
+            parts: parts.clone(),
+        });
+        parts
+    }
+
+    /// The kernel's state as the pod's event-fed mirror holds it (dumped when in doubt).
+    async fn observed(&self) -> Result<Arc<Observed>, ApiError> {
+        self.net.observed().await.map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot read the kernel",
                 e.to_string(),
             )
-        })?);
-        *cached = Some((taken, observed.clone()));
-        Ok(observed)
+        })
     }
 
     fn set_degraded(&self, reason: &str, message: String) {
@@ -479,8 +512,26 @@ impl PodServer {
     }
 }
 
+/// A status computed from one desired state, one observation and one report.
+struct Parts {
+    generation: i64,
+    problem: Option<StateProblem>,
+    interfaces: Vec<api::InterfaceStatus>,
+    routes: Vec<api::RouteStatus>,
+    summary: Summary,
+}
+
+/// The last [`Parts`] and what they were computed from.
+struct Cached {
+    /// Marked seen when computed: a change since means a new desired state.
+    desired: watch::Receiver<Desired>,
+    observed: Arc<Observed>,
+    last: Option<Arc<ApplyReport>>,
+    parts: Arc<Parts>,
+}
+
 /// The `Applied` verdict over every declared object.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Summary {
     applied: bool,
     reason: &'static str,
@@ -535,29 +586,29 @@ fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -
 /// The keeper wants targets alone: forwards each desired spec with its generation until the
 /// pod stops (then the keeper ends with its sender); a new generation is a new pass, so its
 /// waiters hear of it even when the spec did not change. A desired state with a problem
-/// keeps the last good target, or `None` (write nothing) when it holds.
+/// keeps the last good target, or `None` (write nothing) when it holds. A spec the backend
+/// validated when it accepted it is marked so, and not validated again.
 fn follow_specs(
     mut desired: watch::Receiver<Desired>,
+    backend: Arc<dyn ConfigBackend>,
     stop: CancellationToken,
 ) -> watch::Receiver<Option<Target>> {
-    let (tx, rx) = watch::channel(usable(&desired.borrow_and_update()));
+    let (tx, rx) = watch::channel(usable(&desired.borrow_and_update(), &*backend));
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 changed = desired.changed() => if changed.is_err() { return },
             }
-            let next = desired.borrow_and_update().clone();
-            tx.send_if_modified(|current| {
-                let target = match (&next.problem, current.is_some()) {
-                    (Some(p), _) if p.hold => None,
+            let target = {
+                let next = desired.borrow_and_update();
+                match (&next.problem, tx.borrow().is_some()) {
                     // The last good spec stands.
-                    (Some(_), true) => return false,
-                    _ => Some(Target {
-                        generation: next.generation,
-                        spec: next.spec.clone(),
-                    }),
-                };
+                    (Some(p), true) if !p.hold => continue,
+                    _ => usable(&next, &*backend),
+                }
+            };
+            tx.send_if_modified(|current| {
                 let changed = *current != target;
                 *current = target;
                 changed
@@ -567,12 +618,13 @@ fn follow_specs(
     rx
 }
 
-fn usable(d: &Desired) -> Option<Target> {
+fn usable(d: &Desired, backend: &dyn ConfigBackend) -> Option<Target> {
     match &d.problem {
         Some(p) if p.hold => None,
         _ => Some(Target {
             generation: d.generation,
             spec: d.spec.clone(),
+            validated: d.problem.is_none() && backend.validated() == Some(d.generation),
         }),
     }
 }

@@ -2,10 +2,13 @@
 //! Managers' fragments merge here (server-side-apply semantics), are validated, persisted,
 //! then handed to the engine. Requests for a pod are serialised by its record lock.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use api::merge::{merge, merge_applying};
+use api::merge::{merge, merge_applying, Conflict, Merged};
 use api::wire::{ConfigView, ProblemDetails};
 use api::NetworkConfigurationSpec;
 use axum::http::StatusCode;
@@ -74,13 +77,14 @@ pub async fn start(
         record.netns = Some(net.identity().clone());
     }
     let owned = record.owned.clone();
+    let stored = Stored::new(record);
     let gate = Gate {
         governing: Governing::of(&host.policies, &api::policy::netns_labels(name)),
         node: host.access.clone(),
     };
     let desired = match &unreadable {
         Some(message) => Desired {
-            generation: record.generation,
+            generation: stored.record.generation,
             spec: NetworkConfigurationSpec::default(),
             problem: Some(StateProblem {
                 reason: "StateUnreadable".into(),
@@ -88,18 +92,19 @@ pub async fn start(
                 hold: true,
             }),
         },
-        None => gate.before_apply(desired_of(name, &store, &record), None),
+        None => gate.before_apply(desired_of(name, &store, &stored), None),
     };
     let (desired, desired_rx) = watch::channel(desired);
     let backend = Arc::new(FileBackend {
         name: name.to_string(),
         store,
-        record: tokio::sync::Mutex::new(record),
+        record: tokio::sync::Mutex::new(stored),
         desired,
         cares,
         unreadable,
         problem: Default::default(),
         policy: gate.clone(),
+        validated: AtomicI64::new(-1),
     });
     let opts = ServerOptions {
         keeper,
@@ -112,19 +117,19 @@ pub async fn start(
     ))
 }
 
-/// The desired state a record declares; fragments that do not merge (a hand-edited
-/// record) hold everything as it is rather than guess.
-fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, record: &PodRecord) -> Desired {
-    match merge(record.fragments.iter().map(|(m, s)| (m.as_str(), s))) {
+/// The desired state of a record whose fragments merged to `merged`; fragments that do not
+/// merge (a hand-edited record) hold everything as it is rather than guess.
+fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, stored: &Stored) -> Desired {
+    match &stored.merged {
         Ok(m) => Desired {
-            generation: record.generation,
-            spec: m.spec,
+            generation: stored.record.generation,
+            spec: m.spec.clone(),
             problem: None,
         },
         Err(conflict) => {
             warn!(pod = name, %conflict, "stored fragments conflict; keeping the kernel as it is");
             Desired {
-                generation: record.generation,
+                generation: stored.record.generation,
                 spec: NetworkConfigurationSpec::default(),
                 problem: Some(StateProblem {
                     reason: "StateConflict".into(),
@@ -137,6 +142,41 @@ fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, record: &PodRecord) -> 
             }
         }
     }
+}
+
+/// A pod's record with its fragments merged once, when they change: what `GET config`
+/// answers and the keeper applies.
+struct Stored {
+    record: PodRecord,
+    /// The record's fragments merged in manager order.
+    merged: Result<Merged, Conflict>,
+}
+
+impl Stored {
+    fn new(record: PodRecord) -> Self {
+        let merged = merge(record.fragments.iter().map(|(m, s)| (m.as_str(), s)));
+        Self { record, merged }
+    }
+}
+
+/// The fragments of `stored` in manager order, `manager`'s being `fragment` (added when
+/// it had none): the order [`Stored::new`] merges in, so a PUT's one merge is the one
+/// kept.
+fn with_fragment<'a>(
+    stored: &'a BTreeMap<String, NetworkConfigurationSpec>,
+    manager: &'a str,
+    fragment: &'a NetworkConfigurationSpec,
+) -> impl Iterator<Item = (&'a str, &'a NetworkConfigurationSpec)> {
+    let entry = |(m, s): (&'a String, &'a NetworkConfigurationSpec)| (m.as_str(), s);
+    let before = stored
+        .range::<str, _>((Bound::Unbounded, Bound::Excluded(manager)))
+        .map(entry);
+    let after = stored
+        .range::<str, _>((Bound::Excluded(manager), Bound::Unbounded))
+        .map(entry);
+    before
+        .chain(std::iter::once((manager, fragment)))
+        .chain(after)
 }
 
 /// The admin policies governing one pod and the node's host-access ceiling.
@@ -165,7 +205,7 @@ impl Gate {
 struct FileBackend {
     name: String,
     store: Arc<dyn DesiredStore>,
-    record: tokio::sync::Mutex<PodRecord>,
+    record: tokio::sync::Mutex<Stored>,
     desired: watch::Sender<Desired>,
     cares: Arc<Cares>,
     /// The record could not be read at start: writes are refused (they would replace it).
@@ -173,6 +213,9 @@ struct FileBackend {
     /// Why the record cannot be written, if it cannot.
     problem: std::sync::Mutex<Option<(String, String)>>,
     policy: Gate,
+    /// The generation whose merged spec was validated whole when it was accepted (see
+    /// [`ConfigBackend::validated`]); -1 for none.
+    validated: AtomicI64,
 }
 
 impl FileBackend {
@@ -187,58 +230,94 @@ impl FileBackend {
         }
     }
 
+    /// Merges `manager`'s fragment with the others once, validates and checks the result
+    /// once, stores it and hands that same merge to the keeper, already validated.
     async fn do_apply(
         &self,
         manager: &str,
         fragment: NetworkConfigurationSpec,
     ) -> Result<ConfigView, ApiError> {
         self.writable()?;
-        let mut record = self.record.lock().await;
-        let merged = merge_applying(&record.fragments, manager, &fragment)
-            .map_err(|c| ApiError(ProblemDetails::conflict(&c)))?;
-        // After the merge, so two spellings of another manager's entry are its conflict (409);
-        // before the merged check, so the fragment's own repeats are named by its index.
-        api::validate_fragment(&fragment)
-            .and_then(|()| api::validate(&merged.spec))
-            .map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
+        let mut stored = self.record.lock().await;
+        let fragments = &stored.record.fragments;
+        let merged = merge(with_fragment(fragments, manager, &fragment)).map_err(|_| {
+            // Merged again only to name the conflict the way an apply does: the other
+            // manager owns the field.
+            let conflict = merge_applying(fragments, manager, &fragment).err();
+            conflict.map_or_else(
+                || ApiError::new(StatusCode::CONFLICT, "conflict", "the fragments conflict"),
+                |c| ApiError(ProblemDetails::conflict(&c)),
+            )
+        })?;
+        // After the merge, so two spellings of another manager's entry are its conflict (409).
+        // A fragment alone is the whole: validated once, its repeats named by its index
+        // (the merge would have folded them). With other managers, the fragment's own
+        // entries first, then the merged whole.
+        let alone = fragments.keys().all(|m| m == manager);
+        let valid = match alone {
+            true => api::validate(&fragment),
+            false => api::validate_fragment(&fragment).and_then(|()| api::validate(&merged.spec)),
+        };
+        valid.map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
         // The whole, as it would be applied (counts are of the whole): refused here with a
         // 403 rather than stored and held back.
         self.policy
             .governing
             .check(&merged.spec, Origin::Cluster, &self.policy.node)
             .map_err(|refusal| ApiError(refusal.problem()))?;
-        if record.fragments.get(manager) == Some(&fragment) {
-            return Ok(self.view(&record));
+        if stored.record.fragments.get(manager) == Some(&fragment) {
+            return Ok(self.view(&stored));
         }
-        let mut next = record.clone();
-        next.fragments.insert(manager.to_string(), fragment);
-        self.commit(&mut record, next, merged.spec)
+        let previous = stored
+            .record
+            .fragments
+            .insert(manager.to_string(), fragment);
+        stored.record.generation += 1;
+        if let Err(e) = self.save(&stored.record) {
+            stored.record.generation -= 1;
+            match previous {
+                Some(p) => stored.record.fragments.insert(manager.to_string(), p),
+                None => stored.record.fragments.remove(manager),
+            };
+            return Err(e);
+        }
+        let desired = Desired {
+            generation: stored.record.generation,
+            spec: merged.spec.clone(),
+            problem: None,
+        };
+        stored.merged = Ok(merged);
+        // Validated and checked against the policies above: the gate would pass it as is.
+        self.validated
+            .store(stored.record.generation, Ordering::Release);
+        self.desired.send_replace(desired);
+        Ok(self.view(&stored))
     }
 
     async fn do_remove(&self, manager: &str) -> Result<ConfigView, ApiError> {
         self.writable()?;
-        let mut record = self.record.lock().await;
-        if !record.fragments.contains_key(manager) {
-            return Ok(self.view(&record));
+        let mut stored = self.record.lock().await;
+        if !stored.record.fragments.contains_key(manager) {
+            return Ok(self.view(&stored));
         }
-        let mut next = record.clone();
+        let mut next = stored.record.clone();
         next.fragments.remove(manager);
-        let spec = desired_of(&self.name, &self.store, &next);
-        self.commit(&mut record, next, spec.spec)
+        next.generation += 1;
+        self.save(&next)?;
+        *stored = Stored::new(next);
+        let next = desired_of(&self.name, &self.store, &stored);
+        let gated = self.policy.before_apply(next, Some(&self.desired.borrow()));
+        self.desired.send_replace(gated);
+        Ok(self.view(&stored))
     }
 
     fn set_problem(&self, problem: Option<(String, String)>) {
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
-    fn commit(
-        &self,
-        record: &mut PodRecord,
-        mut next: PodRecord,
-        spec: NetworkConfigurationSpec,
-    ) -> Result<ConfigView, ApiError> {
-        next.generation += 1;
-        if let Err(e) = self.store.save(&self.name, &next) {
+    /// Persists `record`; a failure is the pod's problem (`StateNotWritable`) and a 500.
+    fn save(&self, record: &PodRecord) -> Result<(), ApiError> {
+        if let Err(e) = self.store.save(&self.name, record) {
             self.set_problem(Some(("StateNotWritable".into(), e.to_string())));
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -247,27 +326,16 @@ impl FileBackend {
             ));
         }
         self.set_problem(None);
-        *record = next;
-        let problem = desired_of(&self.name, &self.store, record).problem;
-        let current = self.desired.borrow().clone();
-        let next = Desired {
-            generation: record.generation,
-            spec,
-            problem,
-        };
-        self.desired
-            .send_replace(self.policy.before_apply(next, Some(&current)));
-        Ok(self.view(record))
+        Ok(())
     }
 
-    fn view(&self, record: &PodRecord) -> ConfigView {
-        let merged =
-            merge(record.fragments.iter().map(|(m, s)| (m.as_str(), s))).unwrap_or_default();
+    fn view(&self, stored: &Stored) -> ConfigView {
+        let merged = stored.merged.as_ref().ok();
         ConfigView {
             pod: self.name.clone(),
-            generation: record.generation,
-            spec: merged.spec,
-            owners: merged.owners,
+            generation: stored.record.generation,
+            spec: merged.map(|m| m.spec.clone()).unwrap_or_default(),
+            owners: merged.map(|m| m.owners.clone()).unwrap_or_default(),
         }
     }
 
@@ -275,19 +343,18 @@ impl FileBackend {
         if let Some(why) = &self.unreadable {
             return Err(why.clone());
         }
-        let mut record = self.record.lock().await;
-        if &record.owned == owned {
+        let mut stored = self.record.lock().await;
+        if &stored.record.owned == owned {
             return Ok(());
         }
-        let mut next = record.clone();
-        next.owned = owned.clone();
-        match self.store.save(&self.name, &next) {
+        let previous = std::mem::replace(&mut stored.record.owned, owned.clone());
+        match self.store.save(&self.name, &stored.record) {
             Ok(()) => {
-                *record = next;
                 self.set_problem(None);
                 Ok(())
             }
             Err(error) => {
+                stored.record.owned = previous;
                 warn!(pod = %self.name, %error, "cannot persist the ownership record");
                 self.set_problem(Some(("StateNotWritable".into(), error.to_string())));
                 Err(error.to_string())
@@ -320,6 +387,10 @@ impl ConfigBackend for FileBackend {
         self.save_owned(owned).boxed()
     }
 
+    fn validated(&self) -> Option<i64> {
+        Some(self.validated.load(Ordering::Acquire)).filter(|g| *g >= 0)
+    }
+
     fn problem(&self) -> Option<(String, String)> {
         self.problem
             .lock()
@@ -340,3 +411,6 @@ impl ConfigBackend for FileBackend {
         futures::future::ready(self.cares.feed(name)).boxed()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,7 +32,8 @@ pub async fn run(ctx: &Context, args: ConfigureArgs) -> Result<()> {
         return output::config(&mut std::io::stdout().lock(), ctx.output, &view);
     }
     // One request on a pod socket: the agent answers after the pass (`PUT ?wait=`). The
-    // cliserver, or an agent that predates it, gets the PUT and then a wait.
+    // cliserver, or an agent that predates it, gets the PUT and then a long-poll of the
+    // status for the generation it stored.
     let first = match ctx.client.is_rest() {
         true => None,
         false => match put_and_wait(ctx, &manager, body.clone(), deadline).await {

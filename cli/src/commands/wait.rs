@@ -1,9 +1,9 @@
 //! `nescli wait --for=applied`: wait until the pass for the current generation has run.
 //!
-//! On a pod socket this is a long-poll (`GET /v1/self/status?wait=`): the agent answers the
-//! moment the pass is done, so nothing here sleeps. The cliserver (`--url`) and an agent
-//! that predates the long-poll (it refuses `wait=`, or answers without `Nes-Wait`) are
-//! polled instead.
+//! This is a long-poll (`GET /v1/self/status?wait=`, on a pod socket and on the cliserver
+//! alike): the server answers the moment the pass is done (the cliserver: the moment the
+//! agent's report reaches it), so nothing here sleeps. Only a server that predates the
+//! long-poll (it refuses `wait=`, or answers without `Nes-Wait`) is polled.
 
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ pub async fn follow(
     deadline: Instant,
 ) -> Result<StatusView> {
     let start = Instant::now();
-    let mut long_poll = !ctx.client.is_rest();
+    let mut long_poll = true;
     let mut last: Option<StatusView> = None;
     let mut next_ask = start;
     loop {

@@ -7,12 +7,14 @@ use api::wire::{ConfigView, StatusView};
 use api::{NetworkConfiguration, NetworkConfigurationSpec};
 use axum::body::Body;
 use axum::extract::{Path, Query, State as St};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 use tracing::info;
 
 use super::view::{config_view, manages_spec, status_view};
@@ -192,17 +194,85 @@ pub async fn get_config(
     Ok(Json(config_view(&get(&state, &ns, &pod).await?)))
 }
 
-/// `GET .../status`: the status the node agent reported.
+/// `GET .../status`: the status the node agent reported. With `?wait=` (and
+/// `generation=`), a long-poll as on the pod socket: answered once the agent reported the
+/// pass for that generation (the current one unless named), or with the current status
+/// when the wait ends; the `Nes-Wait` header says which. Fed by the replica's watch of
+/// `NetworkConfiguration`s, never a timer.
 pub async fn get_status(
     St(state): St<Arc<State>>,
     Path((ns, pod)): Path<(String, String)>,
+    Query(q): Query<WaitParams>,
     headers: HeaderMap,
-) -> Result<Json<StatusView>, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .authorize(
             &headers,
             access("get", NETWORKCONFIGURATIONS, &ns, Some(&pod)),
         )
         .await?;
-    Ok(Json(status_view(&get(&state, &ns, &pod).await?)))
+    let wait = api::wire::parse_wait_query(q.wait.as_deref(), q.generation.as_deref())
+        .map_err(ApiError)?;
+    let Some(wait) = wait else {
+        return Ok(Json(status_view(&get(&state, &ns, &pod).await?)).into_response());
+    };
+    let updates = state.events.status_updates(&ns, &pod);
+    let answer = long_poll(&state, &ns, &pod, wait, updates).await;
+    state.events.release_status(&ns, &pod);
+    let (marker, view) = answer?;
+    let mut response = Json(view).into_response();
+    response
+        .headers_mut()
+        .insert(api::wire::WAIT_HEADER, HeaderValue::from_static(marker));
+    Ok(response)
+}
+
+/// The long-poll parameters, validated by `api::wire::parse_wait_query`.
+#[derive(Deserialize)]
+pub struct WaitParams {
+    wait: Option<String>,
+    generation: Option<String>,
+}
+
+/// Waits, following `updates`, until the agent reported the awaited generation: the
+/// `Nes-Wait` marker and the status to answer.
+async fn long_poll(
+    state: &State,
+    ns: &str,
+    pod: &str,
+    query: api::wire::WaitQuery,
+    mut updates: watch::Receiver<Option<StatusView>>,
+) -> Result<(&'static str, StatusView), ApiError> {
+    // Read after subscribing, so no update between the two is missed.
+    let mut view = status_view(&get(state, ns, pod).await?);
+    let generation = query.generation.unwrap_or(view.generation);
+    let deadline = tokio::time::sleep(query.wait);
+    tokio::pin!(deadline);
+    loop {
+        if reported(&view, generation) {
+            return Ok((api::wire::WAIT_SETTLED, view));
+        }
+        tokio::select! {
+            _ = &mut deadline => return Ok((api::wire::WAIT_TIMEOUT, view)),
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    // Deleted meanwhile: answered as a read now is (404).
+                    let now = status_view(&get(state, ns, pod).await?);
+                    return Ok((api::wire::WAIT_TIMEOUT, now));
+                }
+                let seen = updates.borrow_and_update().clone();
+                // The watch may lag the read: never step back to an older generation.
+                if let Some(seen) = seen.filter(|s| s.generation >= view.generation) {
+                    view = seen;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the agent reported the pass for `generation` (or a later one).
+fn reported(view: &StatusView, generation: i64) -> bool {
+    view.status
+        .observed_generation
+        .is_some_and(|g| g >= generation)
 }

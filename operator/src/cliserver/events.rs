@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use api::wire::{Event, EventBody, ProblemDetails};
+use api::wire::{Event, EventBody, ProblemDetails, StatusView};
 use api::{
     InterfaceStatus, NetworkCare, NetworkCareSpec, NetworkConfiguration,
     NetworkConfigurationStatus, ObjectState,
@@ -27,10 +27,11 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use serde::Deserialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::view::status_view;
 use super::{access, ApiError, State};
 use crate::auth::{NETWORKCARES, NETWORKCONFIGURATIONS};
 
@@ -375,6 +376,8 @@ pub struct Hub {
     pod_writer: Mutex<reflector::store::Writer<PartialObjectMeta<Pod>>>,
     /// Subscriptions whose status inputs changed (events, selected pods).
     changed: broadcast::Sender<Key>,
+    /// Each pod's status as the watch last saw it, for long-polls (`?wait=`).
+    statuses: Mutex<HashMap<Key, watch::Sender<Option<StatusView>>>>,
 }
 
 impl Default for Hub {
@@ -401,6 +404,7 @@ impl Hub {
             pods: writer.as_reader(),
             pod_writer: Mutex::new(writer),
             changed: broadcast::channel(1024).0,
+            statuses: Mutex::default(),
         }
     }
 
@@ -512,6 +516,44 @@ impl Hub {
         let mut feeds = self.feeds();
         feeds.pods.remove(&k);
         feeds.waiting.remove(&k);
+    }
+
+    // === statuses, for long-polls ===
+
+    /// Follows the status of `namespace/pod` as the watch sees it (`None` until it has);
+    /// the sender goes when its configuration is deleted. Call [`Hub::release_status`]
+    /// once done.
+    pub fn status_updates(
+        &self,
+        namespace: &str,
+        pod: &str,
+    ) -> watch::Receiver<Option<StatusView>> {
+        lock(&self.statuses)
+            .entry(key(namespace, pod))
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+
+    /// A long-poll on `namespace/pod` ended (its receiver dropped): the entry it made goes
+    /// unless the watch filled it or someone else follows it, so asking about pods that
+    /// have no configuration leaves nothing behind.
+    pub fn release_status(&self, namespace: &str, pod: &str) {
+        let mut statuses = lock(&self.statuses);
+        let k = key(namespace, pod);
+        if statuses
+            .get(&k)
+            .is_some_and(|tx| tx.receiver_count() == 0 && tx.borrow().is_none())
+        {
+            statuses.remove(&k);
+        }
+    }
+
+    fn publish_status(&self, cr: &NetworkConfiguration) {
+        let k = key(&cr.namespace().unwrap_or_default(), &cr.name_any());
+        lock(&self.statuses)
+            .entry(k)
+            .or_insert_with(|| watch::channel(None).0)
+            .send_replace(Some(status_view(cr)));
     }
 
     // === subscriptions ===
@@ -670,9 +712,13 @@ impl Hub {
             watcher::Event::Apply(cr) | watcher::Event::InitApply(cr) => {
                 let status = cr.status.clone().unwrap_or_default();
                 self.observe(&cr.namespace().unwrap_or_default(), &cr.name_any(), &status);
+                self.publish_status(&cr);
             }
             watcher::Event::Delete(cr) => {
-                self.forget(&cr.namespace().unwrap_or_default(), &cr.name_any())
+                let (namespace, name) = (cr.namespace().unwrap_or_default(), cr.name_any());
+                self.forget(&namespace, &name);
+                // Its long-polls end: the configuration is gone.
+                lock(&self.statuses).remove(&key(&namespace, &name));
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
         }

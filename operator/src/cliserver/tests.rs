@@ -573,6 +573,109 @@ async fn status_shows_what_the_agent_reported() {
     assert_eq!(view.status.node.as_deref(), Some("node-a"));
 }
 
+/// The CR as the mock API server (or the watch) gives it: generation 4, the agent's
+/// report for `observed`.
+fn reported_cr(observed: i64) -> Value {
+    let mut cr = netconf("app", "web-0", fragment(), json!({"generation": 4}));
+    cr["status"] = json!({"observedGeneration": observed, "node": "node-a", "conditions": [
+        {"type": "Applied", "status": "True", "reason": "Converged", "message": "", "observedGeneration": observed, "lastTransitionTime": "2025-01-01T00:00:00Z"}]});
+    cr
+}
+
+#[tokio::test]
+async fn a_status_long_poll_answers_when_the_watch_sees_the_agents_report() {
+    let (client, mut api) = mock_client();
+    let (read, read_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect("GET", CR, 200, reported_cr(3)).await;
+        let _ = read.send(());
+        api.expect_no_more().await;
+    });
+    let state = cliserver_state(client);
+    let hub = state.events.clone();
+    let poll = tokio::spawn(call_for_headers(
+        state,
+        "GET",
+        "/v1/namespaces/app/pods/web-0/status?wait=30s",
+        &[BEARER],
+        "",
+    ));
+    // The read saw generation 4 unreported; the agent's report arrives through the watch.
+    tokio::time::timeout(DEADLINE, read_rx)
+        .await
+        .expect("the status was read")
+        .expect("mock alive");
+    let cr: api::NetworkConfiguration = serde_json::from_value(reported_cr(4)).unwrap();
+    hub.apply_configuration_event(kube::runtime::watcher::Event::Apply(cr));
+    let (status, headers, body) = tokio::time::timeout(DEADLINE, poll)
+        .await
+        .expect("answered once reported")
+        .expect("call");
+    finish(server).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(
+        headers.get("nes-wait").map(|v| v.to_str().unwrap()),
+        Some("settled")
+    );
+    assert_eq!(body["observedGeneration"], 4);
+    assert_eq!(body["generation"], 4);
+}
+
+#[tokio::test]
+async fn a_status_long_poll_that_times_out_answers_the_current_status_marked_timeout() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        api.token_review("tok", "alice", json!({})).await;
+        api.access_review(true).await;
+        api.expect("GET", CR, 200, reported_cr(4)).await;
+        api.expect_no_more().await;
+    });
+    let (status, headers, body) = call_for_headers(
+        cliserver_state(client),
+        "GET",
+        "/v1/namespaces/app/pods/web-0/status?wait=50ms&generation=5",
+        &[BEARER],
+        "",
+    )
+    .await;
+    finish(server).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(
+        headers.get("nes-wait").map(|v| v.to_str().unwrap()),
+        Some("timeout")
+    );
+    assert_eq!(body["observedGeneration"], 4);
+}
+
+#[tokio::test]
+async fn a_bad_wait_is_400_naming_it_and_reads_nothing() {
+    for (query, field) in [
+        ("wait=30", "wait"),
+        ("wait=2m", "wait"),
+        ("generation=3", "generation"),
+    ] {
+        let (client, mut api) = mock_client();
+        let server = tokio::spawn(async move {
+            api.token_review("tok", "alice", json!({})).await;
+            api.access_review(true).await;
+            api.expect_no_more().await;
+        });
+        let (status, _, body) = call(
+            cliserver_state(client),
+            "GET",
+            &format!("/v1/namespaces/app/pods/web-0/status?{query}"),
+            &[BEARER],
+            "",
+        )
+        .await;
+        finish(server).await;
+        assert_eq!(status.as_u16(), 400, "{query}: {body}");
+        assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn networkcare_is_created_owned_by_the_subscribers_workload() {
     let (client, mut api) = mock_client();

@@ -1,0 +1,217 @@
+//! The observed state of a pod's network namespace kept current from its netlink events, so
+//! a status read does not dump the kernel each time. The kernel stays the source of truth:
+//! the mirror is only trusted while every change since its last dump was announced and
+//! applied, and is dumped again on any doubt — events lost (socket overrun, the listener
+//! gone), a change whose consequences the kernel does not all announce (a link going down
+//! or away flushes its IPv4 routes silently; an address removed takes routes and
+//! secondaries with it), around the agent's own writing pass, and when older than
+//! [`MAX_AGE`]. A new network namespace is a new [`PodNetwork`](crate::engine::PodNetwork)
+//! and so a new mirror.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::netlink::Change;
+use crate::observe::Observed;
+
+/// A mirror is dumped again when its last dump is older than this.
+pub const MAX_AGE: Duration = Duration::from_secs(30);
+
+/// Changes held while a dump is in flight; past this the dump is not trusted.
+const MAX_REPLAY: usize = 16 * 1024;
+
+/// What an applied change did to the mirror.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The mirror follows it.
+    Followed,
+    /// Its consequences are not all announced: the mirror must be dumped again.
+    Doubt,
+}
+
+/// Applies one announced change to `observed`: additions are followed, anything whose
+/// effects the kernel may not announce in full is a [`Applied::Doubt`].
+pub fn apply(observed: &mut Observed, change: &Change) -> Applied {
+    match change {
+        Change::NewLink(l) => match observed.links.iter_mut().find(|o| o.index == l.index) {
+            None => {
+                observed.links.push(l.clone());
+                Applied::Followed
+            }
+            // Up or down: routes through it may come or go unannounced.
+            Some(o) if o.admin_up != l.admin_up || o.oper_state != l.oper_state => Applied::Doubt,
+            Some(o) => {
+                *o = l.clone();
+                Applied::Followed
+            }
+        },
+        Change::DelLink(_) | Change::DelAddress(_) => Applied::Doubt,
+        Change::NewAddress(a) => {
+            if !observed.addresses.contains(a) {
+                observed.addresses.push(a.clone());
+            }
+            Applied::Followed
+        }
+        Change::NewRoute(r) => {
+            if observed.routes.contains(r) {
+                return Applied::Followed;
+            }
+            // Same key, other next hop: a replace or another path of it; not guessed.
+            let same_key = |o: &&crate::observe::ObservedRoute| {
+                o.dst == r.dst && o.table == r.table && o.metric == r.metric
+            };
+            if observed.routes.iter().any(|o| same_key(&o)) {
+                return Applied::Doubt;
+            }
+            observed.routes.push(r.clone());
+            Applied::Followed
+        }
+        Change::DelRoute(r) => match observed.routes.iter().position(|o| o == r) {
+            Some(i) => {
+                observed.routes.remove(i);
+                Applied::Followed
+            }
+            None => Applied::Doubt,
+        },
+    }
+}
+
+/// One pod namespace's mirror, fed by its event listener and read by status reads.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    state: Mutex<State>,
+    /// One dump at a time; readers that waited for one use its result.
+    dumping: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The event listener runs: without it nothing is trusted.
+    fed: bool,
+    /// The current state and when the dump it grew from was taken, while trusted.
+    trusted: Option<(Instant, Arc<Observed>)>,
+    /// Bumped on every doubt: a dump begun before one is not trusted.
+    epoch: u64,
+    /// Changes seen while a dump is in flight, applied on top of it when it lands.
+    replay: Option<Vec<Change>>,
+    /// The last dump and when it was taken, trusted or not: readers that asked before it
+    /// began share it (a burst of reads costs one dump).
+    last: Option<(Instant, Arc<Observed>)>,
+    /// Dumps taken for reads, for tests and metrics.
+    dumps: u64,
+}
+
+/// A dump in flight, from [`Mirror::begin_dump`].
+#[derive(Debug)]
+pub struct DumpTicket {
+    epoch: u64,
+    taken: Instant,
+}
+
+impl Mirror {
+    /// The listener starts (`true`) or ends (`false`); either way what was trusted is not.
+    pub fn set_fed(&self, fed: bool) {
+        let mut s = self.lock();
+        s.fed = fed;
+        s.doubt();
+    }
+
+    /// Something may have changed unannounced (events lost, the agent writes).
+    pub fn doubt(&self) {
+        self.lock().doubt();
+    }
+
+    /// One announced change, from the listener.
+    pub fn change(&self, change: Change) {
+        let mut s = self.lock();
+        if let Some(replay) = s.replay.as_mut() {
+            if replay.len() < MAX_REPLAY {
+                replay.push(change.clone());
+            } else {
+                s.doubt();
+            }
+        }
+        let Some((_, observed)) = s.trusted.as_mut() else {
+            return;
+        };
+        if apply(Arc::make_mut(observed), &change) == Applied::Doubt {
+            s.doubt();
+        }
+    }
+
+    /// The current state when it can be trusted and its dump is younger than `max_age`;
+    /// else a dump taken no earlier than `asked`, if there is one.
+    pub fn current(&self, asked: Instant, max_age: Duration) -> Option<Arc<Observed>> {
+        let s = self.lock();
+        if let Some((taken, observed)) = &s.trusted {
+            if taken.elapsed() <= max_age {
+                return Some(observed.clone());
+            }
+        }
+        s.last
+            .as_ref()
+            .filter(|(taken, _)| *taken >= asked)
+            .map(|(_, o)| o.clone())
+    }
+
+    /// The turn to dump; hold it until [`Mirror::land`].
+    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.dumping.lock().await
+    }
+
+    /// A dump is about to be taken: changes from now on are kept to be replayed on it.
+    pub fn begin_dump(&self) -> DumpTicket {
+        let mut s = self.lock();
+        s.replay = Some(Vec::new());
+        DumpTicket {
+            epoch: s.epoch,
+            taken: Instant::now(),
+        }
+    }
+
+    /// The dump of `ticket` landed (`None`: it failed). It becomes the trusted state when
+    /// the listener fed the mirror all along and nothing was doubted meanwhile; the
+    /// changes seen since it began are applied on top.
+    pub fn land(&self, ticket: DumpTicket, dump: Option<Observed>) -> Option<Arc<Observed>> {
+        let mut s = self.lock();
+        let replay = s.replay.take().unwrap_or_default();
+        let mut observed = dump?;
+        s.dumps += 1;
+        // Replayed only onto a dump that may be trusted; a doubtful change leaves it as read.
+        let trusted = s.fed
+            && s.epoch == ticket.epoch
+            && replay
+                .iter()
+                .all(|c| apply(&mut observed, c) == Applied::Followed);
+        let observed = Arc::new(observed);
+        s.last = Some((ticket.taken, observed.clone()));
+        if trusted {
+            s.trusted = Some((ticket.taken, observed.clone()));
+        }
+        Some(observed)
+    }
+
+    /// Dumps taken for reads so far.
+    pub fn dumps(&self) -> u64 {
+        self.lock().dumps
+    }
+
+    /// Whether a read would be answered without a dump now.
+    pub fn is_trusted(&self) -> bool {
+        self.lock().trusted.is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    fn doubt(&mut self) {
+        self.trusted = None;
+        self.epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests;

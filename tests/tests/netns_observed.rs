@@ -1,0 +1,182 @@
+//! Root tests: the observed state a status read uses is kept current from netlink events
+//! and matches a fresh dump of the kernel — after changes made behind the agent's back,
+//! after the pod's namespace is replaced and after the agent restarts.
+
+use nes_tests::common;
+
+use std::time::{Duration, Instant};
+
+use agent::engine::PodNetwork;
+use agent::observe::Observed;
+use api::wire::StatusView;
+use common::{require_root, Netns, PodFixture};
+use nes_tests::client::PodClient;
+use nes_tests::standalone::Standalone;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// `o` in a canonical order (the mirror appends what the kernel announces; a dump lists
+/// in the kernel's order).
+fn canonical(o: &Observed) -> Observed {
+    let mut o = o.clone();
+    o.links.sort_by_key(|l| l.index);
+    o.addresses.sort_by_key(|a| (a.index, a.addr));
+    o.routes.sort_by_key(|r| format!("{r:?}"));
+    o
+}
+
+/// Waits until the mirror's state equals a fresh dump; returns it.
+async fn matches_a_fresh_dump(net: &PodNetwork) -> Observed {
+    let end = Instant::now() + common::scaled(DEADLINE);
+    loop {
+        let mirrored = canonical(&net.observed().await.expect("observed"));
+        let dumped = canonical(&net.observe().await.expect("dump"));
+        if mirrored == dumped {
+            return mirrored;
+        }
+        assert!(
+            Instant::now() < end,
+            "the event-fed state never matched a fresh dump:\n{mirrored:#?}\nvs\n{dumped:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn changes_behind_the_agents_back_are_followed_from_events_and_removals_are_dumped() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("mir");
+    let net = fx.open().await;
+    let _events = net.events().await.expect("listen");
+    matches_a_fresh_dump(&net).await;
+    let dumps = net.mirror().dumps();
+    assert!(net.mirror().is_trusted());
+
+    fx.pod.ip(&["addr", "add", "10.9.9.9/24", "dev", "eth0"]);
+    fx.pod
+        .ip(&["route", "add", "10.50.0.0/16", "via", "10.244.0.1"]);
+    fx.pod.ip(&["link", "set", "eth0", "mtu", "1400"]);
+    let now = matches_a_fresh_dump(&net).await;
+    assert!(now
+        .addresses
+        .iter()
+        .any(|a| a.addr.to_string() == "10.9.9.9/24"));
+    assert_eq!(now.link("eth0").map(|l| l.mtu), Some(1400));
+    assert_eq!(
+        net.mirror().dumps(),
+        dumps,
+        "additions are followed from events, without a dump"
+    );
+
+    // A removal may take unannounced things with it: the mirror is dumped again.
+    fx.pod.ip(&["addr", "del", "10.9.9.9/24", "dev", "eth0"]);
+    fx.pod.ip(&["link", "set", "eth0", "down"]);
+    let now = matches_a_fresh_dump(&net).await;
+    assert!(!now
+        .addresses
+        .iter()
+        .any(|a| a.addr.to_string() == "10.9.9.9/24"));
+    assert!(net.mirror().dumps() > dumps);
+}
+
+#[tokio::test]
+async fn without_its_listener_every_read_is_a_dump() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("mirn");
+    let net = fx.open().await;
+    net.observed().await.expect("observed");
+    fx.pod.ip(&["addr", "add", "10.9.9.9/24", "dev", "eth0"]);
+    let now = net.observed().await.expect("observed");
+    assert!(now
+        .addresses
+        .iter()
+        .any(|a| a.addr.to_string() == "10.9.9.9/24"));
+    assert_eq!(net.mirror().dumps(), 2);
+    assert!(!net.mirror().is_trusted());
+}
+
+/// A namespace with `eth0` (a veth whose peer stays inside), up; `pad` links created
+/// first give its eth0 another index.
+fn pod_with_eth0(tag: &str, pad: bool) -> Netns {
+    let ns = Netns::new(tag);
+    if pad {
+        ns.ip(&[
+            "link", "add", "pad0", "type", "veth", "peer", "name", "pad1",
+        ]);
+    }
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["link", "set", "peer0", "up"]);
+    ns
+}
+
+async fn status(agent: &Standalone, pod: &str) -> StatusView {
+    let (code, body) = agent
+        .admin("GET", &format!("/v1/self/status?pod={pod}"), "")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("status")
+}
+
+/// Waits until the agent's status of `name`'s eth0 shows exactly the kernel's addresses
+/// and index in `ns`.
+async fn status_matches_the_kernel(agent: &Standalone, name: &str, ns: &Netns) {
+    let end = Instant::now() + common::scaled(DEADLINE);
+    loop {
+        let st = status(agent, name).await;
+        let eth0 = st.status.interfaces.iter().find(|i| i.name == "eth0");
+        let mut shown: Vec<String> = eth0.map(|i| i.addresses.clone()).unwrap_or_default();
+        shown.sort();
+        let mut kernel = ns.addresses("eth0");
+        kernel.sort();
+        let index = ns.ip_json(&["link", "show", "eth0"])[0]["ifindex"].as_u64();
+        if shown == kernel && eth0.and_then(|i| i.index).map(u64::from) == index {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "status shows {shown:?} (index {:?}), the kernel {kernel:?} (index {index:?})",
+            eth0.and_then(|i| i.index)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_status_follows_the_kernel_after_a_namespace_replacement_and_an_agent_restart() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = Standalone::new("mirh").with_rescan(Duration::from_millis(200));
+    agent.start();
+    let first = pod_with_eth0("mirp", false);
+    let name = first.name.clone();
+    agent.add_pod(&first);
+    let client = PodClient::new(&first.path());
+    let config = "interfaces: [{name: eth0, addresses: [10.7.0.1/24]}]";
+    assert_eq!(client.put("app", config).await.0, 200);
+    client.wait_applied().await;
+    status_matches_the_kernel(&agent, &name, &first).await;
+
+    // The pod restarts: a new namespace under the same name, with another eth0.
+    agent.remove_pod(&first);
+    let second = pod_with_eth0("mirq", true);
+    agent.add(&name, &second.path());
+    PodClient::new(&second.path()).wait_applied().await;
+    status_matches_the_kernel(&agent, &name, &second).await;
+    second.ip(&["addr", "add", "10.8.0.8/24", "dev", "eth0"]);
+    status_matches_the_kernel(&agent, &name, &second).await;
+
+    agent.restart().await;
+    PodClient::new(&second.path()).wait_applied().await;
+    status_matches_the_kernel(&agent, &name, &second).await;
+    second.ip(&["addr", "add", "10.8.0.9/24", "dev", "eth0"]);
+    status_matches_the_kernel(&agent, &name, &second).await;
+    agent.shutdown().await;
+}

@@ -442,6 +442,7 @@ impl PodServer {
                 netns: Some(self.net.identity().clone()),
                 interfaces,
                 routes,
+                ..Default::default()
             },
         })
     }

@@ -41,6 +41,8 @@ pub struct PodNetwork {
     host: Arc<OnceCell<HostSide>>,
     /// What this pod may do in the host namespace (nothing unless allowed).
     access: Arc<HostAccess>,
+    /// Runs the pod's CNI attachments; none: attachments are reported as unsupported.
+    attacher: Option<Arc<crate::cni::attacher::Attacher>>,
 }
 
 impl PodNetwork {
@@ -60,6 +62,7 @@ impl PodNetwork {
             host_path: host.as_ref().into(),
             host: Arc::default(),
             access: Arc::default(),
+            attacher: None,
         })
     }
 
@@ -67,6 +70,17 @@ impl PodNetwork {
     pub fn with_host_access(mut self, access: HostAccess) -> Self {
         self.access = Arc::new(access);
         self
+    }
+
+    /// Runs this pod's CNI attachments with `attacher` on every pass.
+    pub fn with_attacher(mut self, attacher: crate::cni::attacher::Attacher) -> Self {
+        self.attacher = Some(Arc::new(attacher));
+        self
+    }
+
+    /// The pod's attacher, if attachments run here.
+    pub fn attacher(&self) -> Option<&crate::cni::attacher::Attacher> {
+        self.attacher.as_deref()
     }
 
     /// What this pod may do in the host namespace.
@@ -159,6 +173,11 @@ impl PodNetwork {
         Fut: std::future::Future<Output = Result<()>>,
     {
         let started = Instant::now();
+        // Attachments first: the interfaces they bring are what the netlink plan may
+        // configure further. An invalid spec runs nothing.
+        api::validate(desired)?;
+        let attachments =
+            crate::cni::attacher::run(self.attacher.as_deref(), &desired.attachments).await;
         let (observed, p) = self.plan(desired, owned).await?;
         if let Some(intent) = intent(owned, &p.owned) {
             record(intent).await?;
@@ -185,6 +204,7 @@ impl PodNetwork {
             results,
             blocked: p.blocked,
             netns: self.identity().clone(),
+            attachments,
         };
         if n_ops > 0 {
             info!(

@@ -442,6 +442,10 @@ impl PodServer {
                 netns: Some(self.net.identity().clone()),
                 interfaces,
                 routes,
+                attachments: last
+                    .as_deref()
+                    .map(|r| r.attachments.clone())
+                    .unwrap_or_default(),
                 ..Default::default()
             },
         })

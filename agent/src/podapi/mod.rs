@@ -446,7 +446,6 @@ impl PodServer {
                     .as_deref()
                     .map(|r| r.attachments.clone())
                     .unwrap_or_default(),
-                ..Default::default()
             },
         })
     }

@@ -22,7 +22,7 @@ fn default_ifnames_are_stable_fit_ifnamsiz_and_are_never_eth0() {
         },
         NameCase {
             namespace: "a",
-            name: &"x"[..],
+            name: "x",
         },
     ];
     let mut seen = std::collections::HashSet::new();

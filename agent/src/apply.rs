@@ -56,6 +56,8 @@ pub struct ApplyReport {
     pub owned: Owned,
     /// The namespace this pass ran in.
     pub netns: api::NetnsIdentity,
+    /// Every declared CNI attachment after this pass, in declared order.
+    pub attachments: Vec<api::AttachmentStatus>,
 }
 
 impl ApplyReport {
@@ -66,7 +68,12 @@ impl ApplyReport {
 
     /// Everything declared is in place (no failed write, nothing blocked).
     pub fn is_converged(&self) -> bool {
-        self.failures().next().is_none() && self.blocked.is_empty()
+        self.failures().next().is_none()
+            && self.blocked.is_empty()
+            && self
+                .attachments
+                .iter()
+                .all(|a| a.state == api::ObjectState::Applied)
     }
 
     /// The error of the last failed write for this object, if any.

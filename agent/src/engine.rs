@@ -52,6 +52,8 @@ pub struct PodNetwork {
     /// What this pod may do in the host namespace (nothing unless allowed).
     access: Arc<HostAccess>,
     hub: Arc<Hub>,
+    /// Runs the pod's CNI attachments; none: attachments are reported as unsupported.
+    attacher: Option<Arc<crate::cni::attacher::Attacher>>,
 }
 
 /// The pod namespace's one netlink event listener, shared by every subscriber, and the
@@ -88,6 +90,7 @@ impl PodNetwork {
             host: Arc::default(),
             access: Arc::default(),
             hub: Arc::default(),
+            attacher: None,
         })
     }
 
@@ -95,6 +98,17 @@ impl PodNetwork {
     pub fn with_host_access(mut self, access: HostAccess) -> Self {
         self.access = Arc::new(access);
         self
+    }
+
+    /// Runs this pod's CNI attachments with `attacher` on every pass.
+    pub fn with_attacher(mut self, attacher: crate::cni::attacher::Attacher) -> Self {
+        self.attacher = Some(Arc::new(attacher));
+        self
+    }
+
+    /// The pod's attacher, if attachments run here.
+    pub fn attacher(&self) -> Option<&crate::cni::attacher::Attacher> {
+        self.attacher.as_deref()
     }
 
     /// What this pod may do in the host namespace.
@@ -243,7 +257,16 @@ impl PodNetwork {
         Fut: std::future::Future<Output = Result<()>>,
     {
         let started = Instant::now();
-        let (observed, p) = self.plan_checked(desired, checked, owned).await?;
+        // Attachments first: the interfaces they bring are what the netlink plan may
+        // configure further. An invalid spec runs nothing.
+        if checked == Checked::No {
+            api::validate(desired)?;
+        }
+        let attachments =
+            crate::cni::attacher::run(self.attacher.as_deref(), &desired.attachments).await;
+        let (observed, p) = self
+            .plan_checked(desired, Checked::Validated, owned)
+            .await?;
         if let Some(intent) = intent(owned, &p.owned) {
             record(intent).await?;
         }
@@ -274,6 +297,7 @@ impl PodNetwork {
             results,
             blocked: p.blocked,
             netns: self.identity().clone(),
+            attachments,
         };
         if n_ops > 0 {
             info!(

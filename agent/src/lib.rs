@@ -28,5 +28,7 @@ pub mod standalone;
 pub mod podapi;
 // -- admin policy at the agent's entrances
 pub mod policy;
+// -- CNI attachments (own invoker, libcni-compatible cache)
+pub mod cni;
 // -- in-cluster agent
 pub mod cluster;

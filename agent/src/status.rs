@@ -115,6 +115,7 @@ mod tests {
                 },
             ],
             routes: vec![],
+            ..Default::default()
         };
         let observed = Observed {
             links: vec![ObservedLink {

@@ -584,6 +584,7 @@ mod tests {
                 ..Default::default()
             }],
             routes: vec![],
+            ..Default::default()
         };
         let mut owned = Owned::default();
         owned.add_address("eth0", "10.0.0.5/24".into());

@@ -107,6 +107,29 @@ impl HostAccess {
     }
 }
 
+/// Refuses every attachment of `spec` unless CNI attachments are `allowed` (see
+/// [`crate::policy::cni_allowed`]): a CNI plugin runs as root in the node's namespace and
+/// may create host links (bridge, veth host ends) or take host parents (macvlan), and nes
+/// cannot bound what an arbitrary plugin does, so attaching is host-side access.
+pub fn check_cni(allowed: bool, spec: &NetworkConfigurationSpec) -> Result<(), Refused> {
+    if allowed || spec.attachments.is_empty() {
+        return Ok(());
+    }
+    Err(Refused(
+        spec.attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Problem {
+                field: format!("spec.attachments[{i}]"),
+                message: format!(
+                    "attaching {:?} runs a CNI plugin on the node, which this node or its policy does not allow (host.cniAttachments)",
+                    a.name
+                ),
+            })
+            .collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +159,7 @@ mod tests {
         NetworkConfigurationSpec {
             interfaces,
             routes: vec![],
+            ..Default::default()
         }
     }
 
@@ -195,5 +219,21 @@ mod tests {
             with_passthru.check(&spec(vec![host_macvlan("uplink0", LinkMode::Passthru)])),
             Ok(())
         );
+    }
+
+    #[test]
+    fn attachments_are_refused_unless_cni_is_allowed() {
+        let with = NetworkConfigurationSpec {
+            attachments: vec![crate::attach::AttachmentSpec {
+                name: "data".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = check_cni(false, &with).unwrap_err();
+        assert_eq!(err.0[0].field, "spec.attachments[0]");
+        assert!(err.to_string().contains("cniAttachments"), "{err}");
+        assert_eq!(check_cni(true, &with), Ok(()));
+        assert_eq!(check_cni(false, &spec(vec![])), Ok(()));
     }
 }

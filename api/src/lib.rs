@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod attach;
 pub mod care;
 pub mod conditions;
 pub mod crd;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod validate;
 pub mod wire;
 
+pub use attach::{AttachmentSpec, AttachmentStatus, NetworkStatus};
 pub use care::{NetworkCare, NetworkCareSpec, NetworkCareStatus};
 pub use netconf::{
     InterfaceSpec, InterfaceStatus, InterfaceType, LinkMode, LinkState, NetnsIdentity,

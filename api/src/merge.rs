@@ -8,6 +8,7 @@ use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attach::AttachmentSpec;
 use crate::netconf::{InterfaceSpec, InterfaceType, NetworkConfigurationSpec, RouteKey, RouteSpec};
 
 /// A field claimed by two managers with different values.
@@ -30,6 +31,9 @@ pub struct Owners {
     pub interfaces: BTreeMap<String, Vec<String>>,
     /// Routes with their managers.
     pub routes: Vec<RouteOwners>,
+    /// Attachment (network reference) -> managers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -59,6 +63,9 @@ pub fn merge<'a>(
         }
         for route in &fragment.routes {
             m.route(manager, route)?;
+        }
+        for attachment in &fragment.attachments {
+            m.attachment(manager, attachment)?;
         }
     }
     Ok(m.finish())
@@ -93,6 +100,7 @@ struct Merger {
     interface_at: HashMap<String, usize>,
     addresses_of: Vec<HashSet<AddressKey>>,
     route_at: HashMap<RouteKey, usize>,
+    attachments: Vec<AttachmentSpec>,
 }
 
 /// An address as compared in a merge: parsed when it parses (two spellings of one
@@ -202,6 +210,52 @@ impl Merger {
         Ok(())
     }
 
+    /// Attachments merge by network like interfaces by name: `ips` is a set, every other
+    /// field has one owner. Declared order is the first manager's.
+    fn attachment(&mut self, manager: &str, new: &AttachmentSpec) -> Result<(), Conflict> {
+        let at = format!("spec.attachments[name={}]", new.name);
+        add_owner(
+            self.owners.attachments.entry(new.name.clone()).or_default(),
+            manager,
+        );
+        let Some(idx) = self.attachments.iter().position(|a| a.name == new.name) else {
+            self.attachments.push(new.clone());
+            for (field, set) in [
+                ("interface", new.interface.is_some()),
+                ("mac", new.mac.is_some()),
+                ("cniArgs", !new.cni_args.is_empty()),
+            ] {
+                if set {
+                    self.field_owner
+                        .insert(format!("{at}.{field}"), manager.to_string());
+                }
+            }
+            return Ok(());
+        };
+        let mut acc = self.attachments[idx].clone();
+        let f = &mut FieldMerge {
+            merger: self,
+            at: &at,
+            manager,
+        };
+        f.opt("interface", &mut acc.interface, &new.interface)?;
+        f.opt("mac", &mut acc.mac, &new.mac)?;
+        let (mut args, new_args) = (
+            Some(acc.cni_args.clone()).filter(|a| !a.is_empty()),
+            Some(new.cni_args.clone()).filter(|a| !a.is_empty()),
+        );
+        f.opt("cniArgs", &mut args, &new_args)?;
+        acc.cni_args = args.unwrap_or_default();
+        for ip in &new.ips {
+            let key = AddressKey::of(ip);
+            if !acc.ips.iter().any(|have| AddressKey::of(have) == key) {
+                acc.ips.push(ip.clone());
+            }
+        }
+        self.attachments[idx] = acc;
+        Ok(())
+    }
+
     /// Records `manager` as the owner of every field set in a new entry.
     fn claim_all(&mut self, at: &str, manager: &str, iface: &InterfaceSpec) {
         let json = serde_json::to_value(iface).unwrap_or_default();
@@ -227,6 +281,7 @@ impl Merger {
             spec: NetworkConfigurationSpec {
                 interfaces: self.interfaces,
                 routes: self.routes,
+                attachments: self.attachments,
             },
             owners: self.owners,
         }

@@ -54,6 +54,13 @@ pub struct NetworkConfigurationSpec {
         "x-kubernetes-list-map-keys" = ["dst", "table", "metric"]
     ))]
     pub routes: Vec<RouteSpec>,
+
+    /// Whole CNI networks hot-plugged into the pod, attached in this order and detached in
+    /// reverse.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::attach::MAX_ATTACHMENTS))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub attachments: Vec<crate::attach::AttachmentSpec>,
 }
 
 /// The kind of link an interface is.
@@ -371,6 +378,10 @@ pub struct NetworkConfigurationStatus {
     /// Live state of every managed route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteStatus>,
+
+    /// Every declared attachment, in the NPWG network-status shape once attached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::attach::AttachmentStatus>,
 }
 
 /// Identity of a network namespace: the device and inode of its nsfs file. A new pod

@@ -52,6 +52,7 @@
 //! Validate a policy with [`validate_policy`] (admission of the policy itself, and the
 //! standalone `--policy` file).
 
+mod attach;
 mod destination;
 mod evaluate;
 mod file;
@@ -66,15 +67,16 @@ mod verdict;
 #[cfg(test)]
 mod tests;
 
+pub use attach::{check_attachments, cni_allowed};
 pub use destination::{check_destination, special_range, url_host, FailureClass};
 pub use evaluate::{default_policy, evaluate, Origin, Subject};
 pub use file::{parse_policy_file, PolicyFileError};
 pub use governing::{Governing, Refusal, POLICY_UNAVAILABLE_REASON};
 pub use host::host_access;
 pub use resource::{
-    CountLimits, FamilyCidrs, HostPolicy, IdRange, MtuRange, NetworkConfigurationPolicy,
-    NetworkConfigurationPolicySpec, NetworkConfigurationPolicyStatus, RoutePolicy, SelfService,
-    SelfServiceField, WebhookDestinations,
+    AttachmentPolicy, CountLimits, FamilyCidrs, HostPolicy, IdRange, MtuRange,
+    NetworkConfigurationPolicy, NetworkConfigurationPolicySpec, NetworkConfigurationPolicyStatus,
+    RoutePolicy, SelfService, SelfServiceField, WebhookDestinations,
 };
 pub use selector::{governs, netns_labels, selecting, selects, NAME_LABEL};
 pub use validation::validate_policy;

@@ -265,6 +265,16 @@ fn check_sizes(spec: &NetworkConfigurationSpec, p: &mut Problems) {
             ),
         );
     }
+    if spec.attachments.len() > crate::attach::MAX_ATTACHMENTS as usize {
+        p.add(
+            "spec.attachments",
+            format!(
+                "at most {} attachments per pod, got {}",
+                crate::attach::MAX_ATTACHMENTS,
+                spec.attachments.len()
+            ),
+        );
+    }
     let total_addresses: usize = spec.interfaces.iter().map(|i| i.addresses.len()).sum();
     if total_addresses > MAX_ADDRESSES {
         p.add(
@@ -288,6 +298,7 @@ fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
     for (i, route) in spec.routes.iter().enumerate() {
         check_route(route, &format!("spec.routes[{i}]"), &declared, p);
     }
+    attach::check_against_interfaces(spec, &declared, p);
 }
 
 /// What every entry must be on its own, and that no entry is declared twice (even
@@ -334,6 +345,7 @@ fn check_entries(spec: &NetworkConfigurationSpec, p: &mut Problems) {
             }
         }
     }
+    attach::check_attachments(&spec.attachments, p);
     let mut keys = HashMap::new();
     for (i, route) in spec.routes.iter().enumerate() {
         let at = format!("spec.routes[{i}]");
@@ -743,6 +755,7 @@ fn check_route(
     }
 }
 
+mod attach;
 mod ip;
 mod netsvc;
 pub use netsvc::validate_network_service;

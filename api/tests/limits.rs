@@ -26,6 +26,7 @@ fn with_iface(f: impl FnOnce(&mut InterfaceSpec)) -> NetworkConfigurationSpec {
     NetworkConfigurationSpec {
         interfaces: vec![i],
         routes: vec![],
+        ..Default::default()
     }
 }
 
@@ -39,6 +40,7 @@ fn with_route(f: impl FnOnce(&mut RouteSpec)) -> NetworkConfigurationSpec {
     NetworkConfigurationSpec {
         interfaces: vec![eth0()],
         routes: vec![r],
+        ..Default::default()
     }
 }
 
@@ -67,6 +69,7 @@ fn every_netconf_schema_limit_is_the_validators() {
                     })
                     .collect(),
                 routes: vec![],
+                ..Default::default()
             }),
         ),
         (
@@ -82,6 +85,7 @@ fn every_netconf_schema_limit_is_the_validators() {
                         ..Default::default()
                     })
                     .collect(),
+                ..Default::default()
             }),
         ),
         (

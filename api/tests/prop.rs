@@ -105,7 +105,11 @@ fn fragment() -> impl Strategy<Value = NetworkConfigurationSpec> {
         proptest::collection::vec(interface(), 0..4),
         proptest::collection::vec(route(), 0..3),
     )
-        .prop_map(|(interfaces, routes)| NetworkConfigurationSpec { interfaces, routes })
+        .prop_map(|(interfaces, routes)| NetworkConfigurationSpec {
+            interfaces,
+            routes,
+            ..Default::default()
+        })
 }
 
 fn cel_errors(schema: &Value, spec: &NetworkConfigurationSpec) -> Vec<String> {

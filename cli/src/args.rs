@@ -126,6 +126,13 @@ pub enum Command {
     /// Withdraw this manager's fragment (what it alone declared is removed).
     Unconfigure(ManagerArgs),
 
+    /// Hot-plug a whole CNI network (a NetworkAttachmentDefinition; on a standalone host a
+    /// conflist by name) into this pod, as its own fragment (manager `attach:NETWORK`).
+    Attach(AttachArgs),
+
+    /// Remove an attachment made with `nescli attach` (its plugin's DEL releases its IP).
+    Detach(DetachArgs),
+
     /// Print the merged desired configuration and which manager owns each entry.
     Get,
 
@@ -152,6 +159,33 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AttachArgs {
+    /// The network: `name` (the pod's namespace) or `namespace/name`.
+    pub network: String,
+    /// Interface name in the pod (default: `net` + 12 hex digits derived from the network).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// Address asked of the plugin (CIDR; repeatable), for plugins with the `ips` capability.
+    #[arg(long)]
+    pub ip: Vec<String>,
+    /// MAC address asked of the plugin, for plugins with the `mac` capability.
+    #[arg(long)]
+    pub mac: Option<String>,
+    /// Field manager of the attachment's fragment (default `attach:NETWORK`).
+    #[arg(long, value_parser = parse_manager)]
+    pub manager: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DetachArgs {
+    /// The network, as given to `nescli attach`.
+    pub network: String,
+    /// Field manager the attachment was made with (default `attach:NETWORK`).
+    #[arg(long, value_parser = parse_manager)]
+    pub manager: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

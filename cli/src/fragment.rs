@@ -143,6 +143,7 @@ pub fn build(
     Ok(NetworkConfigurationSpec {
         interfaces,
         routes: routes.to_vec(),
+        ..Default::default()
     })
 }
 
@@ -237,6 +238,7 @@ pub fn parse_route(s: &str) -> Result<RouteSpec, String> {
     let alone = NetworkConfigurationSpec {
         interfaces: vec![],
         routes: vec![route.clone()],
+        ..Default::default()
     };
     api::validate_fragment(&alone).map_err(|invalid| {
         let reasons: Vec<String> = invalid

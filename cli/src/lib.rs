@@ -23,6 +23,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Configure(args) => commands::configure::run(&ctx, *args).await,
         Command::Unconfigure(args) => commands::unconfigure::run(&ctx, args).await,
+        Command::Attach(args) => commands::attach::attach(&ctx, args).await,
+        Command::Detach(args) => commands::attach::detach(&ctx, args).await,
         Command::Get => commands::get::run(&ctx).await,
         Command::Status => commands::status::run(&ctx).await,
         Command::Watch(args) => commands::watch::run(&ctx, args).await,

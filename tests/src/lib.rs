@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod client;
 pub mod cluster_support;
+pub mod cni;
 pub mod common;
 pub mod standalone;
 pub mod support;

@@ -28,6 +28,10 @@ pub struct Standalone {
     pub host_access: api::host::HostAccess,
     /// Socket timeouts and caps (production's unless set).
     pub limits: agent::podapi::serve::Limits,
+    /// CNI attachments (none: refused).
+    pub cni: Option<agent::cni::CniOptions>,
+    /// `--allow-host-cni`.
+    pub allow_host_cni: bool,
 }
 
 impl Standalone {
@@ -45,6 +49,8 @@ impl Standalone {
             policies: vec![],
             host_access: Default::default(),
             limits: Default::default(),
+            cni: None,
+            allow_host_cni: false,
         }
     }
 
@@ -68,6 +74,8 @@ impl Standalone {
                 resync: Duration::from_secs(300),
             },
             limits: self.limits,
+            cni: self.cni.clone(),
+            allow_host_cni: self.allow_host_cni,
         }
     }
 

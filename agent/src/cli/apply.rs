@@ -182,6 +182,7 @@ impl SpecDocument {
             (None, interfaces, routes) => Ok(NetworkConfigurationSpec {
                 interfaces: interfaces.unwrap_or_default(),
                 routes: routes.unwrap_or_default(),
+                ..Default::default()
             }),
         }
     }

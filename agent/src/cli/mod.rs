@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod apply;
 pub mod cluster;
+pub mod cni;
 pub mod standalone;
 
 use tokio_util::sync::CancellationToken;

@@ -34,6 +34,8 @@ pub struct Args {
     /// node's ceiling either way).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub cni: super::cni::CniArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -53,6 +55,8 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
             ..Default::default()
         },
         limits: Default::default(),
+        cni: Some(args.cni.options()),
+        allow_host_cni: args.cni.allow_host_cni,
     };
     let stop = CancellationToken::new();
     tokio::spawn(super::cancel_on_signal(stop.clone()));

@@ -236,6 +236,7 @@ pub fn refusal_event(before: Option<&Desired>, now: &Desired) -> Option<KubeEven
 /// agent does.
 pub fn owners(managed: &[ManagedFieldsEntry]) -> Owners {
     let mut interfaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut attachments: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut routes: BTreeMap<RouteKey, Vec<String>> = BTreeMap::new();
     for entry in managed {
         if entry.subresource.as_deref().is_some_and(|s| !s.is_empty()) {
@@ -255,9 +256,15 @@ pub fn owners(managed: &[ManagedFieldsEntry]) -> Owners {
                 push_unique(routes.entry(route).or_default(), manager);
             }
         }
+        for key in keys(&spec["f:attachments"]) {
+            if let Some(name) = key.get("name").and_then(|n| n.as_str()) {
+                push_unique(attachments.entry(name.to_string()).or_default(), manager);
+            }
+        }
     }
     Owners {
         interfaces,
+        attachments,
         routes: routes
             .into_iter()
             .map(|(key, managers)| RouteOwners { key, managers })
@@ -296,6 +303,7 @@ mod tests {
                 ..Default::default()
             }],
             routes: vec![],
+            ..Default::default()
         };
         let good = Desired {
             generation: 3,

@@ -76,7 +76,11 @@ fn route_spec(dst: &str, via: Option<&str>, dev: Option<&str>) -> RouteSpec {
 }
 
 fn spec(interfaces: Vec<InterfaceSpec>, routes: Vec<RouteSpec>) -> NetworkConfigurationSpec {
-    let s = NetworkConfigurationSpec { interfaces, routes };
+    let s = NetworkConfigurationSpec {
+        interfaces,
+        routes,
+        ..Default::default()
+    };
     api::validate(&s).expect("test specs are valid");
     s
 }

@@ -406,7 +406,7 @@ impl PodServer {
     pub async fn status(&self) -> Result<StatusView, ApiError> {
         let observed = self.observed().await?;
         let last = self.reports.borrow().clone();
-        let parts = self.parts(observed, last);
+        let parts = self.parts(observed, last.clone());
         let Parts {
             generation,
             summary,
@@ -447,6 +447,10 @@ impl PodServer {
                 netns: Some(self.net.identity().clone()),
                 interfaces: parts.interfaces.clone(),
                 routes: parts.routes.clone(),
+                attachments: last
+                    .as_deref()
+                    .map(|r| r.attachments.clone())
+                    .unwrap_or_default(),
             },
         })
     }

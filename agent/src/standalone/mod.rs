@@ -44,6 +44,10 @@ pub struct Options {
     pub keeper: KeeperOptions,
     /// Timeouts and caps of every socket served (production's by default).
     pub limits: crate::podapi::serve::Limits,
+    /// CNI attachments: where plugins and networks are; none: attachments are refused.
+    pub cni: Option<crate::cni::CniOptions>,
+    /// The node allows CNI attachments (`--allow-host-cni`); the policy must too.
+    pub allow_host_cni: bool,
 }
 
 /// Serves until `stop` is cancelled. Stopping closes sockets only: never a netlink write.
@@ -116,6 +120,10 @@ async fn reconcile(
         if !same {
             info!(pod = %name, "network namespace gone or replaced: releasing its sockets and state");
             if let Some(pod) = pods.remove(&name) {
+                // Its attachments' addresses go back to their IPAM (DEL with the cache).
+                if let Some(attacher) = pod.network().attacher().cloned() {
+                    tokio::spawn(async move { attacher.detach_all().await });
+                }
                 pod.stop().await;
             }
         }
@@ -132,6 +140,8 @@ async fn reconcile(
                 access: opts.host_access.clone(),
                 policies: opts.policies.clone(),
                 limits: opts.limits,
+                cni: opts.cni.clone(),
+                allow_host_cni: opts.allow_host_cni,
             };
             async move {
                 (

@@ -42,6 +42,10 @@ pub struct Host {
     pub policies: Vec<Arc<api::policy::NetworkConfigurationPolicy>>,
     /// Timeouts and caps of each pod's `@nes`.
     pub limits: crate::podapi::serve::Limits,
+    /// CNI attachments (none: refused).
+    pub cni: Option<crate::cni::CniOptions>,
+    /// The node allows CNI attachments; the governing policies must too.
+    pub allow_host_cni: bool,
 }
 
 pub async fn start(
@@ -52,11 +56,14 @@ pub async fn start(
     cares: Arc<Cares>,
     keeper: KeeperOptions,
 ) -> crate::error::Result<Arc<PodServer>> {
-    let net = Arc::new(
-        PodNetwork::open(netns, &host.netns)
-            .await?
-            .with_host_access(host.access.clone()),
-    );
+    let mut net = PodNetwork::open(netns, &host.netns)
+        .await?
+        .with_host_access(host.access.clone());
+    if let Some(cni) = &host.cni {
+        let attacher = attacher(name, netns, &net, cni, host);
+        net = net.with_attacher(attacher);
+    }
+    let net = Arc::new(net);
     // A record that cannot be read is never replaced by an empty one: the pod is served,
     // Degraded, and nothing is written to its netns until the record is fixed.
     let (mut record, unreadable) = match store.load(name) {
@@ -105,6 +112,7 @@ pub async fn start(
         problem: Default::default(),
         policy: gate.clone(),
         validated: AtomicI64::new(-1),
+        allow_host_cni: host.allow_host_cni && host.cni.is_some(),
     });
     let opts = ServerOptions {
         keeper,
@@ -115,6 +123,35 @@ pub async fn start(
     Ok(PodServer::start(
         name, net, desired_rx, owned, backend, opts,
     ))
+}
+
+/// A standalone pod's attacher: its namespace is its netns name, its sandbox the netns's
+/// identity (a re-created netns is a new sandbox).
+fn attacher(
+    name: &str,
+    netns: &Path,
+    net: &PodNetwork,
+    cni: &crate::cni::CniOptions,
+    host: &Host,
+) -> crate::cni::attacher::Attacher {
+    let id = net.identity();
+    let governing: Vec<_> = host
+        .policies
+        .iter()
+        .filter(|p| api::policy::governs(p, &api::policy::netns_labels(name)))
+        .map(Arc::as_ref)
+        .collect();
+    crate::cni::attacher::Attacher {
+        opts: cni.clone(),
+        pod: crate::cni::keep::PodRef {
+            namespace: name.to_string(),
+            name: name.to_string(),
+            uid: String::new(),
+            sandbox: format!("nes-{:x}-{:x}", id.dev, id.inode),
+            netns: netns.to_path_buf(),
+        },
+        allowed: api::policy::cni_allowed(host.allow_host_cni, &governing),
+    }
 }
 
 /// The desired state of a record whose fragments merged to `merged`; fragments that do not
@@ -216,6 +253,8 @@ struct FileBackend {
     /// The generation whose merged spec was validated whole when it was accepted (see
     /// [`ConfigBackend::validated`]); -1 for none.
     validated: AtomicI64,
+    /// `--allow-host-cni`: the node's half of the CNI attachment check.
+    allow_host_cni: bool,
 }
 
 impl FileBackend {
@@ -265,6 +304,10 @@ impl FileBackend {
             .governing
             .check(&merged.spec, Origin::Cluster, &self.policy.node)
             .map_err(|refusal| ApiError(refusal.problem()))?;
+        if let Governing::Known(policies) = &self.policy.governing {
+            crate::cni::attacher::gate(&merged.spec, &self.name, policies, self.allow_host_cni)
+                .map_err(ApiError)?;
+        }
         if stored.record.fragments.get(manager) == Some(&fragment) {
             return Ok(self.view(&stored));
         }

@@ -2,7 +2,11 @@ use super::*;
 use crate::netconf::{InterfaceSpec, InterfaceType as T, RouteSpec};
 
 fn frag(interfaces: Vec<InterfaceSpec>, routes: Vec<RouteSpec>) -> NetworkConfigurationSpec {
-    NetworkConfigurationSpec { interfaces, routes }
+    NetworkConfigurationSpec {
+        interfaces,
+        routes,
+        ..Default::default()
+    }
 }
 
 fn eth0(addrs: &[&str]) -> InterfaceSpec {
@@ -176,4 +180,44 @@ fn merge_unions_addresses_on_their_parsed_value() {
     let b = frag(vec![eth0(&["fd00:0::5/64"])], vec![]);
     let m = merge([("app", &a), ("ops", &b)]).expect("merge");
     assert_eq!(m.spec.interfaces[0].addresses, ["fd00::5/64"]);
+}
+
+fn attach(name: &str, interface: Option<&str>, ips: &[&str]) -> crate::attach::AttachmentSpec {
+    crate::attach::AttachmentSpec {
+        name: name.into(),
+        interface: interface.map(str::to_string),
+        ips: ips.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn attachments(list: Vec<crate::attach::AttachmentSpec>) -> NetworkConfigurationSpec {
+    NetworkConfigurationSpec {
+        attachments: list,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn merge_keeps_attachments_in_declared_order_and_unions_their_ips() {
+    let a = attachments(vec![
+        attach("data", Some("net1"), &["10.1.0.5/24"]),
+        attach("ctl", None, &[]),
+    ]);
+    let b = attachments(vec![attach("data", None, &["10.1.0.6/24", "10.1.0.5/24"])]);
+    let m = merge([("a", &a), ("b", &b)]).unwrap();
+    let names: Vec<&str> = m.spec.attachments.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, ["data", "ctl"]);
+    assert_eq!(m.spec.attachments[0].ips, ["10.1.0.5/24", "10.1.0.6/24"]);
+    assert_eq!(m.spec.attachments[0].interface.as_deref(), Some("net1"));
+    assert_eq!(m.owners.attachments["data"], ["a", "b"]);
+}
+
+#[test]
+fn merge_reports_an_attachments_interface_owned_by_another_manager() {
+    let a = attachments(vec![attach("data", Some("net1"), &[])]);
+    let b = attachments(vec![attach("data", Some("net2"), &[])]);
+    let err = merge([("a", &a), ("b", &b)]).unwrap_err();
+    assert_eq!(err.field, "spec.attachments[name=data].interface");
+    assert_eq!(err.owner, "a");
 }

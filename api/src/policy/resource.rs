@@ -83,6 +83,34 @@ pub struct NetworkConfigurationPolicySpec {
     /// Where NetworkCare webhooks may deliver; absent allows public addresses at any host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_destinations: Option<WebhookDestinations>,
+
+    /// Which networks pods may attach (`spec.attachments`); absent: networks of the pod's
+    /// own namespace only. Running a CNI plugin also needs `host.cniAttachments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<AttachmentPolicy>,
+}
+
+/// Which networks (NetworkAttachmentDefinitions) pods may attach.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttachmentPolicy {
+    /// Whether pods may attach networks at all (default true).
+    #[serde(default = "yes")]
+    pub allowed: bool,
+    /// Namespaces, besides the pod's own, whose networks may be attached; `*` allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub namespaces: Vec<String>,
+}
+
+impl Default for AttachmentPolicy {
+    fn default() -> Self {
+        Self {
+            allowed: true,
+            namespaces: Vec::new(),
+        }
+    }
 }
 
 /// CIDR allowlists per family. An absent family allows every address of it; an empty list
@@ -174,6 +202,10 @@ pub struct HostPolicy {
     /// macvlan `passthru` on a host parent (it takes the whole parent over).
     #[serde(default)]
     pub passthru: bool,
+    /// CNI attachments (`spec.attachments`): their plugins run as root on the node and may
+    /// create host links (bridge) or use host parents (macvlan), which nes cannot bound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cni_attachments: bool,
 }
 
 /// What pods may write through their own socket (`Origin::Pod`). Cluster callers (REST,

@@ -37,6 +37,8 @@ pub enum Rule {
     SelfService,
     #[serde(rename = "webhookDestinations")]
     WebhookDestinations,
+    #[serde(rename = "attachments")]
+    Attachments,
 }
 
 impl Rule {
@@ -53,6 +55,7 @@ impl Rule {
             Self::Host => "host",
             Self::SelfService => "selfService",
             Self::WebhookDestinations => "webhookDestinations",
+            Self::Attachments => "attachments",
         }
     }
 }

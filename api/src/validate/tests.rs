@@ -23,7 +23,11 @@ fn route(dst: &str) -> RouteSpec {
 }
 
 fn spec(interfaces: Vec<InterfaceSpec>, routes: Vec<RouteSpec>) -> NetworkConfigurationSpec {
-    NetworkConfigurationSpec { interfaces, routes }
+    NetworkConfigurationSpec {
+        interfaces,
+        routes,
+        ..Default::default()
+    }
 }
 
 /// A spec using every type correctly: the baseline every bad case departs from.
@@ -974,4 +978,86 @@ fn validate_fragment_leaves_references_to_the_merge_but_refuses_repeats_and_bad_
     let zeros = spec(vec![], vec![route("10.09.0.0/16")]);
     let err = validate_fragment(&zeros).unwrap_err();
     assert_eq!(err.0[0].field, "spec.routes[0].dst");
+}
+
+fn with_attachment(f: impl FnOnce(&mut crate::attach::AttachmentSpec)) -> NetworkConfigurationSpec {
+    let mut a = crate::attach::AttachmentSpec {
+        name: "ns1/data".into(),
+        interface: Some("net1".into()),
+        ips: vec!["10.1.0.5/24".into()],
+        mac: Some("02:00:00:00:00:01".into()),
+        ..Default::default()
+    };
+    f(&mut a);
+    NetworkConfigurationSpec {
+        attachments: vec![a],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn validate_refuses_bad_attachment_values_naming_the_field() {
+    type Case = (&'static str, fn(&mut crate::attach::AttachmentSpec));
+    let cases: [Case; 9] = [
+        ("spec.attachments[0].name", |a| a.name = "ns/../x".into()),
+        ("spec.attachments[0].name", |a| a.name = "Data".into()),
+        ("spec.attachments[0].interface", |a| {
+            a.interface = Some("eth0".into())
+        }),
+        ("spec.attachments[0].interface", |a| {
+            a.interface = Some("lo".into())
+        }),
+        ("spec.attachments[0].interface", |a| {
+            a.interface = Some("a/b".into())
+        }),
+        ("spec.attachments[0].ips[0]", |a| {
+            a.ips = vec!["10.1.0.5".into()]
+        }),
+        ("spec.attachments[0].mac", |a| {
+            a.mac = Some("01:00:00:00:00:01".into())
+        }),
+        ("spec.attachments[0].mac", |a| {
+            a.mac = Some("02:00:00:00:00:0G".into())
+        }),
+        ("spec.attachments[0].cniArgs", |a| {
+            a.cni_args.insert(String::new(), "v".into());
+        }),
+    ];
+    assert_eq!(validate(&with_attachment(|_| {})), Ok(()));
+    for (field, f) in cases {
+        let err = validate(&with_attachment(f)).unwrap_err();
+        assert!(err.0.iter().any(|p| p.field == field), "{field}: {err}");
+    }
+}
+
+#[test]
+fn validate_refuses_one_interface_for_two_attachments_and_a_created_link_of_that_name() {
+    let mut s = with_attachment(|_| {});
+    let mut second = s.attachments[0].clone();
+    second.name = "other".into();
+    s.attachments.push(second);
+    let err = validate(&s).unwrap_err();
+    assert!(
+        err.0
+            .iter()
+            .any(|p| p.field == "spec.attachments[1].interface"),
+        "{err}"
+    );
+
+    let mut s = with_attachment(|_| {});
+    s.interfaces.push(InterfaceSpec {
+        name: "net1".into(),
+        kind: InterfaceType::Bridge,
+        ..Default::default()
+    });
+    let err = validate(&s).unwrap_err();
+    assert!(
+        err.0
+            .iter()
+            .any(|p| p.field == "spec.attachments[0].interface"),
+        "{err}"
+    );
+    // Declared `existing`, addresses and routes go on top of the attachment's interface.
+    s.interfaces[0].kind = InterfaceType::Existing;
+    assert_eq!(validate(&s), Ok(()));
 }

@@ -9,6 +9,7 @@ use crate::client::{self, Client, Endpoint, Rest};
 use crate::error::{Error, Result};
 use crate::output::Format;
 
+pub mod attach;
 pub mod completions;
 pub mod configure;
 pub mod get;

@@ -192,6 +192,7 @@ fn interface_flags_apply_to_the_interface_before_them() {
             },
         ],
         routes: routes.to_vec(),
+        ..Default::default()
     };
     assert_eq!(got, Ok(want));
 }
@@ -256,6 +257,7 @@ fn files_hold_a_fragment_or_a_whole_network_configuration() {
             ..Default::default()
         }],
         routes: vec![route("10.1.0.0/16", None, Some("eth0"), 0, 254)],
+        ..Default::default()
     };
     let cases = [
         "interfaces:\n- name: eth0\n  addresses: [10.0.0.5/24]\nroutes:\n- dst: 10.1.0.0/16\n  dev: eth0\n",

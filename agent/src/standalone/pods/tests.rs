@@ -48,6 +48,7 @@ fn backend(dir: &Path) -> (FileBackend, watch::Receiver<Desired>) {
             node: api::host::HostAccess::default(),
         },
         validated: AtomicI64::new(-1),
+        allow_host_cni: false,
     };
     (backend, rx)
 }

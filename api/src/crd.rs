@@ -2,7 +2,7 @@
 
 use kube::core::crd::CustomResourceExt;
 
-use crate::{NetworkCare, NetworkConfiguration, NetworkConfigurationPolicy};
+use crate::{NesInstallation, NetworkCare, NetworkConfiguration, NetworkConfigurationPolicy};
 
 /// Every CRD nes installs, rendered as one multi-document YAML stream.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
@@ -12,6 +12,7 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
         NetworkConfiguration::crd(),
         NetworkCare::crd(),
         NetworkConfigurationPolicy::crd(),
+        NesInstallation::crd(),
     ] {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd)?);

@@ -19,7 +19,8 @@ K8S_VERSION=1.34.0
 KV_VERSION=1.37.0
 venv=${NES_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nes/kubernetes-validate-$KV_VERSION}
 
-files=(manifests/*.yaml examples/*.yaml)
+# operator/tests/fixtures: what the operator renders from the default NesInstallation
+files=(manifests/*.yaml examples/*.yaml operator/tests/fixtures/*.yaml)
 
 # --- the validator, installed once --------------------------------------------------
 if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KV_VERSION" ]; then
@@ -171,7 +172,7 @@ def probe(where, container, kind, path, port):
 NS = "nes-system"
 cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding",
                   "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
-                  "CustomResourceDefinition"}
+                  "CustomResourceDefinition", "NesInstallation"}
 for path, doc in docs:
     if path.startswith("manifests/") and doc["kind"] not in cluster_scoped:
         check(f'{path} {doc["kind"]}/{doc["metadata"]["name"]}',

@@ -112,10 +112,12 @@ for image in "$AGENT_IMAGE" "$ROLLED_AGENT_IMAGE" "$OPERATOR_IMAGE" "$APP_IMAGE"
 done
 
 # --- 2. install -------------------------------------------------------------------------
-log "kubectl apply -f manifests/"
-k apply -f manifests/
+log "kubectl apply -f manifests/ (the CRDs first: 50-installation.yaml is a custom resource)"
+k apply -f manifests/crds.yaml
 k wait --for=condition=Established --timeout="$TIMEOUT" \
-    crd/networkconfigurations.nes.network-config.io crd/networkcares.nes.network-config.io
+    crd/networkconfigurations.nes.network-config.io crd/networkcares.nes.network-config.io \
+    crd/nesinstallations.nes.network-config.io
+k apply -f manifests/
 k -n nes-system rollout status deployment/nes-operator --timeout="$TIMEOUT"
 ca_bundle_published() {
     [ -n "$(k get mutatingwebhookconfiguration nes-operator -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]

@@ -20,8 +20,9 @@ K8S_VERSION=1.34.0
 KV_VERSION=1.37.0
 venv=${NES_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nes/kubernetes-validate-$KV_VERSION}
 
-# examples/rendered/: objects nes-operator writes (checked against the Kubernetes schemas).
-files=(manifests/*.yaml examples/*.yaml examples/rendered/*.yaml)
+# examples/rendered/: objects nes-operator writes (checked against the Kubernetes schemas);
+# operator/tests/fixtures: what the operator renders from the default NesInstallation.
+files=(manifests/*.yaml examples/*.yaml examples/rendered/*.yaml operator/tests/fixtures/*.yaml)
 
 # --- the validator, installed once --------------------------------------------------
 if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KV_VERSION" ]; then
@@ -56,7 +57,7 @@ set -e
 # nes's own kinds have no built-in schema: step 2 checks them. Any other kind without a schema
 # (a typo in apiVersion or kind) would otherwise pass unchecked.
 unexpected=$(printf '%s\n' "$out" | grep -v -e '^$' \
-    -e "^WARN .*Couldn't find schema for kind \(NetworkConfiguration\|NetworkCare\|NetworkConfigurationPolicy\|NetworkService\) with api version nes\.network-config\.io/v1alpha1 " || true)
+    -e "^WARN .*Couldn't find schema for kind \(NetworkConfiguration\|NetworkCare\|NetworkConfigurationPolicy\|NetworkService\|NesInstallation\) with api version nes\.network-config\.io/v1alpha1 " || true)
 if [ "$rc" -ne 0 ] || [ -n "$unexpected" ]; then
     printf '%s\n' "$unexpected" >&2
     echo "validate-manifests: FAILED (Kubernetes $K8S_VERSION schemas)" >&2
@@ -175,7 +176,7 @@ NS = "nes-system"
 cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding",
                   "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
                   "CustomResourceDefinition", "ValidatingAdmissionPolicy",
-                  "ValidatingAdmissionPolicyBinding"}
+                  "ValidatingAdmissionPolicyBinding", "NesInstallation"}
 for path, doc in docs:
     if path.startswith("manifests/") and doc["kind"] not in cluster_scoped:
         check(f'{path} {doc["kind"]}/{doc["metadata"]["name"]}',

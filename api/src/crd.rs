@@ -2,7 +2,9 @@
 
 use kube::core::crd::CustomResourceExt;
 
-use crate::{NetworkCare, NetworkConfiguration, NetworkConfigurationPolicy, NetworkService};
+use crate::{
+    NesInstallation, NetworkCare, NetworkConfiguration, NetworkConfigurationPolicy, NetworkService,
+};
 
 /// Every CRD nes installs, rendered as one multi-document YAML stream.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
@@ -13,6 +15,7 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
         NetworkCare::crd(),
         NetworkConfigurationPolicy::crd(),
         NetworkService::crd(),
+        NesInstallation::crd(),
     ] {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd)?);

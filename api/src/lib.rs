@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod crd;
 pub mod eventlog;
 pub mod host;
+pub mod installation;
 pub mod limits;
 pub mod merge;
 pub mod netconf;
@@ -20,6 +21,7 @@ pub mod wire;
 
 pub use attach::{AttachmentSpec, AttachmentStatus, NetworkStatus};
 pub use care::{NetworkCare, NetworkCareSpec, NetworkCareStatus};
+pub use installation::{NesInstallation, NesInstallationSpec, NesInstallationStatus};
 pub use netconf::{
     InterfaceSpec, InterfaceStatus, InterfaceType, LinkMode, LinkState, NetnsIdentity,
     NetworkConfiguration, NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState,

@@ -36,7 +36,7 @@ fn crds_have_status_subresource_short_names_and_printer_columns() {
         .iter()
         .map(|d| d["spec"]["names"]["shortNames"][0].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["netconf", "ncare", "ncpolicy", "netsvc"]);
+    assert_eq!(names, ["netconf", "ncare", "ncpolicy", "netsvc", "nesinst"]);
     for doc in &docs {
         let version = &doc["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha1");

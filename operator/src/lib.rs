@@ -11,6 +11,7 @@ pub mod cliserver;
 pub mod controllers;
 pub mod delivery;
 pub mod error;
+pub mod install;
 pub mod leader;
 pub mod metrics;
 pub mod policy;

@@ -7,6 +7,7 @@ use api::installation::NesInstallation;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use kube::Resource;
 use serde_json::{json, Value};
 
@@ -120,6 +121,8 @@ fn container(inst: &NesInstallation) -> Value {
         json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
         json!({"name": "NES_LOG", "value": agent.log_level.as_str()}),
         json!({"name": "NES_LOG_FORMAT", "value": "json"}),
+        // Few malloc arenas keep the heap of an agent with a few worker threads compact.
+        json!({"name": "MALLOC_ARENA_MAX", "value": "2"}),
     ];
     env.extend(host_access_env(inst));
     let probe = |path: &str, period: u32, failures: u32| {
@@ -150,6 +153,7 @@ fn container(inst: &NesInstallation) -> Value {
              "mountPropagation": "HostToContainer"},
             {"name": "state", "mountPath": "/var/lib/nes"},
             {"name": "ca", "mountPath": "/etc/nes/ca", "readOnly": true},
+            {"name": "operator-token", "mountPath": "/var/run/secrets/nes", "readOnly": true},
         ],
     })
 }
@@ -177,6 +181,9 @@ fn host_access_env(inst: &NesInstallation) -> Vec<Value> {
 
 fn volumes() -> Value {
     json!([
+        // The token forwarded requests carry to the cliserver, for the operator's audience only.
+        {"name": "operator-token", "projected": {"sources": [{"serviceAccountToken":
+            {"audience": "nes-operator", "expirationSeconds": 3600, "path": "token"}}]}},
         {"name": "containerd", "hostPath": {"path": "/run/containerd", "type": "Directory"}},
         {"name": "netns", "hostPath": {"path": "/var/run/netns", "type": "DirectoryOrCreate"}},
         {"name": "state", "hostPath": {"path": "/var/lib/nes", "type": "DirectoryOrCreate"}},
@@ -211,9 +218,7 @@ fn webhook(inst: &NesInstallation, ctx: &RenderContext) -> Value {
         "timeoutSeconds": 5,
         "reinvocationPolicy": "Never",
     });
-    if let Some(selector) = &inst.spec.webhook.namespace_selector {
-        hook["namespaceSelector"] = json!(selector);
-    }
+    hook["namespaceSelector"] = namespace_selector(inst);
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -221,6 +226,26 @@ fn webhook(inst: &NesInstallation, ctx: &RenderContext) -> Value {
                                                   "app.kubernetes.io/part-of": "nes"}},
         "webhooks": [hook],
     })
+}
+
+/// The webhook's namespaces: the spec's selector, and never the system namespaces (a pod
+/// there that cannot be created keeps the cluster, or nes itself, from coming back).
+fn namespace_selector(inst: &NesInstallation) -> Value {
+    let mut selector = inst
+        .spec
+        .webhook
+        .namespace_selector
+        .clone()
+        .unwrap_or_default();
+    selector
+        .match_expressions
+        .get_or_insert_with(Vec::new)
+        .push(LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "NotIn".into(),
+            values: Some(vec!["kube-system".into(), "nes-system".into()]),
+        });
+    json!(selector)
 }
 
 #[cfg(test)]

@@ -121,13 +121,17 @@ fn spec_settings_reach_the_rendered_objects() {
         [
             ("NES_LOG", "debug"),
             ("NES_LOG_FORMAT", "json"),
+            ("MALLOC_ARENA_MAX", "2"),
             ("NES_ALLOW_HOST_VETH", "true"),
             ("NES_ALLOW_HOST_BRIDGES", "br0,br1")
         ]
     );
     assert_eq!(
         hook["webhooks"][0]["namespaceSelector"],
-        serde_json::json!({"matchLabels": {"nes": "on"}})
+        serde_json::json!({"matchLabels": {"nes": "on"}, "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+             "values": ["kube-system", "nes-system"]}]}),
+        "the spec's selector, and never the system namespaces"
     );
 }
 

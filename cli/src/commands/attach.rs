@@ -40,10 +40,5 @@ pub async fn attach(ctx: &Context, args: AttachArgs) -> Result<()> {
 
 pub async fn detach(ctx: &Context, args: DetachArgs) -> Result<()> {
     let manager = attach_manager(args.manager, &args.network);
-    let uri = ctx.client.uri("/v1/self/config", &[("manager", &manager)]);
-    let view: ConfigView = ctx
-        .client
-        .json(Method::DELETE, &uri, None, ctx.deadline())
-        .await?;
-    output::config(&mut std::io::stdout().lock(), ctx.output, &view)
+    super::unconfigure::remove(ctx, &manager).await
 }

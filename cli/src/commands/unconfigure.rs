@@ -9,8 +9,12 @@ use crate::error::Result;
 use crate::output;
 
 pub async fn run(ctx: &Context, args: ManagerArgs) -> Result<()> {
-    let manager = manager_name(args.manager);
-    let uri = ctx.client.uri("/v1/self/config", &[("manager", &manager)]);
+    remove(ctx, &manager_name(args.manager)).await
+}
+
+/// Removes `manager`'s fragment (and so what only it declared) and prints the result.
+pub async fn remove(ctx: &Context, manager: &str) -> Result<()> {
+    let uri = ctx.client.uri("/v1/self/config", &[("manager", manager)]);
     let view: ConfigView = ctx
         .client
         .json(Method::DELETE, &uri, None, ctx.deadline())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use agent::owned::Owned;
 use cluster_support::harness::{Agent as ClusterAgent, ServedPod};
 use cluster_support::{pod, ApiServer, FakeResolver, PodClient, DEADLINE};
-use common::{host_access, require_kind, require_root, spec, Netns, PodFixture};
+use common::{host_access, require_kind, require_root, scaled, spec, Netns, PodFixture};
 use nes_tests::standalone::Standalone;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,17 @@ impl Victim {
         host.ip(&["addr", "add", "192.0.2.1/24", "dev", "victim0"]);
         host.ip(&["link", "set", "victim0", "up"]);
         host.ip(&["link", "set", "victimbr", "up"]);
+        // The kernel settles a veth whose peer is down to LOWERLAYERDOWN later (linkwatch,
+        // seconds under the VM lane's emulation): a snapshot taken before would differ from
+        // one taken after with nobody having touched the link.
+        let deadline = Instant::now() + scaled(Duration::from_secs(5));
+        while !host
+            .ip(&["link", "show", "dev", "victim0"])
+            .contains("LOWERLAYERDOWN")
+        {
+            assert!(Instant::now() < deadline, "victim0 never settled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Self {
             name: "victim0",
             bridge: "victimbr",

@@ -59,8 +59,12 @@ pub async fn start(
     let mut net = PodNetwork::open(netns, &host.netns)
         .await?
         .with_host_access(host.access.clone());
+    let gate = Gate {
+        governing: Governing::of(&host.policies, &api::policy::netns_labels(name)),
+        node: host.access.clone(),
+    };
     if let Some(cni) = &host.cni {
-        let attacher = attacher(name, netns, &net, cni, host);
+        let attacher = attacher(name, netns, &net, cni, host.allow_host_cni, &gate.governing);
         net = net.with_attacher(attacher);
     }
     let net = Arc::new(net);
@@ -85,10 +89,6 @@ pub async fn start(
     }
     let owned = record.owned.clone();
     let stored = Stored::new(record);
-    let gate = Gate {
-        governing: Governing::of(&host.policies, &api::policy::netns_labels(name)),
-        node: host.access.clone(),
-    };
     let desired = match &unreadable {
         Some(message) => Desired {
             generation: stored.record.generation,
@@ -132,15 +132,14 @@ fn attacher(
     netns: &Path,
     net: &PodNetwork,
     cni: &crate::cni::CniOptions,
-    host: &Host,
+    allow_host_cni: bool,
+    governing: &Governing,
 ) -> crate::cni::attacher::Attacher {
     let id = net.identity();
-    let governing: Vec<_> = host
-        .policies
-        .iter()
-        .filter(|p| api::policy::governs(p, &api::policy::netns_labels(name)))
-        .map(Arc::as_ref)
-        .collect();
+    // Policies not known: fail closed (a standalone file is always known).
+    let allowed = governing
+        .policies()
+        .is_ok_and(|p| api::policy::cni_allowed(allow_host_cni, &p));
     crate::cni::attacher::Attacher {
         opts: cni.clone(),
         pod: crate::cni::keep::PodRef {
@@ -150,7 +149,7 @@ fn attacher(
             sandbox: format!("nes-{:x}-{:x}", id.dev, id.inode),
             netns: netns.to_path_buf(),
         },
-        allowed: api::policy::cni_allowed(host.allow_host_cni, &governing),
+        allowed,
     }
 }
 

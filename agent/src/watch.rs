@@ -258,13 +258,34 @@ pub fn is_drift(ev: &NetEvent, desired: &NetworkConfigurationSpec, owned: &Owned
                 })
         }
         NetEvent::AddressAdded { .. } => false,
+        // Removing an address silently flushes the routes through it, so where routes are
+        // declared any removal on a declared interface gets a pass; otherwise only a wanted
+        // address's does (a pass removing an unwanted one is no drift of its own making).
         NetEvent::AddressRemoved {
             ifname, address, ..
-        } => owned.owns_address(ifname, address) || declared(ifname),
+        } => {
+            owned.owns_address(ifname, address)
+                || wanted_address(desired, ifname, address)
+                || (declared(ifname) && !desired.routes.is_empty())
+        }
         other => other
             .ifname()
             .is_some_and(|n| declared(n) || owned.links.contains(n)),
     }
+}
+
+/// Whether `desired` declares `address` on `ifname` (compared as networks: the event's
+/// text is canonical, the spec's need not be).
+fn wanted_address(desired: &NetworkConfigurationSpec, ifname: &str, address: &str) -> bool {
+    let Ok(removed) = address.parse::<ipnet::IpNet>() else {
+        return true;
+    };
+    desired
+        .interfaces
+        .iter()
+        .filter(|i| i.name == ifname)
+        .flat_map(|i| &i.addresses)
+        .any(|a| a.parse::<ipnet::IpNet>().is_ok_and(|a| a == removed))
 }
 
 /// Options of the keeper loop.
@@ -456,8 +477,7 @@ async fn next_reason(
             ev = events.recv(), if open => match ev {
                 Ok(ev) if desired.borrow().as_ref().is_some_and(|d| is_drift(&ev, &d.spec, owned)) => {
                     debug!(event = ?ev, "drift");
-                    debounce(events, quiet).await;
-                    return true;
+                    return debounce(events, desired, quiet).await;
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => return true,
@@ -502,15 +522,24 @@ async fn while_draining<T>(
     }
 }
 
-/// Swallows events until none came for `quiet` (at most 10 x `quiet` in all).
-async fn debounce(events: &mut broadcast::Receiver<NetEvent>, quiet: Duration) {
+/// Swallows events until none came for `quiet` (at most 10 x `quiet` in all). A new
+/// desired target ends it at once: a request must not wait behind drift (the pass it
+/// triggers heals the drift too). `false` when the desired state's sender is gone.
+async fn debounce(
+    events: &mut broadcast::Receiver<NetEvent>,
+    desired: &mut tokio_watch::Receiver<Option<Target>>,
+    quiet: Duration,
+) -> bool {
     let give_up = tokio::time::Instant::now() + quiet * 10;
     loop {
-        match tokio::time::timeout(quiet, events.recv()).await {
-            Err(_) => return,
-            Ok(Err(broadcast::error::RecvError::Closed)) => return,
-            Ok(_) if tokio::time::Instant::now() >= give_up => return,
-            Ok(_) => {}
+        tokio::select! {
+            changed = desired.changed() => return changed.is_ok(),
+            ev = tokio::time::timeout(quiet, events.recv()) => match ev {
+                Err(_) => return true,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return true,
+                Ok(_) if tokio::time::Instant::now() >= give_up => return true,
+                Ok(_) => {}
+            },
         }
     }
 }
@@ -611,5 +640,51 @@ mod tests {
         };
         assert!(is_drift(&ev(NES_ROUTE_PROTOCOL), &desired, &owned));
         assert!(!is_drift(&ev(4), &desired, &owned));
+    }
+
+    #[test]
+    fn removing_an_unwanted_address_is_drift_only_where_routes_could_go_with_it() {
+        let with = |addresses: &[&str], routes: bool| NetworkConfigurationSpec {
+            interfaces: vec![api::InterfaceSpec {
+                name: "eth0".into(),
+                addresses: addresses.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            }],
+            routes: match routes {
+                true => vec![api::RouteSpec {
+                    dst: "10.20.0.0/16".into(),
+                    via: Some("10.0.0.1".into()),
+                    dev: None,
+                    metric: 0,
+                    table: api::netconf::MAIN_TABLE,
+                }],
+                false => vec![],
+            },
+            ..Default::default()
+        };
+        let removed = |a: &str| NetEvent::AddressRemoved {
+            ifname: "eth0".into(),
+            index: 2,
+            address: a.into(),
+        };
+        let none = Owned::default();
+        // The pass replaced .1 by .2: its own removal is no drift.
+        assert!(!is_drift(
+            &removed("10.0.0.1/32"),
+            &with(&["10.0.0.2/32"], false),
+            &none
+        ));
+        // A wanted address, written differently in the spec, is.
+        assert!(is_drift(
+            &removed("fd00::1/64"),
+            &with(&["fd00:0::0001/64"], false),
+            &none
+        ));
+        // With declared routes, any removal on the interface may have flushed them.
+        assert!(is_drift(
+            &removed("10.0.0.1/32"),
+            &with(&["10.0.0.2/32"], true),
+            &none
+        ));
     }
 }

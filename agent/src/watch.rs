@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use api::NetworkConfigurationSpec;
 use futures::StreamExt;
-use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use serde::Serialize;
-use tokio::sync::{broadcast, watch as tokio_watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch as tokio_watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
@@ -188,39 +189,58 @@ pub struct Feed {
     pub stop: CancellationToken,
 }
 
+/// A namespace's running listener.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    /// Every subscriber gets every event.
+    pub events: broadcast::Sender<NetEvent>,
+    barriers: mpsc::Sender<oneshot::Sender<bool>>,
+}
+
+impl Listener {
+    /// Returns once every notification of a write acknowledged before the call has been
+    /// applied to the mirror and sent to the subscribers (`Multicast::barrier` in
+    /// [`crate::netlink`]): `true`, or `false` when that could not be established.
+    pub async fn barrier(&self) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.barriers.send(done).await.is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(BARRIER_TIMEOUT, wait).await,
+            Ok(Ok(true))
+        )
+    }
+}
+
+/// A barrier is one netlink round trip; past this, the kernel or the listener is stuck.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Starts listening in the namespace; events go to every subscriber of the returned
-/// sender, changes to the mirror, until `feed.stop`.
+/// listener, changes to the mirror, until `feed.stop`.
 pub async fn listen(
     exec: &NetnsExecutor,
     initial: Vec<ObservedLink>,
     feed: Feed,
-) -> Result<broadcast::Sender<NetEvent>> {
-    let (mut messages, socket) = Netlink::open_multicast(exec).await?;
+) -> Result<Listener> {
+    let mut socket = Netlink::open_multicast(exec).await?;
     let (tx, _) = broadcast::channel(EVENT_BUFFER);
+    let (barriers, mut asked) = mpsc::channel::<oneshot::Sender<bool>>(16);
     let netns = exec.path().display().to_string();
     let span = tracing::info_span!("netlink_watch", netns = %netns);
     let events = tx.clone();
     feed.mirror.set_fed(true);
     tokio::spawn(
         async move {
-            let _socket = socket;
             let mut mapper = EventMapper::new(initial);
-            loop {
-                let msg = tokio::select! {
-                    _ = feed.stop.cancelled() => break,
-                    msg = messages.next() => msg,
-                };
-                let Some((msg, _)) = msg else {
-                    warn!("netlink multicast socket closed");
-                    break;
-                };
+            let mut handle = |msg: NetlinkMessage<RouteNetlinkMessage>| {
                 if matches!(msg.payload, NetlinkPayload::Overrun(_)) {
                     warn!("netlink events lost (socket overrun)");
                     feed.mirror.doubt();
-                    continue;
+                    return;
                 }
                 let Some(change) = parse_event(&msg) else {
-                    continue;
+                    return;
                 };
                 feed.mirror.change(change.clone());
                 for ev in mapper.map(change) {
@@ -228,12 +248,31 @@ pub async fn listen(
                     // No subscriber is no reason to stop: the mirror is fed still.
                     let _ = tx.send(ev);
                 }
+            };
+            loop {
+                tokio::select! {
+                    _ = feed.stop.cancelled() => break,
+                    msg = socket.messages.next() => {
+                        let Some((msg, _)) = msg else {
+                            warn!("netlink multicast socket closed");
+                            break;
+                        };
+                        handle(msg);
+                    }
+                    Some(done) = asked.recv() => {
+                        let answered = socket.barrier(&mut handle).await;
+                        while let Ok((msg, _)) = socket.messages.try_recv() {
+                            handle(msg);
+                        }
+                        let _ = done.send(answered);
+                    }
+                }
             }
             feed.mirror.set_fed(false);
         }
         .instrument(span),
     );
-    Ok(events)
+    Ok(Listener { events, barriers })
 }
 
 /// Whether an event may mean that declared or owned state drifted, so a pass is worth

@@ -61,7 +61,7 @@ pub struct PodNetwork {
 /// engine goes.
 #[derive(Debug, Default)]
 struct Hub {
-    events: OnceCell<broadcast::Sender<NetEvent>>,
+    events: OnceCell<watch::Listener>,
     mirror: Arc<Mirror>,
     stop: tokio_util::sync::CancellationToken,
 }
@@ -196,19 +196,25 @@ impl PodNetwork {
         desired: &NetworkConfigurationSpec,
         owned: &Owned,
     ) -> Result<(Observed, Plan)> {
-        self.plan_checked(desired, Checked::No, owned).await
+        let (observed, p) = self.plan_checked(desired, Checked::No, owned).await?;
+        Ok((Arc::unwrap_or_clone(observed), p))
     }
 
+    /// Plans against the event-fed mirror ([`PodNetwork::observed`]: a dump only when it
+    /// cannot be trusted), or a fresh dump when host links are involved (not mirrored).
     async fn plan_checked(
         &self,
         desired: &NetworkConfigurationSpec,
         checked: Checked,
         owned: &Owned,
-    ) -> Result<(Observed, Plan)> {
+    ) -> Result<(Arc<Observed>, Plan)> {
         if checked == Checked::No {
             api::validate(desired)?;
         }
-        let observed = self.observe_with(plan::needs_host(desired)).await?;
+        let observed = match plan::needs_host(desired) {
+            true => Arc::new(self.observe_with(true).await?),
+            false => self.observed().await?,
+        };
         let p = plan::plan(desired, &observed, owned, &self.access);
         Ok((observed, p))
     }
@@ -284,11 +290,16 @@ impl PodNetwork {
         let results = if p.ops.is_empty() {
             Vec::new()
         } else {
-            // The mirror is dumped again after a writing pass: a read that follows the pass
-            // then sees all of it, whatever of its echo the listener has not read yet.
-            self.hub.mirror.doubt();
             let results = apply::execute(&x, p.ops, &observed).await;
-            self.hub.mirror.doubt();
+            // A read that follows the pass must see all of it: the mirror has followed
+            // every echo of the pass (or doubted itself), or it is dumped again.
+            let followed = match self.hub.events.get() {
+                Some(listener) => listener.barrier().await,
+                None => false,
+            };
+            if !followed {
+                self.hub.mirror.doubt();
+            }
             results
         };
         let report = ApplyReport {
@@ -357,7 +368,7 @@ impl PodNetwork {
                 watch::listen(&self.pod_ns, initial, feed).await
             })
             .await?;
-        Ok(tx.subscribe())
+        Ok(tx.events.subscribe())
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use api::NetworkConfigurationSpec;
 use futures::StreamExt;
-use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use serde::Serialize;
-use tokio::sync::{broadcast, watch as tokio_watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch as tokio_watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
@@ -188,39 +189,58 @@ pub struct Feed {
     pub stop: CancellationToken,
 }
 
+/// A namespace's running listener.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    /// Every subscriber gets every event.
+    pub events: broadcast::Sender<NetEvent>,
+    barriers: mpsc::Sender<oneshot::Sender<bool>>,
+}
+
+impl Listener {
+    /// Returns once every notification of a write acknowledged before the call has been
+    /// applied to the mirror and sent to the subscribers (`Multicast::barrier` in
+    /// [`crate::netlink`]): `true`, or `false` when that could not be established.
+    pub async fn barrier(&self) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.barriers.send(done).await.is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(BARRIER_TIMEOUT, wait).await,
+            Ok(Ok(true))
+        )
+    }
+}
+
+/// A barrier is one netlink round trip; past this, the kernel or the listener is stuck.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Starts listening in the namespace; events go to every subscriber of the returned
-/// sender, changes to the mirror, until `feed.stop`.
+/// listener, changes to the mirror, until `feed.stop`.
 pub async fn listen(
     exec: &NetnsExecutor,
     initial: Vec<ObservedLink>,
     feed: Feed,
-) -> Result<broadcast::Sender<NetEvent>> {
-    let (mut messages, socket) = Netlink::open_multicast(exec).await?;
+) -> Result<Listener> {
+    let mut socket = Netlink::open_multicast(exec).await?;
     let (tx, _) = broadcast::channel(EVENT_BUFFER);
+    let (barriers, mut asked) = mpsc::channel::<oneshot::Sender<bool>>(16);
     let netns = exec.path().display().to_string();
     let span = tracing::info_span!("netlink_watch", netns = %netns);
     let events = tx.clone();
     feed.mirror.set_fed(true);
     tokio::spawn(
         async move {
-            let _socket = socket;
             let mut mapper = EventMapper::new(initial);
-            loop {
-                let msg = tokio::select! {
-                    _ = feed.stop.cancelled() => break,
-                    msg = messages.next() => msg,
-                };
-                let Some((msg, _)) = msg else {
-                    warn!("netlink multicast socket closed");
-                    break;
-                };
+            let mut handle = |msg: NetlinkMessage<RouteNetlinkMessage>| {
                 if matches!(msg.payload, NetlinkPayload::Overrun(_)) {
                     warn!("netlink events lost (socket overrun)");
                     feed.mirror.doubt();
-                    continue;
+                    return;
                 }
                 let Some(change) = parse_event(&msg) else {
-                    continue;
+                    return;
                 };
                 feed.mirror.change(change.clone());
                 for ev in mapper.map(change) {
@@ -228,12 +248,31 @@ pub async fn listen(
                     // No subscriber is no reason to stop: the mirror is fed still.
                     let _ = tx.send(ev);
                 }
+            };
+            loop {
+                tokio::select! {
+                    _ = feed.stop.cancelled() => break,
+                    msg = socket.messages.next() => {
+                        let Some((msg, _)) = msg else {
+                            warn!("netlink multicast socket closed");
+                            break;
+                        };
+                        handle(msg);
+                    }
+                    Some(done) = asked.recv() => {
+                        let answered = socket.barrier(&mut handle).await;
+                        while let Ok((msg, _)) = socket.messages.try_recv() {
+                            handle(msg);
+                        }
+                        let _ = done.send(answered);
+                    }
+                }
             }
             feed.mirror.set_fed(false);
         }
         .instrument(span),
     );
-    Ok(events)
+    Ok(Listener { events, barriers })
 }
 
 /// Whether an event may mean that declared or owned state drifted, so a pass is worth
@@ -258,13 +297,34 @@ pub fn is_drift(ev: &NetEvent, desired: &NetworkConfigurationSpec, owned: &Owned
                 })
         }
         NetEvent::AddressAdded { .. } => false,
+        // Removing an address silently flushes the routes through it, so where routes are
+        // declared any removal on a declared interface gets a pass; otherwise only a wanted
+        // address's does (a pass removing an unwanted one is no drift of its own making).
         NetEvent::AddressRemoved {
             ifname, address, ..
-        } => owned.owns_address(ifname, address) || declared(ifname),
+        } => {
+            owned.owns_address(ifname, address)
+                || wanted_address(desired, ifname, address)
+                || (declared(ifname) && !desired.routes.is_empty())
+        }
         other => other
             .ifname()
             .is_some_and(|n| declared(n) || owned.links.contains(n)),
     }
+}
+
+/// Whether `desired` declares `address` on `ifname` (compared as networks: the event's
+/// text is canonical, the spec's need not be).
+fn wanted_address(desired: &NetworkConfigurationSpec, ifname: &str, address: &str) -> bool {
+    let Ok(removed) = address.parse::<ipnet::IpNet>() else {
+        return true;
+    };
+    desired
+        .interfaces
+        .iter()
+        .filter(|i| i.name == ifname)
+        .flat_map(|i| &i.addresses)
+        .any(|a| a.parse::<ipnet::IpNet>().is_ok_and(|a| a == removed))
 }
 
 /// Options of the keeper loop.
@@ -456,8 +516,7 @@ async fn next_reason(
             ev = events.recv(), if open => match ev {
                 Ok(ev) if desired.borrow().as_ref().is_some_and(|d| is_drift(&ev, &d.spec, owned)) => {
                     debug!(event = ?ev, "drift");
-                    debounce(events, quiet).await;
-                    return true;
+                    return debounce(events, desired, quiet).await;
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => return true,
@@ -502,15 +561,24 @@ async fn while_draining<T>(
     }
 }
 
-/// Swallows events until none came for `quiet` (at most 10 x `quiet` in all).
-async fn debounce(events: &mut broadcast::Receiver<NetEvent>, quiet: Duration) {
+/// Swallows events until none came for `quiet` (at most 10 x `quiet` in all). A new
+/// desired target ends it at once: a request must not wait behind drift (the pass it
+/// triggers heals the drift too). `false` when the desired state's sender is gone.
+async fn debounce(
+    events: &mut broadcast::Receiver<NetEvent>,
+    desired: &mut tokio_watch::Receiver<Option<Target>>,
+    quiet: Duration,
+) -> bool {
     let give_up = tokio::time::Instant::now() + quiet * 10;
     loop {
-        match tokio::time::timeout(quiet, events.recv()).await {
-            Err(_) => return,
-            Ok(Err(broadcast::error::RecvError::Closed)) => return,
-            Ok(_) if tokio::time::Instant::now() >= give_up => return,
-            Ok(_) => {}
+        tokio::select! {
+            changed = desired.changed() => return changed.is_ok(),
+            ev = tokio::time::timeout(quiet, events.recv()) => match ev {
+                Err(_) => return true,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return true,
+                Ok(_) if tokio::time::Instant::now() >= give_up => return true,
+                Ok(_) => {}
+            },
         }
     }
 }
@@ -611,5 +679,51 @@ mod tests {
         };
         assert!(is_drift(&ev(NES_ROUTE_PROTOCOL), &desired, &owned));
         assert!(!is_drift(&ev(4), &desired, &owned));
+    }
+
+    #[test]
+    fn removing_an_unwanted_address_is_drift_only_where_routes_could_go_with_it() {
+        let with = |addresses: &[&str], routes: bool| NetworkConfigurationSpec {
+            interfaces: vec![api::InterfaceSpec {
+                name: "eth0".into(),
+                addresses: addresses.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            }],
+            routes: match routes {
+                true => vec![api::RouteSpec {
+                    dst: "10.20.0.0/16".into(),
+                    via: Some("10.0.0.1".into()),
+                    dev: None,
+                    metric: 0,
+                    table: api::netconf::MAIN_TABLE,
+                }],
+                false => vec![],
+            },
+            ..Default::default()
+        };
+        let removed = |a: &str| NetEvent::AddressRemoved {
+            ifname: "eth0".into(),
+            index: 2,
+            address: a.into(),
+        };
+        let none = Owned::default();
+        // The pass replaced .1 by .2: its own removal is no drift.
+        assert!(!is_drift(
+            &removed("10.0.0.1/32"),
+            &with(&["10.0.0.2/32"], false),
+            &none
+        ));
+        // A wanted address, written differently in the spec, is.
+        assert!(is_drift(
+            &removed("fd00::1/64"),
+            &with(&["fd00:0::0001/64"], false),
+            &none
+        ));
+        // With declared routes, any removal on the interface may have flushed them.
+        assert!(is_drift(
+            &removed("10.0.0.1/32"),
+            &with(&["10.0.0.2/32"], true),
+            &none
+        ));
     }
 }

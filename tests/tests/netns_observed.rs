@@ -81,6 +81,48 @@ async fn changes_behind_the_agents_back_are_followed_from_events_and_removals_ar
     assert!(net.mirror().dumps() > dumps);
 }
 
+/// A pass that only adds is followed from its own echoes: the read right after it (the
+/// status a `--wait` answers with) is exact at once, and neither that read nor the next
+/// pass dumps the namespace (the listener's barrier saw every echo first).
+#[tokio::test]
+async fn a_pass_that_only_adds_is_read_back_without_a_dump() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("mirp");
+    let net = fx.open().await;
+    let _events = net.events().await.expect("listen");
+    matches_a_fresh_dump(&net).await;
+    let addresses: Vec<String> = (1..=50).map(|i| format!("10.7.0.{i}/24")).collect();
+    let routes: Vec<serde_json::Value> = (0..50)
+        .map(|i| serde_json::json!({"dst": format!("172.20.{i}.0/24"), "via": "10.7.0.254"}))
+        .collect();
+    let desired: api::NetworkConfigurationSpec = serde_json::from_value(serde_json::json!({
+        "interfaces": [{"name": "eth0", "addresses": addresses}],
+        "routes": routes,
+    }))
+    .expect("spec");
+    let dumps = net.mirror().dumps();
+    let report = net
+        .converge(&desired, &Default::default())
+        .await
+        .expect("pass");
+    assert_eq!(report.writes, 100);
+    assert!(
+        net.mirror().is_trusted(),
+        "the pass left the mirror in doubt"
+    );
+    // No waiting: the read right after the pass already has all of it.
+    let read = canonical(&net.observed().await.expect("observed"));
+    assert_eq!(read, canonical(&net.observe().await.expect("dump")));
+    let again = net
+        .converge(&desired, &report.owned)
+        .await
+        .expect("second pass");
+    assert_eq!(again.writes, 0);
+    assert_eq!(net.mirror().dumps(), dumps, "the pass or the read dumped");
+}
+
 #[tokio::test]
 async fn without_its_listener_every_read_is_a_dump() {
     if !require_root() {

@@ -87,22 +87,14 @@ impl Netlink {
     }
 
     /// Opens a socket subscribed to link, IPv4/IPv6 address and route notifications. The
-    /// socket lives as long as the returned guard: netlink-proto's connection task would
-    /// otherwise notice a dropped receiver only at the next notification, holding the
+    /// socket lives as long as the returned [`Multicast`]: netlink-proto's connection task
+    /// would otherwise notice a dropped receiver only at the next notification, holding the
     /// namespace until then.
-    pub(crate) async fn open_multicast(
-        exec: &NetnsExecutor,
-    ) -> Result<(
-        futures::channel::mpsc::UnboundedReceiver<(
-            NetlinkMessage<RouteNetlinkMessage>,
-            rtnetlink::sys::SocketAddr,
-        )>,
-        tokio_util::task::AbortOnDropHandle<()>,
-    )> {
+    pub(crate) async fn open_multicast(exec: &NetnsExecutor) -> Result<Multicast> {
         use rtnetlink::MulticastGroup as G;
         let netns = exec.path().display().to_string();
         let rt = tokio::runtime::Handle::current();
-        let (conn, messages) = exec
+        let (conn, handle, messages, port) = exec
             .run(move || -> std::io::Result<_> {
                 let _enter = rt.enter();
                 let groups = [
@@ -112,14 +104,22 @@ impl Netlink {
                     G::Ipv4Route,
                     G::Ipv6Route,
                 ];
-                let (mut conn, _handle, messages) = rtnetlink::new_multicast_connection(&groups)?;
-                grow_rcvbuf(conn.socket_mut().socket_mut());
-                Ok((conn, messages))
+                let (mut conn, handle, messages) = rtnetlink::new_multicast_connection(&groups)?;
+                let socket = conn.socket_mut().socket_mut();
+                grow_rcvbuf(socket);
+                let mut addr = rtnetlink::sys::SocketAddr::new(0, 0);
+                socket.get_address(&mut addr)?;
+                Ok((conn, handle, messages, addr.port_number()))
             })
             .await?
             .map_err(|source| Error::Socket { netns, source })?;
         let conn = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
-        Ok((messages, conn))
+        Ok(Multicast {
+            messages,
+            handle,
+            port,
+            _conn: conn,
+        })
     }
 
     /// Namespace path, for errors and logs.
@@ -395,6 +395,64 @@ fn errno_of(e: &rtnetlink::packet_core::ErrorMessage) -> Option<i32> {
 
 fn libc_enodev() -> i32 {
     nix::errno::Errno::ENODEV as i32
+}
+
+/// A namespace's notification socket: the notifications, and a way to know that all of
+/// them up to now have been received ([`Multicast::barrier`]).
+pub(crate) struct Multicast {
+    pub messages: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+    handle: rtnetlink::Handle,
+    /// This socket's netlink port: the kernel's answers to it carry it, notifications
+    /// carry their writer's.
+    port: u32,
+    _conn: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+/// Barrier requests tried before giving up (see [`Multicast::barrier`]).
+const BARRIER_TRIES: usize = 3;
+
+impl Multicast {
+    /// Asks this socket for the loopback link (index 1 in every namespace). The kernel
+    /// queues a write's notifications on this socket before it acknowledges the write, and
+    /// the connection hands messages over in order, so once the answer is here every
+    /// notification of a write acknowledged before the call is in [`Multicast::messages`].
+    /// netlink-proto matches answers by sequence number, which a notification echoes from
+    /// its writer's socket: a notification taken for the answer is given to `stray` (it
+    /// must be handled like the others) and the request is sent again. `false` when no
+    /// true answer came.
+    pub async fn barrier(
+        &mut self,
+        mut stray: impl FnMut(NetlinkMessage<RouteNetlinkMessage>),
+    ) -> bool {
+        for _ in 0..BARRIER_TRIES {
+            let mut link = LinkMessage::default();
+            link.header.index = 1;
+            let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(link));
+            req.header.flags = NLM_F_REQUEST;
+            let Ok(answer) = self.handle.request(req) else {
+                return false;
+            };
+            let mut answered = false;
+            for msg in answer.collect::<Vec<_>>().await {
+                let ours = msg.header.port_number == self.port
+                    && matches!(
+                        msg.payload,
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(_))
+                    );
+                match ours {
+                    true => answered = true,
+                    false => stray(msg),
+                }
+            }
+            if answered {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 fn grow_rcvbuf(sock: &rtnetlink::sys::Socket) {

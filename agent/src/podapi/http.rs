@@ -213,12 +213,24 @@ async fn get_status(
 ) -> Result<Response, ApiError> {
     let pod = target(&scope, &params)?;
     match wait_query(&params)? {
-        None => Ok(Json(pod.status().await?).into_response()),
+        None => Ok(json_answer(pod.status_json().await?)),
         Some(query) => {
             let (waited, status) = pod.status_after(query).await?;
             Ok(long_poll_answer(waited, status))
         }
     }
+}
+
+/// A JSON body encoded already.
+fn json_answer(json: bytes::Bytes) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
 }
 
 /// The long-poll parameters (`wait=`, `generation=`), validated by `api::wire`.
@@ -231,8 +243,8 @@ fn wait_query(params: &HashMap<String, String>) -> Result<Option<api::wire::Wait
 }
 
 /// A long-poll's status answer, marked with how the wait ended.
-fn long_poll_answer(waited: super::wait::Waited, status: api::wire::StatusView) -> Response {
-    let mut response = Json(status).into_response();
+fn long_poll_answer(waited: super::wait::Waited, status: bytes::Bytes) -> Response {
+    let mut response = json_answer(status);
     response.headers_mut().insert(
         api::wire::WAIT_HEADER,
         HeaderValue::from_static(waited.marker()),

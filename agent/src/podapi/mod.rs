@@ -206,6 +206,8 @@ pub struct PodServer {
     degraded: Mutex<Option<(String, String)>>,
     /// The last status computed (see [`PodServer::parts`]).
     parts: Mutex<Option<Cached>>,
+    /// The last status answer (see [`PodServer::status_json`]).
+    body: Mutex<Option<Body>>,
     /// The task serving `@nes`; awaited by [`PodServer::stop`].
     serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
     policy: crate::policy::PolicySource,
@@ -266,6 +268,7 @@ impl PodServer {
             conditions: Mutex::new(opts.conditions),
             degraded: Mutex::new(None),
             parts: Mutex::new(None),
+            body: Mutex::new(None),
             serving: Mutex::new(None),
             policy: opts.policy,
             limits: opts.limits,
@@ -404,15 +407,48 @@ impl PodServer {
     /// Live status: the kernel's state (kept current from its events, see
     /// [`crate::mirror`]) compared with the desired spec.
     pub async fn status(&self) -> Result<StatusView, ApiError> {
+        let (parts, last, conditions) = self.status_inputs().await?;
+        Ok(self.view(&parts, last.as_deref(), conditions))
+    }
+
+    /// [`PodServer::status`] as its JSON answer: serialized again only when the per-object
+    /// status or a condition changed, so a converged pod's reads share one copy.
+    pub async fn status_json(&self) -> Result<bytes::Bytes, ApiError> {
+        let (parts, last, conditions) = self.status_inputs().await?;
+        let mut body = self.body.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = body
+            .as_ref()
+            .filter(|b| Arc::ptr_eq(&b.parts, &parts) && b.conditions == conditions)
+        {
+            return Ok(b.json.clone());
+        }
+        let json = serde_json::to_vec(&self.view(&parts, last.as_deref(), conditions.clone()))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot encode the status",
+                    e.to_string(),
+                )
+            })?;
+        let json = bytes::Bytes::from(json);
+        *body = Some(Body {
+            parts,
+            conditions,
+            json: json.clone(),
+        });
+        Ok(json)
+    }
+
+    /// What a status is made of: the per-object parts, the report they come from and the
+    /// conditions, set for now.
+    async fn status_inputs(
+        &self,
+    ) -> Result<(Arc<Parts>, Option<Arc<ApplyReport>>, Vec<Condition>), ApiError> {
         let observed = self.observed().await?;
         let last = self.reports.borrow().clone();
         let parts = self.parts(observed, last.clone());
-        let Parts {
-            generation,
-            summary,
-            ..
-        } = &*parts;
-        let (generation, summary) = (*generation, summary.clone());
+        let generation = parts.generation;
+        let summary = parts.summary.clone();
         let degraded = self
             .degraded()
             .or(parts.problem.clone().map(|p| (p.reason, p.message)))
@@ -437,22 +473,28 @@ impl PodServer {
             conditions::set(&mut c, DEGRADED, status, reason, message, generation, now);
             c.clone()
         };
-        Ok(StatusView {
+        Ok((parts, last, conditions))
+    }
+
+    fn view(
+        &self,
+        parts: &Parts,
+        last: Option<&ApplyReport>,
+        conditions: Vec<Condition>,
+    ) -> StatusView {
+        StatusView {
             pod: self.name.clone(),
-            generation,
+            generation: parts.generation,
             status: NetworkConfigurationStatus {
-                observed_generation: Some(generation),
+                observed_generation: Some(parts.generation),
                 conditions,
                 node: self.node.clone(),
                 netns: Some(self.net.identity().clone()),
                 interfaces: parts.interfaces.clone(),
                 routes: parts.routes.clone(),
-                attachments: last
-                    .as_deref()
-                    .map(|r| r.attachments.clone())
-                    .unwrap_or_default(),
+                attachments: last.map(|r| r.attachments.clone()).unwrap_or_default(),
             },
-        })
+        }
     }
 
     /// The per-object status of the desired spec against `observed` and the last report:
@@ -523,6 +565,13 @@ struct Parts {
     interfaces: Vec<api::InterfaceStatus>,
     routes: Vec<api::RouteStatus>,
     summary: Summary,
+}
+
+/// A status answer and what it was made of.
+struct Body {
+    parts: Arc<Parts>,
+    conditions: Vec<Condition>,
+    json: bytes::Bytes,
 }
 
 /// The last [`Parts`] and what they were computed from.

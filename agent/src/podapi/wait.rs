@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use api::wire::{StatusView, WaitQuery, WAIT_SETTLED, WAIT_TIMEOUT};
+use api::wire::{WaitQuery, WAIT_SETTLED, WAIT_TIMEOUT};
 
 use super::http::ApiError;
 use super::PodServer;
@@ -60,9 +60,9 @@ impl PodServer {
 
     /// `GET /v1/self/status?wait=`: the status once the pass for the awaited generation
     /// (the current one unless named) has run, or the current status when the wait ends.
-    pub async fn status_after(&self, query: WaitQuery) -> Result<(Waited, StatusView), ApiError> {
+    pub async fn status_after(&self, query: WaitQuery) -> Result<(Waited, bytes::Bytes), ApiError> {
         let generation = query.generation.unwrap_or_else(|| self.generation());
         let waited = self.wait_settled(generation, query.wait).await;
-        Ok((waited, self.status().await?))
+        Ok((waited, self.status_json().await?))
     }
 }

@@ -80,5 +80,23 @@ pub fn gate_apply(
     gate(next, current, verdict)
 }
 
+/// [`gate_apply`] for a pod of `namespace` on a node that allows CNI attachments when
+/// `node_cni`: its attachments' networks and the host boundary are checked too
+/// ([`api::policy::check_attaching`]), so a CR written directly cannot attach what the
+/// cliserver would refuse.
+pub fn gate_apply_attaching(
+    next: Desired,
+    current: Option<&Desired>,
+    governing: &Governing,
+    node: &HostAccess,
+    namespace: &str,
+    node_cni: bool,
+) -> Desired {
+    let verdict = governing
+        .check(&next.spec, Origin::Cluster, node)
+        .and_then(|()| api::policy::check_attaching(&next.spec, namespace, governing, node_cni));
+    gate(next, current, verdict)
+}
+
 #[cfg(test)]
 mod tests;

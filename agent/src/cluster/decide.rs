@@ -62,6 +62,12 @@ pub fn pod_plan(pod: &Pod, node: &str) -> PodPlan {
     PodPlan::Serve { uid, ips }
 }
 
+/// Whether a released pod is leaving (gone, or being deleted), so what nes attached to it
+/// is detached; a pod merely unlabelled or moved keeps it.
+pub fn pod_leaving(pod: Option<&Pod>) -> bool {
+    pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+}
+
 /// Whether a netns holds one of the pod's IPs: the proof that the runtime's answer and the
 /// API server's pod are the same pod before anything is written there.
 pub fn holds_pod_ip(addresses: &[ObservedAddress], pod_ips: &[IpAddr]) -> bool {

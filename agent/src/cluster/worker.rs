@@ -39,6 +39,14 @@ struct Served {
 }
 
 impl Served {
+    /// CNI DEL of every attachment nes made in this sandbox (the pod or its sandbox went):
+    /// their addresses go back to their IPAM. Never on an agent shutdown.
+    async fn detach_all(&self) {
+        if let Some(attacher) = self.server.network().attacher() {
+            attacher.detach_all().await;
+        }
+    }
+
     /// Closes every socket bound in the netns; the kernel is left as it is.
     async fn release(self, ctx: &Context) {
         ctx.metrics.pods_served.dec();
@@ -124,6 +132,7 @@ async fn step(
             old = %s.sandbox.id, new = %sandbox.id,
             "new sandbox: re-applying the whole configuration and re-binding @nes there"
         );
+        s.detach_all().await;
         s.release(ctx).await;
     }
     let candidate = Candidate {
@@ -178,11 +187,13 @@ async fn desired_for(
     };
     // Defence in depth: a CR written directly (kubectl, another controller) is checked
     // against the admin policies here, before the engine sees it.
-    let desired = crate::policy::gate_apply(
+    let desired = crate::policy::gate_apply_attaching(
         decide::next_desired(lookup, current, owns_something),
         current,
         &ctx.governing(key),
         &ctx.opts.host_access,
+        key.namespace.as_deref().unwrap_or_default(),
+        ctx.opts.allow_host_cni,
     );
     (desired, next)
 }
@@ -238,6 +249,9 @@ async fn serve_which(
             if let Some(s) = served.take() {
                 info!(reason = why, "releasing the pod's sockets and state");
                 ctx.states.remove(&s.uid);
+                if decide::pod_leaving(pod.as_deref()) {
+                    s.detach_all().await;
+                }
                 s.release(ctx).await;
             }
             return Err(Next::Done);
@@ -255,6 +269,7 @@ async fn serve_which(
         // Same name, new pod (a StatefulSet pod recreated): nothing of the old one holds.
         if let Some(s) = served.take() {
             ctx.states.remove(&s.uid);
+            s.detach_all().await;
             s.release(ctx).await;
         }
     }
@@ -311,7 +326,10 @@ impl Candidate<'_> {
             return Err(Next::Retry);
         };
         let net = match PodNetwork::open(&path, &ctx.opts.host_netns).await {
-            Ok(net) => Arc::new(net.with_host_access(ctx.opts.host_access.clone())),
+            Ok(net) => Arc::new(
+                net.with_host_access(ctx.opts.host_access.clone())
+                    .with_attacher(self.attacher(ctx, &path)),
+            ),
             Err(error @ crate::error::Error::HostNetns { .. }) => {
                 warn!(%error, "refusing a pod netns that is the node's own");
                 ctx.resolver.invalidate(uid);
@@ -347,6 +365,24 @@ impl Candidate<'_> {
             return Err(Next::Retry);
         }
         Ok((net, path))
+    }
+
+    /// The pod's attacher: networks from the cluster's NADs, results kept under the
+    /// sandbox's id (libcni's key, as the runtime and Multus use it). Whether the policies
+    /// allow attaching is decided before the engine sees a spec (the desired state's gate).
+    fn attacher(&self, ctx: &Context, netns: &str) -> crate::cni::attacher::Attacher {
+        crate::cni::attacher::Attacher {
+            opts: ctx.opts.cni.clone(),
+            pod: crate::cni::keep::PodRef {
+                namespace: self.key.namespace.clone().unwrap_or_default(),
+                name: self.key.name.clone(),
+                uid: self.uid.to_string(),
+                sandbox: self.sandbox.id.clone(),
+                netns: netns.into(),
+            },
+            allowed: ctx.opts.allow_host_cni,
+            networks: super::nads::source(&ctx.nads),
+        }
     }
 
     /// Serves the proven netns: records it, starts its pod server and its status reporter.

@@ -1,0 +1,189 @@
+//! The cluster path of CNI attachments: a NetworkConfiguration's `attachments` resolved from
+//! the cluster's NetworkAttachmentDefinitions (a mock API server answering like the real one)
+//! and run through the real plugins of Debian's `containernetworking-plugins` in real netns:
+//! status on the CR, namespace isolation, a missing NAD CRD named as such, DEL (IP released)
+//! when the pod goes.
+
+use nes_tests::cluster_support;
+use nes_tests::common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::ObjectState;
+use cluster_support::harness::{Agent, ServedPod};
+use cluster_support::{pod, ApiServer, FakeResolver, Patched, NS};
+use nes_tests::cni::Cni;
+use serde_json::{json, Value};
+
+fn bridge_config(cni: &Cni, bridge: &str, subnet: &str) -> Value {
+    json!({"cniVersion": "1.0.0", "plugins": [{"type": "bridge", "bridge": bridge,
+        "ipam": {"type": "host-local", "subnet": subnet, "dataDir": cni.ipam_dir()}}]})
+}
+
+fn attachment(p: &Patched) -> Option<&api::AttachmentStatus> {
+    p.status.attachments.first()
+}
+
+fn attached(p: &Patched) -> bool {
+    attachment(p).is_some_and(|a| a.state == ObjectState::Applied)
+}
+
+fn applied_reason(p: &Patched) -> Option<(String, String)> {
+    p.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Applied")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// A cluster agent allowed to run CNI, a policy allowing it for the pods' namespace.
+fn cluster(tag: &str) -> Option<(ApiServer, Arc<FakeResolver>, Agent, Cni)> {
+    let cni = Cni::new(tag)?;
+    let api = ApiServer::default();
+    api.put_policy("cni", json!({"host": {"cniAttachments": true}}));
+    let resolver = Arc::new(FakeResolver::default());
+    let mut agent = Agent::new(&api, &resolver);
+    agent.cni = Some(cni.opts.clone());
+    Some((api, resolver, agent, cni))
+}
+
+#[tokio::test]
+async fn a_cr_attachment_runs_its_nad_through_the_plugins_and_the_pods_deletion_releases_the_ip() {
+    let Some((api, resolver, mut agent, cni)) = cluster("atc") else {
+        return;
+    };
+    api.put_nad(NS, "data", &bridge_config(&cni, "nescb0", "10.91.0.0/24"));
+    let p = ServedPod::new("atcp", "demo-0", "uid-atc");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(
+        &p.name,
+        json!({"attachments": [{"name": "data", "interface": "net1"}]}),
+    );
+    resolver.set(&p.uid, "sb-atc", &p.fx.pod.path());
+    let started = agent.start();
+
+    let done = api
+        .wait_patch(&p.name, started, |s| s.applied(1) && attached(s))
+        .await;
+    let net = attachment(&done)
+        .and_then(|a| a.network.clone())
+        .expect("npwg entry");
+    assert_eq!(
+        (net.name.as_str(), net.interface.as_str()),
+        ("apps/data", "net1")
+    );
+    assert!(
+        net.ips.first().is_some_and(|ip| ip.starts_with("10.91.0.")),
+        "{net:?}"
+    );
+    assert!(p.fx.pod.has_link("net1"));
+    assert_eq!(cni.leases("data"), net.ips);
+    // Recorded under the sandbox's id, libcni's key, marked as nes's.
+    let results = std::fs::read_dir(cni.opts.cache_dir.join("results"))
+        .expect("results")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(results, ["data-sb-atc-net1"]);
+
+    // The pod is deleted: DEL gives the address back.
+    api.delete_pod(&p.name);
+    assert!(
+        common::eventually(Duration::from_secs(20), || cni.leases("data").is_empty()).await,
+        "the IP leaked: {:?}",
+        cni.leases("data")
+    );
+    assert!(!p.fx.pod.has_link("net1"));
+    assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_nad_of_another_namespace_is_refused_unless_the_policy_lists_it() {
+    let Some((api, resolver, mut agent, cni)) = cluster("atn") else {
+        return;
+    };
+    api.put_nad(
+        "shared",
+        "lan",
+        &bridge_config(&cni, "nescb1", "10.92.0.0/24"),
+    );
+    let p = ServedPod::new("atnp", "demo-0", "uid-atn");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(&p.name, json!({"attachments": [{"name": "shared/lan"}]}));
+    resolver.set(&p.uid, "sb-atn", &p.fx.pod.path());
+    let started = agent.start();
+    let refused = api
+        .wait_patch(&p.name, started, |s| {
+            s.condition("Degraded")
+                .is_some_and(|(_, reason, _)| reason == "PolicyDenied")
+        })
+        .await;
+    let message = &refused
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("degraded")
+        .message;
+    assert!(message.contains("namespace \"shared\""), "{message}");
+    assert!(cni.leases("lan").is_empty(), "a plugin ran");
+
+    // The admin lists the namespace: it attaches.
+    let listed = Instant::now();
+    api.put_policy(
+        "cni",
+        json!({"host": {"cniAttachments": true}, "attachments": {"namespaces": ["shared"]}}),
+    );
+    let done = api.wait_patch(&p.name, listed, attached).await;
+    let ifname = api::attach::default_ifname("shared", "lan");
+    assert_eq!(
+        attachment(&done).map(|a| a.interface.clone()),
+        Some(ifname.clone())
+    );
+    assert!(p.fx.pod.has_link(&ifname));
+    assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_the_nad_crd_attachments_say_so_and_attach_once_it_is_installed() {
+    let Some((api, resolver, mut agent, cni)) = cluster("atm") else {
+        return;
+    };
+    api.nads_missing(true);
+    let p = ServedPod::new("atmp", "demo-0", "uid-atm");
+    api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+    api.put_conf(
+        &p.name,
+        json!({"attachments": [{"name": "data", "interface": "net1"}]}),
+    );
+    resolver.set(&p.uid, "sb-atm", &p.fx.pod.path());
+    let started = agent.start();
+    let unavailable = api
+        .wait_patch(&p.name, started, |s| {
+            applied_reason(s).is_some_and(|(_, r)| r == api::attach::NADS_UNAVAILABLE_REASON)
+        })
+        .await;
+    assert_eq!(
+        applied_reason(&unavailable).map(|(s, _)| s),
+        Some("False".to_string())
+    );
+    let error = attachment(&unavailable)
+        .and_then(|a| a.error.clone())
+        .unwrap_or_default();
+    assert!(error.contains("CRD"), "{error}");
+    assert!(!p.fx.pod.has_link("net1"));
+
+    // The admin installs the CRD and a NAD: the watch lists on its next try, the keeper's
+    // retry attaches.
+    let installed = Instant::now();
+    api.put_nad(NS, "data", &bridge_config(&cni, "nescb2", "10.93.0.0/24"));
+    api.nads_missing(false);
+    api.wait_patch(&p.name, installed, |s| s.applied(1) && attached(s))
+        .await;
+    assert!(p.fx.pod.has_link("net1"));
+    assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
+    agent.shutdown().await;
+}

@@ -43,14 +43,19 @@ impl std::fmt::Debug for PolicySource {
 /// or, with none, nothing is written at all. Either way the pod reports Degraded with the
 /// refusal. A state that already carries a problem is left as it is.
 pub fn gate(next: Desired, current: Option<&Desired>, verdict: Result<(), Refusal>) -> Desired {
-    let refusal = match verdict {
-        Err(r) if next.problem.is_none() => r,
-        _ => return next,
-    };
+    match verdict {
+        Err(r) if next.problem.is_none() => hold(next, current, r.reason(), r.to_string()),
+        _ => next,
+    }
+}
+
+/// The desired state instead of `next` when it cannot be applied for `reason`: the last
+/// good one (`current`) stays, or nothing is written; the pod reports Degraded either way.
+pub fn hold(next: Desired, current: Option<&Desired>, reason: &str, message: String) -> Desired {
     let problem = |hold| {
         Some(StateProblem {
-            reason: refusal.reason().to_string(),
-            message: refusal.to_string(),
+            reason: reason.to_string(),
+            message: message.clone(),
             hold,
         })
     };

@@ -187,3 +187,104 @@ async fn without_the_nad_crd_attachments_say_so_and_attach_once_it_is_installed(
     assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
     agent.shutdown().await;
 }
+
+fn annotations(api: &ApiServer, name: &str) -> serde_json::Map<String, Value> {
+    api.pod_object(name)
+        .and_then(|p| p["metadata"]["annotations"].as_object().cloned())
+        .unwrap_or_default()
+}
+
+fn network_status(api: &ApiServer, name: &str) -> Vec<Value> {
+    annotations(api, name)
+        .get(api::attach::NETWORK_STATUS_ANNOTATION)
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+fn interfaces(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e["interface"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_pods_networks_annotation_attaches_beside_what_multus_made_and_network_status_keeps_its_entries(
+) {
+    let Some((api, resolver, mut agent, cni)) = cluster("ata") else {
+        return;
+    };
+    api.put_nad(NS, "data", &bridge_config(&cni, "nescb3", "10.94.0.0/24"));
+    let p = ServedPod::new("atap", "demo-0", "uid-ata");
+    // Multus made net1 at creation (its NAD is not even readable here: nes must not try it).
+    let multus = json!([
+        {"name": "cbr0", "interface": "eth0", "ips": ["10.244.0.5"], "default": true},
+        {"name": "apps/made", "interface": "net1", "ips": ["10.5.0.2"], "default": false,
+         "device-info": {"type": "pci", "version": "1.1.0"}},
+    ]);
+    let mut object = pod(&p.name, &p.uid, &["10.244.0.5"]);
+    object["metadata"]["annotations"] = json!({
+        "k8s.v1.cni.cncf.io/networks": "made@net1,data@net2",
+        "k8s.v1.cni.cncf.io/network-status": multus.to_string(),
+    });
+    api.put_pod(object.clone());
+    resolver.set(&p.uid, "sb-ata", &p.fx.pod.path());
+    let started = agent.start();
+    assert!(
+        common::eventually(Duration::from_secs(20), || interfaces(&network_status(
+            &api, &p.name
+        )) == ["eth0", "net1", "net2"])
+        .await,
+        "network-status: {:?}",
+        network_status(&api, &p.name)
+    );
+    let reported = started.elapsed();
+    let entries = network_status(&api, &p.name);
+    assert_eq!(entries[1], multus[1], "the CNI's entry is kept as it was");
+    assert_eq!(entries[2]["name"], "apps/data");
+    assert_eq!(entries[2]["default"], false);
+    let ip = entries[2]["ips"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(ip.starts_with("10.94.0."), "{entries:?}");
+    assert_eq!(cni.leases("data"), [ip]);
+    assert!(p.fx.pod.has_link("net2"));
+    assert_eq!(
+        annotations(&api, &p.name)["nes.network-config.io/network-status-interfaces"],
+        "[\"net2\"]"
+    );
+    api.wait_event(&p.name, "Attached").await;
+    eprintln!("LATENCY cluster attach 1 pod (annotation to network-status written): {reported:?}");
+
+    // The application drops data from its annotation: nes detaches it, and only it.
+    let mut now = api.pod_object(&p.name).expect("pod");
+    now["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] = json!("made@net1");
+    let asked = Instant::now();
+    api.put_pod(now);
+    assert!(
+        common::eventually(Duration::from_secs(20), || interfaces(&network_status(
+            &api, &p.name
+        )) == ["eth0", "net1"])
+        .await,
+        "network-status: {:?}",
+        network_status(&api, &p.name)
+    );
+    eprintln!(
+        "LATENCY cluster detach 1 pod (annotation to network-status written): {:?}",
+        asked.elapsed()
+    );
+    assert!(cni.leases("data").is_empty(), "the IP leaked");
+    assert!(!p.fx.pod.has_link("net2"));
+    assert_eq!(network_status(&api, &p.name)[1], multus[1]);
+    api.wait_event(&p.name, "Detached").await;
+    assert!(
+        api.pod_patches(&p.name)
+            .iter()
+            .all(|patch| patch["metadata"]["resourceVersion"].is_string()),
+        "every pod patch is conditional on the pod's resourceVersion"
+    );
+    assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
+    agent.shutdown().await;
+}

@@ -9,6 +9,7 @@ pub mod cares;
 pub mod decide;
 pub mod forward;
 pub mod nads;
+pub mod netstatus;
 pub mod probe;
 pub mod report;
 pub mod state;

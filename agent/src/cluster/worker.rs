@@ -11,6 +11,7 @@ use std::time::Duration;
 use api::conditions::{self, APPLIED, DEGRADED};
 use api::{NetworkConfiguration, NetworkConfigurationStatus};
 use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::ObjectRef;
 use kube::Api;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -117,7 +118,7 @@ async fn step(
     let sandbox = Sandbox::new(&resolved.sandbox_id, &resolved.identity);
     if let Some(s) = served.as_ref().filter(|s| s.sandbox == sandbox) {
         let current = s.desired.borrow().clone();
-        let (desired, next) = desired_for(ctx, key, Some(&current), false, absent).await;
+        let (desired, next) = desired_for(ctx, &pod, &sandbox, Some(&current), false, absent).await;
         announce_refusal(ctx, &pod, Some(&current), &desired).await;
         s.desired.send_if_modified(|current| {
             let changed = *current != desired;
@@ -148,7 +149,8 @@ async fn step(
     };
     let owned = ctx.states.owned_in(&uid, &candidate.sandbox);
     // After a restart the CR may not be known yet: a pod with a record holds, not wipes.
-    let (desired, next) = desired_for(ctx, key, None, owned != Owned::default(), absent).await;
+    let owns = owned != Owned::default();
+    let (desired, next) = desired_for(ctx, &pod, &candidate.sandbox, None, owns, absent).await;
     announce_refusal(ctx, &pod, None, &desired).await;
     *served = Some(candidate.serve(ctx, net, &path, owned, desired));
     next
@@ -158,11 +160,13 @@ async fn step(
 /// the API server could not say where a configuration that left the watch went.
 async fn desired_for(
     ctx: &Context,
-    key: &Key,
+    pod: &Pod,
+    sandbox: &Sandbox,
     current: Option<&Desired>,
     owns_something: bool,
     absent: &mut Option<Lookup<'static>>,
 ) -> (Desired, Next) {
+    let key = &ObjectRef::from_obj(pod);
     let conf = ctx.conf(key);
     let lookup = match (conf.as_deref(), *absent) {
         (Some(conf), _) => {
@@ -187,8 +191,20 @@ async fn desired_for(
     };
     // Defence in depth: a CR written directly (kubectl, another controller) is checked
     // against the admin policies here, before the engine sees it.
-    let desired = crate::policy::gate_apply_attaching(
+    // The pod's NPWG annotation declares attachments too; nes's own (its cache for this
+    // sandbox) are told apart from those the CNI made.
+    let ours = crate::cni::cache::Cache::new(&ctx.opts.cni.cache_dir)
+        .attached(&sandbox.id)
+        .into_iter()
+        .map(|r| r.if_name)
+        .collect();
+    let declared = decide::with_annotated(
         decide::next_desired(lookup, current, owns_something),
+        current,
+        super::netstatus::annotated(pod, &ours),
+    );
+    let desired = crate::policy::gate_apply_attaching(
+        declared,
         current,
         &ctx.governing(key),
         &ctx.opts.host_access,

@@ -288,3 +288,71 @@ async fn the_pods_networks_annotation_attaches_beside_what_multus_made_and_netwo
     assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn fifty_pods_annotated_at_once_attach_and_report_network_status() {
+    const PODS: usize = 50;
+    let Some((api, resolver, mut agent, cni)) = cluster("at50") else {
+        return;
+    };
+    api.put_nad(NS, "data", &bridge_config(&cni, "nescb5", "10.96.0.0/22"));
+    let pods: Vec<ServedPod> = (0..PODS)
+        .map(|i| ServedPod::new("at50p", &format!("demo-{i}"), &format!("uid-at50-{i}")))
+        .collect();
+    for p in &pods {
+        api.put_pod(pod(&p.name, &p.uid, &["10.244.0.5"]));
+        resolver.set(&p.uid, &format!("sb-{}", p.uid), &p.fx.pod.path());
+    }
+    agent.start();
+    for p in &pods {
+        p.client().call_retrying("GET", "/v1/self/config", "").await;
+    }
+    let asked = Instant::now();
+    for p in &pods {
+        let mut object = api.pod_object(&p.name).expect("pod");
+        object["metadata"]["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": "data@net1"});
+        api.put_pod(object);
+    }
+    let bound = common::scaled(Duration::from_secs(90));
+    assert!(
+        common::eventually(bound, || pods.iter().all(|p| p.fx.pod.has_link("net1"))).await,
+        "not every pod got net1"
+    );
+    let up = asked.elapsed();
+    assert!(
+        common::eventually(bound, || pods
+            .iter()
+            .all(|p| interfaces(&network_status(&api, &p.name)) == ["net1"]))
+        .await,
+        "not every pod's network-status was written"
+    );
+    let reported = asked.elapsed();
+    assert_eq!(cni.leases("data").len(), PODS);
+    eprintln!("LATENCY cluster attach {PODS} pods: all interfaces up {up:?}, all network-status written {reported:?}");
+
+    let asked = Instant::now();
+    for p in &pods {
+        let mut object = api.pod_object(&p.name).expect("pod");
+        object["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] = json!("");
+        api.put_pod(object);
+    }
+    assert!(
+        common::eventually(bound, || cni.leases("data").is_empty()).await,
+        "IPs leaked: {}",
+        cni.leases("data").len()
+    );
+    let released = asked.elapsed();
+    assert!(
+        common::eventually(bound, || pods
+            .iter()
+            .all(|p| network_status(&api, &p.name).is_empty()))
+        .await,
+        "not every network-status was cleared"
+    );
+    eprintln!(
+        "LATENCY cluster detach {PODS} pods: all IPs released {released:?}, all network-status written {:?}",
+        asked.elapsed()
+    );
+    assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
+    agent.shutdown().await;
+}

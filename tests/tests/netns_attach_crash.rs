@@ -50,9 +50,16 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// libcni's result records of network `data` (not a record's temp file, written before it
+/// is renamed into place).
 fn records(cni: &Cni) -> Vec<PathBuf> {
     std::fs::read_dir(cni.opts.cache_dir.join("results"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("data-"))
+                .map(|e| e.path())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -141,11 +148,13 @@ async fn an_agent_killed_between_add_and_status_neither_leaks_the_ip_nor_adds_tw
         .await;
     assert_eq!(code, 200, "{answer}");
     assert!(
-        eventually(Duration::from_secs(20), || cni.leases("data").is_empty()).await,
-        "the IP leaked: {:?}",
-        cni.leases("data")
+        eventually(Duration::from_secs(20), || cni.leases("data").is_empty()
+            && records(&cni).is_empty())
+        .await,
+        "the IP leaked: {:?}, records {:?}",
+        cni.leases("data"),
+        records(&cni)
     );
-    assert!(records(&cni).is_empty());
     let _ = agent.kill();
     let _ = agent.wait();
 }

@@ -62,10 +62,8 @@ impl ConfList {
         }
         let mut doc: Map<String, Value> = serde_json::from_str(config)
             .map_err(|e| format!("spec.config is not a JSON object: {e}"))?;
-        if !doc
-            .get("name")
-            .is_some_and(|n| n.as_str().is_some_and(|n| !n.is_empty()))
-        {
+        let named = doc.get("name").and_then(Value::as_str).unwrap_or_default();
+        if named.is_empty() {
             doc.insert("name".into(), Value::String(nad_name.to_string()));
             let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
             return Self::parse(&bytes);

@@ -22,7 +22,8 @@ venv=${NES_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nes/kubernetes-validat
 
 # examples/rendered/: objects nes-operator writes (checked against the Kubernetes schemas);
 # operator/tests/fixtures: what the operator renders from the default NesInstallation.
-files=(manifests/*.yaml examples/*.yaml examples/rendered/*.yaml operator/tests/fixtures/*.yaml)
+# manifests/optional/: files an admin applies by choice (the NPWG NAD CRD).
+files=(manifests/*.yaml manifests/optional/*.yaml examples/*.yaml examples/rendered/*.yaml operator/tests/fixtures/*.yaml)
 
 # --- the validator, installed once --------------------------------------------------
 if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KV_VERSION" ]; then

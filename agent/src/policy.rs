@@ -43,14 +43,19 @@ impl std::fmt::Debug for PolicySource {
 /// or, with none, nothing is written at all. Either way the pod reports Degraded with the
 /// refusal. A state that already carries a problem is left as it is.
 pub fn gate(next: Desired, current: Option<&Desired>, verdict: Result<(), Refusal>) -> Desired {
-    let refusal = match verdict {
-        Err(r) if next.problem.is_none() => r,
-        _ => return next,
-    };
+    match verdict {
+        Err(r) if next.problem.is_none() => hold(next, current, r.reason(), r.to_string()),
+        _ => next,
+    }
+}
+
+/// The desired state instead of `next` when it cannot be applied for `reason`: the last
+/// good one (`current`) stays, or nothing is written; the pod reports Degraded either way.
+pub fn hold(next: Desired, current: Option<&Desired>, reason: &str, message: String) -> Desired {
     let problem = |hold| {
         Some(StateProblem {
-            reason: refusal.reason().to_string(),
-            message: refusal.to_string(),
+            reason: reason.to_string(),
+            message: message.clone(),
             hold,
         })
     };
@@ -77,6 +82,24 @@ pub fn gate_apply(
     node: &HostAccess,
 ) -> Desired {
     let verdict = governing.check(&next.spec, Origin::Cluster, node);
+    gate(next, current, verdict)
+}
+
+/// [`gate_apply`] for a pod of `namespace` on a node that allows CNI attachments when
+/// `node_cni`: its attachments' networks and the host boundary are checked too
+/// ([`api::policy::check_attaching`]), so a CR written directly cannot attach what the
+/// cliserver would refuse.
+pub fn gate_apply_attaching(
+    next: Desired,
+    current: Option<&Desired>,
+    governing: &Governing,
+    node: &HostAccess,
+    namespace: &str,
+    node_cni: bool,
+) -> Desired {
+    let verdict = governing
+        .check(&next.spec, Origin::Cluster, node)
+        .and_then(|()| api::policy::check_attaching(&next.spec, namespace, governing, node_cni));
     gate(next, current, verdict)
 }
 

@@ -25,6 +25,10 @@ use crate::limits::{MAX_CIDR_LEN, MAX_IFNAME_LEN};
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
 /// The pod annotation that reports them (NPWG).
 pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
+/// The reason (condition, per-attachment error prefix) when the cluster's
+/// NetworkAttachmentDefinitions cannot be read: their CRD is not installed, or the agent
+/// may not list them.
+pub const NADS_UNAVAILABLE_REASON: &str = "NetworkAttachmentDefinitionsUnavailable";
 /// Attachments per pod.
 pub const MAX_ATTACHMENTS: u32 = 16;
 /// Addresses asked of one attachment (`ips`).

@@ -67,7 +67,7 @@ mod verdict;
 #[cfg(test)]
 mod tests;
 
-pub use attach::{check_attachments, cni_allowed};
+pub use attach::{check_attaching, check_attachments, cni_allowed};
 pub use destination::{check_destination, special_range, url_host, FailureClass};
 pub use evaluate::{default_policy, evaluate, Origin, Subject};
 pub use file::{parse_policy_file, PolicyFileError};

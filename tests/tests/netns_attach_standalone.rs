@@ -11,7 +11,7 @@ use api::wire::{ProblemDetails, StatusView};
 use api::ObjectState;
 use nes_tests::client::PodClient;
 use nes_tests::cni::Cni;
-use nes_tests::common::{eventually, Netns};
+use nes_tests::common::{eventually, scaled, Netns};
 use nes_tests::standalone::Standalone;
 
 fn policy(namespaces: &[&str]) -> Vec<std::sync::Arc<api::policy::NetworkConfigurationPolicy>> {
@@ -154,16 +154,16 @@ async fn attach_and_detach_through_the_pod_socket_report_status_and_release_the_
 }
 
 #[tokio::test]
-async fn twenty_pods_attach_at_once() {
-    const PODS: usize = 20;
-    let Some((mut a, cni)) = agent("ats20") else {
+async fn fifty_pods_attach_at_once() {
+    const PODS: usize = 50;
+    let Some((mut a, cni)) = agent("ats50") else {
         return;
     };
     a.cni = Some(cni.opts.clone());
     let names: Vec<String> = (0..PODS).map(|i| format!("tenant-{i}")).collect();
     a.policies = policy(&names.iter().map(String::as_str).collect::<Vec<_>>());
     a.allow_host_cni = true;
-    let pods: Vec<Netns> = (0..PODS).map(|_| Netns::new("ats20p")).collect();
+    let pods: Vec<Netns> = (0..PODS).map(|_| Netns::new("ats50p")).collect();
     for (name, pod) in names.iter().zip(&pods) {
         a.add(name, &pod.path());
     }
@@ -180,14 +180,14 @@ async fn twenty_pods_attach_at_once() {
         assert_eq!(code, 200, "{answer}");
     }
     assert!(
-        eventually(Duration::from_secs(60), || pods
+        eventually(scaled(Duration::from_secs(60)), || pods
             .iter()
             .all(|p| link_up(p, "net1")))
         .await,
         "not every pod got net1"
     );
     let up = asked.elapsed();
-    let end = Instant::now() + Duration::from_secs(60);
+    let end = Instant::now() + scaled(Duration::from_secs(60));
     for c in &clients {
         while !attachment(c)
             .await
@@ -207,7 +207,10 @@ async fn twenty_pods_attach_at_once() {
         .map(|c| c.call("DELETE", "/v1/self/config?manager=attach:data", ""));
     futures::future::join_all(dels).await;
     assert!(
-        eventually(Duration::from_secs(60), || cni.leases("data").is_empty()).await,
+        eventually(scaled(Duration::from_secs(60)), || cni
+            .leases("data")
+            .is_empty())
+        .await,
         "IPs leaked"
     );
     eprintln!(

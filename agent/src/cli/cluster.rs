@@ -41,6 +41,10 @@ pub struct Args {
     pub host_netns: PathBuf,
     #[command(flatten)]
     pub host_access: super::HostAccessArgs,
+    /// CNI attachments (networks are the cluster's NetworkAttachmentDefinitions; the
+    /// conflist directory is not read in cluster mode).
+    #[command(flatten)]
+    pub cni: super::cni::CniArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -58,6 +62,8 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         host_access: args.host_access.access()?,
         state_dir: args.state_dir,
         probe_addr: Some(args.probe_addr),
+        cni: args.cni.options(),
+        allow_host_cni: args.cni.allow_host_cni,
         ..Options::new(node, forward)
     };
     // One TLS provider for the process (kube's client and the cliserver forwarder).

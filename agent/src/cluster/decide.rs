@@ -62,6 +62,12 @@ pub fn pod_plan(pod: &Pod, node: &str) -> PodPlan {
     PodPlan::Serve { uid, ips }
 }
 
+/// Whether a released pod is leaving (gone, or being deleted), so what nes attached to it
+/// is detached; a pod merely unlabelled or moved keeps it.
+pub fn pod_leaving(pod: Option<&Pod>) -> bool {
+    pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+}
+
 /// Whether a netns holds one of the pod's IPs: the proof that the runtime's answer and the
 /// API server's pod are the same pod before anything is written there.
 pub fn holds_pod_ip(addresses: &[ObservedAddress], pod_ips: &[IpAddr]) -> bool {
@@ -159,6 +165,57 @@ pub fn next_desired(
     }
 }
 
+/// The `Degraded` reason of a pod whose NPWG `networks` annotation cannot be applied.
+pub const INVALID_NETWORKS_ANNOTATION: &str = "InvalidNetworksAnnotation";
+
+/// `desired` with the attachments the pod's NPWG annotation declares (`annotated`, see
+/// [`super::netstatus::annotated`]) merged in as one more manager: one validator, one
+/// merge, one owner per entry. An annotation that cannot be read, merged or validated
+/// changes nothing: the last good state (`current`) stays and the pod reports Degraded.
+pub fn with_annotated(
+    desired: Desired,
+    current: Option<&Desired>,
+    annotated: Option<Result<Vec<api::AttachmentSpec>, String>>,
+) -> Desired {
+    if desired.problem.is_some() {
+        return desired;
+    }
+    let specs = match annotated {
+        None => return desired,
+        Some(Ok(specs)) if specs.is_empty() => return desired,
+        Some(Ok(specs)) => specs,
+        Some(Err(why)) => {
+            return crate::policy::hold(desired, current, INVALID_NETWORKS_ANNOTATION, why)
+        }
+    };
+    let fragment = api::NetworkConfigurationSpec {
+        attachments: specs,
+        ..Default::default()
+    };
+    let merged = api::merge::merge([
+        ("networkconfiguration", &desired.spec),
+        (super::netstatus::ANNOTATION_MANAGER, &fragment),
+    ])
+    .map_err(|c| c.to_string())
+    .and_then(|m| {
+        api::validate(&m.spec)
+            .map(|()| m)
+            .map_err(|e| e.to_string())
+    });
+    match merged {
+        Ok(m) => Desired {
+            spec: m.spec,
+            ..desired
+        },
+        Err(why) => crate::policy::hold(
+            desired,
+            current,
+            INVALID_NETWORKS_ANNOTATION,
+            format!("{}: {why}", api::attach::NETWORKS_ANNOTATION),
+        ),
+    }
+}
+
 /// What one converge pass looked like, for deciding Kubernetes Events.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pass {
@@ -212,12 +269,66 @@ pub fn pass_event(prev: Option<&Pass>, pass: &Pass) -> Option<KubeEvent> {
     }
 }
 
+/// The Events a pass's attachments deserve against the pass before: attached (newly, or
+/// another network or address behind the interface), failed (a new error), detached (an
+/// attachment that was attached is no longer declared).
+pub fn attachment_events(
+    before: &[api::AttachmentStatus],
+    now: &[api::AttachmentStatus],
+) -> Vec<KubeEvent> {
+    use api::ObjectState::{Applied, Failed};
+    let key = |a: &api::AttachmentStatus| (a.name.clone(), a.interface.clone());
+    let prior = |a: &api::AttachmentStatus| before.iter().find(|b| key(b) == key(a));
+    let mut out = Vec::new();
+    for a in now {
+        let was = prior(a);
+        match a.state {
+            Applied if was.is_none_or(|b| b.state != Applied || b.network != a.network) => {
+                let ips = a
+                    .network
+                    .as_ref()
+                    .map(|n| n.ips.join(", "))
+                    .unwrap_or_default();
+                out.push(KubeEvent {
+                    warning: false,
+                    reason: "Attached",
+                    note: format!("network {} attached as {} ({ips})", a.name, a.interface),
+                });
+            }
+            Failed if was.is_none_or(|b| b.state != Failed || b.error != a.error) => {
+                out.push(KubeEvent {
+                    warning: true,
+                    reason: "AttachFailed",
+                    note: format!(
+                        "network {} on {}: {}",
+                        a.name,
+                        a.interface,
+                        a.error.as_deref().unwrap_or("failed")
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
+    for b in before.iter().filter(|b| b.state == Applied) {
+        if !now.iter().any(|a| key(a) == key(b)) {
+            out.push(KubeEvent {
+                warning: false,
+                reason: "Detached",
+                note: format!("network {} detached from {}", b.name, b.interface),
+            });
+        }
+    }
+    out
+}
+
 /// The Event for an admin policy's refusal, when it is new (not the same refusal as
 /// before): a warning with the refusal's reason and every violation.
 pub fn refusal_event(before: Option<&Desired>, now: &Desired) -> Option<KubeEvent> {
     let reason = match now.problem.as_ref()?.reason.as_str() {
         api::policy::POLICY_DENIED_REASON => api::policy::POLICY_DENIED_REASON,
         api::policy::POLICY_UNAVAILABLE_REASON => api::policy::POLICY_UNAVAILABLE_REASON,
+        INVALID_NETWORKS_ANNOTATION => INVALID_NETWORKS_ANNOTATION,
         _ => return None,
     };
     let problem = now.problem.as_ref()?;
@@ -573,6 +684,131 @@ mod tests {
         assert_eq!(o.routes.len(), 1);
         assert_eq!(o.routes[0].key.dst, "10.1.0.0/16");
         assert_eq!(o.routes[0].managers, vec!["app".to_string()]);
+    }
+
+    #[test]
+    fn attachment_events_tell_attached_failed_and_detached_once() {
+        let status =
+            |name: &str, state, ip: Option<&str>, error: Option<&str>| api::AttachmentStatus {
+                name: name.into(),
+                interface: "net1".into(),
+                state,
+                error: error.map(str::to_string),
+                network: ip.map(|ip| api::NetworkStatus {
+                    name: format!("apps/{name}"),
+                    interface: "net1".into(),
+                    ips: vec![ip.into()],
+                    ..Default::default()
+                }),
+            };
+        use api::ObjectState::{Applied, Failed, Pending};
+        let up = status("a", Applied, Some("10.0.0.2"), None);
+        let moved = status("a", Applied, Some("10.0.0.3"), None);
+        let failed = status("a", Failed, None, Some("x"));
+        let failed_other = status("a", Failed, None, Some("y"));
+        let pending = status("a", Pending, None, None);
+        let cases: Vec<(
+            Vec<api::AttachmentStatus>,
+            Vec<api::AttachmentStatus>,
+            Vec<&str>,
+        )> = vec![
+            (vec![], vec![up.clone()], vec!["Attached"]),
+            (vec![up.clone()], vec![up.clone()], vec![]),
+            (vec![up.clone()], vec![moved.clone()], vec!["Attached"]),
+            (
+                vec![pending.clone()],
+                vec![failed.clone()],
+                vec!["AttachFailed"],
+            ),
+            (vec![failed.clone()], vec![failed.clone()], vec![]),
+            (
+                vec![failed.clone()],
+                vec![failed_other],
+                vec!["AttachFailed"],
+            ),
+            (vec![up.clone()], vec![], vec!["Detached"]),
+            (vec![failed], vec![], vec![]),
+            (vec![], vec![pending], vec![]),
+        ];
+        for (i, (before, now, want)) in cases.into_iter().enumerate() {
+            let got: Vec<&str> = attachment_events(&before, &now)
+                .iter()
+                .map(|e| e.reason)
+                .collect();
+            assert_eq!(got, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn annotated_attachments_merge_as_one_more_manager_and_bad_ones_hold_the_last_good() {
+        let attach = |name: &str, interface: Option<&str>| api::AttachmentSpec {
+            name: name.into(),
+            interface: interface.map(str::to_string),
+            ..Default::default()
+        };
+        let with = |attachments: Vec<api::AttachmentSpec>| Desired {
+            generation: 2,
+            spec: api::NetworkConfigurationSpec {
+                attachments,
+                ..Default::default()
+            },
+            problem: None,
+        };
+        let good = with(vec![attach("a", Some("net1"))]);
+        // (CR's attachments, annotated) -> (attachment names, Degraded reason)
+        type Row = (
+            Vec<api::AttachmentSpec>,
+            Option<Result<Vec<api::AttachmentSpec>, String>>,
+            Vec<&'static str>,
+            Option<&'static str>,
+        );
+        let rows: Vec<Row> = vec![
+            (vec![attach("a", None)], None, vec!["a"], None),
+            (vec![], Some(Ok(vec![attach("b", None)])), vec!["b"], None),
+            (
+                vec![attach("a", None)],
+                Some(Ok(vec![attach("b", None)])),
+                vec!["a", "b"],
+                None,
+            ),
+            // The same entry declared the same way twice has two owners, no conflict.
+            (
+                vec![attach("a", Some("net1"))],
+                Some(Ok(vec![attach("a", Some("net1"))])),
+                vec!["a"],
+                None,
+            ),
+            // Declared otherwise: a conflict, the last good state stays.
+            (
+                vec![attach("a", Some("net1"))],
+                Some(Ok(vec![attach("a", Some("net2"))])),
+                vec!["a"],
+                Some(INVALID_NETWORKS_ANNOTATION),
+            ),
+            (
+                vec![],
+                Some(Ok(vec![attach("a", Some("eth0"))])),
+                vec!["a"],
+                Some(INVALID_NETWORKS_ANNOTATION),
+            ),
+            (
+                vec![],
+                Some(Err("unreadable".into())),
+                vec!["a"],
+                Some(INVALID_NETWORKS_ANNOTATION),
+            ),
+        ];
+        for (cr, annotated, want, reason) in rows {
+            let got = with_annotated(with(cr.clone()), Some(&good), annotated.clone());
+            let names: Vec<&str> = got
+                .spec
+                .attachments
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect();
+            let problem = got.problem.as_ref().map(|p| p.reason.as_str());
+            assert_eq!((names, problem), (want, reason), "{cr:?} {annotated:?}");
+        }
     }
 
     #[test]

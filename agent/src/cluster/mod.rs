@@ -8,6 +8,8 @@
 pub mod cares;
 pub mod decide;
 pub mod forward;
+pub mod nads;
+pub mod netstatus;
 pub mod probe;
 pub mod report;
 pub mod state;
@@ -66,6 +68,11 @@ pub struct Options {
     /// How long serving waits for the admin policies' first list; after it, pods are
     /// served but nothing new is applied (Degraded `PolicyUnavailable`) until they list.
     pub policy_list_timeout: Duration,
+    /// CNI attachments: where plugins are and results are kept (networks are the cluster's
+    /// NetworkAttachmentDefinitions).
+    pub cni: crate::cni::CniOptions,
+    /// The node allows CNI attachments (`--allow-host-cni`); the policies must too.
+    pub allow_host_cni: bool,
 }
 
 impl Options {
@@ -84,6 +91,8 @@ impl Options {
             resync: Duration::from_secs(60),
             probe_addr: None,
             policy_list_timeout: Duration::from_secs(30),
+            cni: Default::default(),
+            allow_host_cni: false,
         }
     }
 }
@@ -106,6 +115,8 @@ pub struct Context {
     pub ready: CancellationToken,
     /// The admin policies and the namespaces' labels (which select them).
     pub policy: PolicyView,
+    /// The cluster's NetworkAttachmentDefinitions (watched once a pod attaches one).
+    pub nads: Arc<nads::Nads>,
 }
 
 impl Context {
@@ -177,7 +188,13 @@ pub async fn run(
         served_rx,
         cares::LINGER,
     ));
+    let nads = Arc::new(nads::Nads::new(
+        client.clone(),
+        opts.api_timeout,
+        stop.child_token(),
+    ));
     let ctx = Arc::new(Context {
+        nads,
         recorder: Recorder::new(
             client.clone(),
             Reporter {

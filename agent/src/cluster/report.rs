@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::decide::{pass_event, KubeEvent, Pass};
+use super::decide::{attachment_events, pass_event, KubeEvent, Pass};
 use super::{Context, Key, FIELD_MANAGER};
 use crate::podapi::{report_error, PodServer};
 
@@ -34,6 +34,8 @@ pub async fn follow(
     let mut live = server.events().follow();
     let mut budget = PatchBudget::new(ctx.opts.status_burst, ctx.opts.status_interval);
     let mut said = Said::default();
+    // The network-status this follower last wrote (not written again while the watch lags).
+    let mut annotated: Option<(String, String)> = None;
     // What the CR already says (a restarted agent finds its own last report) is not sent again.
     let mut last_patched: Option<(Option<String>, NetworkConfigurationStatus)> = ctx
         .conf(&key)
@@ -48,13 +50,20 @@ pub async fn follow(
         // Everything that happened meanwhile is covered by the reading below.
         while live.try_recv().is_ok() {}
 
-        let pass = reports.borrow_and_update().clone().map(|report| Pass {
+        let report = reports.borrow_and_update().clone();
+        let pass = report.as_ref().map(|report| Pass {
             generation: server.generation(),
             converged: report.is_converged(),
             writes: report.writes,
-            error: report_error(&report),
+            error: report_error(report),
         });
         said.tell(&ctx, &pod, pass, server.degraded()).await;
+        if let Some(report) = &report {
+            said.tell_attachments(&ctx, &pod, &report.attachments).await;
+            if !annotate(&ctx, &key, &report.attachments, &mut annotated).await {
+                retry_soon(&poke);
+            }
+        }
 
         let Some(conf) = ctx.conf(&key) else {
             continue; // no CR (yet): nothing to report on
@@ -95,9 +104,21 @@ pub async fn follow(
 struct Said {
     pass: Option<Pass>,
     degraded: Option<(String, String)>,
+    attachments: Vec<api::AttachmentStatus>,
 }
 
 impl Said {
+    /// Attached, AttachFailed and Detached Events for what changed since the last pass.
+    async fn tell_attachments(&mut self, ctx: &Context, pod: &Pod, now: &[api::AttachmentStatus]) {
+        if self.attachments == now {
+            return;
+        }
+        for event in attachment_events(&self.attachments, now) {
+            publish(ctx, pod, &event).await;
+        }
+        self.attachments = now.to_vec();
+    }
+
     /// An Event for a pass that differs from the last one (when it is worth one), and for a
     /// new degradation of the pod socket.
     async fn tell(
@@ -161,6 +182,85 @@ pub async fn patch_status(ctx: &Context, key: &Key, status: &NetworkConfiguratio
             false
         }
     }
+}
+
+/// Writes nes's attachments into the pod's NPWG `network-status` annotation, merged with
+/// the CNI's entries (see [`super::netstatus::merge_network_status`]), by a JSON merge patch
+/// of the annotations alone, conditional on the pod's resourceVersion so an entry the CNI
+/// writes meanwhile is never lost. Returns false when it should be tried again.
+async fn annotate(
+    ctx: &Context,
+    key: &Key,
+    attachments: &[api::AttachmentStatus],
+    last: &mut Option<(String, String)>,
+) -> bool {
+    use super::netstatus::{merge_network_status, owned_interfaces, OWNED_ANNOTATION};
+    use api::attach::NETWORK_STATUS_ANNOTATION;
+    let Some(pod) = ctx.pods.get(key) else {
+        return true;
+    };
+    let ours: Vec<api::NetworkStatus> = attachments
+        .iter()
+        .filter(|a| a.state == api::ObjectState::Applied)
+        .filter_map(|a| a.network.clone())
+        .collect();
+    let existing = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NETWORK_STATUS_ANNOTATION));
+    let next =
+        match merge_network_status(existing.map(String::as_str), &owned_interfaces(&pod), &ours) {
+            Ok(Some(next)) => next,
+            Ok(None) => return true,
+            Err(why) => {
+                warn!(%why, "the pod's network-status cannot be read; not writing it");
+                return true;
+            }
+        };
+    if last.as_ref() == Some(&next) {
+        return true; // written; the watch has not brought it back yet
+    }
+    let body = serde_json::json!({"metadata": {
+        "resourceVersion": pod.metadata.resource_version,
+        "annotations": {NETWORK_STATUS_ANNOTATION: next.0, OWNED_ANNOTATION: next.1},
+    }});
+    let api: Api<Pod> = Api::namespaced(
+        ctx.client.clone(),
+        key.namespace.as_deref().unwrap_or_default(),
+    );
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let patched = tokio::time::timeout(
+        ctx.opts.api_timeout,
+        api.patch(&key.name, &params, &Patch::Merge(&body)),
+    )
+    .await;
+    match patched {
+        Ok(Ok(_)) => {
+            *last = Some(next);
+            true
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "cannot write the pod's network-status; trying again");
+            false
+        }
+        Err(_) => {
+            warn!(after = ?ctx.opts.api_timeout, "writing the pod's network-status timed out");
+            false
+        }
+    }
+}
+
+/// Wakes the follower again in a second (a write to try again).
+fn retry_soon(poke: &Arc<Notify>) {
+    let poke = poke.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        poke.notify_one();
+    });
 }
 
 /// Emits a Kubernetes Event about the pod, with a deadline; failures are only logged.

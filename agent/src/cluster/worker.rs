@@ -11,6 +11,7 @@ use std::time::Duration;
 use api::conditions::{self, APPLIED, DEGRADED};
 use api::{NetworkConfiguration, NetworkConfigurationStatus};
 use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::ObjectRef;
 use kube::Api;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,14 @@ struct Served {
 }
 
 impl Served {
+    /// CNI DEL of every attachment nes made in this sandbox (the pod or its sandbox went):
+    /// their addresses go back to their IPAM. Never on an agent shutdown.
+    async fn detach_all(&self) {
+        if let Some(attacher) = self.server.network().attacher() {
+            attacher.detach_all().await;
+        }
+    }
+
     /// Closes every socket bound in the netns; the kernel is left as it is.
     async fn release(self, ctx: &Context) {
         ctx.metrics.pods_served.dec();
@@ -109,7 +118,7 @@ async fn step(
     let sandbox = Sandbox::new(&resolved.sandbox_id, &resolved.identity);
     if let Some(s) = served.as_ref().filter(|s| s.sandbox == sandbox) {
         let current = s.desired.borrow().clone();
-        let (desired, next) = desired_for(ctx, key, Some(&current), false, absent).await;
+        let (desired, next) = desired_for(ctx, &pod, &sandbox, Some(&current), false, absent).await;
         announce_refusal(ctx, &pod, Some(&current), &desired).await;
         s.desired.send_if_modified(|current| {
             let changed = *current != desired;
@@ -124,6 +133,7 @@ async fn step(
             old = %s.sandbox.id, new = %sandbox.id,
             "new sandbox: re-applying the whole configuration and re-binding @nes there"
         );
+        s.detach_all().await;
         s.release(ctx).await;
     }
     let candidate = Candidate {
@@ -139,7 +149,8 @@ async fn step(
     };
     let owned = ctx.states.owned_in(&uid, &candidate.sandbox);
     // After a restart the CR may not be known yet: a pod with a record holds, not wipes.
-    let (desired, next) = desired_for(ctx, key, None, owned != Owned::default(), absent).await;
+    let owns = owned != Owned::default();
+    let (desired, next) = desired_for(ctx, &pod, &candidate.sandbox, None, owns, absent).await;
     announce_refusal(ctx, &pod, None, &desired).await;
     *served = Some(candidate.serve(ctx, net, &path, owned, desired));
     next
@@ -149,11 +160,13 @@ async fn step(
 /// the API server could not say where a configuration that left the watch went.
 async fn desired_for(
     ctx: &Context,
-    key: &Key,
+    pod: &Pod,
+    sandbox: &Sandbox,
     current: Option<&Desired>,
     owns_something: bool,
     absent: &mut Option<Lookup<'static>>,
 ) -> (Desired, Next) {
+    let key = &ObjectRef::from_obj(pod);
     let conf = ctx.conf(key);
     let lookup = match (conf.as_deref(), *absent) {
         (Some(conf), _) => {
@@ -178,11 +191,25 @@ async fn desired_for(
     };
     // Defence in depth: a CR written directly (kubectl, another controller) is checked
     // against the admin policies here, before the engine sees it.
-    let desired = crate::policy::gate_apply(
+    // The pod's NPWG annotation declares attachments too; nes's own (its cache for this
+    // sandbox) are told apart from those the CNI made.
+    let ours = crate::cni::cache::Cache::new(&ctx.opts.cni.cache_dir)
+        .attached(&sandbox.id)
+        .into_iter()
+        .map(|r| r.if_name)
+        .collect();
+    let declared = decide::with_annotated(
         decide::next_desired(lookup, current, owns_something),
+        current,
+        super::netstatus::annotated(pod, &ours),
+    );
+    let desired = crate::policy::gate_apply_attaching(
+        declared,
         current,
         &ctx.governing(key),
         &ctx.opts.host_access,
+        key.namespace.as_deref().unwrap_or_default(),
+        ctx.opts.allow_host_cni,
     );
     (desired, next)
 }
@@ -238,6 +265,9 @@ async fn serve_which(
             if let Some(s) = served.take() {
                 info!(reason = why, "releasing the pod's sockets and state");
                 ctx.states.remove(&s.uid);
+                if decide::pod_leaving(pod.as_deref()) {
+                    s.detach_all().await;
+                }
                 s.release(ctx).await;
             }
             return Err(Next::Done);
@@ -255,6 +285,7 @@ async fn serve_which(
         // Same name, new pod (a StatefulSet pod recreated): nothing of the old one holds.
         if let Some(s) = served.take() {
             ctx.states.remove(&s.uid);
+            s.detach_all().await;
             s.release(ctx).await;
         }
     }
@@ -311,7 +342,10 @@ impl Candidate<'_> {
             return Err(Next::Retry);
         };
         let net = match PodNetwork::open(&path, &ctx.opts.host_netns).await {
-            Ok(net) => Arc::new(net.with_host_access(ctx.opts.host_access.clone())),
+            Ok(net) => Arc::new(
+                net.with_host_access(ctx.opts.host_access.clone())
+                    .with_attacher(self.attacher(ctx, &path)),
+            ),
             Err(error @ crate::error::Error::HostNetns { .. }) => {
                 warn!(%error, "refusing a pod netns that is the node's own");
                 ctx.resolver.invalidate(uid);
@@ -347,6 +381,24 @@ impl Candidate<'_> {
             return Err(Next::Retry);
         }
         Ok((net, path))
+    }
+
+    /// The pod's attacher: networks from the cluster's NADs, results kept under the
+    /// sandbox's id (libcni's key, as the runtime and Multus use it). Whether the policies
+    /// allow attaching is decided before the engine sees a spec (the desired state's gate).
+    fn attacher(&self, ctx: &Context, netns: &str) -> crate::cni::attacher::Attacher {
+        crate::cni::attacher::Attacher {
+            opts: ctx.opts.cni.clone(),
+            pod: crate::cni::keep::PodRef {
+                namespace: self.key.namespace.clone().unwrap_or_default(),
+                name: self.key.name.clone(),
+                uid: self.uid.to_string(),
+                sandbox: self.sandbox.id.clone(),
+                netns: netns.into(),
+            },
+            allowed: ctx.opts.allow_host_cni,
+            networks: super::nads::source(&ctx.nads),
+        }
     }
 
     /// Serves the proven netns: records it, starts its pod server and its status reporter.

@@ -9,8 +9,29 @@ use api::policy::NetworkConfigurationPolicy;
 use api::wire::ProblemDetails;
 use api::{AttachmentSpec, NetworkConfigurationSpec, ObjectState, Problem};
 
-use super::keep::{self, PodRef};
+use futures::future::BoxFuture;
+
+use super::keep::{self, PodRef, Want};
 use super::CniOptions;
+
+/// Where a pod's networks come from.
+#[derive(Clone, Debug, Default)]
+pub enum Networks {
+    /// Conflists in `--cni-conf-dir`, by name (a standalone host).
+    #[default]
+    ConfDir,
+    /// Another source: the cluster's NetworkAttachmentDefinitions.
+    Source(Arc<dyn NetworkSource>),
+}
+
+/// Resolves a pod's declared attachments to networks (see [`keep::resolve_with`]).
+pub trait NetworkSource: Send + Sync + std::fmt::Debug {
+    fn resolve<'a>(
+        &'a self,
+        pod: &'a PodRef,
+        specs: &'a [AttachmentSpec],
+    ) -> BoxFuture<'a, Vec<Want>>;
+}
 
 /// Runs one pod's attachments.
 #[derive(Clone, Debug)]
@@ -20,6 +41,7 @@ pub struct Attacher {
     /// Whether CNI plugins may run for this pod (node flag and policies); when not, nothing
     /// runs and every declared attachment reports the refusal.
     pub allowed: bool,
+    pub networks: Networks,
 }
 
 impl Attacher {
@@ -28,7 +50,10 @@ impl Attacher {
         if !self.allowed {
             return refused(specs, &self.pod.namespace);
         }
-        let wants = keep::resolve_standalone(&self.opts, &self.pod, specs);
+        let wants = match &self.networks {
+            Networks::ConfDir => keep::resolve_standalone(&self.opts, &self.pod, specs),
+            Networks::Source(source) => source.resolve(&self.pod, specs).await,
+        };
         keep::converge(&self.opts, &self.pod, &wants).await
     }
 
@@ -98,7 +123,7 @@ pub async fn run(attacher: Option<&Attacher>, specs: &[AttachmentSpec]) -> Vec<A
                 interface: s.interface.clone().unwrap_or_default(),
                 state: ObjectState::Failed,
                 error: Some(
-                    "this agent runs no CNI attachments (start it with --cni-conf-dir)".into(),
+                    "this agent runs no CNI attachments (start it with --allow-host-cni)".into(),
                 ),
                 network: None,
             })

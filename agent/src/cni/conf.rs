@@ -54,6 +54,23 @@ impl ConfList {
         })
     }
 
+    /// The configuration of a NetworkAttachmentDefinition (`spec.config`): a list or a
+    /// single plugin, named after the NAD when it names itself nothing (as Multus does).
+    pub fn from_nad(nad_name: &str, config: &str) -> Result<Self, String> {
+        if config.len() as u64 > MAX_CONF_BYTES {
+            return Err(format!("spec.config is larger than {MAX_CONF_BYTES} bytes"));
+        }
+        let mut doc: Map<String, Value> = serde_json::from_str(config)
+            .map_err(|e| format!("spec.config is not a JSON object: {e}"))?;
+        let named = doc.get("name").and_then(Value::as_str).unwrap_or_default();
+        if named.is_empty() {
+            doc.insert("name".into(), Value::String(nad_name.to_string()));
+            let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+            return Self::parse(&bytes);
+        }
+        Self::parse(config.as_bytes())
+    }
+
     /// The `type` (binary name) of plugin `i`.
     pub fn plugin_type(&self, i: usize) -> &str {
         self.plugins[i]
@@ -157,6 +174,29 @@ mod tests {
             find(dir.path(), "c"),
             Err(CniError::NoNetwork { .. })
         ));
+    }
+
+    #[test]
+    fn a_nad_config_is_named_after_the_nad_only_when_it_names_itself_nothing() {
+        let cases = [
+            (
+                r#"{"cniVersion":"1.0.0","name":"own","type":"macvlan"}"#,
+                Ok("own"),
+            ),
+            (r#"{"cniVersion":"1.0.0","type":"macvlan"}"#, Ok("nad")),
+            (r#"{"name":"","plugins":[{"type":"bridge"}]}"#, Ok("nad")),
+            (r#"{"name":"x","plugins":[{"type":"../sh"}]}"#, Err(())),
+            ("", Err(())),
+            ("[]", Err(())),
+        ];
+        for (config, want) in cases {
+            let got = ConfList::from_nad("nad", config);
+            assert_eq!(
+                got.as_ref().map(|l| l.name.as_str()).map_err(|_| ()),
+                want,
+                "{config}"
+            );
+        }
     }
 
     #[test]

@@ -91,22 +91,20 @@ pub fn plan(wants: &[Want], recorded: &[CachedInfo]) -> Vec<Step> {
     steps
 }
 
-/// Resolves declared attachments against the conflists in `opts.conf_dir` (standalone):
-/// a reference names a list; one naming another namespace than the pod's is refused.
-pub fn resolve_standalone(opts: &CniOptions, pod: &PodRef, specs: &[AttachmentSpec]) -> Vec<Want> {
+/// Resolves declared attachments with `lookup(namespace, name)`, the network a reference
+/// names (the pod's namespace filled in); an unparsable reference is never looked up.
+pub fn resolve_with(
+    pod: &PodRef,
+    specs: &[AttachmentSpec],
+    lookup: impl Fn(&str, &str) -> Result<ConfList, CniError>,
+) -> Vec<Want> {
     specs
         .iter()
         .map(|spec| {
             let parsed = NetworkRef::parse(&spec.name);
             let list = match &parsed {
                 Err(why) => Err(CniError::Args(why.clone())),
-                Ok(r) if r.namespace_or(&pod.namespace) != pod.namespace => {
-                    Err(CniError::Args(format!(
-                        "{:?}: a standalone host has networks of the pod's own namespace only",
-                        spec.name
-                    )))
-                }
-                Ok(r) => conf::find(&opts.conf_dir, &r.name),
+                Ok(r) => lookup(r.namespace_or(&pod.namespace), &r.name),
             };
             Want {
                 ifname: spec.ifname(&pod.namespace),
@@ -118,6 +116,19 @@ pub fn resolve_standalone(opts: &CniOptions, pod: &PodRef, specs: &[AttachmentSp
             }
         })
         .collect()
+}
+
+/// Resolves declared attachments against the conflists in `opts.conf_dir` (standalone):
+/// a reference names a list; one naming another namespace than the pod's is refused.
+pub fn resolve_standalone(opts: &CniOptions, pod: &PodRef, specs: &[AttachmentSpec]) -> Vec<Want> {
+    resolve_with(pod, specs, |namespace, name| {
+        if namespace != pod.namespace {
+            return Err(CniError::Args(format!(
+                "\"{namespace}/{name}\": a standalone host has networks of the pod's own namespace only"
+            )));
+        }
+        conf::find(&opts.conf_dir, name)
+    })
 }
 
 /// Runs one pass and returns every want's status, in declared order.

@@ -49,6 +49,14 @@ pub enum CniError {
     /// No configuration list of that name in the directory.
     #[error("no CNI network {name:?} in {dir}")]
     NoNetwork { name: String, dir: String },
+    /// No NetworkAttachmentDefinition of that name in that namespace.
+    #[error("no NetworkAttachmentDefinition {namespace}/{name}")]
+    NoNad { namespace: String, name: String },
+    /// The cluster's NetworkAttachmentDefinitions cannot be read (the CRD is missing, the
+    /// agent may not list them, or they are not listed yet); the message starts with
+    /// [`api::attach::NADS_UNAVAILABLE_REASON`].
+    #[error("{reason}: {0}", reason = api::attach::NADS_UNAVAILABLE_REASON)]
+    NadsUnavailable(String),
     /// A configuration list that cannot be used.
     #[error("CNI configuration {path}: {message}")]
     BadConf { path: String, message: String },

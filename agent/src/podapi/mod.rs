@@ -468,6 +468,9 @@ impl PodServer {
             let (status, reason, message) = match (&degraded, summary.reason) {
                 (Some((reason, message)), _) => (true, reason.as_str(), message.clone()),
                 (None, "Failed") => (true, "ApplyFailed", summary.message),
+                (None, r) if r == api::attach::NADS_UNAVAILABLE_REASON => {
+                    (true, r, summary.message)
+                }
                 (None, _) => (false, "AsExpected", String::new()),
             };
             conditions::set(&mut c, DEGRADED, status, reason, message, generation, now);
@@ -518,7 +521,8 @@ impl PodServer {
             let d = desired.borrow_and_update();
             let (interfaces, routes) =
                 crate::status::status(&d.spec, &observed, last.as_deref(), self.net.host_access());
-            let summary = summarise(&interfaces, &routes);
+            let attachments = last.as_deref().map_or(&[][..], |r| &r.attachments[..]);
+            let summary = summarise(&interfaces, &routes, attachments);
             Arc::new(Parts {
                 generation: d.generation,
                 problem: d.problem.clone(),
@@ -591,7 +595,19 @@ struct Summary {
     message: String,
 }
 
-fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -> Summary {
+fn summarise(
+    interfaces: &[api::InterfaceStatus],
+    routes: &[api::RouteStatus],
+    attachments: &[api::AttachmentStatus],
+) -> Summary {
+    let failed_attachments = attachments
+        .iter()
+        .filter(|a| a.state == ObjectState::Failed);
+    let nads_unavailable = failed_attachments.clone().any(|a| {
+        a.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(api::attach::NADS_UNAVAILABLE_REASON))
+    });
     let failed: Vec<String> = interfaces
         .iter()
         .filter(|i| i.state == ObjectState::Failed)
@@ -608,6 +624,10 @@ fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -
                     format!("route {}: {why}", r.dst)
                 }),
         )
+        .chain(failed_attachments.map(|a| {
+            let why = a.error.as_deref().unwrap_or("failed");
+            format!("attachment {} ({}): {why}", a.name, a.interface)
+        }))
         .collect();
     let pending = interfaces
         .iter()
@@ -616,6 +636,10 @@ fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -
         + routes
             .iter()
             .filter(|r| r.state == ObjectState::Pending)
+            .count()
+        + attachments
+            .iter()
+            .filter(|a| a.state == ObjectState::Pending)
             .count();
     match (failed.is_empty(), pending) {
         (true, 0) => Summary {
@@ -630,7 +654,11 @@ fn summarise(interfaces: &[api::InterfaceStatus], routes: &[api::RouteStatus]) -
         },
         (false, _) => Summary {
             applied: false,
-            reason: "Failed",
+            // A cluster without the NAD CRD says so with its own reason.
+            reason: match nads_unavailable {
+                true => api::attach::NADS_UNAVAILABLE_REASON,
+                false => "Failed",
+            },
             message: api::limits::bounded_message(failed.join("; ")),
         },
     }
@@ -737,6 +765,16 @@ pub fn report_error(report: &ApplyReport) -> String {
             crate::apply::Outcome::Applied => None,
         })
         .chain(report.blocked.iter().map(|b| b.reason.clone()))
+        .chain(
+            report
+                .attachments
+                .iter()
+                .filter(|a| a.state != ObjectState::Applied)
+                .map(|a| {
+                    let why = a.error.as_deref().unwrap_or("not attached yet");
+                    format!("attachment {} ({}): {why}", a.name, a.interface)
+                }),
+        )
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -883,13 +921,50 @@ mod tests {
             ),
         ];
         for (ifs, routes, applied, reason) in cases {
-            let s = summarise(&ifs, &routes);
+            let s = summarise(&ifs, &routes, &[]);
             assert_eq!((s.applied, s.reason), (applied, reason), "{s:?}");
         }
-        let s = summarise(&[iface(ObjectState::Failed, Some("EBUSY"))], &[route]);
+        let s = summarise(&[iface(ObjectState::Failed, Some("EBUSY"))], &[route], &[]);
         assert_eq!(
             s.message,
             "interface net1: EBUSY; route 10.1.0.0/16: ENETUNREACH"
         );
+    }
+
+    #[test]
+    fn an_attachment_that_failed_or_waits_keeps_applied_false() {
+        let attachment = |state, error: Option<&str>| api::AttachmentStatus {
+            name: "data".into(),
+            interface: "net1".into(),
+            state,
+            error: error.map(str::to_string),
+            network: None,
+        };
+        let applied = [iface(ObjectState::Applied, None)];
+        let nads = format!("{}: no CRD", api::attach::NADS_UNAVAILABLE_REASON);
+        let cases = [
+            (attachment(ObjectState::Applied, None), true, "Converged"),
+            (attachment(ObjectState::Pending, None), false, "Pending"),
+            (
+                attachment(ObjectState::Failed, Some("CNI plugin bridge failed: x")),
+                false,
+                "Failed",
+            ),
+            (
+                attachment(ObjectState::Failed, Some(&nads)),
+                false,
+                api::attach::NADS_UNAVAILABLE_REASON,
+            ),
+        ];
+        for (a, want_applied, want_reason) in cases {
+            let s = summarise(&applied, &[], &[a]);
+            assert_eq!((s.applied, s.reason), (want_applied, want_reason), "{s:?}");
+        }
+        let s = summarise(
+            &applied,
+            &[],
+            &[attachment(ObjectState::Failed, Some("boom"))],
+        );
+        assert_eq!(s.message, "attachment data (net1): boom");
     }
 }

@@ -150,6 +150,7 @@ fn attacher(
             netns: netns.to_path_buf(),
         },
         allowed,
+        networks: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@
 use kube::ResourceExt;
 
 use super::evaluate::{default_policy, or_default};
+use super::governing::{Governing, Refusal};
 use super::verdict::{verdict, Denied, Found, Rule};
 use super::NetworkConfigurationPolicy;
 use crate::attach::NetworkRef;
@@ -72,6 +73,55 @@ pub fn cni_allowed(node: bool, policies: &[&NetworkConfigurationPolicy]) -> bool
         && policies
             .iter()
             .all(|p| p.spec.host.as_ref().is_some_and(|h| h.cni_attachments))
+}
+
+/// Whether `spec`'s attachments may run for a pod of `pod_namespace` on a node that allows
+/// CNI (`node_cni`, its `--allow-host-cni`): the networks' namespaces
+/// ([`check_attachments`]), every governing policy's `host.cniAttachments`, and the node.
+/// Each refusal names the policy (or the node) that made it.
+pub fn check_attaching(
+    spec: &NetworkConfigurationSpec,
+    pod_namespace: &str,
+    governing: &Governing,
+    node_cni: bool,
+) -> Result<(), Refusal> {
+    if spec.attachments.is_empty() {
+        return Ok(());
+    }
+    let policies = governing.policies()?;
+    let mut denied = check_attachments(spec, pod_namespace, &policies)
+        .err()
+        .unwrap_or(Denied(Vec::new()));
+    let default = default_policy();
+    for policy in or_default(&policies, &default) {
+        if policy.spec.host.as_ref().is_some_and(|h| h.cni_attachments) {
+            continue;
+        }
+        let name = policy.name_any();
+        let mut found = Found::new(&name);
+        for (i, a) in spec.attachments.iter().enumerate() {
+            found.deny(
+                Rule::Host,
+                format!("spec.attachments[{i}].name"),
+                format!(
+                    "{:?}: attaching runs a CNI plugin on the node, which host.cniAttachments does not allow",
+                    a.name
+                ),
+            );
+        }
+        denied.0.extend(found.out);
+    }
+    let node = match node_cni {
+        true => Vec::new(),
+        false => crate::host::check_cni(false, spec)
+            .err()
+            .map(|r| r.0)
+            .unwrap_or_default(),
+    };
+    if denied.0.is_empty() && node.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::Denied { denied, node })
 }
 
 #[cfg(test)]
@@ -143,6 +193,71 @@ mod tests {
                 .map(|d| d.0.into_iter().map(|v| v.field).collect())
                 .unwrap_or_default();
             assert_eq!(fields, c.denied_fields, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn attaching_names_the_namespace_the_policy_and_the_node_that_refuse() {
+        let open = policy(
+            "open",
+            json!({"host": {"cniAttachments": true}, "attachments": {"namespaces": ["shared"]}}),
+        );
+        let closed = policy("closed", json!({"host": {"veth": true}}));
+        let known = |p: &[&NetworkConfigurationPolicy]| {
+            Governing::Known(
+                p.iter()
+                    .map(|p| std::sync::Arc::new((*p).clone()))
+                    .collect(),
+            )
+        };
+        // (networks, policies, node allows) -> refused fields with who refused
+        type Case<'a> = (&'a [&'a str], Governing, bool, Vec<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
+            (&["data", "shared/x"], known(&[&open]), true, vec![]),
+            (&[], known(&[]), false, vec![]),
+            (
+                &["other/x"],
+                known(&[&open]),
+                true,
+                vec!["open:spec.attachments[0].name"],
+            ),
+            (
+                &["data"],
+                known(&[&open]),
+                false,
+                vec!["node:spec.attachments[0]"],
+            ),
+            (
+                &["data"],
+                known(&[&open, &closed]),
+                true,
+                vec!["closed:spec.attachments[0].name"],
+            ),
+            (
+                &["data"],
+                known(&[]),
+                true,
+                vec!["nes-default:spec.attachments[0].name"],
+            ),
+            (
+                &["data"],
+                Governing::Unknown("not listed".into()),
+                true,
+                vec!["unavailable"],
+            ),
+        ];
+        for (networks, governing, node, want) in cases {
+            let got = match check_attaching(&attaching(networks), "team-a", &governing, node) {
+                Ok(()) => vec![],
+                Err(Refusal::Unavailable(_)) => vec!["unavailable".to_string()],
+                Err(Refusal::Denied { denied, node }) => denied
+                    .0
+                    .iter()
+                    .map(|v| format!("{}:{}", v.policy, v.field))
+                    .chain(node.iter().map(|p| format!("node:{}", p.field)))
+                    .collect(),
+            };
+            assert_eq!(got, want, "{networks:?} node {node}");
         }
     }
 

@@ -24,6 +24,8 @@ pub struct Agent {
     /// What pods may do in `host` (nothing unless a test allows it).
     pub host_access: api::host::HostAccess,
     pub cliserver: String,
+    /// CNI attachments: plugins and cache (none: the defaults, attachments refused).
+    pub cni: Option<agent::cni::CniOptions>,
     pub stop: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -39,6 +41,7 @@ impl Agent {
             host: Netns::new("clh"),
             host_access: Default::default(),
             cliserver: "https://localhost:1".into(),
+            cni: None,
             stop: CancellationToken::new(),
             task: None,
         }
@@ -72,6 +75,8 @@ impl Agent {
             status_burst: 4,
             status_interval: Duration::from_millis(250),
             resync: Duration::from_secs(300),
+            cni: self.cni.clone().unwrap_or_default(),
+            allow_host_cni: self.cni.is_some(),
             ..Options::new(NODE, forward)
         }
     }

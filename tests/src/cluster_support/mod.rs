@@ -70,11 +70,18 @@ struct State {
     policies: BTreeMap<String, Value>,
     /// Namespaces by name; none put: [`NS`] alone, with the label Kubernetes sets.
     namespaces: BTreeMap<String, Value>,
+    /// NetworkAttachmentDefinitions by `namespace/name`.
+    nads: BTreeMap<String, Value>,
+    /// The NAD CRD is not installed: their list answers 404.
+    nads_missing: bool,
+    /// Pod patches: (pod name, JSON merge patch).
+    pod_patches: Vec<(Instant, String, Value)>,
     /// Watches of the policies and of the namespaces, by collection path.
     cluster_watches: HashMap<String, Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>>,
 }
 
 const POLICIES: &str = "/apis/nes.network-config.io/v1alpha1/networkconfigurationpolicies";
+const NADS: &str = "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions";
 const NAMESPACES: &str = "/api/v1/namespaces";
 
 impl State {
@@ -82,14 +89,17 @@ impl State {
     fn put_cluster_object(&mut self, collection: &str, mut obj: Value) {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        let name = obj["metadata"]["name"]
+        let mut name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let map = if collection == POLICIES {
-            &mut self.policies
-        } else {
-            &mut self.namespaces
+        let map = match collection {
+            POLICIES => &mut self.policies,
+            NADS => {
+                name = key_of(&obj);
+                &mut self.nads
+            }
+            _ => &mut self.namespaces,
         };
         let kind = if map.insert(name, obj.clone()).is_some() {
             "MODIFIED"
@@ -229,6 +239,37 @@ impl ApiServer {
             policy["metadata"]["resourceVersion"] = json!(rv.to_string());
             s.tell_cluster_watches(POLICIES, "DELETED", &policy);
         }
+    }
+
+    /// Creates or replaces a NetworkAttachmentDefinition whose `spec.config` is `config`.
+    pub fn put_nad(&self, namespace: &str, name: &str, config: &Value) {
+        let nad = json!({
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("nad-{namespace}-{name}")},
+            "spec": {"config": config.to_string()},
+        });
+        self.lock().put_cluster_object(NADS, nad);
+    }
+
+    /// Whether the NAD CRD is missing (its list answers 404).
+    pub fn nads_missing(&self, missing: bool) {
+        self.lock().nads_missing = missing;
+    }
+
+    /// The JSON merge patches of pod `name`.
+    pub fn pod_patches(&self, name: &str) -> Vec<Value> {
+        self.lock()
+            .pod_patches
+            .iter()
+            .filter(|(_, n, _)| n == name)
+            .map(|(_, _, p)| p.clone())
+            .collect()
+    }
+
+    /// The pod as the API server holds it now.
+    pub fn pod_object(&self, name: &str) -> Option<Value> {
+        self.lock().pods.get(&format!("{NS}/{name}")).cloned()
     }
 
     /// Creates or relabels a namespace (`kubectl label namespace`).
@@ -490,6 +531,75 @@ async fn respond(
                         "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
             )
         }
+        ("GET", NADS) if s.nads_missing => {
+            not_found("the server could not find the requested resource")
+        }
+        ("GET", NADS) => {
+            if query.contains("watch=true") {
+                let (tx, rx) = mpsc::unbounded_channel();
+                s.cluster_watches.entry(path).or_default().push(tx);
+                return watch_response(rx);
+            }
+            json_response(
+                StatusCode::OK,
+                &json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinitionList",
+                        "metadata": {"resourceVersion": s.rv.to_string()},
+                        "items": s.nads.values().cloned().collect::<Vec<_>>()}),
+            )
+        }
+        ("PATCH", p) if pod_path(p).is_some() => {
+            let (ns, name) = pod_path(p).unwrap_or_default();
+            check!(
+                content_type == "application/merge-patch+json",
+                "pod annotations are merge-patched",
+            );
+            check!(
+                query.contains("fieldManager=nes-agent"),
+                "pods are patched as nes-agent"
+            );
+            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let key = format!("{ns}/{name}");
+            let Some(mut pod) = s.pods.get(&key).cloned() else {
+                return not_found(&key);
+            };
+            let want_rv = &patch["metadata"]["resourceVersion"];
+            if !want_rv.is_null() && *want_rv != pod["metadata"]["resourceVersion"] {
+                return json_response(
+                    StatusCode::CONFLICT,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+                );
+            }
+            check!(
+                patch
+                    .as_object()
+                    .is_some_and(|o| o.keys().all(|k| k == "metadata"))
+                    && patch["metadata"].as_object().is_some_and(|m| m
+                        .keys()
+                        .all(|k| k == "annotations" || k == "resourceVersion")),
+                "a pod patch touches annotations alone",
+            );
+            for (k, v) in patch["metadata"]["annotations"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                if v.is_null() {
+                    if let Some(a) = pod["metadata"]["annotations"].as_object_mut() {
+                        a.remove(k);
+                    }
+                } else {
+                    pod["metadata"]["annotations"][k] = v.clone();
+                }
+            }
+            s.rv += 1;
+            pod["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+            s.pods.insert(key, pod.clone());
+            s.pod_patches.push((Instant::now(), name, patch));
+            let line = watch_line("MODIFIED", &pod);
+            s.pod_watches.retain(|w| w.send(Ok(line.clone())).is_ok());
+            json_response(StatusCode::OK, &pod)
+        }
         ("GET", POLICIES) | ("GET", NAMESPACES) => {
             if query.contains("watch=true") {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -579,6 +689,15 @@ async fn respond(
             s.unexpected.push(format!("{method} {path}?{query}"));
             not_found(&path)
         }
+    }
+}
+
+/// `(namespace, name)` of a `/api/v1/namespaces/NS/pods/NAME` path.
+fn pod_path(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [ns, "pods", name] => Some((ns.to_string(), name.to_string())),
+        _ => None,
     }
 }
 

@@ -65,12 +65,13 @@ pub fn status(
                 mac: live.and_then(|l| l.mac.clone()),
                 mtu: live.map(|l| l.mtu),
                 oper_state: live.map(|l| l.oper_state.clone()),
+                // Sorted (IPv4 first): the kernel's dump and the event-fed mirror list them in
+                // different orders, and an unchanged status must read the same either way.
                 addresses: live
                     .map(|l| {
-                        observed
-                            .addresses_of(l.index)
-                            .map(|a| a.to_string())
-                            .collect()
+                        let mut a: Vec<_> = observed.addresses_of(l.index).collect();
+                        a.sort();
+                        a.iter().map(|a| a.to_string()).collect()
                     })
                     .unwrap_or_default(),
             }

@@ -146,6 +146,9 @@ fn by(user: &str, operation: &str, extra: Option<Value>) -> Value {
     json!({"operation": operation, "userInfo": user_info})
 }
 
+/// A change to one webhook of a configuration.
+type Change = fn(&mut Value);
+
 fn operator_policy() -> Value {
     policy("nes-operator-webhook-cabundle-only")
 }
@@ -169,7 +172,7 @@ fn the_operator_may_not_change_its_webhooks_rules_or_selectors() {
         return;
     }
     let old = webhook_configuration("b2xk");
-    let widen: [(&str, fn(&mut Value)); 5] = [
+    let widen: [(&str, Change); 5] = [
         ("rules", |w| w["rules"][0]["operations"] = json!(["*"])),
         ("namespaceSelector", |w| w["namespaceSelector"] = json!({})),
         ("objectSelector", |w| {

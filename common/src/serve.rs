@@ -140,6 +140,10 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // No half-close (hyper's default, kept on purpose): a client's EOF while an answer
+        // streams ends the connection at once, so a client leaving a quiet event stream
+        // frees its stream slot without waiting for the next event to be written.
+        .half_close(false)
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     tokio::pin!(conn);
     let result = tokio::select! {

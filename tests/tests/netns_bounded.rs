@@ -213,3 +213,61 @@ async fn past_a_pods_event_stream_cap_a_stream_gets_503() {
     let refused = EventStream::open(&client, "/v1/self/events").await;
     assert!(matches!(refused, Err((503, _))), "{:?}", refused.err());
 }
+
+/// Opens an event stream on a raw connection and reads its answer's head; `pipelined` is
+/// sent right after the request, as a client pipelining its next request would.
+async fn raw_stream(client: &PodClient, pipelined: &[u8]) -> UnixStream {
+    let mut s = client.connect().await;
+    let mut request = b"GET /v1/self/events HTTP/1.1\r\nhost: nes\r\n\r\n".to_vec();
+    request.extend_from_slice(pipelined);
+    s.write_all(&request).await.expect("write");
+    let head = read_head(&mut s, DEADLINE).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Read the backlog, so the client leaves nothing unread: a close with unread data is
+    // an error the server would see at once.
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(QUIET, s.read(&mut buf)).await {
+        assert!(n > 0, "the stream ended");
+    }
+    s
+}
+
+/// Long enough for a quiet pod's backlog to have been sent.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A client that leaves a quiet event stream must free its slot without waiting for the
+/// next event to be written (with hyper's half-close allowed, it was held until then, and a
+/// pod's cap filled with streams nobody read). Half the clients also pipelined a request
+/// the server has not read yet. Every stream is dropped on a pod where nothing happens; a
+/// new one must be accepted soon after.
+#[tokio::test]
+async fn streams_left_on_a_quiet_pod_free_their_slots_without_an_event() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, pods) = agent_with(Limits::default(), 1);
+    let client = PodClient::new(&pods[0].path());
+    let mut open = vec![];
+    for i in 0..agent::podapi::MAX_POD_STREAMS {
+        let pipelined: &[u8] = if i % 2 == 0 {
+            b""
+        } else {
+            b"GET /healthz HTTP/1.1\r\nhost: nes\r\n\r\n"
+        };
+        open.push(raw_stream(&client, pipelined).await);
+    }
+    let full = EventStream::open(&client, "/v1/self/events").await;
+    assert!(matches!(full, Err((503, _))), "{:?}", full.err());
+    drop(open);
+
+    let end = Instant::now() + common::scaled(Duration::from_secs(5));
+    loop {
+        match EventStream::open(&client, "/v1/self/events").await {
+            Ok(_) => break,
+            Err((503, _)) if Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(other) => panic!("the left streams still hold the pod's slots: {other:?}"),
+        }
+    }
+}

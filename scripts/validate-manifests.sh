@@ -344,6 +344,13 @@ for resource, group in (("services", ""), ("endpointslices", "discovery.k8s.io")
               f"{verb} {resource} (NetworkService publishing)")
 check("ClusterRole nes-operator", allowed(op_rules, "nes.network-config.io", "networkservices/status", "patch"),
       "patch networkservices/status")
+check("ClusterRole nes-operator", allowed(op_rules, "nes.network-config.io", "nesinstallations/status", "patch")
+      and allowed(op_rules, "nes.network-config.io", "nesinstallations", "watch")
+      and not allowed(op_rules, "nes.network-config.io", "nesinstallations", "patch"),
+      "read the NesInstallation and patch only its status")
+check("ClusterRole nes-operator", not allowed(op_rules, "", "pods", "delete")
+      and allowed(role, "", "pods", "delete") and allowed(role, "apps", "daemonsets", "patch"),
+      "delete pods (agent rollout) and apply the DaemonSet in nes-system only")
 for kind, name in (("ClusterRoleBinding", "nes-operator"), ("ClusterRoleBinding", "nes-agent"),
                    ("RoleBinding", "nes-operator")):
     b = find(kind, name) or {}

@@ -377,6 +377,10 @@ impl std::fmt::Display for Version {
     }
 }
 
+/// The header carrying the forwarding agent's version on every REST call it forwards to the
+/// cliserver, which refuses an agent outside [`check_skew`] with the operator.
+pub const AGENT_VERSION_HEADER: &str = "X-Nes-Agent-Version";
+
 /// Why a target agent version is refused: a fixed [`reason`] and words.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkewRefusal {

@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod, Service, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
@@ -380,34 +379,31 @@ async fn observe(
 
 /// Server-side applies the rendered objects (forced: the installation owns these fields).
 async fn apply(ctx: &Context, rendered: &Rendered) -> Result<()> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let ds = &rendered.daemonset;
-    let ns = ds.namespace().unwrap_or_default();
-    Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
-        .patch(&ds.name_any(), &params, &Patch::Apply(ds))
-        .await
-        .map_err(Error::kube(format!(
-            "apply DaemonSet {ns}/{}",
-            ds.name_any()
-        )))?;
-    let svc = &rendered.service;
-    Api::<Service>::namespaced(ctx.client.clone(), &ns)
-        .patch(&svc.name_any(), &params, &Patch::Apply(svc))
-        .await
-        .map_err(Error::kube(format!(
-            "apply Service {ns}/{}",
-            svc.name_any()
-        )))?;
+    let ns = rendered.daemonset.namespace().unwrap_or_default();
+    let client = ctx.client.clone();
+    apply_one(Api::namespaced(client.clone(), &ns), &rendered.daemonset).await?;
+    apply_one(Api::namespaced(client.clone(), &ns), &rendered.service).await?;
     // No caBundle in what is applied, so this manager never owns it: the certificate task's
     // patch stays.
-    let hook = &rendered.webhook;
-    Api::<MutatingWebhookConfiguration>::all(ctx.client.clone())
-        .patch(&hook.name_any(), &params, &Patch::Apply(hook))
-        .await
-        .map_err(Error::kube(format!(
-            "apply MutatingWebhookConfiguration {}",
-            hook.name_any()
-        )))?;
+    apply_one(Api::all(client), &rendered.webhook).await
+}
+
+async fn apply_one<K>(api: Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))?;
     Ok(())
 }
 

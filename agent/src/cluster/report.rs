@@ -48,12 +48,21 @@ pub async fn follow(
         // Everything that happened meanwhile is covered by the reading below.
         while live.try_recv().is_ok() {}
 
+        // A pass is counted once for the upgrade report, however often it is re-read.
+        let fresh = reports.has_changed().unwrap_or(false);
         let pass = reports.borrow_and_update().clone().map(|report| Pass {
             generation: server.generation(),
             converged: report.is_converged(),
             writes: report.writes,
             error: report_error(&report),
         });
+        if fresh {
+            if let Some(pass) = &pass {
+                let pod = super::upgrade_key(&key);
+                ctx.upgrade
+                    .send_if_modified(|c| c.pass(&pod, pass.generation, pass.writes));
+            }
+        }
         said.tell(&ctx, &pod, pass, server.degraded()).await;
 
         let Some(conf) = ctx.conf(&key) else {

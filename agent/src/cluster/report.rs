@@ -39,17 +39,17 @@ pub async fn follow(
         .conf(&key)
         .and_then(|c| Some((c.metadata.uid.clone(), c.status.clone()?)));
     loop {
-        tokio::select! {
+        // A pass is counted once for the upgrade report, however often it is re-read.
+        let fresh = tokio::select! {
             _ = stop.cancelled() => return,
-            changed = reports.changed() => if changed.is_err() { return },
-            _ = live.recv() => {}
-            _ = poke.notified() => {}
-        }
+            changed = reports.changed() => if changed.is_err() { return } else { true },
+            _ = live.recv() => false,
+            _ = poke.notified() => false,
+        };
         // Everything that happened meanwhile is covered by the reading below.
         while live.try_recv().is_ok() {}
 
-        // A pass is counted once for the upgrade report, however often it is re-read.
-        let fresh = reports.has_changed().unwrap_or(false);
+        let fresh = fresh || reports.has_changed().unwrap_or(false);
         let pass = reports.borrow_and_update().clone().map(|report| Pass {
             generation: server.generation(),
             converged: report.is_converged(),

@@ -24,6 +24,8 @@ pub struct Agent {
     /// What pods may do in `host` (nothing unless a test allows it).
     pub host_access: api::host::HostAccess,
     pub cliserver: String,
+    /// The agent's own pod (upgrade report); none unless a test sets it.
+    pub own_pod: Option<agent::cluster::upgrade::OwnPod>,
     pub stop: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -39,6 +41,7 @@ impl Agent {
             host: Netns::new("clh"),
             host_access: Default::default(),
             cliserver: "https://localhost:1".into(),
+            own_pod: None,
             stop: CancellationToken::new(),
             task: None,
         }
@@ -72,6 +75,7 @@ impl Agent {
             status_burst: 4,
             status_interval: Duration::from_millis(250),
             resync: Duration::from_secs(300),
+            own_pod: self.own_pod.clone(),
             ..Options::new(NODE, forward)
         }
     }

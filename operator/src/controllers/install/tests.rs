@@ -469,6 +469,33 @@ fn agent_pods_are_read_with_readiness_failure_and_report() {
     );
 }
 
+/// The exact annotation the agent writes (agent/src/cluster/upgrade.rs; the restart test in
+/// tests/tests/netns_cluster.rs checks the agent writes this after a real restart).
+#[test]
+fn the_agents_report_annotation_is_read() {
+    let cases = [
+        (
+            r#"{"socketsRebound":true,"writesToConvergedPods":0,"readinessChanges":0}"#,
+            true,
+        ),
+        (
+            r#"{"socketsRebound":true,"writesToConvergedPods":3,"readinessChanges":0}"#,
+            false,
+        ),
+        (
+            r#"{"socketsRebound":true,"writesToConvergedPods":0,"readinessChanges":1}"#,
+            false,
+        ),
+    ];
+    for (annotation, clean) in cases {
+        let mut v = pod_json(&agent("a", NEW));
+        v["metadata"]["annotations"][UPGRADE_REPORT_ANNOTATION] = json!(annotation);
+        let pod: Pod = serde_json::from_value(v).unwrap();
+        let report = agent_pod(&pod, t0()).unwrap().report;
+        assert_eq!(report.map(|r| r.is_clean()), Some(clean), "{annotation}");
+    }
+}
+
 #[test]
 fn the_agent_runs_on_selected_nodes_whose_taints_it_tolerates() {
     let node = |labels: Value, taints: Value| -> Node {

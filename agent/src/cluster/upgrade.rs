@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use api::installation::{AgentUpgradeReport, UPGRADE_REPORT_ANNOTATION};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -112,6 +113,17 @@ pub fn report(counts: &Counts) -> Option<AgentUpgradeReport> {
 pub fn patch_body(report: &AgentUpgradeReport) -> serde_json::Value {
     let value = serde_json::to_string(report).unwrap_or_default();
     serde_json::json!({"metadata": {"annotations": {UPGRADE_REPORT_ANNOTATION: value}}})
+}
+
+/// Whether a pod found at start was converged: its status said Applied in this netns for
+/// its configuration's current generation (a CR changed while the agent was down is not).
+pub fn converged_at_start(conditions: &[Condition], generation: Option<i64>) -> bool {
+    conditions.iter().any(|c| {
+        c.type_ == api::conditions::APPLIED
+            && c.status == "True"
+            && generation.is_some()
+            && c.observed_generation == generation
+    })
 }
 
 /// Whether a pod's Ready condition is True.

@@ -389,9 +389,8 @@ impl Candidate<'_> {
             problem: Default::default(),
         });
         let conditions = previous_conditions(ctx, key, &sandbox);
-        let converged = conditions
-            .iter()
-            .any(|c| c.type_ == APPLIED && c.status == "True");
+        let generation = ctx.conf(key).and_then(|c| c.metadata.generation);
+        let converged = super::upgrade::converged_at_start(&conditions, generation);
         let upgrade_pod = super::upgrade_key(key);
         ctx.upgrade
             .send_if_modified(|c| c.served(&upgrade_pod, converged));

@@ -138,6 +138,40 @@ fn only_unasked_writes_into_pods_converged_at_start_count() {
 }
 
 #[test]
+fn a_pod_is_converged_at_start_only_if_applied_at_its_current_generation() {
+    let applied = |status: &str, generation: i64| Condition {
+        type_: api::conditions::APPLIED.into(),
+        status: status.into(),
+        observed_generation: Some(generation),
+        reason: "Applied".into(),
+        message: String::new(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ),
+    };
+    let cases = [
+        (
+            "applied at the current generation",
+            vec![applied("True", 2)],
+            Some(2),
+            true,
+        ),
+        ("not applied", vec![applied("False", 2)], Some(2), false),
+        (
+            "the CR changed while the agent was down",
+            vec![applied("True", 1)],
+            Some(2),
+            false,
+        ),
+        ("no status", vec![], Some(2), false),
+        ("no CR", vec![applied("True", 2)], None, false),
+    ];
+    for (name, conditions, generation, want) in cases {
+        assert_eq!(converged_at_start(&conditions, generation), want, "{name}");
+    }
+}
+
+#[test]
 fn readiness_changes_count_transitions_not_observations() {
     let cases: [(&str, &[bool], u64); 5] = [
         ("never seen", &[], 0),

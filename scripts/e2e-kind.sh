@@ -12,10 +12,12 @@
 #      route via net1; assert them with `ip` in the app container, the CR's owner and status,
 #      and that web-1 got nothing;
 #   5. delete web-0: the StatefulSet recreates it (new UID, new netns) and nes re-applies;
-#   6. roll the agent DaemonSet to a new image tag: the application pods keep their UID,
-#      restart counts and Ready transition time, net1 keeps its ifindex, and nothing is lost;
+#   6. upgrade the agent to a new image tag through the NesInstallation (the operator's gated
+#      node-by-node rollout): the application pods keep their UID, restart counts and Ready
+#      transition time, net1 keeps its ifindex, and nothing is lost;
 #   7. delete the StatefulSet: its NetworkConfigurations are garbage-collected;
-#   8. `kubectl delete -f manifests/` uninstalls everything.
+#   8. deleting the NesInstallation removes what it rendered and keeps the CRDs; then
+#      `kubectl delete -f manifests/` uninstalls everything.
 #
 # Needs docker (or ENGINE=podman with KIND_EXPERIMENTAL_PROVIDER=podman), kind >= 0.30,
 # kubectl >= 1.31, and registry access for the kind node image, the Rust/distroless build
@@ -249,8 +251,26 @@ net1_index() { in_app web-0 ip -o link show dev net1 | cut -d: -f1; }
 before=$(snapshot)
 index_before=$(net1_index)
 indent "  before: " <<<"$before"
-k -n nes-system set image daemonset/nes-agent nes-agent="$ROLLED_AGENT_IMAGE"
-k -n nes-system rollout status daemonset/nes-agent --timeout="$TIMEOUT"
+# Through the NesInstallation: the operator replaces agent pods node by node and passes a node
+# only on its new agent's clean upgrade report (zero writes to converged pods, no readiness
+# change); a disturbed node pauses the rollout with Degraded=True, which fails here.
+k patch nesinstallation nes --type merge -p "{\"spec\":{\"agent\":{\"image\":\"$ROLLED_AGENT_IMAGE\"}}}"
+rolled_version=${ROLLED_AGENT_IMAGE##*:}
+installation_done() {
+    local s
+    s=$(k get nesinstallation nes -o jsonpath='{.status.observedVersion} {.status.conditions[?(@.type=="Progressing")].reason} {.status.conditions[?(@.type=="Degraded")].status}')
+    [ "$s" = "$rolled_version AsExpected False" ]
+}
+deadline=$((SECONDS + 4 * WAIT_SECONDS)) # node by node: one agent start after another
+until installation_done; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        k get nesinstallation nes -o yaml | indent "  "
+        die "the NesInstallation did not finish the rollout to $rolled_version"
+    fi
+    sleep 2
+done
+ok "NesInstallation nes: every node upgraded to $rolled_version, not Degraded"
+k get nesinstallation nes -o jsonpath='{range .status.nodeUpgrades.*}{.version} {.result}{"\n"}{end}' | indent "  nodeUpgrades: "
 images=$(k -n nes-system get pods -l app.kubernetes.io/name=nes-agent \
     -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort -u)
 [ "$images" = "$ROLLED_AGENT_IMAGE" ] || die "agents run $images after the roll"
@@ -276,6 +296,17 @@ left=$(k -n "$NS" get networkconfigurations -o name)
 ok "no NetworkConfiguration left in $NS"
 
 # --- 8. uninstall ---------------------------------------------------------------------------
+log "delete the NesInstallation: what it rendered goes, the CRDs stay"
+k delete nesinstallation nes --wait --timeout="$TIMEOUT"
+for rendered in daemonset/nes-agent service/nes-agent; do
+    k -n nes-system wait --for=delete "$rendered" --timeout="$TIMEOUT" >/dev/null 2>&1 || true
+    if k -n nes-system get "$rendered" >/dev/null 2>&1; then die "$rendered outlived its NesInstallation"; fi
+done
+k wait --for=delete mutatingwebhookconfiguration/nes-operator --timeout="$TIMEOUT" >/dev/null 2>&1 || true
+if k get mutatingwebhookconfiguration/nes-operator >/dev/null 2>&1; then die "the pod webhook outlived its NesInstallation"; fi
+k get crd networkconfigurations.nes.network-config.io >/dev/null || die "deleting the NesInstallation removed a CRD"
+ok "agent DaemonSet, its Service and the pod webhook garbage-collected; CRDs kept"
+
 log "kubectl delete -f manifests/"
 # --ignore-not-found: deleting the namespace first may remove its objects before kubectl gets to them.
 k delete -f manifests/ --ignore-not-found --wait --timeout="$TIMEOUT"

@@ -315,6 +315,10 @@ for verb in ("create", "update", "patch", "delete"):
           f"the agent must not {verb} NetworkConfiguration specs (only the cliserver writes them)")
 check("ClusterRole nes-agent", allowed(agent, "nes.network-config.io", "networkconfigurations/status", "patch"),
       "patch networkconfigurations/status")
+check("ClusterRole nes-agent", allowed(agent, "", "pods", "patch")
+      and not any(allowed(agent, "", "pods", verb) for verb in ("create", "update", "delete"))
+      and not allowed(agent, "", "pods/status", "patch"),
+      "patch pods (annotations, held to them by nes-agent-pod-annotations), nothing else on pods")
 role = rules("Role", "nes-operator")
 for resource, group, name in (("secrets", "", "nes-operator-tls"), ("configmaps", "", "nes-ca"),
                               ("leases", "coordination.k8s.io", "nes-operator")):
@@ -345,6 +349,13 @@ for resource, group in (("services", ""), ("endpointslices", "discovery.k8s.io")
               f"{verb} {resource} (NetworkService publishing)")
 check("ClusterRole nes-operator", allowed(op_rules, "nes.network-config.io", "networkservices/status", "patch"),
       "patch networkservices/status")
+check("ClusterRole nes-operator", allowed(op_rules, "nes.network-config.io", "nesinstallations/status", "patch")
+      and allowed(op_rules, "nes.network-config.io", "nesinstallations", "watch")
+      and not allowed(op_rules, "nes.network-config.io", "nesinstallations", "patch"),
+      "read the NesInstallation and patch only its status")
+check("ClusterRole nes-operator", not allowed(op_rules, "", "pods", "delete")
+      and allowed(role, "", "pods", "delete") and allowed(role, "apps", "daemonsets", "patch"),
+      "delete pods (agent rollout) and apply the DaemonSet in nes-system only")
 for kind, name in (("ClusterRoleBinding", "nes-operator"), ("ClusterRoleBinding", "nes-agent"),
                    ("RoleBinding", "nes-operator")):
     b = find(kind, name) or {}
@@ -352,19 +363,30 @@ for kind, name in (("ClusterRoleBinding", "nes-operator"), ("ClusterRoleBinding"
           and find(b.get("roleRef", {}).get("kind"), b.get("roleRef", {}).get("name")),
           f"binds ServiceAccount {NS}/{name} to a role defined here")
 for policy, needle in (("nes-operator-webhook-cabundle-only", "caBundle"),
-                       ("nes-agent-own-node-status", "authentication.kubernetes.io/node-name")):
+                       ("nes-agent-own-node-status", "authentication.kubernetes.io/node-name"),
+                       ("nes-agent-pod-annotations", "authentication.kubernetes.io/pod-name")):
     vap = find("ValidatingAdmissionPolicy", policy) or {}
     binding = find("ValidatingAdmissionPolicyBinding", policy) or {}
     check(f"ValidatingAdmissionPolicy {policy}", needle in json.dumps(vap), f"exists and is about {needle}")
     check(f"ValidatingAdmissionPolicyBinding {policy}",
           binding.get("spec", {}).get("policyName") == policy
           and binding.get("spec", {}).get("validationActions") == ["Deny"], "binds it with Deny")
+report_vap = json.dumps(find("ValidatingAdmissionPolicy", "nes-agent-pod-annotations") or {})
+for needle in ("request.name == variables.pod", "nes.network-config.io/upgrade-report",
+               "oldObject.spec.nodeName == variables.node", "k8s.v1.cni.cncf.io/network-status",
+               "object.spec == oldObject.spec", "variables.old.all(", "variables.new.all("):
+    check("ValidatingAdmissionPolicy nes-agent-pod-annotations", needle in report_vap,
+          f"annotations only, own pod and own node only: {needle}")
 if agent_ds:
     vols = by_name(agent_ds["spec"]["template"]["spec"].get("volumes"))
     token = [s.get("serviceAccountToken", {}) for v in vols.values()
              for s in v.get("projected", {}).get("sources", [])]
     check("DaemonSet nes-agent", any(t.get("audience") == "nes-operator" for t in token),
           "a projected token for the audience nes-operator (the cliserver's TokenReview audience)")
+    env = {e.get("name"): e for c in agent_ds["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    check("DaemonSet nes-agent",
+          env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+          "POD_NAME from the downward API (the pod the agent writes its upgrade report on)")
 print("install contract: checked")
 
 if failures:

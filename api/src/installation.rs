@@ -47,6 +47,10 @@ pub mod reason {
     pub const AGENT_FAILED: &str = "AgentFailed";
     /// The rollout is paused after a failing node, waiting for a spec change or a retry.
     pub const PAUSED: &str = "RolloutPaused";
+    /// The target agent is outside the supported skew with the operator: nothing applied.
+    pub const UNSUPPORTED_SKEW: &str = "UnsupportedVersionSkew";
+    /// The target agent is more than one minor older than a running agent: nothing applied.
+    pub const DOWNGRADE_REFUSED: &str = "DowngradeRefused";
 }
 
 /// How nes is installed in this cluster. The singleton `nes`.
@@ -184,10 +188,10 @@ pub struct UpdateStrategy {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 100))]
     pub max_unavailable: u32,
-    /// 1: the new agent starts beside the old one and takes over its `@nes` sockets (the
-    /// overlap path); 0: the old agent is deleted first.
+    /// Must be 0: the old agent is deleted first. (An overlap of two agents on a node needs
+    /// a second DaemonSet, which nes does not render yet.)
     #[serde(default)]
-    #[schemars(range(min = 0, max = 1))]
+    #[schemars(range(min = 0, max = 0))]
     pub max_surge: u32,
 }
 
@@ -337,6 +341,88 @@ pub fn image_version(image: &str) -> &str {
     last.split_once(':').map_or("latest", |(_, tag)| tag)
 }
 
+// === version skew ===
+
+/// A `major.minor.patch` version (a leading `v` and a `-pre`/`+build` suffix are ignored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+}
+
+impl Version {
+    /// `None` for what is not a release version (`latest`, a digest, a branch tag).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let core = s.split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+        let (major, minor, patch) = (parts.next()??, parts.next()??, parts.next()??);
+        parts.next().is_none().then_some(Self {
+            major,
+            minor,
+            patch,
+        })
+    }
+
+    /// How many minors `self` is behind `other` (negative: ahead); `None` across majors.
+    fn minors_behind(self, other: Self) -> Option<i128> {
+        (self.major == other.major).then(|| i128::from(other.minor) - i128::from(self.minor))
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The header carrying the forwarding agent's version on every REST call it forwards to the
+/// cliserver, which refuses an agent outside [`check_skew`] with the operator.
+pub const AGENT_VERSION_HEADER: &str = "X-Nes-Agent-Version";
+
+/// Why a target agent version is refused: a fixed [`reason`] and words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkewRefusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The version skew policy. An agent runs the operator's minor or the one before it (the
+/// operator's REST API and CRDs keep serving what the previous minor's agents send), never a
+/// newer one (upgrade the operator first). A rollout may go back at most one minor from any
+/// running agent. What is not a release version (`latest`, a digest) is not judged.
+pub fn check_skew(operator: &str, target: &str, running: &[&str]) -> Result<(), SkewRefusal> {
+    let Some(t) = Version::parse(target) else {
+        return Ok(());
+    };
+    if let Some(op) = Version::parse(operator) {
+        let refuse = |why: &str| SkewRefusal {
+            reason: reason::UNSUPPORTED_SKEW,
+            message: format!("agent {t} with operator {op}: {why}"),
+        };
+        match t.minors_behind(op) {
+            None => return Err(refuse("a different major version")),
+            Some(n) if n < 0 => {
+                return Err(refuse("the agent is newer; upgrade the operator first"))
+            }
+            Some(n) if n > 1 => return Err(refuse("the agent may be at most one minor behind")),
+            Some(_) => {}
+        }
+    }
+    for r in running.iter().filter_map(|r| Version::parse(r)) {
+        if t < r && t.minors_behind(r).is_none_or(|n| n > 1) {
+            return Err(SkewRefusal {
+                reason: reason::DOWNGRADE_REFUSED,
+                message: format!(
+                    "a downgrade from {r} to {t} goes back more than one minor; go back one minor at a time"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Validates a `NesInstallation` (name and spec): the same rules as the CRD's, and what a
 /// schema cannot say.
 pub fn validate_installation(name: &str, spec: &NesInstallationSpec) -> Result<(), Invalid> {
@@ -370,10 +456,14 @@ pub fn validate_installation(name: &str, spec: &NesInstallationSpec) -> Result<(
             format!("must be 1..=100, got {}", strategy.max_unavailable),
         );
     }
-    if strategy.max_surge > 1 {
+    if strategy.max_surge > 0 {
         add(
             "spec.agent.updateStrategy.maxSurge",
-            format!("must be 0 or 1, got {}", strategy.max_surge),
+            format!(
+                "must be 0, got {}: two agents on a node need a second DaemonSet, which nes \
+                 does not render yet; the old agent is deleted first",
+                strategy.max_surge
+            ),
         );
     }
     let ceiling = &spec.policy.host_access;
@@ -421,7 +511,7 @@ mod tests {
         spec.agent.image = "bad image".into();
         spec.agent.update_strategy = UpdateStrategy {
             max_unavailable: 0,
-            max_surge: 2,
+            max_surge: 1,
         };
         spec.policy.host_access.bridges = vec!["a/b".into()];
         let Err(Invalid(problems)) = validate_installation("other", &spec) else {
@@ -438,6 +528,145 @@ mod tests {
                 "spec.policy.hostAccess.bridges[0]"
             ]
         );
+    }
+
+    #[test]
+    fn max_surge_is_refused_with_the_reason() {
+        let mut spec = NesInstallationSpec::default();
+        spec.agent.update_strategy.max_surge = 1;
+        let Err(Invalid(problems)) = validate_installation("nes", &spec) else {
+            panic!("accepted maxSurge 1");
+        };
+        assert_eq!(problems[0].field, "spec.agent.updateStrategy.maxSurge");
+        assert!(
+            problems[0].message.contains("second DaemonSet"),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn versions_parse_from_release_tags_only() {
+        let v = |major, minor, patch| {
+            Some(Version {
+                major,
+                minor,
+                patch,
+            })
+        };
+        for (tag, want) in [
+            ("0.2.0", v(0, 2, 0)),
+            ("v1.10.3", v(1, 10, 3)),
+            ("0.3.0-rc.1", v(0, 3, 0)),
+            ("latest", None),
+            ("sha256:abc", None),
+            ("0.2", None),
+            ("0.2.0.1", None),
+        ] {
+            assert_eq!(Version::parse(tag), want, "{tag}");
+        }
+    }
+
+    #[test]
+    fn the_skew_policy_allows_one_minor_behind_and_one_minor_back() {
+        struct Case {
+            name: &'static str,
+            operator: &'static str,
+            target: &'static str,
+            running: &'static [&'static str],
+            want: Option<&'static str>,
+        }
+        let cases = [
+            Case {
+                name: "same minor",
+                operator: "0.2.0",
+                target: "0.2.1",
+                running: &["0.2.0"],
+                want: None,
+            },
+            Case {
+                name: "one minor behind the operator",
+                operator: "0.3.0",
+                target: "0.2.5",
+                running: &["0.2.0"],
+                want: None,
+            },
+            Case {
+                name: "upgrade by several minors is allowed",
+                operator: "0.5.0",
+                target: "0.5.0",
+                running: &["0.2.0"],
+                want: None,
+            },
+            Case {
+                name: "two minors behind the operator",
+                operator: "0.4.0",
+                target: "0.2.0",
+                running: &[],
+                want: Some(reason::UNSUPPORTED_SKEW),
+            },
+            Case {
+                name: "newer than the operator",
+                operator: "0.2.0",
+                target: "0.3.0",
+                running: &[],
+                want: Some(reason::UNSUPPORTED_SKEW),
+            },
+            Case {
+                name: "another major",
+                operator: "1.0.0",
+                target: "0.9.0",
+                running: &[],
+                want: Some(reason::UNSUPPORTED_SKEW),
+            },
+            Case {
+                name: "back one minor",
+                operator: "0.3.0",
+                target: "0.2.0",
+                running: &["0.3.1", "0.3.0"],
+                want: None,
+            },
+            Case {
+                name: "back two minors from a running agent",
+                operator: "0.3.0",
+                target: "0.2.0",
+                running: &["0.2.0", "0.4.0"],
+                want: Some(reason::DOWNGRADE_REFUSED),
+            },
+            Case {
+                name: "back a major",
+                operator: "1.0.0",
+                target: "1.0.0",
+                running: &["2.0.0"],
+                want: Some(reason::DOWNGRADE_REFUSED),
+            },
+            Case {
+                name: "a tag that is no version is not judged",
+                operator: "0.3.0",
+                target: "latest",
+                running: &["0.9.0"],
+                want: None,
+            },
+            Case {
+                name: "running agents without versions are not judged",
+                operator: "0.3.0",
+                target: "0.3.0",
+                running: &["latest"],
+                want: None,
+            },
+        ];
+        for c in cases {
+            let got = check_skew(c.operator, c.target, c.running);
+            assert_eq!(
+                got.as_ref().err().map(|r| r.reason),
+                c.want,
+                "{}: {got:?}",
+                c.name
+            );
+            if let Err(r) = got {
+                assert!(r.message.contains(c.target), "{}: {}", c.name, r.message);
+            }
+        }
     }
 
     #[test]

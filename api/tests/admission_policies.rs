@@ -316,3 +316,127 @@ fn an_agent_token_without_a_node_claim_may_write_no_status() {
     );
     denied_by_policy(verdict, "an empty claim with an empty label");
 }
+
+// === the agent's pod annotations (upgrade report, network-status) ===
+
+const POD_CLAIM: &str = "authentication.kubernetes.io/pod-name";
+const REPORT: &str = "nes.network-config.io/upgrade-report";
+const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+
+fn pod(namespace: &str, name: &str, node: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "db"},
+                     "annotations": annotations},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "db:1"}]}
+    })
+}
+
+/// The agent of `node`, bound to its pod `agent-pod`, patching `namespace/name`.
+fn agent_patching(node: &str, namespace: &str, name: &str) -> Value {
+    let mut r = by(
+        AGENT,
+        "UPDATE",
+        Some(json!({NODE_CLAIM: [node], POD_CLAIM: ["agent-pod"]})),
+    );
+    r["name"] = json!(name);
+    r["namespace"] = json!(namespace);
+    r
+}
+
+fn pod_policy() -> Value {
+    policy("nes-agent-pod-annotations")
+}
+
+#[test]
+fn the_agent_may_write_its_report_on_its_own_pod_and_network_status_on_its_nodes_pods() {
+    let mine = |a: Value| pod("nes-system", "agent-pod", "node-a", a);
+    let verdict = admit(
+        &pod_policy(),
+        agent_patching("node-a", "nes-system", "agent-pod"),
+        mine(json!({"keep": "x", REPORT: "{}"})),
+        mine(json!({"keep": "x"})),
+    );
+    assert_eq!(verdict, Ok(()));
+    let app = |a: Value| pod("apps", "db-0", "node-a", a);
+    let verdict = admit(
+        &pod_policy(),
+        agent_patching("node-a", "apps", "db-0"),
+        app(json!({"keep": "x", NETWORK_STATUS: "[{}]"})),
+        app(json!({"keep": "x", NETWORK_STATUS: "[]"})),
+    );
+    assert_eq!(verdict, Ok(()));
+}
+
+#[test]
+fn the_agent_may_not_touch_other_nodes_pods_other_annotations_or_anything_else() {
+    // Another node's pod.
+    let other = |a: Value| pod("apps", "db-1", "node-b", a);
+    let verdict = admit(
+        &pod_policy(),
+        agent_patching("node-a", "apps", "db-1"),
+        other(json!({NETWORK_STATUS: "[{}]"})),
+        other(json!({})),
+    );
+    denied_by_policy(verdict, "another node's pod");
+    // Its node's pod: another annotation, a report, a label.
+    let app = |a: Value| pod("apps", "db-0", "node-a", a);
+    for (new, what) in [
+        (app(json!({"keep": "changed"})), "another annotation"),
+        (
+            app(json!({"keep": "x", REPORT: "{}"})),
+            "a report on an app pod",
+        ),
+        (app(json!({})), "removing an annotation"),
+    ] {
+        let verdict = admit(
+            &pod_policy(),
+            agent_patching("node-a", "apps", "db-0"),
+            new,
+            app(json!({"keep": "x"})),
+        );
+        denied_by_policy(verdict, what);
+    }
+    let mut relabelled = app(json!({"keep": "x"}));
+    relabelled["metadata"]["labels"]["app"] = json!("web");
+    let verdict = admit(
+        &pod_policy(),
+        agent_patching("node-a", "apps", "db-0"),
+        relabelled,
+        app(json!({"keep": "x"})),
+    );
+    denied_by_policy(verdict, "a label");
+    // Its own pod: anything but the report.
+    let mine = |a: Value| pod("nes-system", "agent-pod", "node-a", a);
+    let verdict = admit(
+        &pod_policy(),
+        agent_patching("node-a", "nes-system", "agent-pod"),
+        mine(json!({"keep": "y"})),
+        mine(json!({"keep": "x"})),
+    );
+    denied_by_policy(verdict, "another annotation of its own pod");
+    // Another agent's pod in nes-system (same node, not its token's pod): no report.
+    let peer = |a: Value| pod("nes-system", "agent-pod-2", "node-b", a);
+    let verdict = admit(
+        &pod_policy(),
+        agent_patching("node-a", "nes-system", "agent-pod-2"),
+        peer(json!({REPORT: "{}"})),
+        peer(json!({})),
+    );
+    denied_by_policy(verdict, "another agent's report");
+}
+
+#[test]
+fn an_agent_token_without_claims_may_patch_no_pod() {
+    let app = |a: Value| pod("apps", "db-0", "node-a", a);
+    let mut request = by(AGENT, "UPDATE", None);
+    request["name"] = json!("db-0");
+    request["namespace"] = json!("apps");
+    let verdict = admit(
+        &pod_policy(),
+        request,
+        app(json!({NETWORK_STATUS: "[{}]"})),
+        app(json!({})),
+    );
+    denied_by_policy(verdict, "no claims");
+}

@@ -41,6 +41,9 @@ pub enum Error {
         field: &'static str,
     },
 
+    #[error("cannot render the NesInstallation: {0}")]
+    Render(String),
+
     #[error("cannot serialise {what}: {source}")]
     Json {
         what: &'static str,
@@ -106,6 +109,7 @@ impl Error {
             Self::Lease { .. } => "lease",
             Self::MissingField { .. } => "missing_field",
             Self::Json { .. } => "json",
+            Self::Render(_) => "render",
             Self::Tls(_) | Self::Rustls { .. } => "tls",
             Self::Certificate { .. } | Self::CertConfig(_) => "certificate",
             Self::SecretConflict { .. } => "conflict",

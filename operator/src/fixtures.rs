@@ -319,6 +319,7 @@ pub fn test_context_with(
         "op-0",
         Arc::new(crate::metrics::Metrics::default()),
         crate::controllers::cares::Subscriptions::new(hub, webhook, config),
+        crate::install::render::RenderContext::default(),
     )
 }
 

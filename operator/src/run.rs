@@ -177,6 +177,10 @@ pub async fn run(args: Args) -> Result<()> {
         &args.pod_name,
         metrics.clone(),
         subscriptions(&args, hub.clone(), policy)?,
+        crate::install::render::RenderContext {
+            namespace: args.namespace.clone(),
+            operator_service: args.service_name.clone(),
+        },
     );
     let lease = LeaseConfig {
         namespace: args.namespace.clone(),

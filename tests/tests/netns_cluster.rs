@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use api::wire::{ConfigView, EventBody, ProblemDetails, StatusView};
 use cluster_support::harness::{events_of, measure, stub_cliserver, Agent, ServedPod};
-use cluster_support::{pod, ApiServer, FakeResolver, Patched, PodClient, DEADLINE, NODE, NS};
+use cluster_support::{
+    pod, ApiServer, FakeResolver, Patched, PodClient, AGENT_POD, DEADLINE, NODE, NS,
+};
 use common::{eventually, require_root, NetlinkWitness, Netns, PodFixture};
 use serde_json::json;
 
@@ -230,6 +232,54 @@ async fn a_new_sandbox_gets_the_whole_configuration_again_and_its_own_socket() {
     assert_eq!(api.unexpected(), Vec::<String>::new());
 }
 
+/// The upgrade report of an agent that re-bound every socket and disturbed nothing, as the
+/// operator's rollout gate parses it.
+const CLEAN_REPORT: &str =
+    r#"{"socketsRebound":true,"writesToConvergedPods":0,"readinessChanges":0}"#;
+
+/// What the operator's rollout gate decides for a one-node cluster whose agent pod (Ready,
+/// created long before the gate's timeout) carries `report`.
+fn rollout_gate(report: &str) -> operator::install::rollout::Decision {
+    use operator::install::rollout::{decide, Input};
+    const IMAGE: &str = "nes-agent:0.2.0";
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": AGENT_POD, "namespace": "nes-system",
+                     "creationTimestamp": "2020-01-01T00:00:00Z",
+                     "annotations": {api::installation::UPGRADE_REPORT_ANNOTATION: report}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "nes-agent", "image": IMAGE}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    }))
+    .expect("an agent pod");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let agent = operator::controllers::install::agent_pod(&pod, now).expect("the agent's pod");
+    let nodes = [NODE.to_string()];
+    decide(&Input {
+        target_image: IMAGE,
+        max_unavailable: 1,
+        generation: 1,
+        retry: None,
+        nodes: &nodes,
+        pods: &[agent],
+        paused: None,
+    })
+}
+
+#[test]
+fn the_rollout_gate_passes_a_clean_report_and_times_out_without_one() {
+    use operator::install::rollout::Decision;
+    assert_eq!(rollout_gate(CLEAN_REPORT), Decision::Done);
+    for report in [
+        "",
+        r#"{"socketsRebound":true,"writesToConvergedPods":1,"readinessChanges":0}"#,
+        r#"{"socketsRebound":true,"writesToConvergedPods":0,"readinessChanges":2}"#,
+    ] {
+        assert!(
+            matches!(rollout_gate(report), Decision::Pause(_)),
+            "{report:?} must pause the rollout"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_agent_restart_rebinds_every_socket_with_zero_netlink_writes() {
     if !require_root() {
@@ -245,6 +295,10 @@ async fn an_agent_restart_rebinds_every_socket_with_zero_netlink_writes() {
         resolver.set(&p.uid, "sb-1", &p.fx.pod.path());
     }
     let mut agent = Agent::new(&api, &resolver);
+    agent.own_pod = Some(agent::cluster::upgrade::OwnPod {
+        namespace: "nes-system".into(),
+        name: AGENT_POD.into(),
+    });
     let started = agent.start();
     for p in [&a, &b] {
         api.wait_patch(&p.name, started, |s| s.applied(1)).await;
@@ -293,6 +347,18 @@ async fn an_agent_restart_rebinds_every_socket_with_zero_netlink_writes() {
     }
     let after: Vec<String> = [&a, &b].iter().map(|p| routes(&p.fx.pod)).collect();
     assert_eq!(before, after);
+    // The restarted agent tells the operator's rollout gate so, and the gate lets it pass.
+    let (reported, report) = api.wait_upgrade_report(restarted).await;
+    measure(
+        "agent restart -> upgrade report on its pod",
+        restarted,
+        reported,
+    );
+    assert_eq!(report, CLEAN_REPORT);
+    assert_eq!(
+        rollout_gate(&report),
+        operator::install::rollout::Decision::Done
+    );
     for (p, witness) in [&a, &b].into_iter().zip(witnesses) {
         let seen = witness.stop().await;
         assert!(
@@ -326,6 +392,11 @@ async fn an_agent_restart_rebinds_every_socket_with_zero_netlink_writes() {
         repatched,
         Vec::<String>::new(),
         "an unchanged status was patched again after the restart"
+    );
+    // Writes asked for by a changed CR are not writes into converged pods.
+    assert_eq!(
+        api.upgrade_reports(restarted),
+        vec![CLEAN_REPORT.to_string()]
     );
     agent.shutdown().await;
     assert_eq!(api.unexpected(), Vec::<String>::new());

@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::forward::ForwardOptions;
+use crate::cluster::upgrade::OwnPod;
 use crate::cluster::{run as serve, Options};
 use crate::cri::{CriConfig, CriResolver};
 
@@ -17,6 +18,12 @@ pub struct Args {
     /// This node's name: pods with spec.nodeName equal to it are served.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// The agent's own pod (downward API), on which it writes its upgrade report.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The namespace of the agent's own pod.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nes-system")]
+    pub pod_namespace: String,
     /// The container runtime's CRI socket (containerd or CRI-O).
     #[arg(long, default_value = "/run/containerd/containerd.sock")]
     pub cri_socket: PathBuf,
@@ -64,6 +71,10 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         probe_addr: Some(args.probe_addr),
         cni: args.cni.options(),
         allow_host_cni: args.cni.allow_host_cni,
+        own_pod: args.pod_name.map(|name| OwnPod {
+            namespace: args.pod_namespace,
+            name,
+        }),
         ..Options::new(node, forward)
     };
     // One TLS provider for the process (kube's client and the cliserver forwarder).

@@ -280,6 +280,11 @@ impl Forwarder {
             )
             .header(POD_UID_HEADER, pod.uid)
             .header(POD_NAME_HEADER, pod.name)
+            // the cliserver refuses an agent outside the version skew policy, by this
+            .header(
+                api::installation::AGENT_VERSION_HEADER,
+                env!("CARGO_PKG_VERSION"),
+            )
             .header(http::header::ACCEPT, "application/json");
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");

@@ -13,6 +13,7 @@ pub mod netstatus;
 pub mod probe;
 pub mod report;
 pub mod state;
+pub mod upgrade;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -73,6 +74,10 @@ pub struct Options {
     pub cni: crate::cni::CniOptions,
     /// The node allows CNI attachments (`--allow-host-cni`); the policies must too.
     pub allow_host_cni: bool,
+    /// The agent's own pod, on which it writes its upgrade report; none: no report.
+    pub own_pod: Option<upgrade::OwnPod>,
+    /// How long after its first upgrade report the agent still writes changed counts.
+    pub upgrade_window: Duration,
 }
 
 impl Options {
@@ -93,6 +98,8 @@ impl Options {
             policy_list_timeout: Duration::from_secs(30),
             cni: Default::default(),
             allow_host_cni: false,
+            own_pod: None,
+            upgrade_window: Duration::from_secs(600),
         }
     }
 }
@@ -117,6 +124,8 @@ pub struct Context {
     pub policy: PolicyView,
     /// The cluster's NetworkAttachmentDefinitions (watched once a pod attaches one).
     pub nads: Arc<nads::Nads>,
+    /// What the upgrade report counts (see [`upgrade`]).
+    pub upgrade: tokio::sync::watch::Sender<upgrade::Counts>,
 }
 
 impl Context {
@@ -214,6 +223,7 @@ pub async fn run(
         subscriptions,
         ready: CancellationToken::new(),
         policy,
+        upgrade: tokio::sync::watch::Sender::new(upgrade::Counts::default()),
     });
     tokio::spawn(mark_policies_listed(ctx.clone(), notices, stop.clone()));
     serve_probes(&ctx, &stop).await?;
@@ -222,11 +232,45 @@ pub async fn run(
     }
     ctx.ready.cancel();
     info!(node = %ctx.opts.node, pods = ctx.pods.state().len(), "watches listed; serving pods");
+    start_upgrade_report(&ctx, &stop);
     dispatch(&ctx, noticed, &stop).await;
     for w in watches.into_iter().chain([policy_watch]) {
         w.abort();
     }
     Ok(())
+}
+
+/// The pods listed now that are this node's to serve are the ones the upgrade report waits
+/// for; the report is written on the agent's own pod when it knows it.
+fn start_upgrade_report(ctx: &Arc<Context>, stop: &CancellationToken) {
+    let expected = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| {
+            matches!(
+                decide::pod_plan(p, &ctx.opts.node),
+                decide::PodPlan::Serve { .. }
+            )
+        })
+        .map(|p| upgrade_key(&ObjectRef::from_obj(p.as_ref())))
+        .collect();
+    ctx.upgrade.send_modify(|c| c.expected = expected);
+    match ctx.opts.own_pod.clone() {
+        Some(own) => {
+            tokio::spawn(upgrade::publish(ctx.clone(), own, stop.clone()).in_current_span());
+        }
+        None => warn!("the agent's pod name is unknown (env POD_NAME): no upgrade report"),
+    }
+}
+
+/// A pod's key in the upgrade report's counts.
+pub fn upgrade_key(key: &Key) -> String {
+    format!(
+        "{}/{}",
+        key.namespace.as_deref().unwrap_or_default(),
+        key.name
+    )
 }
 
 /// The watches of this node's selected pods and of its `NetworkConfiguration`s, feeding

@@ -41,15 +41,17 @@ pub async fn follow(
         .conf(&key)
         .and_then(|c| Some((c.metadata.uid.clone(), c.status.clone()?)));
     loop {
-        tokio::select! {
+        // A pass is counted once for the upgrade report, however often it is re-read.
+        let fresh = tokio::select! {
             _ = stop.cancelled() => return,
-            changed = reports.changed() => if changed.is_err() { return },
-            _ = live.recv() => {}
-            _ = poke.notified() => {}
-        }
+            changed = reports.changed() => if changed.is_err() { return } else { true },
+            _ = live.recv() => false,
+            _ = poke.notified() => false,
+        };
         // Everything that happened meanwhile is covered by the reading below.
         while live.try_recv().is_ok() {}
 
+        let fresh = fresh || reports.has_changed().unwrap_or(false);
         let report = reports.borrow_and_update().clone();
         let pass = report.as_ref().map(|report| Pass {
             generation: server.generation(),
@@ -57,6 +59,13 @@ pub async fn follow(
             writes: report.writes,
             error: report_error(report),
         });
+        if fresh {
+            if let Some(pass) = &pass {
+                let pod = super::upgrade_key(&key);
+                ctx.upgrade
+                    .send_if_modified(|c| c.pass(&pod, pass.generation, pass.writes));
+            }
+        }
         said.tell(&ctx, &pod, pass, server.degraded()).await;
         if let Some(report) = &report {
             said.tell_attachments(&ctx, &pod, &report.attachments).await;

@@ -108,8 +108,18 @@ async fn step(
 ) -> Next {
     let (pod, uid, ips) = match serve_which(ctx, key, served).await {
         Ok(p) => p,
-        Err(next) => return next,
+        Err(next) => {
+            if matches!(next, Next::Done) {
+                let pod = super::upgrade_key(key);
+                ctx.upgrade.send_if_modified(|c| c.gone(&pod));
+            }
+            return next;
+        }
     };
+    let ready = super::upgrade::pod_ready(&pod);
+    let upgrade_pod = super::upgrade_key(key);
+    ctx.upgrade
+        .send_if_modified(|c| c.readiness(&upgrade_pod, ready));
     let pod_ref = PodRef::new(&uid, key.namespace.clone().unwrap_or_default(), &key.name);
     let resolved = match resolve(ctx, &pod_ref, served).await {
         Ok(r) => r,
@@ -430,6 +440,12 @@ impl Candidate<'_> {
             subscriptions: ctx.subscriptions.clone(),
             problem: Default::default(),
         });
+        let conditions = previous_conditions(ctx, key, &sandbox);
+        let generation = ctx.conf(key).and_then(|c| c.metadata.generation);
+        let converged = super::upgrade::converged_at_start(&conditions, generation);
+        let upgrade_pod = super::upgrade_key(key);
+        ctx.upgrade
+            .send_if_modified(|c| c.served(&upgrade_pod, converged));
         let (desired_tx, desired_rx) = watch::channel(desired);
         let server = PodServer::start(
             &key.name,
@@ -440,7 +456,7 @@ impl Candidate<'_> {
             ServerOptions {
                 keeper: ctx.opts.keeper.clone(),
                 node: Some(ctx.opts.node.clone()),
-                conditions: previous_conditions(ctx, key, &sandbox),
+                conditions,
                 policy: policy_source(ctx, key),
                 limits: Default::default(),
             },

@@ -109,6 +109,9 @@ impl State {
             }
             (None, None) => None,
         };
+        if forwarded.is_some() {
+            check_agent_version(headers)?;
+        }
         Ok(self
             .auth
             .authorize(authorization, forwarded, &access)
@@ -126,6 +129,21 @@ impl State {
             .map_err(|e| ApiError::from_kube(&format!("get pod {namespace}/{name}"), &e))?
             .ok_or_else(|| ApiError::not_found(format!("pod {namespace}/{name} does not exist")))
     }
+}
+
+/// A forwarding agent outside the version skew policy is refused with the reason (an agent
+/// that sends no version predates the header and is served).
+fn check_agent_version(headers: &HeaderMap) -> Result<(), ApiError> {
+    use api::installation::{check_skew, AGENT_VERSION_HEADER};
+    let Some(version) = text(headers, AGENT_VERSION_HEADER, AGENT_VERSION_HEADER)? else {
+        return Ok(());
+    };
+    check_skew(env!("CARGO_PKG_VERSION"), version, &[]).map_err(|refusal| {
+        ApiError::bad_request(format!(
+            "{AGENT_VERSION_HEADER}: {} ({})",
+            refusal.message, refusal.reason
+        ))
+    })
 }
 
 /// Who asks, for the policy: a request a node agent forwards from a pod's socket is the

@@ -1225,3 +1225,33 @@ async fn bad_input_is_refused_naming_its_field_before_any_write() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[tokio::test]
+async fn a_forwarding_agent_outside_the_version_skew_is_400_and_calls_nothing() {
+    for (version, why) in [
+        ("9.0.0", "a different major version"),
+        ("0.99.0", "the agent is newer"),
+    ] {
+        let (client, api) = mock_client();
+        let server = tokio::spawn(api.expect_no_more());
+        let headers = [
+            BEARER,
+            ("x-nes-pod-uid", "pod-uid"),
+            ("x-nes-agent-version", version),
+        ];
+        let (status, _, body) = call(
+            cliserver_state(client),
+            "GET",
+            "/v1/namespaces/apps/pods/web-0/status",
+            &headers,
+            "",
+        )
+        .await;
+        finish(server).await;
+        assert_eq!(status.as_u16(), 400, "{version}: {body}");
+        assert!(
+            body.to_string().contains(why) && body.to_string().contains("UnsupportedVersionSkew"),
+            "{version}: {body}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! The leader-only controllers: ownership of nes's custom resources, orphan cleanup, and
-//! NetworkCare subscriptions (webhook delivery and status), NetworkService publishing.
+//! NetworkCare subscriptions (webhook delivery and status), NetworkService publishing, and the
+//! NesInstallation (rendered objects, gated agent rollout, status).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 
 pub mod cares;
+pub mod install;
 pub mod netsvc;
 pub mod orphans;
 pub mod ownership;
@@ -19,6 +21,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub subscriptions: Arc<cares::Subscriptions>,
+    /// Where the NesInstallation's objects go.
+    pub install: crate::install::render::RenderContext,
 }
 
 impl Context {
@@ -27,6 +31,7 @@ impl Context {
         instance: &str,
         metrics: Arc<Metrics>,
         subscriptions: Arc<cares::Subscriptions>,
+        install: crate::install::render::RenderContext,
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: ownership::FIELD_MANAGER.into(),
@@ -37,6 +42,7 @@ impl Context {
             client,
             metrics,
             subscriptions,
+            install,
         })
     }
 }
@@ -47,6 +53,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         ownership::run(ctx.clone(), shutdown.clone()),
         orphans::run(ctx.clone(), shutdown.clone()),
         cares::run(ctx.clone(), shutdown.clone()),
-        netsvc::run(ctx, shutdown),
+        netsvc::run(ctx.clone(), shutdown.clone()),
+        install::run(
+            Arc::new(install::State {
+                render: ctx.install.clone(),
+                operator_version: env!("CARGO_PKG_VERSION").into(),
+                ctx,
+            }),
+            shutdown
+        ),
     );
 }

@@ -119,6 +119,8 @@ fn container(inst: &NesInstallation) -> Value {
     let agent = &inst.spec.agent;
     let mut env = vec![
         json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
+        // The agent writes its upgrade report on its own pod.
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
         json!({"name": "NES_LOG", "value": agent.log_level.as_str()}),
         json!({"name": "NES_LOG_FORMAT", "value": "json"}),
         // Few malloc arenas keep the heap of an agent with a few worker threads compact.

@@ -26,6 +26,8 @@ pub struct Agent {
     pub cliserver: String,
     /// CNI attachments: plugins and cache (none: the defaults, attachments refused).
     pub cni: Option<agent::cni::CniOptions>,
+    /// The agent's own pod (upgrade report); none unless a test sets it.
+    pub own_pod: Option<agent::cluster::upgrade::OwnPod>,
     pub stop: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -42,6 +44,7 @@ impl Agent {
             host_access: Default::default(),
             cliserver: "https://localhost:1".into(),
             cni: None,
+            own_pod: None,
             stop: CancellationToken::new(),
             task: None,
         }
@@ -77,6 +80,7 @@ impl Agent {
             resync: Duration::from_secs(300),
             cni: self.cni.clone().unwrap_or_default(),
             allow_host_cni: self.cni.is_some(),
+            own_pod: self.own_pod.clone(),
             ..Options::new(NODE, forward)
         }
     }

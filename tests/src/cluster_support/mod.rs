@@ -23,6 +23,8 @@ use tokio::sync::{broadcast, mpsc};
 pub const NODE: &str = "node-1";
 pub const NS: &str = "apps";
 pub const DEADLINE: Duration = Duration::from_secs(15);
+/// The agent's own pod (namespace nes-system), on which it writes its upgrade report.
+pub const AGENT_POD: &str = "nes-agent-test0";
 
 type Handle = tower_test::mock::Handle<Request<kube::client::Body>, Response<axum::body::Body>>;
 
@@ -63,6 +65,8 @@ struct State {
     pod_watches: Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>,
     conf_watches: Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>,
     patches: Vec<Patched>,
+    /// The upgrade-report annotations written on [`AGENT_POD`], with when.
+    upgrade_reports: Vec<(Instant, String)>,
     events: Vec<(Instant, Value)>,
     /// Requests the API server would not have answered like this: the test fails on them.
     unexpected: Vec<String>,
@@ -318,6 +322,35 @@ impl ApiServer {
 
     pub fn patches(&self) -> Vec<Patched> {
         self.lock().patches.clone()
+    }
+
+    /// The upgrade reports written on [`AGENT_POD`] since `since`, in order.
+    pub fn upgrade_reports(&self, since: Instant) -> Vec<String> {
+        let s = self.lock();
+        let after = s.upgrade_reports.iter().filter(|(at, _)| *at >= since);
+        after.map(|(_, r)| r.clone()).collect()
+    }
+
+    /// The first upgrade report written on [`AGENT_POD`] since `since`, and when.
+    pub async fn wait_upgrade_report(&self, since: Instant) -> (Instant, String) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let first = self
+                .lock()
+                .upgrade_reports
+                .iter()
+                .find(|(at, _)| *at >= since)
+                .cloned();
+            if let Some(found) = first {
+                return found;
+            }
+            assert!(
+                Instant::now() < end,
+                "no upgrade report on {AGENT_POD}; unexpected: {:?}",
+                self.unexpected()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Reasons of the Events posted about pod `name`.
@@ -680,6 +713,32 @@ async fn respond(
             );
             s.events.push((Instant::now(), event.clone()));
             json_response(StatusCode::CREATED, &event)
+        }
+        ("PATCH", p) if p == format!("/api/v1/namespaces/nes-system/pods/{AGENT_POD}") => {
+            check!(
+                content_type == "application/merge-patch+json",
+                "the report is a JSON merge patch"
+            );
+            check!(
+                query.contains("fieldManager=nes-agent"),
+                "written as nes-agent"
+            );
+            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let annotations = patch["metadata"]["annotations"].as_object();
+            check!(
+                patch.as_object().map(|o| o.len()) == Some(1)
+                    && patch["metadata"].as_object().map(|o| o.len()) == Some(1)
+                    && annotations.map(|a| a.len()) == Some(1),
+                "the patch sets one annotation and nothing else",
+            );
+            let report =
+                &patch["metadata"]["annotations"][api::installation::UPGRADE_REPORT_ANNOTATION];
+            check!(report.is_string(), "the annotation is the upgrade report");
+            let report = report.as_str().unwrap_or_default().to_string();
+            s.upgrade_reports.push((Instant::now(), report));
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": AGENT_POD, "namespace": "nes-system", "annotations": annotations}});
+            json_response(StatusCode::OK, &pod)
         }
         ("PATCH", p) if p.starts_with("/apis/events.k8s.io/v1/namespaces/") => {
             let event: Value = serde_json::from_slice(&body).unwrap_or_default();

@@ -116,8 +116,31 @@ fn spec_settings_reach_the_rendered_objects() {
             )
         })
         .collect();
+    let downward: Vec<_> = c["env"].as_array().expect("env")[..2]
+        .iter()
+        .map(|e| {
+            (
+                e["name"].clone(),
+                e["valueFrom"]["fieldRef"]["fieldPath"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
-        &env[1..],
+        downward,
+        [
+            (
+                serde_json::json!("NODE_NAME"),
+                serde_json::json!("spec.nodeName")
+            ),
+            (
+                serde_json::json!("POD_NAME"),
+                serde_json::json!("metadata.name")
+            )
+        ],
+        "the agent knows its node, and its own pod for the upgrade report"
+    );
+    assert_eq!(
+        &env[2..],
         [
             ("NES_LOG", "debug"),
             ("NES_LOG_FORMAT", "json"),

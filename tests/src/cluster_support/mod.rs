@@ -580,6 +580,33 @@ async fn respond(
                         "items": s.nads.values().cloned().collect::<Vec<_>>()}),
             )
         }
+        // The agent's own pod before the served pods' arm: only its report goes there.
+        ("PATCH", p) if p == format!("/api/v1/namespaces/nes-system/pods/{AGENT_POD}") => {
+            check!(
+                content_type == "application/merge-patch+json",
+                "the report is a JSON merge patch"
+            );
+            check!(
+                query.contains("fieldManager=nes-agent"),
+                "written as nes-agent"
+            );
+            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let annotations = patch["metadata"]["annotations"].as_object();
+            check!(
+                patch.as_object().map(|o| o.len()) == Some(1)
+                    && patch["metadata"].as_object().map(|o| o.len()) == Some(1)
+                    && annotations.map(|a| a.len()) == Some(1),
+                "the patch sets one annotation and nothing else",
+            );
+            let report =
+                &patch["metadata"]["annotations"][api::installation::UPGRADE_REPORT_ANNOTATION];
+            check!(report.is_string(), "the annotation is the upgrade report");
+            let report = report.as_str().unwrap_or_default().to_string();
+            s.upgrade_reports.push((Instant::now(), report));
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": AGENT_POD, "namespace": "nes-system", "annotations": annotations}});
+            json_response(StatusCode::OK, &pod)
+        }
         ("PATCH", p) if pod_path(p).is_some() => {
             let (ns, name) = pod_path(p).unwrap_or_default();
             check!(
@@ -713,32 +740,6 @@ async fn respond(
             );
             s.events.push((Instant::now(), event.clone()));
             json_response(StatusCode::CREATED, &event)
-        }
-        ("PATCH", p) if p == format!("/api/v1/namespaces/nes-system/pods/{AGENT_POD}") => {
-            check!(
-                content_type == "application/merge-patch+json",
-                "the report is a JSON merge patch"
-            );
-            check!(
-                query.contains("fieldManager=nes-agent"),
-                "written as nes-agent"
-            );
-            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
-            let annotations = patch["metadata"]["annotations"].as_object();
-            check!(
-                patch.as_object().map(|o| o.len()) == Some(1)
-                    && patch["metadata"].as_object().map(|o| o.len()) == Some(1)
-                    && annotations.map(|a| a.len()) == Some(1),
-                "the patch sets one annotation and nothing else",
-            );
-            let report =
-                &patch["metadata"]["annotations"][api::installation::UPGRADE_REPORT_ANNOTATION];
-            check!(report.is_string(), "the annotation is the upgrade report");
-            let report = report.as_str().unwrap_or_default().to_string();
-            s.upgrade_reports.push((Instant::now(), report));
-            let pod = json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": AGENT_POD, "namespace": "nes-system", "annotations": annotations}});
-            json_response(StatusCode::OK, &pod)
         }
         ("PATCH", p) if p.starts_with("/apis/events.k8s.io/v1/namespaces/") => {
             let event: Value = serde_json::from_slice(&body).unwrap_or_default();

@@ -384,6 +384,13 @@ if agent_ds:
     check("DaemonSet nes-agent", any(t.get("audience") == "nes-operator" for t in token),
           "a projected token for the audience nes-operator (the cliserver's TokenReview audience)")
     env = {e.get("name"): e for c in agent_ds["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    mounts = {m.get("name"): m for c in agent_ds["spec"]["template"]["spec"]["containers"]
+              for m in c.get("volumeMounts", [])}
+    check("DaemonSet nes-agent",
+          mounts.get("cni-bin", {}).get("mountPath") == "/opt/cni/bin" and mounts["cni-bin"].get("readOnly")
+          and mounts.get("cni-cache", {}).get("mountPath") == "/var/lib/cni"
+          and not any(e.startswith("NES_ALLOW_HOST_CNI") for e in env),
+          "the CNI plugins (read-only) and libcni's cache are mounted; CNI stays off by default")
     check("DaemonSet nes-agent",
           env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
           "POD_NAME from the downward API (the pod the agent writes its upgrade report on)")

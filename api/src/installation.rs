@@ -249,6 +249,10 @@ pub struct HostAccessCeiling {
     pub parents: Vec<String>,
     #[serde(default)]
     pub passthru: bool,
+    /// CNI plugins may run on the node for hot-plugged attachments (the agent's
+    /// `--allow-host-cni`); the admin policies must allow it too.
+    #[serde(default)]
+    pub cni_attachments: bool,
 }
 
 impl NesInstallationSpec {

@@ -156,6 +156,8 @@ fn container(inst: &NesInstallation) -> Value {
             {"name": "state", "mountPath": "/var/lib/nes"},
             {"name": "ca", "mountPath": "/etc/nes/ca", "readOnly": true},
             {"name": "operator-token", "mountPath": "/var/run/secrets/nes", "readOnly": true},
+            {"name": "cni-bin", "mountPath": "/opt/cni/bin", "readOnly": true},
+            {"name": "cni-cache", "mountPath": "/var/lib/cni"},
         ],
     })
 }
@@ -178,6 +180,9 @@ fn host_access_env(inst: &NesInstallation) -> Vec<Value> {
     if ceiling.passthru {
         set("NES_ALLOW_HOST_PASSTHRU", "true".into());
     }
+    if ceiling.cni_attachments {
+        set("NES_ALLOW_HOST_CNI", "true".into());
+    }
     env
 }
 
@@ -190,6 +195,9 @@ fn volumes() -> Value {
         {"name": "netns", "hostPath": {"path": "/var/run/netns", "type": "DirectoryOrCreate"}},
         {"name": "state", "hostPath": {"path": "/var/lib/nes", "type": "DirectoryOrCreate"}},
         {"name": "ca", "configMap": {"name": "nes-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        // Attachments: the node's CNI plugins, and libcni's result cache shared with the runtime.
+        {"name": "cni-bin", "hostPath": {"path": "/opt/cni/bin", "type": "DirectoryOrCreate"}},
+        {"name": "cni-cache", "hostPath": {"path": "/var/lib/cni", "type": "DirectoryOrCreate"}},
     ])
 }
 

@@ -84,7 +84,7 @@ fn spec_settings_reach_the_rendered_objects() {
                   "tolerations": [], "logLevel": "debug", "priorityClassName": "pc",
                   "resources": {"limits": {"memory": "1Gi"}}},
         "webhook": {"namespaceSelector": {"matchLabels": {"nes": "on"}}},
-        "policy": {"hostAccess": {"veth": true, "bridges": ["br0", "br1"]}},
+        "policy": {"hostAccess": {"veth": true, "bridges": ["br0", "br1"], "cniAttachments": true}},
     }))
     .expect("spec");
     let mut inst = default_installation();
@@ -146,7 +146,8 @@ fn spec_settings_reach_the_rendered_objects() {
             ("NES_LOG_FORMAT", "json"),
             ("MALLOC_ARENA_MAX", "2"),
             ("NES_ALLOW_HOST_VETH", "true"),
-            ("NES_ALLOW_HOST_BRIDGES", "br0,br1")
+            ("NES_ALLOW_HOST_BRIDGES", "br0,br1"),
+            ("NES_ALLOW_HOST_CNI", "true")
         ]
     );
     assert_eq!(

@@ -138,7 +138,8 @@ impl PolicyView {
         subject: api::policy::Subject<'_>,
         origin: api::policy::Origin,
     ) -> Result<(), api::policy::Refusal> {
-        self.governing(namespace).evaluate(subject, origin)
+        self.governing(namespace)
+            .evaluate_in(namespace, subject, origin)
     }
 
     /// A view that has listed exactly these objects (tests).

@@ -50,6 +50,31 @@ impl Governing {
         evaluate(subject, origin, &self.policies()?).map_err(Refusal::from)
     }
 
+    /// [`Governing::evaluate`] of a subject in `namespace`, with the rules only its
+    /// namespace decides: which networks its attachments may come from
+    /// ([`super::check_attachments`]). What an API entrance checks before it stores, so it
+    /// refuses what the agent would.
+    pub fn evaluate_in(
+        &self,
+        namespace: &str,
+        subject: Subject<'_>,
+        origin: Origin,
+    ) -> Result<(), Refusal> {
+        let policies = self.policies()?;
+        let mut denied = evaluate(subject, origin, &policies)
+            .err()
+            .unwrap_or(Denied(Vec::new()));
+        if let Subject::Configuration(spec) = subject {
+            if let Err(more) = super::check_attachments(spec, namespace, &policies) {
+                denied.0.extend(more.0);
+            }
+        }
+        match denied.0.is_empty() {
+            true => Ok(()),
+            false => Err(denied.into()),
+        }
+    }
+
     /// Whether `spec`, asked by `origin`, may be applied on a node whose own host-access
     /// ceiling is `node`: the policies allow it, and its host-side fields are within both
     /// the policies and the node (neither can widen what the other refuses).

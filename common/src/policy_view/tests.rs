@@ -108,6 +108,27 @@ fn a_host_side_field_is_denied_naming_the_policy_and_the_field() {
     );
 }
 
+/// An attachment of another namespace's network is refused where it is stored (the
+/// cliserver, the webhook), not only later by the agent.
+#[test]
+fn an_attachment_of_another_namespaces_network_is_refused_naming_the_field() {
+    let spec: api::NetworkConfigurationSpec =
+        serde_json::from_value(serde_json::json!({"attachments": [{"name": "infra/data"}]}))
+            .expect("spec");
+    let Err(Refusal::Denied { denied, .. }) =
+        view().evaluate("team-a", Subject::Configuration(&spec), Origin::Cluster)
+    else {
+        panic!("a network of namespace infra must be refused for a pod of team-a");
+    };
+    assert!(
+        denied
+            .0
+            .iter()
+            .any(|v| v.rule == Rule::Attachments && v.field == "spec.attachments[0].name"),
+        "{denied}"
+    );
+}
+
 #[test]
 fn no_policy_means_the_built_in_default() {
     let view = PolicyView::fixed(vec![], &[("app", labels(&[]))]);

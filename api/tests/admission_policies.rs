@@ -344,24 +344,39 @@ fn agent_patching(node: &str, namespace: &str, name: &str) -> Value {
     r
 }
 
-fn pod_policy() -> Value {
-    policy("nes-agent-pod-annotations")
+/// The pod policy's verdict on the agent of `node` changing `namespace/name` from `old`
+/// to `new`.
+fn agent_changes(
+    node: &str,
+    namespace: &str,
+    name: &str,
+    new: Value,
+    old: Value,
+) -> Result<(), String> {
+    admit(
+        &policy("nes-agent-pod-annotations"),
+        agent_patching(node, namespace, name),
+        new,
+        old,
+    )
 }
 
 #[test]
 fn the_agent_may_write_its_report_on_its_own_pod_and_network_status_on_its_nodes_pods() {
     let mine = |a: Value| pod("nes-system", "agent-pod", "node-a", a);
-    let verdict = admit(
-        &pod_policy(),
-        agent_patching("node-a", "nes-system", "agent-pod"),
+    let verdict = agent_changes(
+        "node-a",
+        "nes-system",
+        "agent-pod",
         mine(json!({"keep": "x", REPORT: "{}"})),
         mine(json!({"keep": "x"})),
     );
     assert_eq!(verdict, Ok(()));
     let app = |a: Value| pod("apps", "db-0", "node-a", a);
-    let verdict = admit(
-        &pod_policy(),
-        agent_patching("node-a", "apps", "db-0"),
+    let verdict = agent_changes(
+        "node-a",
+        "apps",
+        "db-0",
         app(json!({"keep": "x", NETWORK_STATUS: "[{}]"})),
         app(json!({"keep": "x", NETWORK_STATUS: "[]"})),
     );
@@ -370,60 +385,69 @@ fn the_agent_may_write_its_report_on_its_own_pod_and_network_status_on_its_nodes
 
 #[test]
 fn the_agent_may_not_touch_other_nodes_pods_other_annotations_or_anything_else() {
-    // Another node's pod.
-    let other = |a: Value| pod("apps", "db-1", "node-b", a);
-    let verdict = admit(
-        &pod_policy(),
-        agent_patching("node-a", "apps", "db-1"),
-        other(json!({NETWORK_STATUS: "[{}]"})),
-        other(json!({})),
-    );
-    denied_by_policy(verdict, "another node's pod");
-    // Its node's pod: another annotation, a report, a label.
-    let app = |a: Value| pod("apps", "db-0", "node-a", a);
-    for (new, what) in [
-        (app(json!({"keep": "changed"})), "another annotation"),
+    let keep = || json!({"keep": "x"});
+    // (the pod's namespace, name and node, its annotations after the change, what it is)
+    let cases = [
         (
-            app(json!({"keep": "x", REPORT: "{}"})),
+            "apps",
+            "db-1",
+            "node-b",
+            json!({"keep": "x", NETWORK_STATUS: "[{}]"}),
+            "another node's pod",
+        ),
+        (
+            "apps",
+            "db-0",
+            "node-a",
+            json!({"keep": "changed"}),
+            "another annotation",
+        ),
+        (
+            "apps",
+            "db-0",
+            "node-a",
+            json!({"keep": "x", REPORT: "{}"}),
             "a report on an app pod",
         ),
-        (app(json!({})), "removing an annotation"),
-    ] {
-        let verdict = admit(
-            &pod_policy(),
-            agent_patching("node-a", "apps", "db-0"),
-            new,
-            app(json!({"keep": "x"})),
+        (
+            "apps",
+            "db-0",
+            "node-a",
+            json!({}),
+            "removing an annotation",
+        ),
+        (
+            "nes-system",
+            "agent-pod",
+            "node-a",
+            json!({"keep": "y"}),
+            "another annotation of its own pod",
+        ),
+        (
+            "nes-system",
+            "agent-pod-2",
+            "node-b",
+            json!({"keep": "x", REPORT: "{}"}),
+            "another agent's report",
+        ),
+    ];
+    for (ns, name, node, after, what) in cases {
+        let verdict = agent_changes(
+            "node-a",
+            ns,
+            name,
+            pod(ns, name, node, after),
+            pod(ns, name, node, keep()),
         );
         denied_by_policy(verdict, what);
     }
-    let mut relabelled = app(json!({"keep": "x"}));
+    let mut relabelled = pod("apps", "db-0", "node-a", keep());
     relabelled["metadata"]["labels"]["app"] = json!("web");
-    let verdict = admit(
-        &pod_policy(),
-        agent_patching("node-a", "apps", "db-0"),
-        relabelled,
-        app(json!({"keep": "x"})),
+    let before = pod("apps", "db-0", "node-a", keep());
+    denied_by_policy(
+        agent_changes("node-a", "apps", "db-0", relabelled, before),
+        "a label",
     );
-    denied_by_policy(verdict, "a label");
-    // Its own pod: anything but the report.
-    let mine = |a: Value| pod("nes-system", "agent-pod", "node-a", a);
-    let verdict = admit(
-        &pod_policy(),
-        agent_patching("node-a", "nes-system", "agent-pod"),
-        mine(json!({"keep": "y"})),
-        mine(json!({"keep": "x"})),
-    );
-    denied_by_policy(verdict, "another annotation of its own pod");
-    // Another agent's pod in nes-system (same node, not its token's pod): no report.
-    let peer = |a: Value| pod("nes-system", "agent-pod-2", "node-b", a);
-    let verdict = admit(
-        &pod_policy(),
-        agent_patching("node-a", "nes-system", "agent-pod-2"),
-        peer(json!({REPORT: "{}"})),
-        peer(json!({})),
-    );
-    denied_by_policy(verdict, "another agent's report");
 }
 
 #[test]
@@ -433,7 +457,7 @@ fn an_agent_token_without_claims_may_patch_no_pod() {
     request["name"] = json!("db-0");
     request["namespace"] = json!("apps");
     let verdict = admit(
-        &pod_policy(),
+        &policy("nes-agent-pod-annotations"),
         request,
         app(json!({NETWORK_STATUS: "[{}]"})),
         app(json!({})),

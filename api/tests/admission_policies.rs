@@ -29,21 +29,25 @@ fn denied_by_policy(verdict: Result<(), String>, what: &str) -> String {
     }
 }
 
-/// cel 0.13 (kube-cel's interpreter) parses CEL's optional syntax but departs from the
-/// spec where the operator's policy needs it: `optional.of(1) == optional.of(1)` is false
-/// and `m.?absent` fails instead of giving `optional.none()`. Its tests run once the
-/// interpreter follows the spec, and say so loudly until then.
-fn optionals_follow_the_spec(test: &str) -> bool {
+/// Whether the interpreter follows the CEL spec on optionals, which the operator's
+/// caBundle-only policy needs: cel 0.13 (kube-cel's interpreter) parses the optional syntax
+/// but `optional.of(1) == optional.of(1)` is false and `m.?absent` fails instead of giving
+/// `optional.none()`.
+fn optionals_follow_the_spec() -> bool {
     let mut ctx = Context::default();
     ctx.add_variable_from_value("m", HashMap::from([("a".to_string(), 1)]));
-    let conforms = eval(&ctx, "optional.of(1) == optional.of(1)") == Ok(Cel::Bool(true))
-        && eval(&ctx, "!m.?b.hasValue()") == Ok(Cel::Bool(true));
-    if !conforms {
-        println!(
-            "SKIP {test}: cel 0.13 compares optionals and selects absent fields off the CEL spec"
-        );
-    }
-    conforms
+    eval(&ctx, "optional.of(1) == optional.of(1)") == Ok(Cel::Bool(true))
+        && eval(&ctx, "!m.?b.hasValue()") == Ok(Cel::Bool(true))
+}
+
+/// Fails the day the interpreter follows the spec: then the two ignored operator tests
+/// below can run (remove their `#[ignore]`).
+#[test]
+fn the_interpreter_still_departs_from_the_cel_spec_on_optionals() {
+    assert!(
+        !optionals_follow_the_spec(),
+        "the CEL interpreter now follows the spec on optionals: un-ignore the operator's caBundle tests"
+    );
 }
 
 /// The ValidatingAdmissionPolicy named `name`.
@@ -154,10 +158,8 @@ fn operator_policy() -> Value {
 }
 
 #[test]
+#[ignore = "cel 0.13 compares optionals off the CEL spec"]
 fn the_operator_may_change_only_the_ca_bundle_of_its_webhooks() {
-    if !optionals_follow_the_spec("the_operator_may_change_only_the_ca_bundle_of_its_webhooks") {
-        return;
-    }
     let old = webhook_configuration("b2xk");
     let new = webhook_configuration("bmV3");
     assert_eq!(
@@ -167,10 +169,8 @@ fn the_operator_may_change_only_the_ca_bundle_of_its_webhooks() {
 }
 
 #[test]
+#[ignore = "cel 0.13 compares optionals off the CEL spec"]
 fn the_operator_may_not_change_its_webhooks_rules_or_selectors() {
-    if !optionals_follow_the_spec("the_operator_may_not_change_its_webhooks_rules_or_selectors") {
-        return;
-    }
     let old = webhook_configuration("b2xk");
     let widen: [(&str, Change); 5] = [
         ("rules", |w| w["rules"][0]["operations"] = json!(["*"])),

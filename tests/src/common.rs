@@ -444,10 +444,24 @@ fn kernel_own(event: &str) -> bool {
 /// lane sets it when the guest runs under software emulation, many times slower than the
 /// host; a bound that holds on real hardware would fail there for the wrong reason.
 pub fn scaled(bound: std::time::Duration) -> std::time::Duration {
-    let scale = std::env::var("NES_TEST_TIME_SCALE")
+    bound * time_scale()
+}
+
+/// `NES_TEST_TIME_SCALE`, 1 unless set.
+fn time_scale() -> u32 {
+    std::env::var("NES_TEST_TIME_SCALE")
         .ok()
         .and_then(|s| s.parse::<u32>().ok())
         .filter(|s| *s > 0)
-        .unwrap_or(1);
-    bound * scale
+        .unwrap_or(1)
+}
+
+/// How many pods a scale test runs: `n` on the host, a tenth of it (at least 5) under
+/// emulation, where the VM lane checks kernel behaviour within its time budget and the
+/// host run is the one that measures scale.
+pub fn scale_pods(n: usize) -> usize {
+    match time_scale() {
+        1 => n,
+        _ => (n / 10).max(5),
+    }
 }

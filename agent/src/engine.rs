@@ -185,6 +185,19 @@ impl PodNetwork {
         }
     }
 
+    /// Returns once the mirror has followed every write acknowledged so far (this agent's,
+    /// a CNI plugin's): the listener's barrier saw all their echoes; otherwise the mirror is
+    /// doubted, so the next read dumps.
+    async fn settle_mirror(&self) {
+        let followed = match self.hub.events.get() {
+            Some(listener) => listener.barrier().await,
+            None => false,
+        };
+        if !followed {
+            self.hub.mirror.doubt();
+        }
+    }
+
     /// The mirror behind [`PodNetwork::observed`].
     pub fn mirror(&self) -> &Mirror {
         &self.hub.mirror
@@ -270,6 +283,10 @@ impl PodNetwork {
         }
         let attachments =
             crate::cni::attacher::run(self.attacher.as_deref(), &desired.attachments).await;
+        if self.attacher.is_some() {
+            // The plan reads the mirror: it must have followed what the plugins did.
+            self.settle_mirror().await;
+        }
         let (observed, p) = self
             .plan_checked(desired, Checked::Validated, owned)
             .await?;
@@ -291,15 +308,8 @@ impl PodNetwork {
             Vec::new()
         } else {
             let results = apply::execute(&x, p.ops, &observed).await;
-            // A read that follows the pass must see all of it: the mirror has followed
-            // every echo of the pass (or doubted itself), or it is dumped again.
-            let followed = match self.hub.events.get() {
-                Some(listener) => listener.barrier().await,
-                None => false,
-            };
-            if !followed {
-                self.hub.mirror.doubt();
-            }
+            // A read that follows the pass must see all of it.
+            self.settle_mirror().await;
             results
         };
         let report = ApplyReport {

@@ -38,6 +38,7 @@ tag="nesb$$"
 agent_pid=
 namespaces=()
 cleanup() {
+  [ -n "${BENCH_KEEP_LOG:-}" ] && cp "$work/agent.log" "$BENCH_KEEP_LOG"
   if [ -n "$agent_pid" ]; then
     kill "$agent_pid" 2>/dev/null || true
     wait "$agent_pid" 2>/dev/null || true

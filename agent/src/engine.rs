@@ -290,9 +290,11 @@ impl PodNetwork {
         let (observed, p) = self
             .plan_checked(desired, Checked::Validated, owned)
             .await?;
+        let planned = started.elapsed();
         if let Some(intent) = intent(owned, &p.owned) {
             record(intent).await?;
         }
+        let recorded = started.elapsed();
         let before = self.writes();
         let host = match plan::needs_host(desired) {
             true => Some(self.host().await?),
@@ -304,10 +306,12 @@ impl PodNetwork {
             host,
         };
         let n_ops = p.ops.len();
+        let mut executed = recorded;
         let results = if p.ops.is_empty() {
             Vec::new()
         } else {
             let results = apply::execute(&x, p.ops, &observed).await;
+            executed = started.elapsed();
             // A read that follows the pass must see all of it.
             self.settle_mirror().await;
             results
@@ -326,6 +330,9 @@ impl PodNetwork {
                 writes = report.writes,
                 failed = report.failures().count(),
                 elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                planned_ms = planned.as_secs_f64() * 1000.0,
+                recorded_ms = recorded.as_secs_f64() * 1000.0,
+                executed_ms = executed.as_secs_f64() * 1000.0,
                 "converge pass"
             );
         } else {

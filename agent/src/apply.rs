@@ -13,8 +13,10 @@ use crate::observe::Observed;
 use crate::owned::Owned;
 use crate::plan::{Blocked, LinkCreate, LinkKind, ObjectRef, Op};
 
-/// Most writes in flight on one socket at once (bounded so acks never overflow the socket).
-const WINDOW: usize = 512;
+/// Most writes in flight on one socket at once: bounded so acks never overflow the socket,
+/// and so the echoes of one batch fit the event channel the keeper drains during the pass
+/// (`watch::EVENT_BUFFER`; a lag there would cost a needless second pass).
+const WINDOW: usize = 128;
 
 /// How one write ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -238,9 +240,12 @@ async fn pipeline(outcomes: &mut [Option<Outcome>], sends: Vec<(usize, Result<Pe
             Ok(p) => inflight.push(async move { (i, p.await) }),
             Err(e) => outcomes[i] = Some(outcome(Err(e))),
         }
+        // A full window is sent as one batch; half of it is answered before more is sent.
         if inflight.len() >= WINDOW {
-            if let Some((j, r)) = inflight.next().await {
-                outcomes[j] = Some(outcome(r));
+            while inflight.len() > WINDOW / 2 {
+                if let Some((j, r)) = inflight.next().await {
+                    outcomes[j] = Some(outcome(r));
+                }
             }
         }
     }

@@ -261,11 +261,16 @@ pub async fn listen(
                             break;
                         };
                         handle(msg);
+                        // The socket's channel is not tokio's, so nothing else makes this
+                        // loop yield: a batch of writes echoes hundreds of events at once,
+                        // and the subscribers must get to run before the channel laps them.
+                        tokio::task::consume_budget().await;
                     }
                     Some(done) = asked.recv() => {
                         let answered = socket.barrier(&mut handle).await;
                         while let Ok((msg, _)) = socket.messages.try_recv() {
                             handle(msg);
+                            tokio::task::consume_budget().await;
                         }
                         let _ = done.send(answered);
                     }

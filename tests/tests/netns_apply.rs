@@ -273,6 +273,60 @@ async fn a_refused_write_names_the_object_and_the_errno() {
     assert!(last.writes >= 2, "retried at least once: {}", last.writes);
 }
 
+/// Writes go to the kernel many to a datagram, and answers are matched to writes by
+/// position: a refusal in the middle of a batch, or in a later datagram, must be reported
+/// against its own route and no other.
+#[tokio::test]
+async fn refusals_inside_batched_writes_are_each_reported_against_their_own_object() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("batch");
+    let net = fx.open().await;
+    // 900 routes (several datagrams, more than one window); every 7th via a gateway on no
+    // connected network (ENETUNREACH), the others via eth0's own subnet.
+    let mut yaml =
+        String::from("interfaces:\n  - name: eth0\n    addresses: [10.0.0.2/24]\nroutes:\n");
+    let mut refused = std::collections::BTreeSet::new();
+    for i in 0..900u32 {
+        let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+        let via = match i % 7 == 3 {
+            true => {
+                refused.insert(format!("route {dst} table 254 metric 0"));
+                "172.31.255.1"
+            }
+            false => "10.0.0.1",
+        };
+        yaml.push_str(&format!("  - dst: {dst}\n    via: {via}\n"));
+    }
+    let desired = spec(&yaml);
+    let report = net
+        .converge(&desired, &Owned::default())
+        .await
+        .expect("converge");
+    assert_eq!(report.writes, 901, "one address and 900 routes");
+    let failed: std::collections::BTreeSet<String> = report
+        .failures()
+        .map(|r| match &r.outcome {
+            Outcome::Failed { errno, message } => {
+                assert_eq!(
+                    *errno,
+                    Some(nix::errno::Errno::ENETUNREACH as i32),
+                    "{message}"
+                );
+                let object = message.split(':').next().unwrap_or_default();
+                object.to_string()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(failed, refused, "each refusal is its own route's");
+    // The kernel agrees: every other route is there, none of the refused ones.
+    let routes = fx.pod.ip(&["route", "show", "proto", "78"]);
+    assert_eq!(routes.lines().count(), 900 - refused.len(), "{routes}");
+    assert!(!routes.contains("172.31.255.1"), "{routes}");
+}
+
 #[tokio::test]
 async fn a_link_name_taken_by_someone_else_is_reported_not_taken_over() {
     if !require_root() {

@@ -41,6 +41,14 @@ pub fn parse_event(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Change> 
     })
 }
 
+/// The link in an answer to a link request.
+pub(super) fn new_link(m: &RouteNetlinkMessage) -> Option<&LinkMessage> {
+    match m {
+        RouteNetlinkMessage::NewLink(l) => Some(l),
+        _ => None,
+    }
+}
+
 pub(super) fn link(m: &LinkMessage) -> ObservedLink {
     let mut l = ObservedLink {
         index: m.header.index,

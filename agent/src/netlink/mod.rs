@@ -13,10 +13,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::address::AddressMessage;
@@ -43,7 +43,9 @@ pub type Pending = futures::future::BoxFuture<'static, Result<()>>;
 /// The rtnetlink socket of one namespace.
 #[derive(Clone)]
 pub struct Netlink {
-    handle: rtnetlink::Handle,
+    /// Reads are answered on it; writes go through [`Writer`], batched.
+    handle: Handle,
+    writer: Writer,
     netns: Arc<str>,
     writes: Arc<AtomicU64>,
     /// The kernel serves one dump per socket at a time (another is EBUSY); status reads,
@@ -68,7 +70,12 @@ impl Netlink {
         let (conn, handle) = exec
             .run(move || -> std::io::Result<_> {
                 let _enter = rt.enter();
-                let (mut conn, handle, _) = rtnetlink::new_connection()?;
+                // netlink-proto directly, not rtnetlink's handle: only it sends many
+                // requests in one datagram (`request_batch`).
+                let (mut conn, handle, _) =
+                    rtnetlink::proto::new_connection(rtnetlink::sys::constants::NETLINK_ROUTE)?;
+                // A batch's answers are told apart by position: every write must get one.
+                conn.set_forward_ack(true);
                 grow_rcvbuf(conn.socket_mut().socket_mut());
                 Ok((conn, handle))
             })
@@ -79,6 +86,10 @@ impl Netlink {
             })?;
         tokio::spawn(conn);
         Ok(Self {
+            writer: Writer {
+                handle: handle.clone(),
+                queued: Arc::default(),
+            },
             handle,
             netns,
             writes: Arc::new(AtomicU64::new(0)),
@@ -136,69 +147,104 @@ impl Netlink {
 
     pub async fn get_links(&self) -> Result<Vec<ObservedLink>> {
         let _turn = self.dumps.lock().await;
-        let msgs: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.read_err("links", "dump links", e))?;
-        Ok(msgs.iter().map(convert::link).collect())
+        let get = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        let answers = self.read(get, NLM_F_DUMP, "links", "dump links").await?;
+        Ok(answers
+            .iter()
+            .filter_map(convert::new_link)
+            .map(convert::link)
+            .collect())
     }
 
     pub async fn get_link(&self, name: &str) -> Result<Option<ObservedLink>> {
-        let req = self.handle.link().get().match_name(name.to_string());
-        self.get_one(req, name).await
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.get_one(m, name).await
     }
 
     /// The link with this index, if any.
     pub async fn get_link_by_index(&self, index: u32) -> Result<Option<ObservedLink>> {
-        let req = self.handle.link().get().match_index(index);
-        self.get_one(req, &format!("index {index}")).await
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.get_one(m, &format!("index {index}")).await
     }
 
-    async fn get_one(
-        &self,
-        req: rtnetlink::LinkGetRequest,
-        name: &str,
-    ) -> Result<Option<ObservedLink>> {
-        let mut s = req.execute();
-        match s.next().await {
-            Some(Ok(m)) => Ok(Some(convert::link(&m))),
-            Some(Err(rtnetlink::Error::NetlinkError(e))) if errno_of(&e) == Some(libc_enodev()) => {
-                Ok(None)
-            }
-            Some(Err(e)) => Err(self.read_err(&format!("link {name}"), "get link", e)),
-            None => Ok(None),
+    async fn get_one(&self, m: LinkMessage, name: &str) -> Result<Option<ObservedLink>> {
+        let get = RouteNetlinkMessage::GetLink(m);
+        match self.read(get, 0, &format!("link {name}"), "get link").await {
+            Ok(answers) => Ok(answers
+                .iter()
+                .find_map(convert::new_link)
+                .map(convert::link)),
+            Err(Error::Kernel { errno, .. }) if errno == libc_enodev() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     pub async fn get_addresses(&self) -> Result<Vec<ObservedAddress>> {
         let _turn = self.dumps.lock().await;
-        let msgs: Vec<AddressMessage> =
-            self.handle
-                .address()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(|e| self.read_err("addresses", "dump addresses", e))?;
-        Ok(msgs.iter().filter_map(convert::address).collect())
+        let get = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        let answers = self
+            .read(get, NLM_F_DUMP, "addresses", "dump addresses")
+            .await?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => convert::address(a),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Unicast routes of every table but `local`, both families.
     pub async fn dump_routes(&self) -> Result<Vec<ObservedRoute>> {
         let _turn = self.dumps.lock().await;
-        let msgs: Vec<RouteMessage> = self
+        let get = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+        let answers = self.read(get, NLM_F_DUMP, "routes", "dump routes").await?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => convert::route(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Sends one read request and collects its answers; a refusal is [`Error::Kernel`].
+    async fn read(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        object: &str,
+        op: &'static str,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | flags;
+        let mut answers = self
             .handle
-            .route()
-            .get(RouteMessage::default())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.read_err("routes", "dump routes", e))?;
-        Ok(msgs.iter().filter_map(convert::route).collect())
+            .request(req, kernel())
+            .map_err(|e| Error::Netlink {
+                object: format!("{object} in {}", self.netns),
+                op,
+                message: e.to_string(),
+            })?;
+        let mut out = Vec::new();
+        while let Some(m) = answers.next().await {
+            match m.payload {
+                NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                NetlinkPayload::Error(e) => {
+                    if let Some(errno) = errno_of(&e) {
+                        return Err(Error::Kernel {
+                            object: object.to_string(),
+                            op,
+                            errno,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     // === writes (pipelined) ===
@@ -349,43 +395,98 @@ impl Netlink {
     ) -> Result<Pending> {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        let mut handle = self.handle.clone();
-        let mut responses = handle.request(req).map_err(|e| Error::Netlink {
-            object: object.clone(),
-            op,
-            message: e.to_string(),
-        })?;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.writer.queue(Queued { req, tx });
         self.writes.fetch_add(1, Ordering::Relaxed);
         debug!(netns = %self.netns, %object, op, "netlink write");
+        let writer = self.writer.clone();
         Ok(Box::pin(async move {
-            while let Some(m) = responses.next().await {
-                if let NetlinkPayload::Error(e) = m.payload {
-                    if let Some(code) = e.code {
-                        return Err(Error::Kernel {
-                            object,
-                            op,
-                            errno: -code.get(),
-                        });
-                    }
-                }
+            writer.flush();
+            match rx.await {
+                Ok(None) => Ok(()),
+                Ok(Some(errno)) => Err(Error::Kernel { object, op, errno }),
+                Err(_) => Err(Error::Netlink {
+                    object,
+                    op,
+                    message: "the netlink socket closed before the kernel answered".into(),
+                }),
             }
-            Ok(())
         }))
     }
+}
 
-    fn read_err(&self, object: &str, op: &'static str, e: rtnetlink::Error) -> Error {
-        match e {
-            rtnetlink::Error::NetlinkError(m) if m.code.is_some() => Error::Kernel {
-                object: object.to_string(),
-                op,
-                errno: errno_of(&m).unwrap_or(0),
-            },
-            other => Error::Netlink {
-                object: format!("{object} in {}", self.netns),
-                op,
-                message: other.to_string(),
-            },
+type Handle = rtnetlink::proto::ConnectionHandle<RouteNetlinkMessage>;
+
+/// The kernel's netlink address.
+fn kernel() -> rtnetlink::sys::SocketAddr {
+    rtnetlink::sys::SocketAddr::new(0, 0)
+}
+
+/// A write waiting to be sent, and where its answer goes (`Some(errno)`: refused).
+struct Queued {
+    req: NetlinkMessage<RouteNetlinkMessage>,
+    tx: futures::channel::oneshot::Sender<Option<i32>>,
+}
+
+/// Largest datagram of writes sent at once: well under the socket's default send buffer
+/// (the kernel refuses a datagram larger than it, EMSGSIZE).
+const BATCH_BYTES: usize = 32 << 10;
+
+/// The write side of a namespace's socket. Writes are queued in call order and sent
+/// together, many messages per datagram, when the first of their answers is awaited: the
+/// kernel runs a datagram's messages in order and answers each, so one system call carries
+/// many writes where `ip -batch` makes one per write.
+#[derive(Clone)]
+struct Writer {
+    handle: Handle,
+    queued: Arc<std::sync::Mutex<Vec<Queued>>>,
+}
+
+impl Writer {
+    fn queue(&self, q: Queued) {
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(q);
+    }
+
+    /// Sends everything queued, in order, in datagrams of at most [`BATCH_BYTES`].
+    fn flush(&self) {
+        // Taken and sent under the lock: batches reach the connection in queue order.
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for q in queued.drain(..) {
+            let len = rtnetlink::packet_core::Emitable::buffer_len(&q.req);
+            if !batch.is_empty() && bytes + len > BATCH_BYTES {
+                self.send(std::mem::take(&mut batch));
+                bytes = 0;
+            }
+            bytes += len;
+            batch.push(q);
         }
+        if !batch.is_empty() {
+            self.send(batch);
+        }
+    }
+
+    /// Sends one datagram of writes. The kernel answers each (they all ask for an
+    /// acknowledgement) in the order sent, so the n-th answer is the n-th write's.
+    fn send(&self, batch: Vec<Queued>) {
+        let (reqs, txs): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.req, q.tx)).unzip();
+        // On failure every sender is dropped: each write says the socket closed.
+        let Ok(mut answers) = self.handle.request_batch(reqs, kernel()) else {
+            return;
+        };
+        let mut txs = txs.into_iter();
+        tokio::spawn(async move {
+            while let Some(m) = answers.next().await {
+                if let NetlinkPayload::Error(e) = m.payload {
+                    let Some(tx) = txs.next() else { break };
+                    let _ = tx.send(errno_of(&e));
+                }
+            }
+        });
     }
 }
 

@@ -8,11 +8,15 @@
 //! [`MAX_AGE`]. A new network namespace is a new [`PodNetwork`](crate::engine::PodNetwork)
 //! and so a new mirror.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::netlink::Change;
-use crate::observe::Observed;
+use ipnet::IpNet;
+
+use crate::observe::{Observed, ObservedAddress, ObservedRoute};
 
 /// A mirror is dumped again when its last dump is older than this.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
@@ -29,9 +33,57 @@ pub enum Applied {
     Doubt,
 }
 
-/// Applies one announced change to `observed`: additions are followed, anything whose
-/// effects the kernel may not announce in full is a [`Applied::Doubt`].
-pub fn apply(observed: &mut Observed, change: &Change) -> Applied {
+/// What identifies the entries of a mirrored state, so a change is followed without
+/// scanning it (a big pass announces thousands of changes, each checked here).
+#[derive(Debug, Default, Clone)]
+pub struct Keys {
+    addresses: HashSet<ObservedAddress>,
+    routes: HashSet<ObservedRoute>,
+    /// How many routes each (destination, table, metric) has.
+    route_keys: HashMap<(IpNet, u32, u32), usize>,
+}
+
+impl Keys {
+    /// The keys of `observed`.
+    pub fn of(observed: &Observed) -> Self {
+        let mut keys = Self {
+            addresses: observed.addresses.iter().cloned().collect(),
+            ..Self::default()
+        };
+        for r in &observed.routes {
+            keys.add_route(r);
+        }
+        keys
+    }
+
+    fn add_route(&mut self, r: &ObservedRoute) {
+        if self.routes.insert(r.clone()) {
+            *self.route_keys.entry(route_key(r)).or_default() += 1;
+        }
+    }
+
+    fn remove_route(&mut self, r: &ObservedRoute) -> bool {
+        if !self.routes.remove(r) {
+            return false;
+        }
+        if let Entry::Occupied(mut e) = self.route_keys.entry(route_key(r)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        true
+    }
+}
+
+fn route_key(r: &ObservedRoute) -> (IpNet, u32, u32) {
+    (r.dst, r.table, r.metric)
+}
+
+/// Applies one announced change to `observed` (whose keys are `keys`): additions are
+/// followed, anything whose effects the kernel may not announce in full is a
+/// [`Applied::Doubt`].
+pub fn apply(observed: &mut Observed, keys: &mut Keys, change: &Change) -> Applied {
     match change {
         Change::NewLink(l) => match observed.links.iter_mut().find(|o| o.index == l.index) {
             None => {
@@ -47,31 +99,29 @@ pub fn apply(observed: &mut Observed, change: &Change) -> Applied {
         },
         Change::DelLink(_) | Change::DelAddress(_) => Applied::Doubt,
         Change::NewAddress(a) => {
-            if !observed.addresses.contains(a) {
+            if keys.addresses.insert(a.clone()) {
                 observed.addresses.push(a.clone());
             }
             Applied::Followed
         }
         Change::NewRoute(r) => {
-            if observed.routes.contains(r) {
+            if keys.routes.contains(r) {
                 return Applied::Followed;
             }
             // Same key, other next hop: a replace or another path of it; not guessed.
-            let same_key = |o: &&crate::observe::ObservedRoute| {
-                o.dst == r.dst && o.table == r.table && o.metric == r.metric
-            };
-            if observed.routes.iter().any(|o| same_key(&o)) {
+            if keys.route_keys.contains_key(&route_key(r)) {
                 return Applied::Doubt;
             }
+            keys.add_route(r);
             observed.routes.push(r.clone());
             Applied::Followed
         }
-        Change::DelRoute(r) => match observed.routes.iter().position(|o| o == r) {
-            Some(i) => {
-                observed.routes.remove(i);
+        Change::DelRoute(r) => match keys.remove_route(r) {
+            true => {
+                observed.routes.retain(|o| o != r);
                 Applied::Followed
             }
-            None => Applied::Doubt,
+            false => Applied::Doubt,
         },
     }
 }
@@ -90,6 +140,8 @@ struct State {
     fed: bool,
     /// The current state and when the dump it grew from was taken, while trusted.
     trusted: Option<(Instant, Arc<Observed>)>,
+    /// The keys of the trusted state.
+    keys: Keys,
     /// Bumped on every doubt: a dump begun before one is not trusted.
     epoch: u64,
     /// Changes seen while a dump is in flight, applied on top of it when it lands.
@@ -131,10 +183,11 @@ impl Mirror {
                 s.doubt();
             }
         }
-        let Some((_, observed)) = s.trusted.as_mut() else {
+        let State { trusted, keys, .. } = &mut *s;
+        let Some((_, observed)) = trusted.as_mut() else {
             return;
         };
-        if apply(Arc::make_mut(observed), &change) == Applied::Doubt {
+        if apply(Arc::make_mut(observed), keys, &change) == Applied::Doubt {
             s.doubt();
         }
     }
@@ -178,15 +231,17 @@ impl Mirror {
         let mut observed = dump?;
         s.dumps += 1;
         // Replayed only onto a dump that may be trusted; a doubtful change leaves it as read.
+        let mut keys = Keys::of(&observed);
         let trusted = s.fed
             && s.epoch == ticket.epoch
             && replay
                 .iter()
-                .all(|c| apply(&mut observed, c) == Applied::Followed);
+                .all(|c| apply(&mut observed, &mut keys, c) == Applied::Followed);
         let observed = Arc::new(observed);
         s.last = Some((ticket.taken, observed.clone()));
         if trusted {
             s.trusted = Some((ticket.taken, observed.clone()));
+            s.keys = keys;
         }
         Some(observed)
     }

@@ -50,7 +50,7 @@ impl ObservedLink {
 }
 
 /// One interface address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct ObservedAddress {
     pub index: u32,
     /// Local address with its prefix length, e.g. `10.0.0.5/24`.
@@ -58,7 +58,7 @@ pub struct ObservedAddress {
 }
 
 /// One route (unicast, not in the local table).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct ObservedRoute {
     pub dst: IpNet,
     pub table: u32,

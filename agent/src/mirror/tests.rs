@@ -54,8 +54,9 @@ fn additions_are_followed_and_repeats_change_nothing() {
         }),
         Change::DelRoute(route("10.2.0.0/16", Some("10.0.0.1"))),
     ];
+    let mut keys = Keys::of(&o);
     for c in &cases {
-        assert_eq!(apply(&mut o, c), Applied::Followed, "{c:?}");
+        assert_eq!(apply(&mut o, &mut keys, c), Applied::Followed, "{c:?}");
     }
     assert_eq!(o.addresses.len(), 2);
     assert_eq!(o.routes, vec![route("10.1.0.0/16", Some("10.0.0.1"))]);
@@ -75,7 +76,9 @@ fn changes_with_unannounced_effects_are_doubts() {
         Change::DelRoute(route("10.9.0.0/16", None)),
     ];
     for c in &cases {
-        assert_eq!(apply(&mut base(), c), Applied::Doubt, "{c:?}");
+        let mut o = base();
+        let mut keys = Keys::of(&o);
+        assert_eq!(apply(&mut o, &mut keys, c), Applied::Doubt, "{c:?}");
     }
 }
 

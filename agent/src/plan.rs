@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use api::host::HostAccess;
 use api::{
     InterfaceSpec, InterfaceType, LinkMode, LinkState, NetworkConfigurationSpec, ObjectState,
-    RouteKey, RouteSpec,
+    RouteKey,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -881,23 +881,24 @@ impl<'a> Planning<'a> {
                     continue;
                 };
                 desired_addrs.insert((name, net));
-                let obj = ObjectRef::Address {
-                    ifname: name.into(),
-                    addr: net.to_string(),
-                };
+                // Formatted once: a pod may declare hundreds of addresses.
+                let text = net.to_string();
                 match f {
                     LinkFate::Blocked => self.p.block(
-                        obj,
+                        ObjectRef::Address {
+                            ifname: name.into(),
+                            addr: text,
+                        },
                         ObjectState::Pending,
                         format!("waiting for interface {name}"),
                     ),
                     _ if present.contains(&net) => {
-                        if owned.owns_address(name, &net.to_string()) {
-                            self.adopted.add_address(name, net.to_string());
+                        if owned.owns_address(name, &text) {
+                            self.adopted.add_address(name, text);
                         }
                     }
                     _ => {
-                        self.adopted.add_address(name, net.to_string());
+                        self.adopted.add_address(name, text);
                         self.p.addresses.push(Op::AddAddress {
                             ifname: name.into(),
                             addr: net,
@@ -956,8 +957,10 @@ impl<'a> Planning<'a> {
             let via = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
             let metric = effective_metric(&dst, r.metric);
             desired_keys.insert((dst, r.table, metric));
+            // Computed once (it parses and formats the destination).
+            let key = r.key();
             let target = RouteTarget {
-                key: r.key(),
+                key: key.clone(),
                 dst,
                 table: r.table,
                 metric: r.metric,
@@ -971,7 +974,7 @@ impl<'a> Planning<'a> {
             if dev_fate == Some(LinkFate::Blocked) {
                 let dev = r.dev.as_deref().unwrap_or_default();
                 self.p.block(
-                    ObjectRef::Route(r.key()),
+                    ObjectRef::Route(key),
                     ObjectState::Pending,
                     format!("waiting for interface {dev}"),
                 );
@@ -984,7 +987,7 @@ impl<'a> Planning<'a> {
                 .copied()
                 .filter(|o| o.oif.is_none_or(|i| !self.gone.contains(&i)))
                 .collect();
-            self.route(r, target, dev_fate, &existing);
+            self.route(target, dev_fate, &existing);
         }
         desired_keys
     }
@@ -993,7 +996,6 @@ impl<'a> Planning<'a> {
     /// when its gateway or device differ), anyone else's blocks it.
     fn route(
         &mut self,
-        r: &RouteSpec,
         target: RouteTarget,
         dev_fate: Option<LinkFate>,
         existing: &[&ObservedRoute],
@@ -1002,7 +1004,7 @@ impl<'a> Planning<'a> {
         let ours = existing.iter().find(|o| o.is_nes());
         match (ours, existing.first()) {
                 (Some(o), _) => {
-                    self.adopted.routes.insert(r.key());
+                    self.adopted.routes.insert(target.key.clone());
                     let dev_ok = match dev_fate {
                         None => true,
                         Some(LinkFate::Keep(idx)) => o.oif == Some(idx),
@@ -1013,12 +1015,12 @@ impl<'a> Planning<'a> {
                     }
                 }
                 (None, Some(o)) => self.p.block(
-                    ObjectRef::Route(r.key()),
+                    ObjectRef::Route(target.key),
                     ObjectState::Failed,
                     format!("a route {} table {} metric {} already exists and was not installed by nes (proto {}); refusing to replace it", o.dst, o.table, o.metric, o.protocol),
                 ),
                 (None, None) => {
-                    self.adopted.routes.insert(r.key());
+                    self.adopted.routes.insert(target.key.clone());
                     self.p.routes.push(Op::AddRoute { route: target, replace: false });
                 }
             }

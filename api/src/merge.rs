@@ -177,10 +177,6 @@ impl Merger {
 
     fn route(&mut self, manager: &str, new: &RouteSpec) -> Result<(), Conflict> {
         let key = new.key();
-        let at = format!(
-            "spec.routes[dst={},table={},metric={}]",
-            key.dst, key.table, key.metric
-        );
         // `routes` and `owners.routes` grow together: one position for both.
         let Some(&idx) = self.route_at.get(&key) else {
             self.route_at.insert(key.clone(), self.routes.len());
@@ -189,14 +185,28 @@ impl Merger {
                 managers: vec![manager.to_string()],
             });
             self.routes.push(new.clone());
-            for (field, set) in [("via", new.via.is_some()), ("dev", new.dev.is_some())] {
-                if set {
-                    self.field_owner
-                        .insert(format!("{at}.{field}"), manager.to_string());
-                }
-            }
             return Ok(());
         };
+        let at = format!(
+            "spec.routes[dst={},table={},metric={}]",
+            key.dst, key.table, key.metric
+        );
+        // The fields a route came with are its first manager's. They are written down only
+        // now that a second manager declares it: most routes have one manager, and a big
+        // spec has a thousand of them.
+        let first = self.owners.routes[idx]
+            .managers
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let had = &self.routes[idx];
+        for (field, set) in [("via", had.via.is_some()), ("dev", had.dev.is_some())] {
+            if set {
+                self.field_owner
+                    .entry(format!("{at}.{field}"))
+                    .or_insert_with(|| first.clone());
+            }
+        }
         add_owner(&mut self.owners.routes[idx].managers, manager);
         let mut acc = self.routes[idx].clone();
         let f = &mut FieldMerge {

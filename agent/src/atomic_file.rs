@@ -39,14 +39,15 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 }
 
 /// Writes `value` as JSON to a new temp file beside `path` (a unique name, so two writers
-/// never share one) and renames it over `path`. For [`Durability::PowerLoss`] the file is
+/// never share one) and renames it over `path`. Compact, not pretty: a pod record can hold
+/// thousands of entries and is written on the request path. For [`Durability::PowerLoss`] the file is
 /// synced before the rename and the directory after it, so the rename itself is on disk.
 pub fn write_json<T: Serialize>(path: &Path, value: &T, durability: Durability) -> Result<()> {
     let file_err = |source| Error::File {
         path: path.to_path_buf(),
         source,
     };
-    let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Parse {
+    let json = serde_json::to_vec(value).map_err(|e| Error::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;

@@ -12,6 +12,10 @@ use crate::metrics::Metrics;
 use crate::policy::PolicyView;
 use crate::tls::CertStore;
 
+/// The probe port's limits: any pod can reach it, so one client address gets at most half
+/// of its connections and the kubelet's probes still find room during a flood.
+pub const LIMITS: common::serve::Limits = common::serve::Limits::SHARED_PROBES;
+
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 struct Probes {
@@ -80,6 +84,12 @@ mod tests {
         let status = res.status();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_probe_connection() {
+        let max = LIMITS.max_per_peer.expect("a per-address cap");
+        assert!(max < LIMITS.max_connections, "{LIMITS:?}");
     }
 
     #[tokio::test]

@@ -130,36 +130,32 @@ class Operator:
     def authenticated(self):
         """An authenticated, authorised request on a new TLS connection (as nescli makes
         one): its status and seconds."""
-        t0 = time.monotonic()
-        conn = http.client.HTTPSConnection("127.0.0.1", self.https, timeout=10, context=TLS,
-                                           source_address=HEALTHY)
-        try:
-            conn.request("GET", "/v1/namespaces/default/networkcares",
-                         headers={"authorization": f"Bearer {self.token}"})
-            code = conn.getresponse().status
-        except (OSError, http.client.HTTPException):
-            code = 0
-        finally:
-            conn.close()
-        return code, time.monotonic() - t0
+        return timed_get(
+            http.client.HTTPSConnection("127.0.0.1", self.https, timeout=10, context=TLS,
+                                        source_address=HEALTHY),
+            "/v1/namespaces/default/networkcares", {"authorization": f"Bearer {self.token}"})
 
-    def healthz(self):
-        t0 = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", self.probes, timeout=10,
-                                          source_address=HEALTHY)
-        try:
-            conn.request("GET", "/healthz")
-            code = conn.getresponse().status
-        except (OSError, http.client.HTTPException):
-            code = 0
-        finally:
-            conn.close()
-        return code, time.monotonic() - t0
+    def healthz(self, path="/healthz"):
+        return timed_get(http.client.HTTPConnection("127.0.0.1", self.probes, timeout=10,
+                                                    source_address=HEALTHY), path)
 
     def reviews(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.api, timeout=10)
         conn.request("GET", "/bench/reviews")
         return json.loads(conn.getresponse().read())
+
+
+def timed_get(conn, path, headers=None):
+    """GET `path` on a new connection: its status (0: no answer) and seconds."""
+    t0 = time.monotonic()
+    try:
+        conn.request("GET", path, headers=headers or {})
+        code = conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        code = 0
+    finally:
+        conn.close()
+    return code, time.monotonic() - t0
 
 
 def row(o, what, value):
@@ -238,8 +234,7 @@ def scenario(o, name, port, tls, method, path, declared, stall, headers=""):
 
 def measure():
     o = Operator()
-    until("the operator ready (/readyz 200)", lambda: o.healthz()[0] == 200 and
-          http_ok(o.probes, "/readyz"))
+    until("the operator ready (/readyz 200)", lambda: o.healthz("/readyz")[0] == 200)
     until("an authenticated request answered 200", lambda: o.authenticated()[0] == 200)
     health, probes = [], []
     for _ in range(50):  # also warms the review cache, TLS, the allocator's first arenas
@@ -277,17 +272,6 @@ def measure():
         f"**{'met' if worst < 96 else 'NOT met'}** (highest peak {worst:.1f} MiB)")
     row(o, "**healthy requests answered 200 during the attacks**",
         f"**{answered} of {len(health)}**")
-
-
-def http_ok(port, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 if sys.argv[1] == "attack":

@@ -334,6 +334,15 @@ impl Limits {
         max_per_peer: Some(Self::PROBES.max_connections / 2),
         ..Self::PROBES
     };
+
+    /// The connection caps these limits set.
+    pub fn caps(&self) -> Caps {
+        let caps = Caps::new(self.max_connections);
+        match self.max_per_peer {
+            Some(max) => caps.per_peer(max),
+            None => caps,
+        }
+    }
 }
 
 /// Serves `app` on `listener` (TCP or unix) with `limits` until `stop`, letting requests in
@@ -350,13 +359,9 @@ pub async fn serve<L>(
 {
     let busy = busy_response(None);
     let conn_stop = stop.clone();
-    let caps = Caps::new(limits.max_connections);
     accept(
         listener,
-        match limits.max_per_peer {
-            Some(max) => caps.per_peer(max),
-            None => caps,
-        },
+        limits.caps(),
         drain,
         stop,
         move |io, _| http1(io, app.clone(), limits.header_timeout, conn_stop.clone()),

@@ -88,8 +88,13 @@ mod tests {
 
     #[test]
     fn one_address_cannot_take_every_probe_connection() {
-        let max = LIMITS.max_per_peer.expect("a per-address cap");
-        assert!(max < LIMITS.max_connections, "{LIMITS:?}");
+        let caps = LIMITS.caps();
+        let (flood, kubelet) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+        let held: Vec<_> = std::iter::from_fn(|| caps.admit_from(flood))
+            .take(LIMITS.max_connections)
+            .collect();
+        assert!(held.len() < LIMITS.max_connections, "{}", held.len());
+        assert!(caps.admit_from(kubelet).is_some(), "the kubelet is refused");
     }
 
     #[tokio::test]

@@ -9,8 +9,10 @@
 //! a socket with unread data makes the kernel reset it, and a reset can destroy the answer
 //! before the client reads it; draining first lets the client see its 503.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::serve::Listener;
@@ -34,12 +36,42 @@ pub const LINGER_BYTES: usize = 64 * 1024;
 /// closed at once (its client may see a reset), so a flood cannot hold many sockets.
 pub const MAX_LINGERING: usize = 64;
 
-/// The connection caps a listener answers to: its own and, optionally, one it shares with
-/// other listeners (every pod socket of an agent).
+/// The connection caps a listener answers to: its own, optionally one it shares with other
+/// listeners (every pod socket of an agent), and optionally one per client IP address, so
+/// that one client cannot take every connection of a TCP port from the others (the
+/// kubelet's probes, the API server calling the webhook).
 #[derive(Clone, Debug)]
 pub struct Caps {
     own: Arc<Semaphore>,
     shared: Option<Arc<Semaphore>>,
+    per_peer: Option<Arc<PerPeer>>,
+}
+
+/// Connections open per client IP address, at most `max` each.
+#[derive(Debug)]
+struct PerPeer {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its client's address; uncounted when dropped.
+#[derive(Debug)]
+struct PeerPermit {
+    peers: Arc<PerPeer>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                // Only addresses with open connections are kept: the map stays within the cap.
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// The permits a served connection holds while it lives.
@@ -47,6 +79,25 @@ pub struct Caps {
 pub struct Permits {
     _own: OwnedSemaphorePermit,
     _shared: Option<OwnedSemaphorePermit>,
+    _peer: Option<PeerPermit>,
+}
+
+/// What a per-peer cap counts by: the IP address of a TCP client; nothing for a unix socket
+/// (its clients are not told apart).
+pub trait PeerIp {
+    fn peer_ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerIp for std::net::SocketAddr {
+    fn peer_ip(&self) -> Option<IpAddr> {
+        Some(self.ip().to_canonical())
+    }
+}
+
+impl PeerIp for tokio::net::unix::SocketAddr {
+    fn peer_ip(&self) -> Option<IpAddr> {
+        None
+    }
 }
 
 impl Caps {
@@ -55,6 +106,18 @@ impl Caps {
         Self {
             own: Arc::new(Semaphore::new(max)),
             shared: None,
+            per_peer: None,
+        }
+    }
+
+    /// The same caps, and at most `max` connections from any one client IP address.
+    pub fn per_peer(self, max: usize) -> Self {
+        Self {
+            per_peer: Some(Arc::new(PerPeer {
+                max,
+                open: Mutex::default(),
+            })),
+            ..self
         }
     }
 
@@ -68,6 +131,28 @@ impl Caps {
 
     /// The permits for a new connection, or `None` past a cap.
     pub fn admit(&self) -> Option<Permits> {
+        self.admit_from(None)
+    }
+
+    /// The permits for a new connection from `peer`, or `None` past a cap (a client without
+    /// an address is held to the other caps only).
+    pub fn admit_from(&self, peer: Option<IpAddr>) -> Option<Permits> {
+        let peer = match (&self.per_peer, peer) {
+            (Some(peers), Some(ip)) => {
+                let mut open = peers.open.lock().unwrap_or_else(|p| p.into_inner());
+                let n = open.entry(ip).or_insert(0);
+                if *n >= peers.max {
+                    return None;
+                }
+                *n += 1;
+                Some(PeerPermit {
+                    peers: peers.clone(),
+                    ip,
+                })
+            }
+            _ => None,
+        };
+        // On a refusal below, `peer` is dropped and uncounted again.
         let own = self.own.clone().try_acquire_owned().ok()?;
         let shared = match &self.shared {
             Some(s) => Some(s.clone().try_acquire_owned().ok()?),
@@ -76,6 +161,7 @@ impl Caps {
         Some(Permits {
             _own: own,
             _shared: shared,
+            _peer: peer,
         })
     }
 }
@@ -171,6 +257,7 @@ pub async fn accept<L, S, SF, R, RF>(
     mut refuse: R,
 ) where
     L: Listener,
+    L::Addr: PeerIp,
     S: FnMut(L::Io, L::Addr) -> SF,
     SF: Future<Output = ()> + Send + 'static,
     R: FnMut(L::Io) -> RF,
@@ -183,7 +270,7 @@ pub async fn accept<L, S, SF, R, RF>(
             () = stop.cancelled() => break,
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            (io, addr) = listener.accept() => match caps.admit() {
+            (io, addr) = listener.accept() => match caps.admit_from(addr.peer_ip()) {
                 Some(permits) => {
                     let conn = serve(io, addr);
                     connections.spawn(async move {
@@ -229,6 +316,8 @@ pub async fn accept<L, S, SF, R, RF>(
 pub struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Connections from one client IP address, when limited ([`Caps::per_peer`]).
+    pub max_per_peer: Option<usize>,
 }
 
 impl Limits {
@@ -236,23 +325,43 @@ impl Limits {
     pub const PROBES: Self = Self {
         header_timeout: HEADER_TIMEOUT,
         max_connections: 32,
+        max_per_peer: None,
     };
+
+    /// A probe port any pod can reach: no one client takes more than half of it, so a
+    /// flood from one pod leaves room for the kubelet's probes.
+    pub const SHARED_PROBES: Self = Self {
+        max_per_peer: Some(Self::PROBES.max_connections / 2),
+        ..Self::PROBES
+    };
+
+    /// The connection caps these limits set.
+    pub fn caps(&self) -> Caps {
+        let caps = Caps::new(self.max_connections);
+        match self.max_per_peer {
+            Some(max) => caps.per_peer(max),
+            None => caps,
+        }
+    }
 }
 
 /// Serves `app` on `listener` (TCP or unix) with `limits` until `stop`, letting requests in
 /// flight finish for up to `drain`; the common case of [`accept`].
-pub async fn serve<L: Listener>(
+pub async fn serve<L>(
     listener: L,
     app: Router,
     limits: Limits,
     stop: CancellationToken,
     drain: Drain,
-) {
+) where
+    L: Listener,
+    L::Addr: PeerIp,
+{
     let busy = busy_response(None);
     let conn_stop = stop.clone();
     accept(
         listener,
-        Caps::new(limits.max_connections),
+        limits.caps(),
         drain,
         stop,
         move |io, _| http1(io, app.clone(), limits.header_timeout, conn_stop.clone()),

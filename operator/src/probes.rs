@@ -12,6 +12,10 @@ use crate::metrics::Metrics;
 use crate::policy::PolicyView;
 use crate::tls::CertStore;
 
+/// The probe port's limits: any pod can reach it, so one client address gets at most half
+/// of its connections and the kubelet's probes still find room during a flood.
+pub const LIMITS: common::serve::Limits = common::serve::Limits::SHARED_PROBES;
+
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 struct Probes {
@@ -80,6 +84,17 @@ mod tests {
         let status = res.status();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_probe_connection() {
+        let caps = LIMITS.caps();
+        let (flood, kubelet) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+        let held: Vec<_> = std::iter::from_fn(|| caps.admit_from(flood))
+            .take(LIMITS.max_connections)
+            .collect();
+        assert!(held.len() < LIMITS.max_connections, "{}", held.len());
+        assert!(caps.admit_from(kubelet).is_some(), "the kubelet is refused");
     }
 
     #[tokio::test]

@@ -201,11 +201,11 @@ pub async fn run(args: Args) -> Result<()> {
             tls::serve(https, app, certs, shutdown.clone())
         ),
         async move {
-            use common::serve::{Drain, Limits};
+            use common::serve::Drain;
             common::serve::serve(
                 probe,
                 probe_app,
-                Limits::PROBES,
+                probes::LIMITS,
                 probe_shutdown,
                 Drain::Abort,
             )

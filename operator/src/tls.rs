@@ -26,6 +26,11 @@ const HEADER_TIMEOUT: Duration = common::serve::HEADER_TIMEOUT;
 /// body; cliserver bodies are read only after authentication and webhook bodies within a
 /// budget of their own (`admission::BodyBudget`), so this bounds the rest.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections from one client IP address: half of them, so that a flood from one source
+/// (a pod sending bodies to the webhook) leaves room for the API server's webhook calls, the
+/// agents and nescli. Enough for one node's agent, which holds a connection per followed
+/// subscription.
+pub const MAX_CONNECTIONS_PER_PEER: usize = MAX_CONNECTIONS / 2;
 /// A refused connection is answered over TLS only if its handshake is this quick.
 const LINGER_HANDSHAKE: Duration = Duration::from_secs(2);
 /// On shutdown, requests in flight get this long to finish before they are dropped.
@@ -129,7 +134,7 @@ pub fn server_config(certs: Arc<CertStore>) -> Result<rustls::ServerConfig> {
 
 /// Serves `app` over TLS on `listener` with the certificate in `certs` until `shutdown`,
 /// with the accept loop of every nes server ([`common::serve::accept`]): at most
-/// [`MAX_CONNECTIONS`] at once (past it a 503 with `Retry-After`, over TLS so the client can
+/// [`MAX_CONNECTIONS`] at once, [`MAX_CONNECTIONS_PER_PEER`] of them from one address (past it a 503 with `Retry-After`, over TLS so the client can
 /// read it), a request head within [`HEADER_TIMEOUT`] (and the same idle timeout).
 ///
 /// On shutdown it stops accepting, lets requests in flight finish (closing idle
@@ -140,7 +145,13 @@ pub async fn serve(
     certs: Arc<CertStore>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    serve_with(listener, app, certs, shutdown, Caps::new(MAX_CONNECTIONS)).await
+    serve_with(listener, app, certs, shutdown, caps()).await
+}
+
+/// The connection caps of [`serve`]: [`MAX_CONNECTIONS`], [`MAX_CONNECTIONS_PER_PEER`] from
+/// any one address.
+pub fn caps() -> Caps {
+    Caps::new(MAX_CONNECTIONS).per_peer(MAX_CONNECTIONS_PER_PEER)
 }
 
 /// [`serve`] with its connection caps given (tests use a small one).

@@ -113,6 +113,7 @@ async fn serve_bounds_a_probe_port_like_every_server() {
     let limits = Limits {
         header_timeout: Duration::from_millis(200),
         max_connections: 1,
+        max_per_peer: None,
     };
     tokio::spawn(serve(listener, app(), limits, stop.clone(), Drain::Abort));
     let mut stalled = TcpStream::connect(addr).await.unwrap();
@@ -144,4 +145,86 @@ async fn serve_bounds_a_probe_port_like_every_server() {
             .unwrap();
     }
     stop.cancel();
+}
+
+/// A connection from `ip` (any 127/8 address is the loopback) to `addr`.
+async fn connect_from(ip: &str, addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether `stream` is served: a request answered 200.
+async fn served(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_to_close(stream).await.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn one_client_address_past_its_share_is_refused_while_another_is_served() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = start(listener, Caps::new(4).per_peer(2), HEADER_TIMEOUT).await;
+    // Two idle connections from one address hold its whole share: a request on each is
+    // answered, and they stay open (keep-alive).
+    let mut held = vec![];
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.1", addr).await;
+        s.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    let answer = served(&mut connect_from("127.0.0.1", addr).await).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let answer = served(&mut connect_from("127.0.0.2", addr).await).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A connection closed gives its address its share back.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let answer = served(&mut connect_from("127.0.0.1", addr).await).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        // Its permit is returned when the server's task for it ends, just after the close.
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::task::yield_now().await;
+    }
+    stop.cancel();
+}
+
+#[test]
+fn per_peer_permits_are_counted_per_address_and_returned_on_drop() {
+    let caps = Caps::new(8).per_peer(1);
+    let (a, b) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+    let first = caps.admit_from(a).expect("a's first connection");
+    assert!(caps.admit_from(a).is_none(), "a's second connection");
+    let other = caps.admit_from(b).expect("b is counted apart");
+    assert!(
+        caps.admit_from(None).is_some(),
+        "no address: only the other caps"
+    );
+    drop(first);
+    assert!(caps.admit_from(a).is_some(), "a's share returned");
+    drop(other);
+}
+
+#[test]
+fn a_peer_refused_by_the_global_cap_keeps_its_share() {
+    let caps = Caps::new(1).per_peer(1);
+    let (a, b) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+    let held = caps.admit_from(a).unwrap();
+    assert!(caps.admit_from(b).is_none(), "the global cap is full");
+    drop(held);
+    assert!(
+        caps.admit_from(b).is_some(),
+        "b's refusal did not count against it"
+    );
 }

@@ -205,3 +205,17 @@ fn loading_the_same_certificate_again_reports_no_change() {
     assert!(store.load_pem(&a.tls_crt, &a.tls_key).unwrap());
     assert!(!store.load_pem(&a.tls_crt, &a.tls_key).unwrap());
 }
+
+#[test]
+fn one_address_cannot_take_every_https_connection() {
+    let caps = caps();
+    let (flood, other) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+    let held: Vec<_> = std::iter::from_fn(|| caps.admit_from(flood))
+        .take(MAX_CONNECTIONS)
+        .collect();
+    assert!(held.len() < MAX_CONNECTIONS, "{}", held.len());
+    assert!(
+        caps.admit_from(other).is_some(),
+        "another address is served"
+    );
+}

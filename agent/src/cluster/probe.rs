@@ -62,8 +62,12 @@ struct Probe {
     ready: CancellationToken,
 }
 
+/// The probe port's limits: it is on the host network, so any pod of the node can reach it;
+/// one address may hold only half of it, leaving room for the kubelet's probes.
+pub const LIMITS: common::serve::Limits = common::serve::Limits::SHARED_PROBES;
+
 /// Serves the probe port until `stop`, with the connection cap and header timeout of every
-/// nes server (it is on the host network: anything on the node can reach it).
+/// nes server and [`LIMITS`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
@@ -75,8 +79,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(render))
         .with_state(Probe { metrics, ready });
-    use common::serve::{Drain, Limits};
-    common::serve::serve(listener, app, Limits::PROBES, stop, Drain::Abort).await;
+    common::serve::serve(listener, app, LIMITS, stop, common::serve::Drain::Abort).await;
 }
 
 async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
@@ -106,6 +109,17 @@ async fn render(State(p): State<Probe>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pod_cannot_take_every_probe_connection() {
+        let caps = LIMITS.caps();
+        let (flood, kubelet) = ("10.244.1.7".parse().ok(), "10.0.0.2".parse().ok());
+        let held: Vec<_> = std::iter::from_fn(|| caps.admit_from(flood))
+            .take(LIMITS.max_connections)
+            .collect();
+        assert!(held.len() < LIMITS.max_connections, "{}", held.len());
+        assert!(caps.admit_from(kubelet).is_some(), "the kubelet is refused");
+    }
 
     #[test]
     fn metrics_are_prefixed_nes_agent() {

@@ -1,10 +1,12 @@
-//! A thin typed layer over rtnetlink: one socket opened inside a namespace, verb methods,
-//! observed-state structs out. Raw netlink types stay in this module.
+//! A thin typed layer over netlink-proto and rtnetlink's message types: one socket opened
+//! inside a namespace, verb methods, observed-state structs out. Raw netlink types stay in
+//! this module.
 //!
-//! Writes are *pipelined*: each verb method enqueues its request on the socket immediately
-//! (so requests reach the kernel in call order, which is the order the kernel applies them)
-//! and returns a [`Pending`] future that resolves on the kernel's acknowledgement. Callers
-//! may hold many of them at once; see [`crate::apply`] for the bounded window.
+//! Writes are *pipelined and batched*: each verb method queues its request in call order
+//! (the order the kernel applies them) and returns a [`Pending`] future that resolves on
+//! the kernel's acknowledgement; the first one awaited sends everything queued, many
+//! requests to a datagram. Callers may hold many of them at once; see [`crate::apply`] for
+//! the bounded window.
 
 mod build;
 mod convert;
@@ -247,7 +249,7 @@ impl Netlink {
         Ok(out)
     }
 
-    // === writes (pipelined) ===
+    // === writes (pipelined, batched) ===
 
     /// Creates a link. `parent` is the index of the parent link in the namespace of this
     /// socket; `move_to` is an open namespace file the new link is created in (for a pod

@@ -391,7 +391,7 @@ impl FileBackend {
             return Ok(());
         }
         let previous = std::mem::replace(&mut stored.record.owned, owned.clone());
-        match self.store.save(&self.name, &stored.record) {
+        match self.store.save_owned(&self.name, owned) {
             Ok(()) => {
                 self.set_problem(None);
                 Ok(())

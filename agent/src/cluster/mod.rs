@@ -321,19 +321,14 @@ async fn follow_policies(
     notices: mpsc::UnboundedSender<Notice>,
     stop: CancellationToken,
 ) {
-    loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            next = changes.next() => next,
-        };
+    while let Some(Some(next)) = stop.run_until_cancelled(changes.next()).await {
         match next {
-            None => return,
-            Some(Ok(())) => {
+            Ok(()) => {
                 if notices.send(Notice::All).is_err() {
                     return;
                 }
             }
-            Some(Err(error)) => warn!(%error, "watch failed; retrying with backoff"),
+            Err(error) => warn!(%error, "watch failed; retrying with backoff"),
         }
     }
 }
@@ -512,17 +507,12 @@ async fn follow<K, S>(
 {
     let stream = stream.default_backoff();
     futures::pin_mut!(stream);
-    loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            next = stream.next() => next,
-        };
+    while let Some(Some(next)) = stop.run_until_cancelled(stream.next()).await {
         let notice = match next {
-            None => return,
-            Some(Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))) => notice_of(&obj),
-            Some(Ok(watcher::Event::InitDone)) => Notice::All,
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => notice_of(&obj),
+            Ok(watcher::Event::InitDone) => Notice::All,
+            Ok(_) => continue,
+            Err(error) => {
                 warn!(%error, "watch failed; retrying with backoff");
                 continue;
             }

@@ -183,21 +183,16 @@ async fn follow<S>(
 {
     let stream = stream.default_backoff();
     futures::pin_mut!(stream);
-    loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            next = stream.next() => next,
-        };
+    while let Some(Some(next)) = stop.run_until_cancelled(stream.next()).await {
         match next {
-            None => return,
-            Some(Ok(watcher::Event::InitDone)) => {
+            Ok(watcher::Event::InitDone) => {
                 if *state.borrow() != Availability::Listed {
                     info!("NetworkAttachmentDefinitions listed");
                 }
                 state.send_replace(Availability::Listed);
             }
-            Some(Ok(_)) => {}
-            Some(Err(error)) => {
+            Ok(_) => {}
+            Err(error) => {
                 let why = unavailable_reason(&error);
                 warn!(%error, "NetworkAttachmentDefinition watch failed; retrying with backoff");
                 // A list that worked once stays usable: the store keeps what it had.

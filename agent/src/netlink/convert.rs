@@ -30,6 +30,12 @@ pub fn parse_event(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Change> 
     let NetlinkPayload::InnerMessage(inner) = &msg.payload else {
         return None;
     };
+    change(inner)
+}
+
+/// Maps a link, address or route message (a notification, or an answer to a read) to a
+/// [`Change`]; other messages give `None`.
+pub(super) fn change(inner: &RouteNetlinkMessage) -> Option<Change> {
     Some(match inner {
         RouteNetlinkMessage::NewLink(m) => Change::NewLink(link(m)),
         RouteNetlinkMessage::DelLink(m) => Change::DelLink(link(m)),
@@ -39,14 +45,6 @@ pub fn parse_event(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Change> 
         RouteNetlinkMessage::DelRoute(m) => Change::DelRoute(route(m)?),
         _ => return None,
     })
-}
-
-/// The link in an answer to a link request.
-pub(super) fn new_link(m: &RouteNetlinkMessage) -> Option<&LinkMessage> {
-    match m {
-        RouteNetlinkMessage::NewLink(l) => Some(l),
-        _ => None,
-    }
 }
 
 pub(super) fn link(m: &LinkMessage) -> ObservedLink {

@@ -152,9 +152,11 @@ impl Netlink {
         let get = RouteNetlinkMessage::GetLink(LinkMessage::default());
         let answers = self.read(get, NLM_F_DUMP, "links", "dump links").await?;
         Ok(answers
-            .iter()
-            .filter_map(convert::new_link)
-            .map(convert::link)
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::NewLink(l) => Some(l),
+                _ => None,
+            })
             .collect())
     }
 
@@ -174,10 +176,10 @@ impl Netlink {
     async fn get_one(&self, m: LinkMessage, name: &str) -> Result<Option<ObservedLink>> {
         let get = RouteNetlinkMessage::GetLink(m);
         match self.read(get, 0, &format!("link {name}"), "get link").await {
-            Ok(answers) => Ok(answers
-                .iter()
-                .find_map(convert::new_link)
-                .map(convert::link)),
+            Ok(answers) => Ok(answers.into_iter().find_map(|c| match c {
+                Change::NewLink(l) => Some(l),
+                _ => None,
+            })),
             Err(Error::Kernel { errno, .. }) if errno == libc_enodev() => Ok(None),
             Err(e) => Err(e),
         }
@@ -190,9 +192,9 @@ impl Netlink {
             .read(get, NLM_F_DUMP, "addresses", "dump addresses")
             .await?;
         Ok(answers
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => convert::address(a),
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::NewAddress(a) => Some(a),
                 _ => None,
             })
             .collect())
@@ -204,22 +206,23 @@ impl Netlink {
         let get = RouteNetlinkMessage::GetRoute(RouteMessage::default());
         let answers = self.read(get, NLM_F_DUMP, "routes", "dump routes").await?;
         Ok(answers
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => convert::route(r),
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::NewRoute(r) => Some(r),
                 _ => None,
             })
             .collect())
     }
 
-    /// Sends one read request and collects its answers; a refusal is [`Error::Kernel`].
+    /// Sends one read request and collects its answers, read as events are
+    /// ([`convert::change`]); a refusal is [`Error::Kernel`].
     async fn read(
         &self,
         msg: RouteNetlinkMessage,
         flags: u16,
         object: &str,
         op: &'static str,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+    ) -> Result<Vec<Change>> {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = NLM_F_REQUEST | flags;
         let mut answers = self
@@ -233,7 +236,7 @@ impl Netlink {
         let mut out = Vec::new();
         while let Some(m) = answers.next().await {
             match m.payload {
-                NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                NetlinkPayload::InnerMessage(inner) => out.extend(convert::change(&inner)),
                 NetlinkPayload::Error(e) => {
                     if let Some(errno) = errno_of(&e) {
                         return Err(Error::Kernel {

@@ -172,22 +172,30 @@ pub async fn patch_status(ctx: &Context, key: &Key, status: &NetworkConfiguratio
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let patched = tokio::time::timeout(
-        ctx.opts.api_timeout,
-        api.patch_status(&key.name, &params, &Patch::Apply(&body)),
-    )
-    .await;
-    match patched {
-        Ok(Ok(_)) => {
-            ctx.metrics.status_patches.inc();
-            true
-        }
+    let body = Patch::Apply(&body);
+    let patch = api.patch_status(&key.name, &params, &body);
+    let patched = within(ctx, "patch the NetworkConfiguration status", patch).await;
+    if patched {
+        ctx.metrics.status_patches.inc();
+    }
+    patched
+}
+
+/// Runs one API call with the agent's deadline; whether it succeeded, a failure or a
+/// timeout logged as `what` could not be done.
+async fn within<T>(
+    ctx: &Context,
+    what: &str,
+    call: impl std::future::Future<Output = kube::Result<T>>,
+) -> bool {
+    match tokio::time::timeout(ctx.opts.api_timeout, call).await {
+        Ok(Ok(_)) => true,
         Ok(Err(error)) => {
-            warn!(%error, "cannot patch the NetworkConfiguration status");
+            warn!(%error, "cannot {what}");
             false
         }
         Err(_) => {
-            warn!(after = ?ctx.opts.api_timeout, "patching the NetworkConfiguration status timed out");
+            warn!(after = ?ctx.opts.api_timeout, "could not {what} in time");
             false
         }
     }
@@ -242,25 +250,18 @@ async fn annotate(
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let patched = tokio::time::timeout(
-        ctx.opts.api_timeout,
-        api.patch(&key.name, &params, &Patch::Merge(&body)),
+    let body = Patch::Merge(&body);
+    let patch = api.patch(&key.name, &params, &body);
+    let patched = within(
+        ctx,
+        "write the pod's network-status (tried again later)",
+        patch,
     )
     .await;
-    match patched {
-        Ok(Ok(_)) => {
-            *last = Some(next);
-            true
-        }
-        Ok(Err(error)) => {
-            warn!(%error, "cannot write the pod's network-status; trying again");
-            false
-        }
-        Err(_) => {
-            warn!(after = ?ctx.opts.api_timeout, "writing the pod's network-status timed out");
-            false
-        }
+    if patched {
+        *last = Some(next);
     }
+    patched
 }
 
 /// Wakes the follower again in a second (a write to try again).

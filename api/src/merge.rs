@@ -3,8 +3,11 @@
 //! field by field; a field two managers set to different values is a conflict naming its owner.
 //! Addresses are a set and simply union.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
+
+// Seeded like std's hasher, without SipHash's cost on small keys.
+use foldhash::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -113,8 +116,7 @@ enum AddressKey {
 
 impl AddressKey {
     fn of(a: &str) -> Self {
-        a.parse()
-            .map_or_else(|_| Self::Raw(a.to_string()), Self::Net)
+        crate::validate::net(a).map_or_else(|| Self::Raw(a.to_string()), Self::Net)
     }
 }
 

@@ -318,9 +318,8 @@ impl RouteSpec {
     /// two spellings of one network are one route. (The validator refuses all but the
     /// canonical spelling, so the text the API server keys on agrees.)
     pub fn key(&self) -> RouteKey {
-        let dst = self.dst.parse::<ipnet::IpNet>();
         RouteKey {
-            dst: dst.map_or_else(|_| self.dst.clone(), |net| net.to_string()),
+            dst: crate::validate::canonical_cidr(&self.dst).into_owned(),
             table: self.table,
             metric: self.metric,
         }

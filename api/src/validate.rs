@@ -1,8 +1,10 @@
 //! The one validator. The socket API, the REST API, the admission webhook and the agent all
 //! call [`validate`]; the CRD schema carries the same rules so `kubectl apply` agrees.
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+
+// Seeded like std's hasher, without SipHash's cost on small keys.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -293,10 +295,10 @@ fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
         .map(|i| (i.name.as_str(), i))
         .collect();
     for (i, iface) in spec.interfaces.iter().enumerate() {
-        check_interface(iface, &format!("spec.interfaces[{i}]"), &declared, p);
+        check_interface(iface, At::interface(i), &declared, p);
     }
     for (i, route) in spec.routes.iter().enumerate() {
-        check_route(route, &format!("spec.routes[{i}]"), &declared, p);
+        check_route(route, At::route(i), &declared, p);
     }
     attach::check_against_interfaces(spec, &declared, p);
 }
@@ -307,9 +309,11 @@ fn check_spec(spec: &NetworkConfigurationSpec, p: &mut Problems) {
 fn check_entries(spec: &NetworkConfigurationSpec, p: &mut Problems) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut peers: HashMap<&str, usize> = HashMap::new();
-    let mut addresses: HashMap<IpAddr, String> = HashMap::new();
+    // Where each address was first declared, as indices: a path is formatted only for a
+    // problem (a pod declares up to MAX_ADDRESSES of them).
+    let mut addresses: HashMap<IpAddr, (usize, usize)> = HashMap::new();
     for (i, iface) in spec.interfaces.iter().enumerate() {
-        let at = format!("spec.interfaces[{i}]");
+        let at = At::interface(i);
         if let Some(first) = first_at(&mut names, &iface.name, i) {
             p.add(
                 format!("{at}.name"),
@@ -329,36 +333,70 @@ fn check_entries(spec: &NetworkConfigurationSpec, p: &mut Problems) {
                 );
             }
         }
-        check_interface_values(iface, &at, p);
+        check_interface_values(iface, at, p);
         for (j, addr) in iface.addresses.iter().enumerate() {
-            let field = format!("{at}.addresses[{j}]");
             match ip::check_address(addr) {
                 Ok(net) => {
-                    if let Some(first) = addresses.insert(net.addr(), field.clone()) {
+                    if let Some((fi, fj)) = addresses.insert(net.addr(), (i, j)) {
                         p.add(
-                            field,
-                            format!("address {} is already declared at {first}", net.addr()),
+                            format!("{at}.addresses[{j}]"),
+                            format!(
+                                "address {} is already declared at {}.addresses[{fj}]",
+                                net.addr(),
+                                At::interface(fi)
+                            ),
                         );
                     }
                 }
-                Err(why) => p.add(field, why),
+                Err(why) => p.add(format!("{at}.addresses[{j}]"), why),
             }
         }
     }
     attach::check_attachments(&spec.attachments, p);
-    let mut keys = HashMap::new();
+    // A route's key borrowed from it (RouteSpec::key is the same triple, owned).
+    let mut keys = HashMap::with_capacity(spec.routes.len());
     for (i, route) in spec.routes.iter().enumerate() {
-        let at = format!("spec.routes[{i}]");
-        check_route_values(route, &at, p);
-        if let Some(first) = first_at(&mut keys, route.key(), i) {
+        let at = At::route(i);
+        check_route_values(route, at, p);
+        if let Some(first) = first_at(&mut keys, (&route.dst, route.table, route.metric), i) {
             p.add(
-                at,
+                at.to_string(),
                 format!(
                     "route {} is declared twice (first at spec.routes[{first}])",
                     route.key()
                 ),
             );
         }
+    }
+}
+
+/// Where an entry of the spec's lists is (`spec.routes[3]`), formatted only when a problem
+/// is reported: validation runs on every request, over up to a thousand entries.
+#[derive(Clone, Copy)]
+struct At {
+    list: &'static str,
+    index: usize,
+}
+
+impl At {
+    fn interface(index: usize) -> Self {
+        At {
+            list: "interfaces",
+            index,
+        }
+    }
+
+    fn route(index: usize) -> Self {
+        At {
+            list: "routes",
+            index,
+        }
+    }
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spec.{}[{}]", self.list, self.index)
     }
 }
 
@@ -378,7 +416,7 @@ fn first_at<K: std::hash::Hash + Eq>(
 }
 
 /// An interface's own values: names, ranges, IP spellings.
-fn check_interface_values(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
+fn check_interface_values(iface: &InterfaceSpec, at: At, p: &mut Problems) {
     if let Err(why) = check_ifname(&iface.name) {
         p.add(format!("{at}.name"), why);
     }
@@ -431,7 +469,7 @@ fn check_interface_values(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
 /// One interface against its type and the other declared interfaces, phase by phase.
 fn check_interface(
     iface: &InterfaceSpec,
-    at: &str,
+    at: At,
     declared: &HashMap<&str, &InterfaceSpec>,
     p: &mut Problems,
 ) {
@@ -445,7 +483,7 @@ fn check_interface(
 }
 
 /// Type-specific fields are refused where they mean nothing.
-fn check_type_fields(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
+fn check_type_fields(iface: &InterfaceSpec, at: At, p: &mut Problems) {
     use InterfaceType::*;
     let kind = iface.kind;
     let mut only = |field: &str, set: bool, allowed: &[InterfaceType]| {
@@ -480,7 +518,7 @@ fn check_type_fields(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
 }
 
 /// Type-specific fields are required where the kernel needs them.
-fn check_required_fields(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
+fn check_required_fields(iface: &InterfaceSpec, at: At, p: &mut Problems) {
     use InterfaceType::*;
     let kind = iface.kind;
     let mut need = |field: &str, set: bool| {
@@ -507,7 +545,7 @@ fn check_required_fields(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
 }
 
 /// A macvlan or ipvlan mode is one of its own type's.
-fn check_mode(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
+fn check_mode(iface: &InterfaceSpec, at: At, p: &mut Problems) {
     use InterfaceType::*;
     let kind = iface.kind;
     if let Some(mode) = iface.mode {
@@ -531,7 +569,7 @@ fn check_mode(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
 }
 
 /// A vxlan's remote, local and group: one family, group multicast, remote unicast, not both.
-fn check_vxlan_addresses(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
+fn check_vxlan_addresses(iface: &InterfaceSpec, at: At, p: &mut Problems) {
     let mut vxlan_family = None;
     for (field, value) in [
         ("remote", &iface.remote),
@@ -573,7 +611,7 @@ fn check_vxlan_addresses(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
 /// The parent: not itself, no loop through parents and masters, an MTU that fits on it.
 fn check_parent(
     iface: &InterfaceSpec,
-    at: &str,
+    at: At,
     declared: &HashMap<&str, &InterfaceSpec>,
     p: &mut Problems,
 ) {
@@ -607,7 +645,7 @@ fn check_parent(
 /// The master is a declared bridge, not itself, and a bridge has none.
 fn check_master(
     iface: &InterfaceSpec,
-    at: &str,
+    at: At,
     declared: &HashMap<&str, &InterfaceSpec>,
     p: &mut Problems,
 ) {
@@ -642,7 +680,7 @@ fn check_master(
 }
 
 /// IPv6 needs an MTU of at least 1280.
-fn check_ipv6_mtu(iface: &InterfaceSpec, at: &str, p: &mut Problems) {
+fn check_ipv6_mtu(iface: &InterfaceSpec, at: At, p: &mut Problems) {
     if let Some(mtu) = iface.mtu.filter(|m| (MIN_MTU..=MAX_MTU).contains(m)) {
         if mtu < MIN_MTU_IPV6 && iface.addresses.iter().any(|a| a.contains(':')) {
             p.add(
@@ -709,11 +747,14 @@ fn link_loop(
 }
 
 /// A route's own values.
-fn check_route_values(route: &RouteSpec, at: &str, p: &mut Problems) {
-    if let Err(why) = ip::check_route_dst(&route.dst) {
-        p.add(format!("{at}.dst"), why);
-    }
-    let dst = route.dst.parse::<IpNet>().ok();
+fn check_route_values(route: &RouteSpec, at: At, p: &mut Problems) {
+    let dst = match ip::check_route_dst(&route.dst) {
+        Ok(net) => Some(net),
+        Err(why) => {
+            p.add(format!("{at}.dst"), why);
+            route.dst.parse::<IpNet>().ok()
+        }
+    };
     match route.via.as_deref().map(ip::check_gateway) {
         Some(Err(why)) => p.add(format!("{at}.via"), why),
         Some(Ok(gw)) if dst.is_some_and(|d| gw.is_ipv6() != matches!(d, IpNet::V6(_))) => p.add(
@@ -739,7 +780,7 @@ fn check_route_values(route: &RouteSpec, at: &str, p: &mut Problems) {
 /// A route within the whole spec (its own values are checked with the entries).
 fn check_route(
     route: &RouteSpec,
-    at: &str,
+    at: At,
     declared: &HashMap<&str, &InterfaceSpec>,
     p: &mut Problems,
 ) {
@@ -760,7 +801,9 @@ mod ip;
 mod netsvc;
 pub use netsvc::validate_network_service;
 
-pub use ip::{check_address, check_gateway, check_route_dst, parse_cidr, parse_ip};
+pub use ip::{
+    canonical_cidr, check_address, check_gateway, check_route_dst, net, parse_cidr, parse_ip,
+};
 
 #[cfg(test)]
 mod tests;

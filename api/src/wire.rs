@@ -298,6 +298,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     if first != Some(&b'{') {
         return Err(shape("expected a JSON object".into()));
     }
+    // Parsed plainly first: tracking the path of every value costs a large body a tenth of
+    // its request time, and only a refusal needs it, so a refused body is parsed again.
+    if let Ok(value) = T::deserialize(&mut serde_json::Deserializer::from_slice(body)) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(de);
     let value = parsed.map_err(|e| {

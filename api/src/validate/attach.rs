@@ -2,7 +2,7 @@
 //! that `spec.interfaces` creates (declaring it there with type `existing` is how addresses
 //! and routes are added on top of an attachment).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::{check_ifname, first_at, ip, Problems};
 use crate::attach::{

@@ -1061,3 +1061,67 @@ fn validate_refuses_one_interface_for_two_attachments_and_a_created_link_of_that
     s.interfaces[0].kind = InterfaceType::Existing;
     assert_eq!(validate(&s), Ok(()));
 }
+
+#[test]
+fn the_canonical_spelling_check_agrees_with_formatting_the_parsed_value() {
+    // IPv4 is compared to digits written into a buffer, not to `to_string`: both must agree
+    // on every octet width and prefix, and a refusal must name the canonical form.
+    let mut texts: Vec<String> = Vec::new();
+    for octet in ["0", "9", "10", "99", "100", "199", "255", "09", "010", "00"] {
+        for prefix in ["0", "8", "24", "32", "024", "00"] {
+            texts.push(format!("{octet}.{octet}.0.{octet}/{prefix}"));
+        }
+        texts.push(format!("1.2.3.{octet}"));
+    }
+    texts.extend(
+        [
+            "fd00::/64",
+            "fd00:0::/64",
+            "FD00::/64",
+            "::/0",
+            "255.255.255.255/32",
+        ]
+        .map(String::from),
+    );
+    for text in &texts {
+        let Ok(net) = text.parse::<IpNet>() else {
+            continue;
+        };
+        let written = net.to_string();
+        assert_eq!(canonical_cidr(text), written.as_str(), "{text}");
+        match parse_cidr(text, "a CIDR") {
+            Ok(_) => assert_eq!(&written, text),
+            Err(why) => {
+                assert_ne!(&written, text, "{text} refused: {why}");
+                assert!(
+                    why.contains(&written) || why.contains("leading zero"),
+                    "{text}: {why}"
+                );
+            }
+        }
+    }
+    for text in ["1.2.3.4", "10.0.0.255", "01.2.3.4"] {
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            assert_eq!(parse_ip(text).is_ok(), ip.to_string() == text, "{text}");
+        }
+    }
+    assert_eq!(canonical_cidr("not a cidr"), "not a cidr");
+    // The fast parse reads exactly what ipnet reads.
+    let odd = [
+        "10.0.0.1/+24",
+        "10.0.0.1/ 24",
+        "10.0.0.1/",
+        "1.2.3.4/33",
+        "::/129",
+        "::/128",
+        "fd00::1%eth0/64",
+        "10.0.0.1",
+        "/24",
+        "010.0.0.1/8",
+        "1.2.3.4/0024",
+        "::ffff:1.2.3.4/96",
+    ];
+    for text in texts.iter().map(String::as_str).chain(odd) {
+        assert_eq!(net(text), text.parse::<IpNet>().ok(), "{text}");
+    }
+}

@@ -9,9 +9,11 @@
 //! and so a new mirror.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+// Seeded like std's hasher, without SipHash's cost on small keys.
+use foldhash::{HashMap, HashSet};
 
 use crate::netlink::Change;
 use ipnet::IpNet;

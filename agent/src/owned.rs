@@ -51,10 +51,17 @@ impl Owned {
     }
 
     pub fn add_address(&mut self, ifname: &str, cidr: String) {
-        self.addresses
-            .entry(ifname.to_string())
-            .or_default()
-            .insert(cidr);
+        // The interface's set looked up before an entry is made: a plan adds hundreds of
+        // addresses to one interface, and an entry would allocate its name each time.
+        match self.addresses.get_mut(ifname) {
+            Some(set) => {
+                set.insert(cidr);
+            }
+            None => {
+                self.addresses
+                    .insert(ifname.to_string(), BTreeSet::from([cidr]));
+            }
+        }
     }
 
     pub fn remove_address(&mut self, ifname: &str, cidr: &str) {

@@ -12,9 +12,13 @@
 //!   is taken by someone else's route is reported, never replaced;
 //! - an address is nes's if the [`Owned`] record lists it; nes never removes others.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+
+// Seeded like std's, but without SipHash's cost per small write: a plan of a thousand
+// routes hashes several thousand keys, twice per request (the pass and its status).
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use api::host::HostAccess;
 use api::{
@@ -877,12 +881,12 @@ impl<'a> Planning<'a> {
                 _ => BTreeSet::new(),
             };
             for a in &iface.addresses {
-                let Ok(net) = a.parse::<IpNet>() else {
+                let Some(net) = api::validate::net(a) else {
                     continue;
                 };
                 desired_addrs.insert((name, net));
-                // Formatted once: a pod may declare hundreds of addresses.
-                let text = net.to_string();
+                // Validated text is canonical: it is the address's identity as recorded.
+                let text = a.clone();
                 match f {
                     LinkFate::Blocked => self.p.block(
                         ObjectRef::Address {
@@ -916,7 +920,7 @@ impl<'a> Planning<'a> {
             }
             let present: HashSet<IpNet> = observed.addresses_of(link.index).collect();
             for cidr in set {
-                let Ok(net) = cidr.parse::<IpNet>() else {
+                let Some(net) = api::validate::net(cidr) else {
                     continue;
                 };
                 if desired_addrs.contains(&(ifname.as_str(), net)) {
@@ -942,22 +946,30 @@ impl<'a> Planning<'a> {
     /// Each declared route added, replaced, kept or blocked; returns their slots.
     fn declared_routes(&mut self) -> HashSet<RouteSlot> {
         let (desired, observed) = (self.desired, self.observed);
-        let mut by_key: HashMap<(IpNet, u32, u32), Vec<&ObservedRoute>> = HashMap::new();
+        // Each slot's first route and first of nes's, of links that stay (no list per slot:
+        // a pod may hold a thousand routes).
+        let mut by_key: HashMap<(IpNet, u32, u32), Slot<'_>> =
+            HashMap::with_capacity(observed.routes.len());
         for o in &observed.routes {
-            by_key
-                .entry((o.dst, o.table, o.metric))
-                .or_default()
-                .push(o);
+            if o.oif.is_some_and(|i| self.gone.contains(&i)) {
+                continue;
+            }
+            let slot = by_key.entry((o.dst, o.table, o.metric)).or_insert(Slot {
+                first: o,
+                ours: None,
+            });
+            if o.is_nes() && slot.ours.is_none() {
+                slot.ours = Some(o);
+            }
         }
-        let mut desired_keys: HashSet<RouteSlot> = HashSet::new();
+        let mut desired_keys: HashSet<RouteSlot> = HashSet::with_capacity(desired.routes.len());
         for r in &desired.routes {
-            let Ok(dst) = r.dst.parse::<IpNet>() else {
+            let Some(dst) = api::validate::net(&r.dst) else {
                 continue;
             };
             let via = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
             let metric = effective_metric(&dst, r.metric);
             desired_keys.insert((dst, r.table, metric));
-            // Computed once (it parses and formats the destination).
             let key = r.key();
             let target = RouteTarget {
                 key: key.clone(),
@@ -980,29 +992,17 @@ impl<'a> Planning<'a> {
                 );
                 continue;
             }
-            let existing: Vec<&ObservedRoute> = by_key
-                .get(&(dst, r.table, metric))
-                .into_iter()
-                .flatten()
-                .copied()
-                .filter(|o| o.oif.is_none_or(|i| !self.gone.contains(&i)))
-                .collect();
-            self.route(target, dev_fate, &existing);
+            let slot = by_key.get(&(dst, r.table, metric)).copied();
+            self.route(target, dev_fate, slot);
         }
         desired_keys
     }
 
     /// One declared route against the routes in its slot: nes's own is kept (or replaced
     /// when its gateway or device differ), anyone else's blocks it.
-    fn route(
-        &mut self,
-        target: RouteTarget,
-        dev_fate: Option<LinkFate>,
-        existing: &[&ObservedRoute],
-    ) {
+    fn route(&mut self, target: RouteTarget, dev_fate: Option<LinkFate>, slot: Option<Slot<'_>>) {
         let via = target.via;
-        let ours = existing.iter().find(|o| o.is_nes());
-        match (ours, existing.first()) {
+        match (slot.and_then(|s| s.ours), slot.map(|s| s.first)) {
                 (Some(o), _) => {
                     self.adopted.routes.insert(target.key.clone());
                     let dev_ok = match dev_fate {
@@ -1054,6 +1054,13 @@ impl<'a> Planning<'a> {
             }));
         }
     }
+}
+
+/// The routes observed in one route slot (destination, table, metric).
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    first: &'a ObservedRoute,
+    ours: Option<&'a ObservedRoute>,
 }
 
 #[derive(Default)]

@@ -6,6 +6,7 @@ use api::{InterfaceStatus, NetworkConfigurationSpec, ObjectState, RouteStatus};
 
 use crate::apply::ApplyReport;
 use crate::observe::Observed;
+use crate::owned::Owned;
 use crate::plan::{plan, ObjectRef};
 
 /// Live status of every declared interface and route.
@@ -19,8 +20,9 @@ pub fn status(
     last: Option<&ApplyReport>,
     access: &HostAccess,
 ) -> (Vec<InterfaceStatus>, Vec<RouteStatus>) {
-    let owned = last.map(|r| r.owned.clone()).unwrap_or_default();
-    let remaining = plan(desired, observed, &owned, access);
+    let none = Owned::default();
+    let owned = last.map_or(&none, |r| &r.owned);
+    let remaining = plan(desired, observed, owned, access);
     let state_of = |related: &dyn Fn(&ObjectRef) -> bool| -> (ObjectState, Option<String>) {
         if let Some(b) = remaining.blocked.iter().find(|b| related(&b.object)) {
             return (b.state, Some(b.reason.clone()));

@@ -295,13 +295,15 @@ pub fn is_drift(ev: &NetEvent, desired: &NetworkConfigurationSpec, owned: &Owned
             metric,
             protocol,
         } => {
+            // Compared as networks (a spec stored before canonical values were required need
+            // not be canonical), the event's parsed once: a pod can churn its own routes.
             *protocol == NES_ROUTE_PROTOCOL
-                || desired.routes.iter().any(|r| {
-                    r.dst
-                        .parse::<ipnet::IpNet>()
-                        .is_ok_and(|d| d.to_string() == *dst)
-                        && r.table == *table
-                        && (r.metric == *metric || (*metric == 1024 && r.metric == 0))
+                || api::validate::net(dst).is_some_and(|removed| {
+                    desired.routes.iter().any(|r| {
+                        api::validate::net(&r.dst) == Some(removed)
+                            && r.table == *table
+                            && (r.metric == *metric || (*metric == 1024 && r.metric == 0))
+                    })
                 })
         }
         NetEvent::AddressAdded { .. } => false,
@@ -324,7 +326,7 @@ pub fn is_drift(ev: &NetEvent, desired: &NetworkConfigurationSpec, owned: &Owned
 /// Whether `desired` declares `address` on `ifname` (compared as networks: the event's
 /// text is canonical, the spec's need not be).
 fn wanted_address(desired: &NetworkConfigurationSpec, ifname: &str, address: &str) -> bool {
-    let Ok(removed) = address.parse::<ipnet::IpNet>() else {
+    let Some(removed) = api::validate::net(address) else {
         return true;
     };
     desired
@@ -332,7 +334,7 @@ fn wanted_address(desired: &NetworkConfigurationSpec, ifname: &str, address: &st
         .iter()
         .filter(|i| i.name == ifname)
         .flat_map(|i| &i.addresses)
-        .any(|a| a.parse::<ipnet::IpNet>().is_ok_and(|a| a == removed))
+        .any(|a| api::validate::net(a) == Some(removed))
 }
 
 /// Options of the keeper loop.

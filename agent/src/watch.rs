@@ -372,7 +372,7 @@ pub fn spawn_keeper(
 ) -> tokio_watch::Receiver<Option<Arc<ApplyReport>>> {
     let first = Target {
         generation: 0,
-        spec: desired.borrow_and_update().clone(),
+        spec: Arc::new(desired.borrow_and_update().clone()),
         validated: false,
     };
     let (tx, rx) = tokio_watch::channel(Some(first));
@@ -380,7 +380,7 @@ pub fn spawn_keeper(
         let mut generation = 0;
         while desired.changed().await.is_ok() {
             generation += 1;
-            let spec = desired.borrow_and_update().clone();
+            let spec = Arc::new(desired.borrow_and_update().clone());
             let target = Target {
                 generation,
                 spec,
@@ -398,7 +398,8 @@ pub fn spawn_keeper(
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Target {
     pub generation: i64,
-    pub spec: NetworkConfigurationSpec,
+    /// Shared: each pass takes the target, and a pod's spec may hold 1,500 objects.
+    pub spec: Arc<NetworkConfigurationSpec>,
     /// `spec` passed `api::validate` where it was accepted: the pass need not check it again.
     pub validated: bool,
 }

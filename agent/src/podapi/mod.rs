@@ -704,7 +704,7 @@ fn usable(d: &Desired, backend: &dyn ConfigBackend) -> Option<Target> {
         Some(p) if p.hold => None,
         _ => Some(Target {
             generation: d.generation,
-            spec: d.spec.clone(),
+            spec: Arc::new(d.spec.clone()),
             validated: d.problem.is_none() && backend.validated() == Some(d.generation),
         }),
     }

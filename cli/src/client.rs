@@ -451,37 +451,30 @@ enum Stream {
     Tcp(tokio::net::TcpStream, String),
 }
 
-/// One connection attempt. A unix connect is a blocking call (an abstract address has no
-/// tokio constructor), so it runs on the blocking pool.
+/// One connection attempt. A unix connect does not block: a listener whose backlog is full
+/// refuses with `WouldBlock`, which is retried like a refusal.
 async fn connect_once(endpoint: Endpoint) -> io::Result<Stream> {
-    if let Endpoint::Url(url) = &endpoint {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let host = uri.host().unwrap_or_default();
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(443);
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        return Ok(Stream::Tcp(tcp, host));
-    }
-    let std_stream = tokio::task::spawn_blocking(move || match &endpoint {
+    let unix = match &endpoint {
+        Endpoint::Url(url) => {
+            let uri: Uri = url
+                .parse()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let host = uri.host().unwrap_or_default();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            return Ok(Stream::Tcp(tcp, host));
+        }
         Endpoint::Abstract(name) => {
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            std::os::unix::net::UnixStream::connect_addr(&addr)
+            tokio::net::UnixStream::connect_addr(&addr.into()).await?
         }
-        Endpoint::Path(path) => std::os::unix::net::UnixStream::connect(path),
-        Endpoint::Url(_) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a URL is not a unix socket",
-        )),
-    })
-    .await
-    .map_err(io::Error::other)??;
-    std_stream.set_nonblocking(true)?;
-    Ok(Stream::Unix(tokio::net::UnixStream::from_std(std_stream)?))
+        Endpoint::Path(path) => tokio::net::UnixStream::connect(path).await?,
+    };
+    Ok(Stream::Unix(unix))
 }
 
 /// Errors that mean "the agent is not there right now" (restarting, not yet bound).

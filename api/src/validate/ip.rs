@@ -108,10 +108,11 @@ fn written(ip: IpAddr, prefix: Option<u8>) -> String {
     }
 }
 
-/// The longest canonical IPv4 CIDR, `255.255.255.255/32`, is 18 bytes.
+/// Room for four three-digit octets, their dots and a three-digit prefix (an IPv4 prefix
+/// has two; the room spares a check).
 #[derive(Default)]
 struct Digits {
-    buf: [u8; 18],
+    buf: [u8; 19],
     len: usize,
 }
 

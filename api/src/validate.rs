@@ -353,7 +353,8 @@ fn check_entries(spec: &NetworkConfigurationSpec, p: &mut Problems) {
         }
     }
     attach::check_attachments(&spec.attachments, p);
-    // A route's key borrowed from it (RouteSpec::key is the same triple, owned).
+    // Repeats found on the text, borrowed: a non-canonical spelling is refused on its own
+    // line above, so among accepted routes text is the key (RouteSpec::key canonicalises).
     let mut keys = HashMap::with_capacity(spec.routes.len());
     for (i, route) in spec.routes.iter().enumerate() {
         let at = At::route(i);

@@ -63,18 +63,30 @@ fn mapped(text: &str, ip: IpAddr) -> Result<(), String> {
 /// validated is: then nothing is formatted) or is not a CIDR at all.
 pub fn canonical_cidr(text: &str) -> Cow<'_, str> {
     match net(text) {
-        Some(net) if canonical(text, net.addr(), Some(net.prefix_len())).is_err() => {
+        Some(net) if !is_canonical(text, net.addr(), Some(net.prefix_len())) => {
             Cow::Owned(net.to_string())
         }
         _ => Cow::Borrowed(text),
     }
 }
 
-/// `text` is `ip` (with `/prefix`) as it is written canonically. IPv4 is compared to its
-/// digits written into a stack buffer: `fmt` would cost more than the rest of a request's
-/// validation, which sees up to 1,500 values.
+/// `ip` when `text` is it (with `/prefix`) as written canonically; else what to write.
 fn canonical(text: &str, ip: IpAddr, prefix: Option<u8>) -> Result<IpAddr, String> {
-    let same = match ip {
+    if is_canonical(text, ip, prefix) {
+        Ok(ip)
+    } else {
+        Err(format!(
+            "{text:?} is not written canonically; write {}",
+            written(ip, prefix)
+        ))
+    }
+}
+
+/// Whether `text` is `ip` (with `/prefix`) as it is written canonically. IPv4 is compared to
+/// its digits written into a stack buffer: `fmt` would cost more than the rest of a
+/// request's validation, which sees up to 1,500 values.
+fn is_canonical(text: &str, ip: IpAddr, prefix: Option<u8>) -> bool {
+    match ip {
         IpAddr::V4(v4) => {
             let mut buf = Digits::default();
             for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -90,14 +102,6 @@ fn canonical(text: &str, ip: IpAddr, prefix: Option<u8>) -> Result<IpAddr, Strin
             buf.as_bytes() == text.as_bytes()
         }
         IpAddr::V6(_) => written(ip, prefix) == text,
-    };
-    if same {
-        Ok(ip)
-    } else {
-        Err(format!(
-            "{text:?} is not written canonically; write {}",
-            written(ip, prefix)
-        ))
     }
 }
 

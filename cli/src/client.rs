@@ -300,7 +300,7 @@ impl Client {
         backoff: &mut Backoff,
     ) -> Result<SendRequest<Full<Bytes>>> {
         let stream = loop {
-            let attempt = timeout_at(deadline, connect_once(self.endpoint.clone())).await;
+            let attempt = timeout_at(deadline, connect_once(&self.endpoint)).await;
             let source = match attempt {
                 Ok(Ok(stream)) => break stream,
                 Ok(Err(e)) => e,
@@ -453,8 +453,8 @@ enum Stream {
 
 /// One connection attempt. A unix connect does not block: a listener whose backlog is full
 /// refuses with `WouldBlock`, which is retried like a refusal.
-async fn connect_once(endpoint: Endpoint) -> io::Result<Stream> {
-    let unix = match &endpoint {
+async fn connect_once(endpoint: &Endpoint) -> io::Result<Stream> {
+    Ok(match endpoint {
         Endpoint::Url(url) => {
             let uri: Uri = url
                 .parse()
@@ -466,15 +466,14 @@ async fn connect_once(endpoint: Endpoint) -> io::Result<Stream> {
                 .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            return Ok(Stream::Tcp(tcp, host));
+            Stream::Tcp(tcp, host)
         }
         Endpoint::Abstract(name) => {
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            tokio::net::UnixStream::connect_addr(&addr.into()).await?
+            Stream::Unix(tokio::net::UnixStream::connect_addr(&addr.into()).await?)
         }
-        Endpoint::Path(path) => tokio::net::UnixStream::connect(path).await?,
-    };
-    Ok(Stream::Unix(unix))
+        Endpoint::Path(path) => Stream::Unix(tokio::net::UnixStream::connect(path).await?),
+    })
 }
 
 /// Errors that mean "the agent is not there right now" (restarting, not yet bound).

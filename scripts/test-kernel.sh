@@ -29,7 +29,7 @@
 #  NES_KERNEL_TESTS      regex of test targets to run   (^netns_)
 #  NES_KERNEL_TEST_ARGS  extra arguments for each test binary (e.g. a filter)
 #  NES_KERNEL_ACCEL      auto | kvm | tcg               (auto)
-#  NES_KERNEL_TIMEOUT    seconds before the VM is killed (1000)
+#  NES_KERNEL_TIMEOUT    seconds before the VM is killed (1300)
 #  NES_KERNEL_CPUS       guest vCPUs                     (2)
 #  NES_KERNEL_MEMORY     guest memory                    (1G)
 #  NES_KERNEL_ALLOW_NO_TESTS=1  only boot and probe when no test target matches
@@ -43,7 +43,7 @@ kdir="$repo/scripts/kernel"
 : "${NES_KERNEL_TESTS:=^netns_}"
 : "${NES_KERNEL_TEST_ARGS:=}"
 : "${NES_KERNEL_ACCEL:=auto}"
-: "${NES_KERNEL_TIMEOUT:=1000}"
+: "${NES_KERNEL_TIMEOUT:=1300}"
 : "${NES_KERNEL_CPUS:=2}"
 : "${NES_KERNEL_MEMORY:=1G}"
 : "${NES_KERNEL_ALLOW_NO_TESTS:=}"

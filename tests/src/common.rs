@@ -447,6 +447,14 @@ pub fn scaled(bound: std::time::Duration) -> std::time::Duration {
     bound * time_scale()
 }
 
+/// How long to wait for an agent to come up (a process starting, a restart adopting its
+/// state): `bound` stretched like [`scaled`], but at most four times, so a test whose agent
+/// never comes up still fails well within the VM lane's budget. Under emulation a spawned
+/// debug agent took 5–13 s to serve its pod, too close to an unscaled 15 s deadline.
+pub fn startup(bound: std::time::Duration) -> std::time::Duration {
+    bound * time_scale().min(4)
+}
+
 /// `NES_TEST_TIME_SCALE`, 1 unless set.
 fn time_scale() -> u32 {
     std::env::var("NES_TEST_TIME_SCALE")

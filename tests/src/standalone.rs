@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::request;
 use crate::cluster_support::DEADLINE;
-use crate::common::{run, Netns};
+use crate::common::{self, run, Netns};
 
 /// A standalone agent, restartable on the same state; stopped and unmounted on drop.
 pub struct Standalone {
@@ -129,7 +129,7 @@ impl Standalone {
     /// One exchange on the admin socket, once it is bound.
     pub async fn admin(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
         let path = self.options().admin_socket;
-        let end = Instant::now() + DEADLINE;
+        let end = Instant::now() + common::startup(DEADLINE);
         let stream = loop {
             match tokio::net::UnixStream::connect(&path).await {
                 Ok(s) => break s,
@@ -142,7 +142,7 @@ impl Standalone {
 
     /// [`Standalone::admin`] for a pod, once the (re)started agent serves it.
     pub async fn admin_served(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
-        let end = Instant::now() + DEADLINE;
+        let end = Instant::now() + common::startup(DEADLINE);
         loop {
             let (code, answer) = self.admin(method, uri, body).await;
             if code != 404 || Instant::now() > end {

@@ -327,6 +327,59 @@ async fn refusals_inside_batched_writes_are_each_reported_against_their_own_obje
     assert!(!routes.contains("172.31.255.1"), "{routes}");
 }
 
+/// Only the last write of a datagram asks for an acknowledgement; the kernel answers the
+/// others only to refuse them. When every write is refused (the last of each datagram too),
+/// each refusal is still its own route's, and nothing waits for an answer that never comes.
+#[tokio::test]
+async fn a_batch_refused_throughout_reports_every_write_once() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("allref");
+    let net = fx.open().await;
+    let mut yaml =
+        String::from("interfaces:\n  - name: eth0\n    addresses: [10.0.0.2/24]\nroutes:\n");
+    let mut refused = std::collections::BTreeSet::new();
+    for i in 0..600u32 {
+        let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+        refused.insert(format!("route {dst} table 254 metric 0"));
+        yaml.push_str(&format!("  - dst: {dst}\n    via: 172.31.255.1\n"));
+    }
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        net.converge(&spec(&yaml), &Owned::default()),
+    )
+    .await
+    .expect("every write answered")
+    .expect("converge");
+    assert_eq!(report.writes, 601, "one address and 600 routes");
+    let failed: Vec<String> = report
+        .failures()
+        .map(|r| match &r.outcome {
+            Outcome::Failed { errno, message } => {
+                assert_eq!(
+                    *errno,
+                    Some(nix::errno::Errno::ENETUNREACH as i32),
+                    "{message}"
+                );
+                message.split(':').next().unwrap_or_default().to_string()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(failed.len(), 600, "each refused route reported once");
+    assert_eq!(
+        failed
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        refused
+    );
+    assert!(
+        fx.pod.ip(&["addr", "show", "eth0"]).contains("10.0.0.2/24"),
+        "the address before them applied"
+    );
+}
+
 #[tokio::test]
 async fn a_link_name_taken_by_someone_else_is_reported_not_taken_over() {
     if !require_root() {

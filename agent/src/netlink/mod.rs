@@ -3,8 +3,8 @@
 //! this module.
 //!
 //! Writes are *pipelined and batched*: each verb method queues its request in call order
-//! (the order the kernel applies them) and returns a [`Pending`] future that resolves on
-//! the kernel's acknowledgement; the first one awaited sends everything queued, many
+//! (the order the kernel applies them) and returns a [`Pending`] future that resolves once
+//! the kernel has answered it; the first one awaited sends everything queued, many
 //! requests to a datagram. Callers may hold many of them at once; see [`crate::apply`] for
 //! the bounded window.
 
@@ -25,6 +25,7 @@ use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol};
 use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::proto::ReplyExpectation;
 use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 use tracing::debug;
@@ -69,17 +70,18 @@ impl Netlink {
     pub async fn open(exec: &NetnsExecutor) -> Result<Self> {
         let netns: Arc<str> = exec.path().display().to_string().into();
         let rt = tokio::runtime::Handle::current();
-        let (conn, handle) = exec
+        let (conn, handle, unsolicited) = exec
             .run(move || -> std::io::Result<_> {
                 let _enter = rt.enter();
                 // netlink-proto directly, not rtnetlink's handle: only it sends many
-                // requests in one datagram (`request_batch`).
-                let (mut conn, handle, _) =
+                // requests in one datagram (`request_batch_with_expectation`).
+                let (mut conn, handle, unsolicited) =
                     rtnetlink::proto::new_connection(rtnetlink::sys::constants::NETLINK_ROUTE)?;
-                // A batch's answers are told apart by position: every write must get one.
+                // The last write of a batch asks for an acknowledgement, and it says when the
+                // batch is done.
                 conn.set_forward_ack(true);
                 grow_rcvbuf(conn.socket_mut().socket_mut());
-                Ok((conn, handle))
+                Ok((conn, handle, unsolicited))
             })
             .await?
             .map_err(|source| Error::Socket {
@@ -91,6 +93,7 @@ impl Netlink {
             writer: Writer {
                 handle: handle.clone(),
                 queued: Arc::default(),
+                refusals: Arc::new(std::sync::Mutex::new(Refusals::new(unsolicited))),
             },
             handle,
             netns,
@@ -439,12 +442,16 @@ const BATCH_BYTES: usize = 32 << 10;
 
 /// The write side of a namespace's socket. Writes are queued in call order and sent
 /// together, many messages per datagram, when the first of their answers is awaited: the
-/// kernel runs a datagram's messages in order and answers each, so one system call carries
-/// many writes where `ip -batch` makes one per write.
+/// kernel runs a datagram's messages in order, so one system call carries many writes where
+/// `ip -batch` makes one per write. Only the last write of a datagram asks for an
+/// acknowledgement; the kernel answers the others only when it refuses them (see
+/// [`Refusals`]), which spares it an acknowledgement for each and the connection reading and
+/// routing each.
 #[derive(Clone)]
 struct Writer {
     handle: Handle,
     queued: Arc<std::sync::Mutex<Vec<Queued>>>,
+    refusals: Arc<std::sync::Mutex<Refusals>>,
 }
 
 impl Writer {
@@ -475,23 +482,105 @@ impl Writer {
         }
     }
 
-    /// Sends one datagram of writes. The kernel answers each (they all ask for an
-    /// acknowledgement) in the order sent, so the n-th answer is the n-th write's.
+    /// Sends one datagram of writes; each write's answer goes out once the last one's
+    /// acknowledgement (or refusal) is here.
     fn send(&self, batch: Vec<Queued>) {
-        let (reqs, txs): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.req, q.tx)).unzip();
+        let n = batch.len();
+        let mut txs = Vec::with_capacity(n);
+        let mut reqs = Vec::with_capacity(n);
+        for (i, q) in batch.into_iter().enumerate() {
+            let mut req = q.req;
+            let expect = match i + 1 == n {
+                true => ReplyExpectation::Expected,
+                false => {
+                    req.header.flags &= !NLM_F_ACK;
+                    ReplyExpectation::NotExpected
+                }
+            };
+            reqs.push((req, expect));
+            txs.push(q.tx);
+        }
         // On failure every sender is dropped: each write says the socket closed.
-        let Ok(mut answers) = self.handle.request_batch(reqs, kernel()) else {
+        let Ok(mut answers) = self.handle.request_batch_with_expectation(reqs, kernel()) else {
             return;
         };
-        let mut txs = txs.into_iter();
+        let refusals = self.refusals.clone();
         tokio::spawn(async move {
             while let Some(m) = answers.next().await {
-                if let NetlinkPayload::Error(e) = m.payload {
-                    let Some(tx) = txs.next() else { break };
-                    let _ = tx.send(errno_of(&e));
+                let NetlinkPayload::Error(e) = m.payload else {
+                    continue;
+                };
+                let last = m.header.sequence_number;
+                let mut refusals = refusals.lock().unwrap_or_else(|e| e.into_inner());
+                refusals.receive();
+                let mut results = refusals.take(last, n);
+                results[n - 1] = errno_of(&e);
+                for (tx, result) in txs.into_iter().zip(results) {
+                    let _ = tx.send(result);
                 }
+                return;
             }
+            // The socket closed first: dropping the senders says so to each write.
         });
+    }
+}
+
+/// Refusals of writes that asked for no acknowledgement. netlink-proto hands the kernel's
+/// answer to such a write to the connection's unsolicited stream, and numbers a batch's
+/// messages one after another, so an answer is placed by its sequence number relative to
+/// its batch's last. The connection forwards unsolicited messages before answers it reads
+/// with or after them, and the kernel answers a datagram in order: by the time the last
+/// write's acknowledgement is received, every refusal of its batch is in the stream. (No
+/// answer is lost to a full receive buffer: the writes in flight are bounded by
+/// [`crate::apply`]'s window, their answers far below the socket's [`RCVBUF`].)
+struct Refusals {
+    /// Only the kernel's answers reach it: the socket joins no multicast group.
+    stream: UnsolicitedStream,
+    /// Refusals received and not yet taken by their batch, by sequence number: a batch's
+    /// task may receive those of a batch whose task has not run yet.
+    by_seq: foldhash::HashMap<u32, i32>,
+}
+
+type UnsolicitedStream = futures::channel::mpsc::UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+impl Refusals {
+    fn new(stream: UnsolicitedStream) -> Self {
+        Self {
+            stream,
+            by_seq: Default::default(),
+        }
+    }
+
+    /// Moves what the connection has forwarded so far into `by_seq`.
+    fn receive(&mut self) {
+        while let Ok((m, _)) = self.stream.try_recv() {
+            self.record(&m);
+        }
+    }
+
+    fn record(&mut self, m: &NetlinkMessage<RouteNetlinkMessage>) {
+        if let NetlinkPayload::Error(e) = &m.payload {
+            if let Some(errno) = errno_of(e) {
+                self.by_seq.insert(m.header.sequence_number, errno);
+            }
+        }
+    }
+
+    /// The answers of a batch of `n` writes whose last has sequence number `last`: the
+    /// refusal of each, or `None` (applied). Sequence numbers wrap.
+    fn take(&mut self, last: u32, n: usize) -> Vec<Option<i32>> {
+        let mut answers = vec![None; n];
+        if self.by_seq.is_empty() {
+            return answers;
+        }
+        let first = last.wrapping_sub(n.saturating_sub(1) as u32);
+        for (seq, answer) in (0..).map(|i| first.wrapping_add(i)).zip(&mut answers) {
+            *answer = self.by_seq.remove(&seq);
+        }
+        answers
     }
 }
 
@@ -613,4 +702,60 @@ fn route_message(route: &RouteTarget, object: &str) -> Result<RouteMessage> {
         });
     }
     Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(seq: u32, errno: i32) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut e = rtnetlink::packet_core::ErrorMessage::default();
+        e.code = std::num::NonZeroI32::new(-errno);
+        let mut m = NetlinkMessage::new(Default::default(), NetlinkPayload::Error(e));
+        m.header.sequence_number = seq;
+        m
+    }
+
+    fn refusals(received: &[(u32, i32)]) -> Refusals {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        for &(seq, errno) in received {
+            tx.unbounded_send((refusal(seq, errno), kernel()))
+                .expect("open channel");
+        }
+        let mut r = Refusals::new(rx);
+        r.receive();
+        r
+    }
+
+    #[test]
+    fn each_refusal_goes_to_its_own_write_by_sequence_number() {
+        // A batch of five whose last is number 14: numbers 10..=14.
+        let mut r = refusals(&[(10, 2), (12, 19)]);
+        assert_eq!(r.take(14, 5), vec![Some(2), None, Some(19), None, None]);
+        assert!(r.by_seq.is_empty(), "all taken");
+    }
+
+    #[test]
+    fn a_later_batchs_refusal_waits_for_its_batch_and_an_acknowledgement_is_no_refusal() {
+        // Batch 1..=3 and batch 4..=6; the second batch's task ran first.
+        let ack = refusal(1, 0);
+        let mut r = refusals(&[(2, 101), (5, 22)]);
+        r.record(&ack);
+        assert_eq!(r.take(6, 3), vec![None, Some(22), None]);
+        assert_eq!(r.take(3, 3), vec![None, Some(101), None]);
+        assert!(r.by_seq.is_empty());
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_within_a_batch() {
+        let mut r = refusals(&[(u32::MAX, 17), (0, 2)]);
+        assert_eq!(r.take(1, 4), vec![None, Some(17), Some(2), None]);
+        assert!(r.by_seq.is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_one_is_its_acknowledgement() {
+        let mut r = refusals(&[]);
+        assert_eq!(r.take(7, 1), vec![None]);
+    }
 }

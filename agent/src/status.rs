@@ -83,8 +83,10 @@ pub fn status(
         .routes
         .iter()
         .map(|r| {
-            let obj = ObjectRef::Route(r.key());
-            let (state, error) = state_of(&|o| o == &obj);
+            // Made only when something is left to match it against: a converged pod may
+            // declare a thousand routes, and its status is read after every pass.
+            let obj = std::cell::OnceCell::new();
+            let (state, error) = state_of(&|o| o == obj.get_or_init(|| ObjectRef::Route(r.key())));
             RouteStatus {
                 dst: r.dst.clone(),
                 table: r.table,

@@ -38,11 +38,16 @@ pub fn net(text: &str) -> Option<IpNet> {
 pub fn parse_cidr(text: &str, what: &str) -> Result<IpNet, String> {
     let net = net(text)
         .ok_or_else(|| refuse_leading_zeros(text).unwrap_or(format!("{text:?} is not {what}")))?;
-    if let Some(why) = refuse_leading_zeros(text) {
-        return Err(why);
+    // A canonical spelling has no zero-led octet: that check (and its message) is needed
+    // only for a value about to be refused anyway.
+    let canonical = canonical(text, net.addr(), Some(net.prefix_len()));
+    if canonical.is_err() {
+        if let Some(why) = refuse_leading_zeros(text) {
+            return Err(why);
+        }
     }
     mapped(text, net.addr())?;
-    canonical(text, net.addr(), Some(net.prefix_len())).map(|_| net)
+    canonical.map(|_| net)
 }
 
 /// IPv4-mapped IPv6 (`::ffff:10.0.0.1`) is refused, as Kubernetes does: it is an IPv4 value
@@ -144,12 +149,10 @@ impl Digits {
 /// An IPv4 value with a zero-led octet (`010.1.0.5`), which parsers disagree on.
 fn refuse_leading_zeros(text: &str) -> Option<String> {
     let addr = text.split('/').next().unwrap_or_default();
-    let octets: Vec<&str> = addr.split('.').collect();
-    let zero_led = octets.len() == 4
-        && octets
-            .iter()
-            .all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()))
-        && octets.iter().any(|o| o.len() > 1 && o.starts_with('0'));
+    let octets = || addr.split('.');
+    let zero_led = octets().count() == 4
+        && octets().all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()))
+        && octets().any(|o| o.len() > 1 && o.starts_with('0'));
     zero_led.then(|| {
         format!("{text:?} has an octet with a leading zero, which some parsers read as octal; write it without leading zeros")
     })

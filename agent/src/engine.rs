@@ -185,7 +185,7 @@ impl PodNetwork {
         }
     }
 
-    /// Returns once the mirror has followed every write acknowledged so far (this agent's,
+    /// Returns once the mirror has followed every write answered so far (this agent's,
     /// a CNI plugin's): the listener's barrier saw all their echoes; otherwise the mirror is
     /// doubted, so the next read dumps.
     async fn settle_mirror(&self) {

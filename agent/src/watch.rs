@@ -201,7 +201,7 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Returns once every notification of a write acknowledged before the call has been
+    /// Returns once every notification of a write answered before the call has been
     /// applied to the mirror and sent to the subscribers (`Multicast::barrier` in
     /// [`crate::netlink`]): `true`, or `false` when that could not be established.
     pub async fn barrier(&self) -> bool {

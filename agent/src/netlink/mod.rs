@@ -611,9 +611,10 @@ const BARRIER_TRIES: usize = 3;
 
 impl Multicast {
     /// Asks this socket for the loopback link (index 1 in every namespace). The kernel
-    /// queues a write's notifications on this socket before it acknowledges the write, and
-    /// the connection hands messages over in order, so once the answer is here every
-    /// notification of a write acknowledged before the call is in [`Multicast::messages`].
+    /// queues a write's notifications on this socket before it answers the write (and a
+    /// write is answered only after its datagram's last), and the connection hands messages
+    /// over in order, so once the answer is here every notification of a write answered
+    /// before the call is in [`Multicast::messages`].
     /// netlink-proto matches answers by sequence number, which a notification echoes from
     /// its writer's socket: a notification taken for the answer is given to `stray` (it
     /// must be handled like the others) and the request is sent again. `false` when no

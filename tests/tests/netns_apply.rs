@@ -2,6 +2,7 @@
 
 use nes_tests::common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use agent::apply::Outcome;
@@ -273,39 +274,33 @@ async fn a_refused_write_names_the_object_and_the_errno() {
     assert!(last.writes >= 2, "retried at least once: {}", last.writes);
 }
 
-/// Writes go to the kernel many to a datagram, and answers are matched to writes by
-/// position: a refusal in the middle of a batch, or in a later datagram, must be reported
-/// against its own route and no other.
-#[tokio::test]
-async fn refusals_inside_batched_writes_are_each_reported_against_their_own_object() {
-    if !require_root() {
-        return;
-    }
-    let fx = PodFixture::new("batch");
-    let net = fx.open().await;
-    // 900 routes (several datagrams, more than one window); every 7th via a gateway on no
-    // connected network (ENETUNREACH), the others via eth0's own subnet.
+/// A spec of eth0 (10.0.0.2/24) and `n` routes, each via eth0's own subnet or, when
+/// `refused(i)`, via a gateway on no connected network (ENETUNREACH); and the objects the
+/// refused ones are reported as.
+fn routes_some_unreachable(
+    n: u32,
+    refused: impl Fn(u32) -> bool,
+) -> (api::NetworkConfigurationSpec, BTreeSet<String>) {
     let mut yaml =
         String::from("interfaces:\n  - name: eth0\n    addresses: [10.0.0.2/24]\nroutes:\n");
-    let mut refused = std::collections::BTreeSet::new();
-    for i in 0..900u32 {
+    let mut objects = BTreeSet::new();
+    for i in 0..n {
         let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
-        let via = match i % 7 == 3 {
+        let via = match refused(i) {
             true => {
-                refused.insert(format!("route {dst} table 254 metric 0"));
+                objects.insert(format!("route {dst} table 254 metric 0"));
                 "172.31.255.1"
             }
             false => "10.0.0.1",
         };
         yaml.push_str(&format!("  - dst: {dst}\n    via: {via}\n"));
     }
-    let desired = spec(&yaml);
-    let report = net
-        .converge(&desired, &Owned::default())
-        .await
-        .expect("converge");
-    assert_eq!(report.writes, 901, "one address and 900 routes");
-    let failed: std::collections::BTreeSet<String> = report
+    (spec(&yaml), objects)
+}
+
+/// The object of each failed write, in the report's order; each must be ENETUNREACH.
+fn unreachable_failures(report: &agent::apply::ApplyReport) -> Vec<String> {
+    report
         .failures()
         .map(|r| match &r.outcome {
             Outcome::Failed { errno, message } => {
@@ -314,12 +309,31 @@ async fn refusals_inside_batched_writes_are_each_reported_against_their_own_obje
                     Some(nix::errno::Errno::ENETUNREACH as i32),
                     "{message}"
                 );
-                let object = message.split(':').next().unwrap_or_default();
-                object.to_string()
+                message.split(':').next().unwrap_or_default().to_string()
             }
             other => panic!("{other:?}"),
         })
-        .collect();
+        .collect()
+}
+
+/// Writes go to the kernel many to a datagram, and answers are matched to writes by
+/// sequence number: a refusal in the middle of a batch, or in a later datagram, must be
+/// reported against its own route and no other.
+#[tokio::test]
+async fn refusals_inside_batched_writes_are_each_reported_against_their_own_object() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("batch");
+    let net = fx.open().await;
+    // 900 routes (several datagrams, more than one window); every 7th refused.
+    let (desired, refused) = routes_some_unreachable(900, |i| i % 7 == 3);
+    let report = net
+        .converge(&desired, &Owned::default())
+        .await
+        .expect("converge");
+    assert_eq!(report.writes, 901, "one address and 900 routes");
+    let failed: BTreeSet<String> = unreachable_failures(&report).into_iter().collect();
     assert_eq!(failed, refused, "each refusal is its own route's");
     // The kernel agrees: every other route is there, none of the refused ones.
     let routes = fx.pod.ip(&["route", "show", "proto", "78"]);
@@ -337,43 +351,18 @@ async fn a_batch_refused_throughout_reports_every_write_once() {
     }
     let fx = PodFixture::new("allref");
     let net = fx.open().await;
-    let mut yaml =
-        String::from("interfaces:\n  - name: eth0\n    addresses: [10.0.0.2/24]\nroutes:\n");
-    let mut refused = std::collections::BTreeSet::new();
-    for i in 0..600u32 {
-        let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
-        refused.insert(format!("route {dst} table 254 metric 0"));
-        yaml.push_str(&format!("  - dst: {dst}\n    via: 172.31.255.1\n"));
-    }
+    let (desired, refused) = routes_some_unreachable(600, |_| true);
     let report = tokio::time::timeout(
         Duration::from_secs(60),
-        net.converge(&spec(&yaml), &Owned::default()),
+        net.converge(&desired, &Owned::default()),
     )
     .await
     .expect("every write answered")
     .expect("converge");
     assert_eq!(report.writes, 601, "one address and 600 routes");
-    let failed: Vec<String> = report
-        .failures()
-        .map(|r| match &r.outcome {
-            Outcome::Failed { errno, message } => {
-                assert_eq!(
-                    *errno,
-                    Some(nix::errno::Errno::ENETUNREACH as i32),
-                    "{message}"
-                );
-                message.split(':').next().unwrap_or_default().to_string()
-            }
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let failed = unreachable_failures(&report);
     assert_eq!(failed.len(), 600, "each refused route reported once");
-    assert_eq!(
-        failed
-            .into_iter()
-            .collect::<std::collections::BTreeSet<_>>(),
-        refused
-    );
+    assert_eq!(failed.into_iter().collect::<BTreeSet<_>>(), refused);
     assert!(
         fx.pod.ip(&["addr", "show", "eth0"]).contains("10.0.0.2/24"),
         "the address before them applied"

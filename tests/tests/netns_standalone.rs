@@ -250,6 +250,94 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
     assert_eq!(view.spec.interfaces[0].addresses, ["10.3.0.1/24"]);
 }
 
+/// A pod's record that cannot be replaced while this lives: a non-empty directory stands
+/// at its path, so the rename that replaces it fails. The ownership record beside it can
+/// still be written (as when a full disk refuses only the larger of two writes), so
+/// nothing but the order of saving and applying keeps an unsaved change off the kernel.
+struct Unreplaceable {
+    record: std::path::PathBuf,
+    aside: std::path::PathBuf,
+}
+
+impl Unreplaceable {
+    fn block(state_dir: &std::path::Path, pod: &str) -> Self {
+        let record = state_dir.join(format!("{pod}.json"));
+        let aside = state_dir.join(format!("{pod}.json.aside"));
+        std::fs::rename(&record, &aside).expect("move the record aside");
+        std::fs::create_dir(&record).expect("a directory in its place");
+        std::fs::write(record.join("keep"), b"").expect("not empty");
+        Self { record, aside }
+    }
+}
+
+impl Drop for Unreplaceable {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.record);
+        let _ = std::fs::rename(&self.aside, &self.record);
+    }
+}
+
+#[tokio::test]
+async fn a_desired_state_that_cannot_be_saved_is_a_500_and_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = started_agent();
+    let pod = pod_with_eth0("sa9");
+    agent.add_pod(&pod);
+    let client = PodClient::new(&pod.path());
+    let first = "interfaces: [{name: eth0, addresses: [10.3.0.1/24]}]";
+    assert_eq!(client.put("app", first).await.0, 200);
+    client.wait_applied().await;
+    let witness = NetlinkWitness::start(&pod).await;
+    let blocked = Unreplaceable::block(&agent.options().state_dir, &pod.name);
+    let (code, answer) = client
+        .put(
+            "app",
+            "interfaces: [{name: eth0, addresses: [10.3.0.2/24]}]",
+        )
+        .await;
+    assert_eq!(code, 500, "{answer}");
+    let problem: ProblemDetails = serde_json::from_str(&answer).expect("problem json");
+    assert!(problem.title.contains("cannot persist"), "{problem:?}");
+    let (_, body) = client.call_retrying("GET", "/v1/self/config", "").await;
+    let view: ConfigView = serde_json::from_str(&body).expect("view");
+    assert_eq!(view.generation, 1, "the refused change took a generation");
+    assert_eq!(view.spec.interfaces[0].addresses, ["10.3.0.1/24"]);
+    let status = client.status().await;
+    assert!(
+        status
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "StateNotWritable"),
+        "{:#?}",
+        status.status.conditions
+    );
+    let seen = witness.stop().await;
+    assert!(
+        !pod.ip(&["addr", "show", "eth0"]).contains("10.3.0.2/24"),
+        "an unsaved change reached the kernel: {seen:#?}"
+    );
+    assert!(
+        seen.is_empty(),
+        "netlink changes for an unsaved change: {seen:#?}"
+    );
+    // Once the record can be replaced again, the same change is the next generation.
+    drop(blocked);
+    let (code, answer) = client
+        .put(
+            "app",
+            "interfaces: [{name: eth0, addresses: [10.3.0.2/24]}]",
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let view: ConfigView = serde_json::from_str(&answer).expect("view");
+    assert_eq!(view.generation, 2);
+    client.wait_applied().await;
+    assert!(pod.ip(&["addr", "show", "eth0"]).contains("10.3.0.2/24"));
+}
+
 #[tokio::test]
 async fn an_agent_restart_adopts_the_applied_state_with_zero_netlink_writes() {
     if !require_root() {

@@ -27,7 +27,7 @@ impl PodClient {
 
     /// Connects, retrying until the agent binds `@nes`.
     pub async fn connect(&self) -> tokio::net::UnixStream {
-        let end = Instant::now() + DEADLINE;
+        let end = Instant::now() + crate::common::startup(DEADLINE);
         loop {
             match podsock::connect(&self.exec, "nes").await {
                 Ok(s) => return s,
@@ -49,7 +49,7 @@ impl PodClient {
     /// One exchange; a connection broken before the answer (an agent stopping while the
     /// connection sat in its backlog) is retried like nescli does, until the deadline.
     pub async fn call_retrying(&self, method: &str, uri: &str, body: &str) -> (u16, String) {
-        let end = Instant::now() + DEADLINE;
+        let end = Instant::now() + crate::common::startup(DEADLINE);
         loop {
             match try_request(self.connect().await, method, uri, body, &[]).await {
                 // Past the pod's connection cap the agent says 503 + Retry-After: nescli

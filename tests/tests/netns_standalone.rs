@@ -287,16 +287,12 @@ async fn a_desired_state_that_cannot_be_saved_is_a_500_and_changes_nothing() {
     agent.add_pod(&pod);
     let client = PodClient::new(&pod.path());
     let first = "interfaces: [{name: eth0, addresses: [10.3.0.1/24]}]";
+    let second = "interfaces: [{name: eth0, addresses: [10.3.0.2/24]}]";
     assert_eq!(client.put("app", first).await.0, 200);
     client.wait_applied().await;
     let witness = NetlinkWitness::start(&pod).await;
     let blocked = Unreplaceable::block(&agent.options().state_dir, &pod.name);
-    let (code, answer) = client
-        .put(
-            "app",
-            "interfaces: [{name: eth0, addresses: [10.3.0.2/24]}]",
-        )
-        .await;
+    let (code, answer) = client.put("app", second).await;
     assert_eq!(code, 500, "{answer}");
     let problem: ProblemDetails = serde_json::from_str(&answer).expect("problem json");
     assert!(problem.title.contains("cannot persist"), "{problem:?}");
@@ -325,12 +321,7 @@ async fn a_desired_state_that_cannot_be_saved_is_a_500_and_changes_nothing() {
     );
     // Once the record can be replaced again, the same change is the next generation.
     drop(blocked);
-    let (code, answer) = client
-        .put(
-            "app",
-            "interfaces: [{name: eth0, addresses: [10.3.0.2/24]}]",
-        )
-        .await;
+    let (code, answer) = client.put("app", second).await;
     assert_eq!(code, 200, "{answer}");
     let view: ConfigView = serde_json::from_str(&answer).expect("view");
     assert_eq!(view.generation, 2);

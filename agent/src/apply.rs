@@ -14,8 +14,8 @@ use crate::owned::Owned;
 use crate::plan::{Blocked, LinkCreate, LinkKind, ObjectRef, Op};
 
 /// Most writes in flight on one socket at once: bounded so their answers never overflow the
-/// socket, and so the echoes of one batch fit the event channel the keeper drains during the pass
-/// (`watch::EVENT_BUFFER`; a lag there would cost a needless second pass).
+/// socket, and so the echoes of one batch fit the event channel the keeper drains during the
+/// pass (`watch::EVENT_BUFFER`; a lag there would cost a needless second pass).
 const WINDOW: usize = 128;
 
 /// How one write ended.

@@ -449,8 +449,9 @@ pub fn scaled(bound: std::time::Duration) -> std::time::Duration {
 
 /// How long to wait for an agent to come up (a process starting, a restart adopting its
 /// state, `@nes` being bound): `bound` stretched like [`scaled`], but at most four times, so
-/// a test whose agent never comes up still fails well within the VM lane's budget. Under emulation a spawned
-/// debug agent took 5–13 s to serve its pod, too close to an unscaled 15 s deadline.
+/// a test whose agent never comes up still fails well within the VM lane's budget. Under
+/// emulation a spawned debug agent took 5–13 s to serve its pod, too close to an unscaled
+/// 15 s deadline.
 pub fn startup(bound: std::time::Duration) -> std::time::Duration {
     bound * time_scale().min(4)
 }

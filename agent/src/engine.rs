@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use api::host::HostAccess;
 use api::NetworkConfigurationSpec;
-use tokio::sync::{broadcast, OnceCell};
+use tokio::sync::OnceCell;
 use tracing::{debug, info, instrument};
 
 use crate::apply::{self, ApplyReport, Exec};
@@ -30,7 +30,7 @@ use crate::netns::NetnsExecutor;
 use crate::observe::Observed;
 use crate::owned::Owned;
 use crate::plan::{self, Plan};
-use crate::watch::{self, NetEvent};
+use crate::watch;
 
 /// Whether a desired spec was already validated (`api::validate`) where it was accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,7 +372,7 @@ impl PodNetwork {
     /// Subscribes to typed events from the pod namespace's link, address and route groups.
     /// The first subscription starts the namespace's one listener, which also feeds the
     /// mirror behind [`PodNetwork::observed`].
-    pub async fn events(&self) -> Result<broadcast::Receiver<NetEvent>> {
+    pub async fn events(&self) -> Result<watch::Events> {
         let hub = &self.hub;
         let tx = hub
             .events
@@ -385,7 +385,7 @@ impl PodNetwork {
                 watch::listen(&self.pod_ns, initial, feed).await
             })
             .await?;
-        Ok(tx.events.subscribe())
+        Ok(tx.subscribe())
     }
 }
 

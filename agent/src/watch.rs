@@ -24,11 +24,61 @@ use crate::netns::NetnsExecutor;
 use crate::observe::{ObservedLink, NES_ROUTE_PROTOCOL};
 use crate::owned::Owned;
 
-/// Events are buffered this deep per subscriber; a slow subscriber sees `Lagged` (the
+/// Batches are buffered this deep per subscriber; a slow subscriber sees `Lagged` (the
 /// keeper then runs one more pass, the pod's event log says events were lost). A broadcast
 /// channel writes every slot up front, one per pod: 1024 slots were 80 KiB of each pod's
 /// RSS, 9 MiB on a 110-pod node (issue #25).
 const EVENT_BUFFER: usize = 256;
+
+/// Most events in one batch. The listener sends every event it has at hand at once, so a
+/// burst (a pass's echoes) wakes each subscriber once per batch instead of once per object;
+/// a subscriber that lags holds at most `EVENT_BUFFER` batches of this many.
+const MAX_BATCH: usize = 32;
+
+/// Events the listener had at hand together, in the order they happened.
+pub type Batch = Arc<[NetEvent]>;
+
+/// A subscription to a namespace's events: one at a time, out of the batches the listener
+/// sends.
+pub struct Events {
+    batches: broadcast::Receiver<Batch>,
+    held: Batch,
+    next: usize,
+}
+
+impl Events {
+    fn new(batches: broadcast::Receiver<Batch>) -> Self {
+        Self {
+            batches,
+            held: Arc::new([]),
+            next: 0,
+        }
+    }
+
+    /// A subscription that has ended: no listener.
+    pub fn closed() -> Self {
+        Self::new(broadcast::channel(1).1)
+    }
+
+    /// The next event. Cancel-safe: a batch is taken in hand in the poll that receives it.
+    /// `Lagged(n)` counts batches, not events.
+    pub async fn recv(&mut self) -> std::result::Result<NetEvent, broadcast::error::RecvError> {
+        loop {
+            if let Some(ev) = self.try_held() {
+                return Ok(ev);
+            }
+            self.held = self.batches.recv().await?;
+            self.next = 0;
+        }
+    }
+
+    /// The next event of the batch in hand, without waiting.
+    pub fn try_held(&mut self) -> Option<NetEvent> {
+        let ev = self.held.get(self.next)?.clone();
+        self.next += 1;
+        Some(ev)
+    }
+}
 
 /// One change in a pod's network namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -195,12 +245,17 @@ pub struct Feed {
 /// A namespace's running listener.
 #[derive(Clone, Debug)]
 pub struct Listener {
-    /// Every subscriber gets every event.
-    pub events: broadcast::Sender<NetEvent>,
+    /// Every subscriber gets every batch.
+    batches: broadcast::Sender<Batch>,
     barriers: mpsc::Sender<oneshot::Sender<bool>>,
 }
 
 impl Listener {
+    /// A subscription to every event from now on.
+    pub fn subscribe(&self) -> Events {
+        Events::new(self.batches.subscribe())
+    }
+
     /// Returns once every notification of a write answered before the call has been
     /// applied to the mirror and sent to the subscribers (`Multicast::barrier` in
     /// [`crate::netlink`]): `true`, or `false` when that could not be established.
@@ -231,12 +286,13 @@ pub async fn listen(
     let (barriers, mut asked) = mpsc::channel::<oneshot::Sender<bool>>(16);
     let netns = exec.path().display().to_string();
     let span = tracing::info_span!("netlink_watch", netns = %netns);
-    let events = tx.clone();
+    let batches = tx.clone();
     feed.mirror.set_fed(true);
     tokio::spawn(
         async move {
             let mut mapper = EventMapper::new(initial);
-            let mut handle = |msg: NetlinkMessage<RouteNetlinkMessage>| {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            let mut handle = |msg: NetlinkMessage<RouteNetlinkMessage>, batch: &mut Vec<_>| {
                 if matches!(msg.payload, NetlinkPayload::Overrun(_)) {
                     warn!("netlink events lost (socket overrun)");
                     feed.mirror.doubt();
@@ -248,8 +304,13 @@ pub async fn listen(
                 feed.mirror.change(change.clone());
                 for ev in mapper.map(change) {
                     debug!(event = ?ev, "netlink event");
-                    // No subscriber is no reason to stop: the mirror is fed still.
-                    let _ = tx.send(ev);
+                    batch.push(ev);
+                }
+            };
+            // No subscriber is no reason to stop: the mirror is fed still.
+            let send = |batch: &mut Vec<NetEvent>| {
+                if !batch.is_empty() {
+                    let _ = tx.send(batch.drain(..).collect());
                 }
             };
             loop {
@@ -260,18 +321,32 @@ pub async fn listen(
                             warn!("netlink multicast socket closed");
                             break;
                         };
-                        handle(msg);
+                        handle(msg, &mut batch);
+                        // What else has arrived goes in the same batch: the mirror is fed
+                        // as before, the subscribers wake once for all of it.
+                        while batch.len() < MAX_BATCH {
+                            let Ok((msg, _)) = socket.messages.try_recv() else {
+                                break;
+                            };
+                            handle(msg, &mut batch);
+                        }
+                        send(&mut batch);
                         // The socket's channel is not tokio's, so nothing else makes this
                         // loop yield: a batch of writes echoes hundreds of events at once,
                         // and the subscribers must get to run before the channel laps them.
                         tokio::task::consume_budget().await;
                     }
                     Some(done) = asked.recv() => {
-                        let answered = socket.barrier(&mut handle).await;
+                        let answered = socket.barrier(|msg| handle(msg, &mut batch)).await;
+                        send(&mut batch);
                         while let Ok((msg, _)) = socket.messages.try_recv() {
-                            handle(msg);
-                            tokio::task::consume_budget().await;
+                            handle(msg, &mut batch);
+                            if batch.len() >= MAX_BATCH {
+                                send(&mut batch);
+                                tokio::task::consume_budget().await;
+                            }
                         }
+                        send(&mut batch);
                         let _ = done.send(answered);
                     }
                 }
@@ -280,7 +355,7 @@ pub async fn listen(
         }
         .instrument(span),
     );
-    Ok(Listener { events, barriers })
+    Ok(Listener { batches, barriers })
 }
 
 /// Whether an event may mean that declared or owned state drifted, so a pass is worth
@@ -432,7 +507,7 @@ pub fn spawn_recording_keeper(
                 Ok(e) => e,
                 Err(error) => {
                     warn!(%error, "cannot subscribe to netlink events; relying on resync");
-                    broadcast::channel(1).1
+                    Events::closed()
                 }
             };
             let mut owned = owned;
@@ -511,7 +586,7 @@ pub fn spawn_recording_keeper(
 /// (the keeper ends).
 async fn next_reason(
     desired: &mut tokio_watch::Receiver<Option<Target>>,
-    events: &mut broadcast::Receiver<NetEvent>,
+    events: &mut Events,
     owned: &Owned,
     delay: Duration,
     quiet: Duration,
@@ -552,7 +627,7 @@ const MAX_HELD_EVENTS: usize = 16 * 1024;
 /// extra pass. The events are returned to be judged once the pass has updated the record.
 async fn while_draining<T>(
     pass: impl std::future::Future<Output = T>,
-    events: &mut broadcast::Receiver<NetEvent>,
+    events: &mut Events,
 ) -> (T, Drained) {
     tokio::pin!(pass);
     let mut held = Drained::Events(Vec::new());
@@ -562,7 +637,11 @@ async fn while_draining<T>(
             biased;
             out = &mut pass => return (out, held),
             ev = events.recv(), if open => match (ev, &mut held) {
-                (Ok(ev), Drained::Events(evs)) if evs.len() < MAX_HELD_EVENTS => evs.push(ev),
+                (Ok(ev), Drained::Events(evs)) if evs.len() < MAX_HELD_EVENTS => {
+                    evs.push(ev);
+                    // The rest of its batch without polling the pass for each.
+                    evs.extend(std::iter::from_fn(|| events.try_held()));
+                }
                 (Ok(_), _) | (Err(broadcast::error::RecvError::Lagged(_)), _) => {
                     held = Drained::Lost
                 }
@@ -576,7 +655,7 @@ async fn while_draining<T>(
 /// desired target ends it at once: a request must not wait behind drift (the pass it
 /// triggers heals the drift too). `false` when the desired state's sender is gone.
 async fn debounce(
-    events: &mut broadcast::Receiver<NetEvent>,
+    events: &mut Events,
     desired: &mut tokio_watch::Receiver<Option<Target>>,
     quiet: Duration,
 ) -> bool {
@@ -608,6 +687,53 @@ mod tests {
             oper_state: if up { "up" } else { "down" }.into(),
             ..Default::default()
         }
+    }
+
+    fn up(i: u32) -> NetEvent {
+        NetEvent::LinkUp {
+            ifname: format!("eth{i}"),
+            index: i,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_come_one_at_a_time_in_order_out_of_batches_and_a_dropped_recv_loses_none() {
+        use futures::FutureExt;
+        let (tx, rx) = broadcast::channel::<Batch>(4);
+        let mut events = Events::new(rx);
+        tx.send(Arc::from(vec![up(1), up(2)])).expect("send");
+        tx.send(Arc::from(vec![up(3)])).expect("send");
+        for i in 1..=3 {
+            assert_eq!(events.recv().await.expect("event"), up(i));
+        }
+        assert_eq!(events.try_held(), None);
+        // A recv given up while nothing is there (as a select! does) takes nothing with it.
+        assert!(events.recv().now_or_never().is_none());
+        tx.send(Arc::from(vec![up(4), up(5)])).expect("send");
+        assert_eq!(
+            events.recv().now_or_never().map(|r| r.ok()),
+            Some(Some(up(4)))
+        );
+        assert_eq!(events.try_held(), Some(up(5)));
+        drop(tx);
+        assert!(matches!(
+            events.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_behind_by_more_batches_than_the_buffer_is_told_it_lagged() {
+        let (tx, rx) = broadcast::channel::<Batch>(2);
+        let mut events = Events::new(rx);
+        for i in 0..3 {
+            tx.send(Arc::from(vec![up(i)])).expect("send");
+        }
+        assert!(matches!(
+            events.recv().await,
+            Err(broadcast::error::RecvError::Lagged(1))
+        ));
+        assert_eq!(events.recv().await.expect("event"), up(1));
     }
 
     #[test]

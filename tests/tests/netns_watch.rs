@@ -6,13 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::owned::Owned;
-use agent::watch::{spawn_keeper, KeeperOptions, NetEvent};
+use agent::watch::{spawn_keeper, Events, KeeperOptions, NetEvent};
 use common::{eventually, process_holds_netns, require_root, spec, PodFixture};
 
-async fn next_matching(
-    rx: &mut tokio::sync::broadcast::Receiver<NetEvent>,
-    want: impl Fn(&NetEvent) -> bool,
-) -> Option<NetEvent> {
+async fn next_matching(rx: &mut Events, want: impl Fn(&NetEvent) -> bool) -> Option<NetEvent> {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match rx.recv().await {

@@ -1,5 +1,6 @@
 //! Types that cross the wire of the REST APIs (pod socket and cliserver).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde::{Deserialize, Serialize};
 
 use crate::care::EventKind;
@@ -45,12 +46,15 @@ pub struct StatusView {
 impl StatusView {
     /// Whether the `Applied` condition is `True` for the current generation.
     pub fn is_applied(&self) -> bool {
-        self.status.conditions.iter().any(|c| {
-            c.type_ == "Applied"
-                && c.status == "True"
-                && c.observed_generation == Some(self.generation)
-        })
+        applied(self.generation, &self.status.conditions)
     }
+}
+
+/// Whether `conditions` hold `Applied=True` observed at `generation`.
+pub fn applied(generation: i64, conditions: &[Condition]) -> bool {
+    conditions.iter().any(|c| {
+        c.type_ == "Applied" && c.status == "True" && c.observed_generation == Some(generation)
+    })
 }
 
 /// One line of the `GET /v1/self/events` NDJSON stream.

@@ -180,6 +180,20 @@ impl Client {
         deadline: Instant,
         header: &str,
     ) -> Result<(Option<String>, T)> {
+        let (marker, bytes) = self.answer(method, uri, body, deadline, header).await?;
+        Ok((marker, self.decode(&bytes)?))
+    }
+
+    /// One request: the 2xx answer's body, unparsed, and its header `header` when it has
+    /// one (text only); any other status -> [`Error::Rejected`].
+    pub async fn answer(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+        deadline: Instant,
+        header: &str,
+    ) -> Result<(Option<String>, Bytes)> {
         let start = Instant::now();
         let resp = self.send(method, uri, body, deadline).await?;
         let status = resp.status();
@@ -192,11 +206,15 @@ impl Client {
         if !status.is_success() {
             return Err(Error::Rejected(Box::new(problem_from(status, &bytes))));
         }
-        let value = serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse {
+        Ok((marker, bytes))
+    }
+
+    /// A 2xx answer's body as `T`.
+    pub fn decode<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T> {
+        serde_json::from_slice(body).map_err(|e| Error::BadResponse {
             endpoint: self.endpoint.to_string(),
-            message: format!("HTTP {status} with a body that is not the expected JSON: {e}"),
-        })?;
-        Ok((marker, value))
+            message: format!("a 2xx answer whose body is not the expected JSON: {e}"),
+        })
     }
 
     /// Whether this client talks to the operator's cliserver (`--url`), which does not

@@ -125,6 +125,51 @@ fn configure_wait_is_one_put_that_answers_after_the_pass() {
     assert!(requests[0].param("wait").is_some(), "{:?}", requests[0]);
 }
 
+/// `nescli configure --wait` for one address, with `extra` arguments, against `answer`.
+fn configure_wait(answer: serde_json::Value, extra: &[&str]) -> Outcome {
+    let dir = socket_dir();
+    let _server = stub_at(&dir, move |_, _| marked("settled", &answer));
+    let mut cmd = nescli();
+    cmd.arg("--socket").arg(&dir.sock).args([
+        "configure",
+        "--wait",
+        "--manager",
+        "app",
+        "--interface",
+        "eth0",
+        "--address",
+        "10.0.0.5/24",
+    ]);
+    cmd.args(extra);
+    run(cmd)
+}
+
+#[test]
+fn configure_wait_as_json_prints_the_whole_status_it_waited_for() {
+    // Waiting reads only the generation and conditions; what is printed is all of it.
+    let out = configure_wait(status_view(true, 3), &["-o", "json"]);
+
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let got: api::wire::StatusView =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    assert!(got.is_applied(), "{got:?}");
+    assert_eq!(got.pod, "web-0");
+    assert_eq!(got.status.interfaces.len(), 1, "{got:?}");
+    assert_eq!(got.status.interfaces[0].addresses, ["10.0.0.5/24"]);
+}
+
+#[test]
+fn a_wait_answer_that_is_not_a_status_is_a_clear_error() {
+    let out = configure_wait(json!({"conditions": "none"}), &[]);
+
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("not the expected JSON"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn configure_wait_exits_1_when_the_pass_did_not_apply_it() {
     let dir = socket_dir();

@@ -75,9 +75,9 @@ async fn put_and_wait(
     let uri = ctx
         .client
         .uri("/v1/self/config", &[("manager", manager), ("wait", &wait)]);
-    let (marker, view) = ctx
+    let (marker, answer) = ctx
         .client
-        .json_with_header(Method::PUT, &uri, Some(body), deadline, WAIT_HEADER)
+        .answer(Method::PUT, &uri, Some(body), deadline, WAIT_HEADER)
         .await?;
-    Ok(Reading::from_answer(marker, view))
+    Reading::from_answer(ctx, marker, answer)
 }

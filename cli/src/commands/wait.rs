@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use api::wire::{StatusView, MAX_WAIT, WAIT_HEADER, WAIT_SETTLED};
 use http::Method;
+use hyper::body::Bytes;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use serde::Deserialize;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::debug;
 
-use super::{status, Context};
+use super::Context;
 use crate::args::{WaitArgs, WaitFor};
 use crate::error::{Error, Result};
 use crate::output::{self, Format};
@@ -31,30 +34,61 @@ pub async fn run(ctx: &Context, args: WaitArgs) -> Result<()> {
 }
 
 /// Reports an applied status as `wait` does.
-pub fn print_applied(ctx: &Context, view: &StatusView) -> Result<()> {
+pub fn print_applied(ctx: &Context, status: &Status) -> Result<()> {
     match ctx.output {
         Format::Table => {
-            println!("applied (generation {})", view.generation);
+            println!("applied (generation {})", status.generation);
             Ok(())
         }
-        format => output::status(&mut std::io::stdout().lock(), format, view),
+        format => {
+            let view: StatusView = ctx.client.decode(&status.body)?;
+            output::status(&mut std::io::stdout().lock(), format, &view)
+        }
+    }
+}
+
+/// A status as waiting reads it: its generation and conditions. The rest (a pod may
+/// declare thousands of objects) stays text, parsed only if it is printed.
+pub struct Status {
+    pub generation: i64,
+    conditions: Vec<Condition>,
+    body: Bytes,
+}
+
+/// The part of a [`StatusView`] that waiting reads.
+#[derive(Deserialize)]
+struct Head {
+    generation: i64,
+    #[serde(default)]
+    conditions: Vec<Condition>,
+}
+
+impl Status {
+    fn is_applied(&self) -> bool {
+        api::wire::applied(self.generation, &self.conditions)
     }
 }
 
 /// One status reading, and whether the server said the awaited pass has run.
 pub struct Reading {
-    pub view: StatusView,
+    pub status: Status,
     /// `Some(settled)` from a long-poll; `None` when the server does not long-poll.
     pub settled: Option<bool>,
 }
 
 impl Reading {
-    /// A long-poll answer, from the body and its `Nes-Wait` header.
-    pub fn from_answer(marker: Option<String>, view: StatusView) -> Self {
-        Self {
+    /// A status answer, from its body and its `Nes-Wait` header (a long-poll's; `None`
+    /// from a server that does not long-poll).
+    pub fn from_answer(ctx: &Context, marker: Option<String>, body: Bytes) -> Result<Self> {
+        let head: Head = ctx.client.decode(&body)?;
+        Ok(Self {
             settled: marker.map(|m| m == WAIT_SETTLED),
-            view,
-        }
+            status: Status {
+                generation: head.generation,
+                conditions: head.conditions,
+                body,
+            },
+        })
     }
 }
 
@@ -63,7 +97,7 @@ pub async fn until_applied(
     ctx: &Context,
     generation: Option<i64>,
     deadline: Instant,
-) -> Result<StatusView> {
+) -> Result<Status> {
     follow(ctx, generation, None, deadline).await
 }
 
@@ -73,10 +107,10 @@ pub async fn follow(
     mut generation: Option<i64>,
     mut first: Option<Reading>,
     deadline: Instant,
-) -> Result<StatusView> {
+) -> Result<Status> {
     let start = Instant::now();
     let mut long_poll = true;
-    let mut last: Option<StatusView> = None;
+    let mut last: Option<Status> = None;
     let mut next_ask = start;
     loop {
         let reading = match first.take() {
@@ -88,10 +122,7 @@ pub async fn follow(
                 next_ask = Instant::now() + POLL;
                 read_long(ctx, generation, deadline).await
             }
-            None => status::fetch(ctx, deadline).await.map(|view| Reading {
-                view,
-                settled: None,
-            }),
+            None => read(ctx, &[], deadline).await,
         };
         let reading = match reading {
             Ok(r) => r,
@@ -108,7 +139,7 @@ pub async fn follow(
             }
             Err(e) => return Err(e),
         };
-        let view = reading.view;
+        let view = reading.status;
         if view.is_applied() {
             return Ok(view);
         }
@@ -143,12 +174,17 @@ async fn read_long(ctx: &Context, generation: Option<i64>, deadline: Instant) ->
     if let Some(g) = &generation {
         query.push(("generation", g));
     }
-    let uri = ctx.client.uri("/v1/self/status", &query);
-    let (marker, view) = ctx
+    read(ctx, &query, deadline).await
+}
+
+/// One `GET /v1/self/status` with `query`.
+async fn read(ctx: &Context, query: &[(&str, &str)], deadline: Instant) -> Result<Reading> {
+    let uri = ctx.client.uri("/v1/self/status", query);
+    let (marker, body) = ctx
         .client
-        .json_with_header(Method::GET, &uri, None, deadline, WAIT_HEADER)
+        .answer(Method::GET, &uri, None, deadline, WAIT_HEADER)
         .await?;
-    Ok(Reading::from_answer(marker, view))
+    Reading::from_answer(ctx, marker, body)
 }
 
 /// How long the server may wait for us: what is left before `deadline`, less the margin,
@@ -165,7 +201,7 @@ pub fn refuses_wait(p: &api::wire::ProblemDetails) -> bool {
     p.status == 400 && p.errors.iter().any(|e| e.field == "wait")
 }
 
-fn timed_out(last: Option<&StatusView>, start: Instant) -> Error {
+fn timed_out(last: Option<&Status>, start: Instant) -> Error {
     Error::Timeout {
         what: format!(
             "waiting for the configuration to be applied ({})",
@@ -176,8 +212,8 @@ fn timed_out(last: Option<&StatusView>, start: Instant) -> Error {
 }
 
 /// Why the status is not applied, from its `Applied` condition.
-pub fn why_not(view: &StatusView) -> String {
-    match view.status.conditions.iter().find(|c| c.type_ == "Applied") {
+fn why_not(view: &Status) -> String {
+    match view.conditions.iter().find(|c| c.type_ == "Applied") {
         None => format!("generation {}: no Applied condition yet", view.generation),
         Some(c) if c.observed_generation != Some(view.generation) => format!(
             "generation {}: the agent has not observed it yet (Applied is about generation {})",

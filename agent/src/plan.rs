@@ -413,7 +413,22 @@ pub fn plan(
     owned: &Owned,
     access: &HostAccess,
 ) -> Plan {
-    let mut s = Planning::new(desired, observed, owned, access);
+    run(Planning::new(desired, observed, owned, access, true))
+}
+
+/// [`plan`]'s writes and blocked objects without its ownership record (`owned` is left
+/// empty): what a status compares against. The record is a set entry per address and
+/// route, about a third of a plan's cost, and a status is built after every pass.
+pub fn pending(
+    desired: &NetworkConfigurationSpec,
+    observed: &Observed,
+    owned: &Owned,
+    access: &HostAccess,
+) -> Plan {
+    run(Planning::new(desired, observed, owned, access, false))
+}
+
+fn run(mut s: Planning<'_>) -> Plan {
     s.links();
     s.undeclared_links();
     s.follow_parents();
@@ -424,7 +439,7 @@ pub fn plan(
     s.order_settings();
     s.addresses();
     s.routes();
-    s.p.finish(s.adopted)
+    s.p.finish(s.adopted.unwrap_or_default())
 }
 
 /// One planning pass: the inputs, what has been decided about each declared link, and the
@@ -436,8 +451,8 @@ struct Planning<'a> {
     access: &'a HostAccess,
     declared: HashMap<&'a str, &'a InterfaceSpec>,
     p: Planner,
-    /// Ownership once the writes succeed (see [`Plan::owned`]).
-    adopted: Owned,
+    /// Ownership once the writes succeed (see [`Plan::owned`]); `None` when not asked for.
+    adopted: Option<Owned>,
     fate: HashMap<&'a str, LinkFate>,
     creates: Vec<LinkCreate>,
     /// Kept nes links, with what it takes to create them again.
@@ -462,6 +477,7 @@ impl<'a> Planning<'a> {
         observed: &'a Observed,
         owned: &'a Owned,
         access: &'a HostAccess,
+        adopt: bool,
     ) -> Self {
         Self {
             desired,
@@ -474,7 +490,7 @@ impl<'a> Planning<'a> {
                 .map(|i| (i.name.as_str(), i))
                 .collect(),
             p: Planner::default(),
-            adopted: Owned::default(),
+            adopted: adopt.then(Owned::default),
             fate: HashMap::new(),
             creates: Vec::new(),
             kept: BTreeMap::new(),
@@ -485,6 +501,13 @@ impl<'a> Planning<'a> {
             gone: HashSet::new(),
             mtu_refused: HashSet::new(),
             mtu_after_parent: HashSet::new(),
+        }
+    }
+
+    /// Records in the adopted ownership, when the plan keeps one.
+    fn adopt<T>(&mut self, record: impl FnOnce(&mut Owned) -> T) {
+        if let Some(a) = self.adopted.as_mut() {
+            record(a);
         }
     }
 
@@ -567,7 +590,7 @@ impl<'a> Planning<'a> {
                 if l.alias.as_deref() == Some(create.marker.as_str())
                     && host_peer_ok(&create.kind, l, observed) =>
             {
-                self.adopted.links.insert(name.into());
+                self.adopt(|a| a.links.insert(name.into()));
                 self.kept.insert(name, create);
                 LinkFate::Keep(l.index)
             }
@@ -632,7 +655,7 @@ impl<'a> Planning<'a> {
                 break;
             }
             for (name, idx, recreate) in orphaned {
-                self.adopted.links.remove(name);
+                self.adopt(|a| a.links.remove(name));
                 let Some(c) = self.kept.remove(name) else {
                     continue;
                 };
@@ -789,7 +812,7 @@ impl<'a> Planning<'a> {
                 mtu = mtu.or(restore.mtu);
                 up = up.or(restore.up);
                 if let Some(record) = record {
-                    self.adopted.originals.insert(name.into(), record);
+                    self.adopt(|a| a.originals.insert(name.into(), record));
                 }
             }
             let master = iface.master.clone().filter(|m| {
@@ -850,7 +873,7 @@ impl<'a> Planning<'a> {
             };
             let (restore, record) = originals(None, None, l, Some(prev));
             if let Some(record) = record {
-                self.adopted.originals.insert(name.clone(), record);
+                self.adopt(|a| a.originals.insert(name.clone(), record));
                 self.p.settings.push(Op::SetLink {
                     ifname: name.clone(),
                     mtu: restore.mtu,
@@ -898,11 +921,11 @@ impl<'a> Planning<'a> {
                     ),
                     _ if present.contains(&net) => {
                         if owned.owns_address(name, &text) {
-                            self.adopted.add_address(name, text);
+                            self.adopt(|a| a.add_address(name, text));
                         }
                     }
                     _ => {
-                        self.adopted.add_address(name, text);
+                        self.adopt(|a| a.add_address(name, text));
                         self.p.addresses.push(Op::AddAddress {
                             ifname: name.into(),
                             addr: net,
@@ -927,7 +950,7 @@ impl<'a> Planning<'a> {
                     continue;
                 }
                 if present.contains(&net) {
-                    self.adopted.add_address(ifname, cidr.clone());
+                    self.adopt(|a| a.add_address(ifname, cidr.clone()));
                     self.p.removals_addresses.push(Op::DelAddress {
                         ifname: ifname.clone(),
                         addr: net,
@@ -1004,7 +1027,7 @@ impl<'a> Planning<'a> {
         let via = target.via;
         match (slot.and_then(|s| s.ours), slot.map(|s| s.first)) {
                 (Some(o), _) => {
-                    self.adopted.routes.insert(target.key.clone());
+                    self.adopt(|a| a.routes.insert(target.key.clone()));
                     let dev_ok = match dev_fate {
                         None => true,
                         Some(LinkFate::Keep(idx)) => o.oif == Some(idx),
@@ -1020,7 +1043,7 @@ impl<'a> Planning<'a> {
                     format!("a route {} table {} metric {} already exists and was not installed by nes (proto {}); refusing to replace it", o.dst, o.table, o.metric, o.protocol),
                 ),
                 (None, None) => {
-                    self.adopted.routes.insert(target.key.clone());
+                    self.adopt(|a| a.routes.insert(target.key.clone()));
                     self.p.routes.push(Op::AddRoute { route: target, replace: false });
                 }
             }

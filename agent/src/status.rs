@@ -7,7 +7,7 @@ use api::{InterfaceStatus, NetworkConfigurationSpec, ObjectState, RouteStatus};
 use crate::apply::ApplyReport;
 use crate::observe::Observed;
 use crate::owned::Owned;
-use crate::plan::{plan, ObjectRef};
+use crate::plan::{pending, ObjectRef};
 
 /// Live status of every declared interface and route.
 ///
@@ -22,7 +22,7 @@ pub fn status(
 ) -> (Vec<InterfaceStatus>, Vec<RouteStatus>) {
     let none = Owned::default();
     let owned = last.map_or(&none, |r| &r.owned);
-    let remaining = plan(desired, observed, owned, access);
+    let remaining = pending(desired, observed, owned, access);
     let state_of = |related: &dyn Fn(&ObjectRef) -> bool| -> (ObjectState, Option<String>) {
         if let Some(b) = remaining.blocked.iter().find(|b| related(&b.object)) {
             return (b.state, Some(b.reason.clone()));

@@ -17,7 +17,16 @@ fn access() -> HostAccess {
 }
 
 fn plan(desired: &NetworkConfigurationSpec, observed: &Observed, owned: &Owned) -> Plan {
-    super::plan(desired, observed, owned, &access())
+    let p = super::plan(desired, observed, owned, &access());
+    // Every planner test also holds the status's plan to the same writes and blocks.
+    let q = super::pending(desired, observed, owned, &access());
+    assert_eq!(
+        (&q.ops, &q.blocked),
+        (&p.ops, &p.blocked),
+        "pending() differs"
+    );
+    assert_eq!(q.owned, Owned::default(), "pending() keeps no record");
+    p
 }
 
 fn link(index: u32, name: &str) -> ObservedLink {

@@ -103,18 +103,7 @@ fn wait_is_one_long_poll_answered_when_the_pass_is_done() {
 fn configure_wait_is_one_put_that_answers_after_the_pass() {
     let dir = socket_dir();
     let server = stub_at(&dir, |_, _| marked("settled", &status_view(true, 3)));
-    let mut cmd = nescli();
-    cmd.arg("--socket").arg(&dir.sock).args([
-        "configure",
-        "--wait",
-        "--manager",
-        "app",
-        "--interface",
-        "eth0",
-        "--address",
-        "10.0.0.5/24",
-    ]);
-    let out = run(cmd);
+    let out = run(configure_wait_cmd(&dir));
 
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.stdout, "applied (generation 3)\n");
@@ -125,10 +114,8 @@ fn configure_wait_is_one_put_that_answers_after_the_pass() {
     assert!(requests[0].param("wait").is_some(), "{:?}", requests[0]);
 }
 
-/// `nescli configure --wait` for one address, with `extra` arguments, against `answer`.
-fn configure_wait(answer: serde_json::Value, extra: &[&str]) -> Outcome {
-    let dir = socket_dir();
-    let _server = stub_at(&dir, move |_, _| marked("settled", &answer));
+/// `nescli configure --wait` of one address by manager `app`, on `dir`'s socket.
+fn configure_wait_cmd(dir: &SocketDir) -> std::process::Command {
     let mut cmd = nescli();
     cmd.arg("--socket").arg(&dir.sock).args([
         "configure",
@@ -140,6 +127,14 @@ fn configure_wait(answer: serde_json::Value, extra: &[&str]) -> Outcome {
         "--address",
         "10.0.0.5/24",
     ]);
+    cmd
+}
+
+/// [`configure_wait_cmd`] with `extra` arguments, run against a stub answering `answer`.
+fn configure_wait(answer: serde_json::Value, extra: &[&str]) -> Outcome {
+    let dir = socket_dir();
+    let _server = stub_at(&dir, move |_, _| marked("settled", &answer));
+    let mut cmd = configure_wait_cmd(&dir);
     cmd.args(extra);
     run(cmd)
 }
@@ -174,18 +169,7 @@ fn a_wait_answer_that_is_not_a_status_is_a_clear_error() {
 fn configure_wait_exits_1_when_the_pass_did_not_apply_it() {
     let dir = socket_dir();
     let server = stub_at(&dir, |_, _| marked("settled", &status_view(false, 3)));
-    let mut cmd = nescli();
-    cmd.arg("--socket").arg(&dir.sock).args([
-        "configure",
-        "--wait",
-        "--manager",
-        "app",
-        "--interface",
-        "eth0",
-        "--address",
-        "10.0.0.5/24",
-    ]);
-    let out = run(cmd);
+    let out = run(configure_wait_cmd(&dir));
 
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(

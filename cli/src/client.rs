@@ -164,24 +164,8 @@ impl Client {
         body: Option<Vec<u8>>,
         deadline: Instant,
     ) -> Result<T> {
-        let (_, value) = self
-            .json_with_header(method, uri, body, deadline, "")
-            .await?;
-        Ok(value)
-    }
-
-    /// [`Client::json`], also returning the answer's header `header` when it has one
-    /// (text only).
-    pub async fn json_with_header<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        uri: &str,
-        body: Option<Vec<u8>>,
-        deadline: Instant,
-        header: &str,
-    ) -> Result<(Option<String>, T)> {
-        let (marker, bytes) = self.answer(method, uri, body, deadline, header).await?;
-        Ok((marker, self.decode(&bytes)?))
+        let (_, bytes) = self.answer(method, uri, body, deadline, "").await?;
+        self.decode(&bytes)
     }
 
     /// One request: the 2xx answer's body, unparsed, and its header `header` when it has

@@ -802,7 +802,8 @@ async fn follow_netlink(pod: Arc<PodServer>) {
                 pod.events.publish(EventBody::Degraded {
                     reason: "EventsLost".into(),
                     message: format!(
-                        "netlink events were dropped under load ({n} batches); status is still read live"
+                        "netlink events were dropped under load ({n} batches); \
+                         status is still read live"
                     ),
                 });
             }

@@ -909,23 +909,23 @@ impl<'a> Planning<'a> {
                 };
                 desired_addrs.insert((name, net));
                 // Validated text is canonical: it is the address's identity as recorded.
-                let text = a.clone();
+                // Copied only where it is kept (not for a status's plan, which keeps none).
                 match f {
                     LinkFate::Blocked => self.p.block(
                         ObjectRef::Address {
                             ifname: name.into(),
-                            addr: text,
+                            addr: a.clone(),
                         },
                         ObjectState::Pending,
                         format!("waiting for interface {name}"),
                     ),
                     _ if present.contains(&net) => {
-                        if owned.owns_address(name, &text) {
-                            self.adopt(|a| a.add_address(name, text));
+                        if owned.owns_address(name, a) {
+                            self.adopt(|o| o.add_address(name, a.clone()));
                         }
                     }
                     _ => {
-                        self.adopt(|a| a.add_address(name, text));
+                        self.adopt(|o| o.add_address(name, a.clone()));
                         self.p.addresses.push(Op::AddAddress {
                             ifname: name.into(),
                             addr: net,

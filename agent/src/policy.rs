@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use api::host::HostAccess;
 use api::policy::{Governing, Origin, Refusal};
-use api::NetworkConfigurationSpec;
 
 use crate::podapi::{Desired, StateProblem};
 
@@ -67,7 +66,7 @@ pub fn hold(next: Desired, current: Option<&Desired>, reason: &str, message: Str
         },
         _ => Desired {
             generation: next.generation,
-            spec: NetworkConfigurationSpec::default(),
+            spec: Default::default(),
             problem: problem(true),
         },
     }

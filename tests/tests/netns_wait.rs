@@ -87,7 +87,7 @@ async fn gated_pod(
     let net = Arc::new(fx.open().await);
     let desired = Desired {
         generation: 1,
-        spec: spec("interfaces:\n  - name: eth0\n    addresses: [\"10.30.0.5/24\"]\n"),
+        spec: spec("interfaces:\n  - name: eth0\n    addresses: [\"10.30.0.5/24\"]\n").into(),
         problem: None,
     };
     let (backend, open) = GatedBackend::new();
@@ -235,7 +235,7 @@ async fn a_long_poll_for_a_desired_state_that_cannot_be_applied_settles_at_once(
     let net = Arc::new(fx.open().await);
     let desired = Desired {
         generation: 4,
-        spec: NetworkConfigurationSpec::default(),
+        spec: Default::default(),
         problem: Some(StateProblem {
             reason: "StateUnreadable".into(),
             message: "corrupt".into(),

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use api::merge::{Owners, RouteOwners};
-use api::{NetworkConfiguration, RouteKey};
+use api::{NetworkConfiguration, NetworkConfigurationSpec, RouteKey};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
@@ -99,7 +100,7 @@ impl Sandbox {
 pub fn desired_of(conf: Option<&NetworkConfiguration>) -> Desired {
     conf.map(|c| Desired {
         generation: c.metadata.generation.unwrap_or(0),
-        spec: c.spec.clone(),
+        spec: Arc::new(c.spec.clone()),
         problem: None,
     })
     .unwrap_or_default()
@@ -122,7 +123,7 @@ pub enum Lookup<'a> {
 /// a spec (or a problem) being kept, or what nes owns there after a restart.
 pub fn holds_something(current: Option<&Desired>, owns_something: bool) -> bool {
     match current {
-        Some(d) => d.spec != Default::default() || d.problem.is_some(),
+        Some(d) => *d.spec != NetworkConfigurationSpec::default() || d.problem.is_some(),
         None => owns_something,
     }
 }
@@ -193,7 +194,7 @@ pub fn with_annotated(
         ..Default::default()
     };
     let merged = api::merge::merge([
-        ("networkconfiguration", &desired.spec),
+        ("networkconfiguration", &*desired.spec),
         (super::netstatus::ANNOTATION_MANAGER, &fragment),
     ])
     .map_err(|c| c.to_string())
@@ -204,7 +205,7 @@ pub fn with_annotated(
     });
     match merged {
         Ok(m) => Desired {
-            spec: m.spec,
+            spec: Arc::new(m.spec),
             ..desired
         },
         Err(why) => crate::policy::hold(
@@ -418,7 +419,7 @@ mod tests {
         };
         let good = Desired {
             generation: 3,
-            spec: spec(1400),
+            spec: spec(1400).into(),
             problem: None,
         };
         let mut conf = NetworkConfiguration::new("demo-0", spec(1300));
@@ -479,7 +480,7 @@ mod tests {
             let got = next_desired(lookup, current, owns);
             let problem = got.problem.as_ref().map(|p| (p.reason.as_str(), p.hold));
             assert_eq!(
-                (got.generation, &got.spec, problem),
+                (got.generation, &*got.spec, problem),
                 (want.0, &want.1, want.2),
                 "{lookup:?} {current:?} {owns}"
             );
@@ -751,7 +752,8 @@ mod tests {
             spec: api::NetworkConfigurationSpec {
                 attachments,
                 ..Default::default()
-            },
+            }
+            .into(),
             problem: None,
         };
         let good = with(vec![attach("a", Some("net1"))]);

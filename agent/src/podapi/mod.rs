@@ -43,7 +43,9 @@ use http::{router, ApiError, Scope};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
     pub generation: i64,
-    pub spec: NetworkConfigurationSpec,
+    /// Shared with the keeper's target and the backend's record: a pod may declare
+    /// thousands of objects, and a change is handed on without copying them.
+    pub spec: Arc<NetworkConfigurationSpec>,
     /// The desired state could not be read as it should: the pod is Degraded, and `spec`
     /// is the last good one (or, when the problem holds, nothing is applied at all).
     pub problem: Option<StateProblem>,
@@ -704,7 +706,7 @@ fn usable(d: &Desired, backend: &dyn ConfigBackend) -> Option<Target> {
         Some(p) if p.hold => None,
         _ => Some(Target {
             generation: d.generation,
-            spec: Arc::new(d.spec.clone()),
+            spec: d.spec.clone(),
             validated: d.problem.is_none() && backend.validated() == Some(d.generation),
         }),
     }

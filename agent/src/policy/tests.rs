@@ -28,7 +28,7 @@ fn spec(v: Value) -> NetworkConfigurationSpec {
 fn desired(generation: i64, v: Value) -> Desired {
     Desired {
         generation,
-        spec: spec(v),
+        spec: spec(v).into(),
         problem: None,
     }
 }

@@ -92,7 +92,7 @@ pub async fn start(
     let desired = match &unreadable {
         Some(message) => Desired {
             generation: stored.record.generation,
-            spec: NetworkConfigurationSpec::default(),
+            spec: Default::default(),
             problem: Some(StateProblem {
                 reason: "StateUnreadable".into(),
                 message: message.clone(),
@@ -167,7 +167,7 @@ fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, stored: &Stored) -> Des
             warn!(pod = name, %conflict, "stored fragments conflict; keeping the kernel as it is");
             Desired {
                 generation: stored.record.generation,
-                spec: NetworkConfigurationSpec::default(),
+                spec: Default::default(),
                 problem: Some(StateProblem {
                     reason: "StateConflict".into(),
                     message: format!(
@@ -186,13 +186,31 @@ fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, stored: &Stored) -> Des
 struct Stored {
     record: PodRecord,
     /// The record's fragments merged in manager order.
-    merged: Result<Merged, Conflict>,
+    merged: Result<Shared, Conflict>,
+}
+
+/// A merge whose spec is shared with the keeper (see [`Desired::spec`]).
+struct Shared {
+    spec: Arc<NetworkConfigurationSpec>,
+    owners: api::merge::Owners,
+}
+
+impl From<Merged> for Shared {
+    fn from(m: Merged) -> Self {
+        Self {
+            spec: Arc::new(m.spec),
+            owners: m.owners,
+        }
+    }
 }
 
 impl Stored {
     fn new(record: PodRecord) -> Self {
         let merged = merge(record.fragments.iter().map(|(m, s)| (m.as_str(), s)));
-        Self { record, merged }
+        Self {
+            record,
+            merged: merged.map(Shared::from),
+        }
     }
 }
 
@@ -324,6 +342,7 @@ impl FileBackend {
             };
             return Err(e);
         }
+        let merged = Shared::from(merged);
         let desired = Desired {
             generation: stored.record.generation,
             spec: merged.spec.clone(),
@@ -377,7 +396,7 @@ impl FileBackend {
         ConfigView {
             pod: self.name.clone(),
             generation: stored.record.generation,
-            spec: merged.map(|m| m.spec.clone()).unwrap_or_default(),
+            spec: merged.map(|m| (*m.spec).clone()).unwrap_or_default(),
             owners: merged.map(|m| m.owners.clone()).unwrap_or_default(),
         }
     }

@@ -97,7 +97,7 @@ async fn a_big_put_is_stored_handed_over_and_answered_as_sent() {
     assert_eq!(merged.spec, fragment);
     assert_eq!(view.generation, 1);
     assert_eq!(view.spec, fragment);
-    assert_eq!(desired.borrow().spec, fragment);
+    assert_eq!(*desired.borrow().spec, fragment);
     assert_eq!(desired.borrow().generation, 1);
     let stored = backend.store.load("big-0").expect("load").expect("stored");
     assert_eq!(stored.fragments.get("bench"), Some(&fragment));

@@ -22,7 +22,7 @@ use tracing::{debug, info, instrument};
 
 use crate::apply::{self, ApplyReport, Exec};
 use crate::backoff::Backoff;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::HostSide;
 use crate::mirror::{Mirror, MAX_AGE};
 use crate::netlink::Netlink;
@@ -30,6 +30,7 @@ use crate::netns::NetnsExecutor;
 use crate::observe::Observed;
 use crate::owned::Owned;
 use crate::plan::{self, Plan};
+use crate::saved::Saved;
 use crate::watch;
 
 /// Whether a desired spec was already validated (`api::validate`) where it was accepted.
@@ -257,17 +258,20 @@ impl PodNetwork {
         F: FnOnce(Owned) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        self.converge_checked(desired, Checked::No, owned, record)
+        self.converge_checked(desired, Checked::No, &Saved::default(), owned, record)
             .await
     }
 
     /// [`PodNetwork::converge_recording`] of a spec that may already have been validated
-    /// where it was accepted (`checked`): validation is then not repeated.
+    /// where it was accepted (`checked`): validation is then not repeated. The pass plans
+    /// while `saved` is still being written, and writes nothing before it is saved
+    /// ([`Error::NotSaved`] if it never is).
     #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
     pub async fn converge_checked<F, Fut>(
         &self,
         desired: &NetworkConfigurationSpec,
         checked: Checked,
+        saved: &Saved,
         owned: &Owned,
         record: F,
     ) -> Result<ApplyReport>
@@ -281,6 +285,10 @@ impl PodNetwork {
         if checked == Checked::No {
             api::validate(desired)?;
         }
+        // Plugins write as they run: they wait for the save like any write.
+        if self.attacher.is_some() && !saved.wait().await {
+            return Err(Error::NotSaved);
+        }
         let attachments =
             crate::cni::attacher::run(self.attacher.as_deref(), &desired.attachments).await;
         if self.attacher.is_some() {
@@ -291,6 +299,13 @@ impl PodNetwork {
             .plan_checked(desired, Checked::Validated, owned)
             .await?;
         let planned = started.elapsed();
+        // Before the ownership record too, which must never claim what a change that is
+        // not kept would have added; and when there is nothing to write, so no report is
+        // published for it.
+        if !saved.wait().await {
+            return Err(Error::NotSaved);
+        }
+        let saved_at = started.elapsed();
         if let Some(intent) = intent(owned, &p.owned) {
             record(intent).await?;
         }
@@ -331,6 +346,7 @@ impl PodNetwork {
                 failed = report.failures().count(),
                 elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                 planned_ms = planned.as_secs_f64() * 1000.0,
+                saved_ms = saved_at.as_secs_f64() * 1000.0,
                 recorded_ms = recorded.as_secs_f64() * 1000.0,
                 executed_ms = executed.as_secs_f64() * 1000.0,
                 "converge pass"

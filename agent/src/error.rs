@@ -63,6 +63,10 @@ pub enum Error {
     #[error("{object}: {reason}")]
     Conflict { object: String, reason: String },
 
+    /// The desired state being applied could not be saved: its pass wrote nothing.
+    #[error("the desired state of this pass could not be saved; nothing was written")]
+    NotSaved,
+
     /// The desired configuration is invalid (from `api::validate`).
     #[error(transparent)]
     Invalid(#[from] api::validate::Invalid),
@@ -304,6 +308,7 @@ impl Error {
             Error::Socket { .. } => "socket",
             Error::Kernel { .. } => "kernel",
             Error::Netlink { .. } => "netlink",
+            Error::NotSaved => "not_saved",
             Error::Conflict { .. } => "conflict",
             Error::Invalid(_) => "invalid",
             Error::File { .. } => "file",

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod observe;
 pub mod owned;
 pub mod plan;
+pub mod saved;
 pub mod statelock;
 pub mod status;
 pub mod watch;

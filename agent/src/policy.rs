@@ -62,11 +62,13 @@ pub fn hold(next: Desired, current: Option<&Desired>, reason: &str, message: Str
         Some(c) if !c.problem.as_ref().is_some_and(|p| p.hold) => Desired {
             generation: next.generation,
             spec: c.spec.clone(),
+            saved: c.saved.clone(),
             problem: problem(false),
         },
         _ => Desired {
             generation: next.generation,
             spec: Default::default(),
+            saved: Default::default(),
             problem: problem(true),
         },
     }

@@ -23,6 +23,7 @@ use crate::netlink::{parse_event, Change, Netlink};
 use crate::netns::NetnsExecutor;
 use crate::observe::{ObservedLink, NES_ROUTE_PROTOCOL};
 use crate::owned::Owned;
+use crate::saved::Saved;
 
 /// Batches are buffered this deep per subscriber; a slow subscriber sees `Lagged` (the
 /// keeper then runs one more pass, the pod's event log says events were lost). A broadcast
@@ -449,6 +450,7 @@ pub fn spawn_keeper(
         generation: 0,
         spec: Arc::new(desired.borrow_and_update().clone()),
         validated: false,
+        saved: Saved::default(),
     };
     let (tx, rx) = tokio_watch::channel(Some(first));
     tokio::spawn(async move {
@@ -460,6 +462,7 @@ pub fn spawn_keeper(
                 generation,
                 spec,
                 validated: false,
+                saved: Saved::default(),
             };
             if tx.send(Some(target)).is_err() {
                 return;
@@ -477,6 +480,8 @@ pub struct Target {
     pub spec: Arc<NetworkConfigurationSpec>,
     /// `spec` passed `api::validate` where it was accepted: the pass need not check it again.
     pub validated: bool,
+    /// The save of `spec`, which the pass waits for before it writes.
+    pub saved: Saved,
 }
 
 /// What a running keeper publishes.
@@ -517,6 +522,7 @@ pub fn spawn_recording_keeper(
                     generation,
                     spec,
                     validated,
+                    saved,
                 }) = desired.borrow_and_update().clone()
                 else {
                     // Held: wait for a readable desired state, write nothing meanwhile.
@@ -531,14 +537,28 @@ pub fn spawn_recording_keeper(
                 };
                 let pass = async {
                     match &recorder {
-                        Some(r) => net.converge_checked(&spec, checked, &owned, |o| r(o)).await,
-                        None => {
-                            net.converge_checked(&spec, checked, &owned, |_| async { Ok(()) })
+                        Some(r) => {
+                            net.converge_checked(&spec, checked, &saved, &owned, |o| r(o))
                                 .await
+                        }
+                        None => {
+                            net.converge_checked(&spec, checked, &saved, &owned, |_| async {
+                                Ok(())
+                            })
+                            .await
                         }
                     }
                 };
                 let (pass, during) = while_draining(pass, &mut events).await;
+                if matches!(pass, Err(crate::error::Error::NotSaved)) {
+                    // Nothing written and nothing settled: the backend puts back the
+                    // desired state that is stored.
+                    debug!("the desired state was not saved; waiting for the stored one");
+                    if desired.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let mut retry = match pass {
                     Ok(report) => {
                         owned = report.owned.clone();

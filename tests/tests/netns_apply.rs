@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use agent::apply::Outcome;
+use agent::engine::Checked;
 use agent::owned::Owned;
 use common::{require_root, spec, NetlinkWitness, PodFixture};
 
@@ -495,4 +496,66 @@ async fn the_netlink_witness_reports_a_write_in_its_window() {
                 .all(|e| e.contains("eth0") && e.contains("mtu 1300")),
         "{seen:#?}"
     );
+}
+
+/// A pass handed a desired state whose save is still running plans, then waits: nothing
+/// reaches the kernel (nor the ownership record) before the save ends well, and nothing
+/// at all when it fails.
+#[tokio::test]
+async fn a_pass_writes_nothing_until_its_desired_state_is_saved() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("saved");
+    let net = fx.open().await;
+    let desired = spec("interfaces: [{name: eth0, addresses: [10.11.0.5/24]}]");
+    let recorded = std::sync::Mutex::new(Vec::new());
+    let record = |o: Owned| {
+        recorded.lock().expect("lock").push(o);
+        async { Ok(()) }
+    };
+
+    let witness = NetlinkWitness::start(&fx.pod).await;
+    let (saving, saved) = agent::saved::Saved::pending();
+    let owned = Owned::default();
+    let pass = net.converge_checked(&desired, Checked::No, &saved, &owned, record);
+    tokio::pin!(pass);
+    // However long the save takes, the pass waits for it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut pass)
+            .await
+            .is_err(),
+        "the pass ended before its desired state was saved"
+    );
+    assert!(
+        recorded.lock().expect("lock").is_empty(),
+        "recorded before the save"
+    );
+    saving.finish(false);
+    let refused = pass.await.expect_err("a pass whose state was not saved");
+    assert!(
+        matches!(refused, agent::error::Error::NotSaved),
+        "{refused}"
+    );
+    assert!(recorded.lock().expect("lock").is_empty());
+    assert_eq!(
+        witness.stop().await,
+        Vec::<String>::new(),
+        "written though not saved"
+    );
+    assert!(!fx
+        .pod
+        .addresses("eth0")
+        .contains(&"10.11.0.5/24".to_string()));
+
+    let (saving, saved) = agent::saved::Saved::pending();
+    let record = |_: Owned| async { Ok(()) };
+    let pass = net.converge_checked(&desired, Checked::No, &saved, &owned, record);
+    saving.finish(true);
+    let report = pass.await.expect("converge once saved");
+    assert!(report.is_converged(), "{report:#?}");
+    assert!(fx
+        .pod
+        .addresses("eth0")
+        .contains(&"10.11.0.5/24".to_string()));
 }

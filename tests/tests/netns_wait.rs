@@ -88,6 +88,7 @@ async fn gated_pod(
     let desired = Desired {
         generation: 1,
         spec: spec("interfaces:\n  - name: eth0\n    addresses: [\"10.30.0.5/24\"]\n").into(),
+        saved: Default::default(),
         problem: None,
     };
     let (backend, open) = GatedBackend::new();
@@ -236,6 +237,7 @@ async fn a_long_poll_for_a_desired_state_that_cannot_be_applied_settles_at_once(
     let desired = Desired {
         generation: 4,
         spec: Default::default(),
+        saved: Default::default(),
         problem: Some(StateProblem {
             reason: "StateUnreadable".into(),
             message: "corrupt".into(),

@@ -101,6 +101,7 @@ pub fn desired_of(conf: Option<&NetworkConfiguration>) -> Desired {
     conf.map(|c| Desired {
         generation: c.metadata.generation.unwrap_or(0),
         spec: Arc::new(c.spec.clone()),
+        saved: Default::default(),
         problem: None,
     })
     .unwrap_or_default()
@@ -156,10 +157,12 @@ pub fn next_desired(
     };
     match current {
         Some(d) => Desired {
+            saved: Default::default(),
             problem: gone(d.problem.as_ref().is_some_and(|p| p.hold)),
             ..d.clone()
         },
         None => Desired {
+            saved: Default::default(),
             problem: gone(true),
             ..Desired::default()
         },
@@ -420,6 +423,7 @@ mod tests {
         let good = Desired {
             generation: 3,
             spec: spec(1400).into(),
+            saved: Default::default(),
             problem: None,
         };
         let mut conf = NetworkConfiguration::new("demo-0", spec(1300));
@@ -754,6 +758,7 @@ mod tests {
                 ..Default::default()
             }
             .into(),
+            saved: Default::default(),
             problem: None,
         };
         let good = with(vec![attach("a", Some("net1"))]);
@@ -817,6 +822,7 @@ mod tests {
     fn a_policy_refusal_is_announced_once_and_other_problems_not_at_all() {
         let refused = |reason: &str, message: &str, generation| Desired {
             generation,
+            saved: Default::default(),
             problem: Some(crate::podapi::StateProblem {
                 reason: reason.into(),
                 message: message.into(),

@@ -46,6 +46,8 @@ pub struct Desired {
     /// Shared with the keeper's target and the backend's record: a pod may declare
     /// thousands of objects, and a change is handed on without copying them.
     pub spec: Arc<NetworkConfigurationSpec>,
+    /// Its save to disk, which may still be running when it is handed over.
+    pub saved: crate::saved::Saved,
     /// The desired state could not be read as it should: the pod is Degraded, and `spec`
     /// is the last good one (or, when the problem holds, nothing is applied at all).
     pub problem: Option<StateProblem>,
@@ -356,7 +358,19 @@ impl PodServer {
             .check(&fragment)
             .map_err(|refused| ApiError(ProblemDetails::host_refused(&refused)))?;
         self.check_policy(origin, &fragment)?;
-        self.backend.apply(manager, fragment).await
+        // A task of its own: a client that goes away mid-change does not cut it short
+        // between handing it to the keeper and saving it.
+        let backend = self.backend.clone();
+        let manager = manager.to_string();
+        tokio::spawn(async move { backend.apply(&manager, fragment).await })
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the change did not finish",
+                    e.to_string(),
+                )
+            })?
     }
 
     /// What the governing admin policies say about `spec` asked by `origin`.
@@ -708,6 +722,7 @@ fn usable(d: &Desired, backend: &dyn ConfigBackend) -> Option<Target> {
             generation: d.generation,
             spec: d.spec.clone(),
             validated: d.problem.is_none() && backend.validated() == Some(d.generation),
+            saved: d.saved.clone(),
         }),
     }
 }

@@ -29,6 +29,7 @@ fn desired(generation: i64, v: Value) -> Desired {
     Desired {
         generation,
         spec: spec(v).into(),
+        saved: Default::default(),
         problem: None,
     }
 }

@@ -25,6 +25,7 @@ use crate::podapi::feed::Feed;
 use crate::podapi::http::ApiError;
 use crate::podapi::{ConfigBackend, Desired, PodServer, ServerOptions, StateProblem};
 use crate::policy::PolicySource;
+use crate::saved::{Saved, Saving};
 use crate::watch::KeeperOptions;
 use api::policy::{Governing, Origin, POLICY_DENIED_REASON};
 use api::wire::{CareView, NewCare};
@@ -93,6 +94,7 @@ pub async fn start(
         Some(message) => Desired {
             generation: stored.record.generation,
             spec: Default::default(),
+            saved: Default::default(),
             problem: Some(StateProblem {
                 reason: "StateUnreadable".into(),
                 message: message.clone(),
@@ -161,6 +163,7 @@ fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, stored: &Stored) -> Des
         Ok(m) => Desired {
             generation: stored.record.generation,
             spec: m.spec.clone(),
+            saved: Default::default(),
             problem: None,
         },
         Err(conflict) => {
@@ -168,6 +171,7 @@ fn desired_of(name: &str, store: &Arc<dyn DesiredStore>, stored: &Stored) -> Des
             Desired {
                 generation: stored.record.generation,
                 spec: Default::default(),
+                saved: Default::default(),
                 problem: Some(StateProblem {
                     reason: "StateConflict".into(),
                     message: format!(
@@ -334,26 +338,56 @@ impl FileBackend {
             .fragments
             .insert(manager.to_string(), fragment);
         stored.record.generation += 1;
-        if let Err(e) = self.save(&stored.record) {
+        // Handed to the keeper before the record is on disk: its pass plans while the
+        // record syncs (about as long: 0.5-2.5 ms for 1,500 objects) and writes nothing
+        // until the save has ended well.
+        let (saving, saved) = Saved::pending();
+        let merged = Shared::from(merged);
+        let desired = Desired {
+            generation: stored.record.generation,
+            spec: merged.spec.clone(),
+            saved,
+            problem: None,
+        };
+        // Validated and checked against the policies above: the gate would pass it as is.
+        let was_validated = self
+            .validated
+            .swap(stored.record.generation, Ordering::AcqRel);
+        let before = self.desired.send_replace(desired);
+        let saved = self.save_off_runtime(stored.record.clone(), saving).await;
+        if let Err(e) = saved {
             stored.record.generation -= 1;
             match previous {
                 Some(p) => stored.record.fragments.insert(manager.to_string(), p),
                 None => stored.record.fragments.remove(manager),
             };
+            self.validated.store(was_validated, Ordering::Release);
+            // The keeper goes back to what is stored; it wrote nothing of the change.
+            self.desired.send_replace(before);
             return Err(e);
         }
-        let merged = Shared::from(merged);
-        let desired = Desired {
-            generation: stored.record.generation,
-            spec: merged.spec.clone(),
-            problem: None,
-        };
         stored.merged = Ok(merged);
-        // Validated and checked against the policies above: the gate would pass it as is.
-        self.validated
-            .store(stored.record.generation, Ordering::Release);
-        self.desired.send_replace(desired);
         Ok(self.view(&stored))
+    }
+
+    /// [`FileBackend::save`] on a blocking thread, so the keeper can plan meanwhile;
+    /// `saving` learns how it ended, even if the request that asked is gone by then.
+    async fn save_off_runtime(&self, record: PodRecord, saving: Saving) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let name = self.name.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            let result = store.save(&name, &record);
+            saving.finish(result.is_ok());
+            result
+        });
+        let result = match write.await {
+            Ok(result) => result,
+            Err(joined) => Err(crate::error::Error::File {
+                path: self.store.location(&self.name).into(),
+                source: std::io::Error::other(format!("the save did not finish: {joined}")),
+            }),
+        };
+        self.saved(result)
     }
 
     async fn do_remove(&self, manager: &str) -> Result<ConfigView, ApiError> {
@@ -379,7 +413,12 @@ impl FileBackend {
 
     /// Persists `record`; a failure is the pod's problem (`StateNotWritable`) and a 500.
     fn save(&self, record: &PodRecord) -> Result<(), ApiError> {
-        if let Err(e) = self.store.save(&self.name, record) {
+        self.saved(self.store.save(&self.name, record))
+    }
+
+    /// How a save ended, as the pod's problem and the answer.
+    fn saved(&self, result: crate::error::Result<()>) -> Result<(), ApiError> {
+        if let Err(e) = result {
             self.set_problem(Some(("StateNotWritable".into(), e.to_string())));
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -14,8 +14,9 @@
 #    `ip -n NS -batch`, median of RUNS runs; and the same from the YAML file, for reference.
 #    nes gives each IPv4 address its broadcast, as CNI plugins do (netlink's AddrAdd), so
 #    ip's batch says `brd +` too: both tools ask the kernel for the same objects.
-#  - the agent's pass alone for that change (its "converge pass ... elapsed_ms" log line; an
-#    agent without it: the pass `nes-agent apply` prints), and the one-shot `nes-agent apply`.
+#  - the agent's pass alone for that change (its "converge pass ... elapsed_ms" log line, which
+#    leaves out the time the pass waited for the record's save; an agent without the line:
+#    the pass `nes-agent apply` prints), and the one-shot `nes-agent apply`.
 #  - a converged status read of that pod inside the agent: curl's time to first byte less
 #    its time to send the request, median of 50 reads.
 #

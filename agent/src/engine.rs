@@ -286,7 +286,9 @@ impl PodNetwork {
             api::validate(desired)?;
         }
         // Plugins write as they run: they wait for the save like any write.
-        if self.attacher.is_some() && !saved.wait().await {
+        // Time spent waiting for the save is not the pass's own (the log tells them apart).
+        let mut waited = Duration::ZERO;
+        if self.attacher.is_some() && !wait_saved(saved, &mut waited).await {
             return Err(Error::NotSaved);
         }
         let attachments =
@@ -302,10 +304,9 @@ impl PodNetwork {
         // Before the ownership record too, which must never claim what a change that is
         // not kept would have added; and when there is nothing to write, so no report is
         // published for it.
-        if !saved.wait().await {
+        if !wait_saved(saved, &mut waited).await {
             return Err(Error::NotSaved);
         }
-        let saved_at = started.elapsed();
         if let Some(intent) = intent(owned, &p.owned) {
             record(intent).await?;
         }
@@ -344,9 +345,9 @@ impl PodNetwork {
                 ops = n_ops,
                 writes = report.writes,
                 failed = report.failures().count(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                elapsed_ms = (started.elapsed() - waited).as_secs_f64() * 1000.0,
+                waited_for_save_ms = waited.as_secs_f64() * 1000.0,
                 planned_ms = planned.as_secs_f64() * 1000.0,
-                saved_ms = saved_at.as_secs_f64() * 1000.0,
                 recorded_ms = recorded.as_secs_f64() * 1000.0,
                 executed_ms = executed.as_secs_f64() * 1000.0,
                 "converge pass"
@@ -416,6 +417,14 @@ fn refuse_host_netns(pod: &api::NetnsIdentity, host: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Waits for `saved`, adding the time it took to `waited`; whether it was saved.
+async fn wait_saved(saved: &Saved, waited: &mut Duration) -> bool {
+    let asked = Instant::now();
+    let ok = saved.wait().await;
+    *waited += asked.elapsed();
+    ok
 }
 
 /// The record to keep before a pass runs, when it will add addresses `owned` does not

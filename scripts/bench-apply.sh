@@ -7,8 +7,9 @@
 #
 # Rows (process start included wherever a command is timed, for nes and for ip alike):
 #  - one address: `nescli configure --wait` through a standalone agent's admin socket, p99 of
-#    ONE_RUNS runs, beside `ip -n NS addr add` (p99 of as many). A nescli without --wait is
-#    timed as `nescli configure` then `nescli wait --for=applied`.
+#    ONE_RUNS runs, beside `ip -n NS addr add` (p99 of as many), and both medians. A nescli
+#    without --wait is timed as `nescli configure` then `nescli wait --for=applied`. Each run
+#    replaces the bench manager's one address: nes deletes the last one and adds the next.
 #  - ADDRS addresses + ROUTES routes on a veth in a fresh namespace: `nescli configure -f
 #    spec.json --wait` (request to applied; JSON is the API's own format) beside
 #    `ip -n NS -batch`, median of RUNS runs; and the same from the YAML file, for reference.
@@ -182,6 +183,7 @@ sed 's/\x1b\[[0-9;]*m//g' "$work/agent.log" | grep "converge pass" | grep "ops=$
 ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u / 1000}'; }
 ratio() { awk -v n="$1" -v i="$2" 'BEGIN {printf "%.2fx", n / i}'; }
 one_ip=$(p99 <"$work/one-ip"); one_nes=$(p99 <"$work/one-nes")
+one_ip_med=$(median <"$work/one-ip"); one_nes_med=$(median <"$work/one-nes")
 big_ip=$(median <"$work/big-ip"); big_nes=$(median <"$work/big-nes"); big_yaml=$(median <"$work/big-yaml")
 oneshot=$(median <"$work/oneshot")
 if [ -s "$work/daemon-pass" ]; then
@@ -195,6 +197,7 @@ wait_how=$([ $has_wait = 1 ] && echo "configure --wait" || echo "configure; wait
 echo "bench-apply: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $ADDRS addresses + $ROUTES routes; whole processes"
 printf '%-46s %10s %10s %8s %8s\n' "" "nes ms" "ip ms" "nes/ip" "goal"
 printf '%-46s %10s %10s %8s %8s\n' "1 address, p99 of $ONE_RUNS: nescli $wait_how" "$(ms "$one_nes")" "$(ms "$one_ip")" "$(ratio "$one_nes" "$one_ip")" "<=2x"
+printf '%-46s %10s %10s %8s %8s\n' "  the same, median of $ONE_RUNS" "$(ms "$one_nes_med")" "$(ms "$one_ip_med")" "$(ratio "$one_nes_med" "$one_ip_med")" "-"
 printf '%-46s %10s %10s %8s %8s\n' "big change, request to applied (median $RUNS)" "$(ms "$big_nes")" "$(ms "$big_ip")" "$(ratio "$big_nes" "$big_ip")" "<=1.2x"
 printf '%-46s %10s %10s %8s %8s\n' "  the same from the YAML file" "$(ms "$big_yaml")" "$(ms "$big_ip")" "$(ratio "$big_yaml" "$big_ip")" "-"
 printf '%-46s %10s %10s %8s %8s\n' "$pass_what" "$(ms "$pass_us")" "$(ms "$big_ip")" "$(ratio "$pass_us" "$big_ip")" "<=0.8x"

@@ -157,12 +157,10 @@ pub fn next_desired(
     };
     match current {
         Some(d) => Desired {
-            saved: Default::default(),
             problem: gone(d.problem.as_ref().is_some_and(|p| p.hold)),
             ..d.clone()
         },
         None => Desired {
-            saved: Default::default(),
             problem: gone(true),
             ..Desired::default()
         },
@@ -822,7 +820,6 @@ mod tests {
     fn a_policy_refusal_is_announced_once_and_other_problems_not_at_all() {
         let refused = |reason: &str, message: &str, generation| Desired {
             generation,
-            saved: Default::default(),
             problem: Some(crate::podapi::StateProblem {
                 reason: reason.into(),
                 message: message.into(),

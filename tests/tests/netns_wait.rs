@@ -302,3 +302,115 @@ async fn an_invalid_wait_is_a_400_naming_it_and_a_put_with_one_stores_nothing() 
         "a refused request reached the backend"
     );
 }
+
+/// A backend whose changes hold until the gate opens, counting those that reached it.
+struct HeldApplies {
+    gate: watch::Receiver<bool>,
+    started: watch::Sender<usize>,
+}
+
+impl ConfigBackend for HeldApplies {
+    fn config(&self) -> BoxFuture<'_, Result<ConfigView, ApiError>> {
+        futures::future::pending().boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        _: &'a str,
+        _: NetworkConfigurationSpec,
+    ) -> BoxFuture<'a, Result<ConfigView, ApiError>> {
+        async move {
+            self.started.send_modify(|n| *n += 1);
+            let _ = self.gate.clone().wait_for(|open| *open).await;
+            Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not here",
+                "test backend",
+            ))
+        }
+        .boxed()
+    }
+
+    fn remove_manager<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<ConfigView, ApiError>> {
+        futures::future::pending().boxed()
+    }
+
+    fn owned_changed<'a>(&'a self, _: &'a Owned) -> BoxFuture<'a, Result<(), String>> {
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+/// A change runs on after its client hangs up (so it is never cut between hand-over and
+/// save); a client that sends and hangs up in a loop must not pile such changes up.
+#[tokio::test]
+async fn changes_whose_clients_hung_up_are_bounded_per_pod() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("held");
+    let net = Arc::new(fx.open().await);
+    let (open, gate) = watch::channel(false);
+    let backend = Arc::new(HeldApplies {
+        gate,
+        started: watch::channel(0).0,
+    });
+    let (desired_tx, desired_rx) = watch::channel(Desired::default());
+    let pod = PodServer::start(
+        "held",
+        net,
+        desired_rx,
+        Owned::default(),
+        backend.clone(),
+        ServerOptions::default(),
+    );
+    let put = |pod: Arc<PodServer>| {
+        tokio::spawn(async move {
+            pod.apply_as(
+                api::policy::Origin::Pod,
+                "m",
+                NetworkConfigurationSpec::default(),
+            )
+            .await
+        })
+    };
+    let clients: Vec<_> = (0..4 * agent::podapi::MAX_POD_APPLIES)
+        .map(|_| put(pod.clone()))
+        .collect();
+    let mut started = backend.started.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        started.wait_for(|n| *n >= agent::podapi::MAX_POD_APPLIES),
+    )
+    .await
+    .expect("the first changes reach the backend")
+    .expect("backend alive");
+    // Every client hangs up.
+    for client in &clients {
+        client.abort();
+    }
+    // Nothing more may start; a change that did would show within this window.
+    let more = tokio::time::timeout(
+        Duration::from_millis(200),
+        started.wait_for(|n| *n > agent::podapi::MAX_POD_APPLIES),
+    )
+    .await
+    .is_ok();
+    assert!(
+        !more,
+        "{} changes under way for clients that hung up",
+        *backend.started.borrow()
+    );
+    // Once the held changes end, the pod takes changes again.
+    open.send_replace(true);
+    let again = put(pod.clone());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        started.wait_for(|n| *n == agent::podapi::MAX_POD_APPLIES + 1),
+    )
+    .await
+    .expect("a new change reaches the backend")
+    .expect("backend alive");
+    let _ = again.await;
+    drop(desired_tx);
+    pod.stop().await;
+}

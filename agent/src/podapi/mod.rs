@@ -219,10 +219,17 @@ pub struct PodServer {
     /// Event streams (its own and subscriptions') open on this pod: each holds a task,
     /// a live receiver and a connection for as long as the client likes.
     streams: Arc<tokio::sync::Semaphore>,
+    /// Changes under way on this pod. Each runs in a task that outlives its connection
+    /// (see [`PodServer::apply_as`]), so connections alone would not bound them.
+    applying: Arc<tokio::sync::Semaphore>,
 }
 
 /// Event streams one pod may hold open at once (a few readers are the normal case).
 pub const MAX_POD_STREAMS: usize = 8;
+
+/// Changes one pod may have under way at once; more wait for a place, still cancellable.
+/// They are applied one at a time anyway (the record's lock).
+pub const MAX_POD_APPLIES: usize = 4;
 
 impl PodServer {
     /// Starts keeping `desired` applied in `net` from the ownership record `owned` (what
@@ -277,6 +284,7 @@ impl PodServer {
             policy: opts.policy,
             limits: opts.limits,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_POD_STREAMS)),
+            applying: Arc::new(tokio::sync::Semaphore::new(MAX_POD_APPLIES)),
         });
         let netns = pod.net.executor().path().display().to_string();
         let span = tracing::info_span!("pod", pod = name, netns = %netns);
@@ -359,18 +367,26 @@ impl PodServer {
             .map_err(|refused| ApiError(ProblemDetails::host_refused(&refused)))?;
         self.check_policy(origin, &fragment)?;
         // A task of its own: a client that goes away mid-change does not cut it short
-        // between handing it to the keeper and saving it.
+        // between handing it to the keeper and saving it. The place is taken first, while
+        // going away still cancels: a client that sends and hangs up in a loop queues at
+        // most MAX_POD_APPLIES changes, not one per connection it ever opened.
+        let place = self.applying.clone().acquire_owned().await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the pod is stopping", "")
+        })?;
         let backend = self.backend.clone();
         let manager = manager.to_string();
-        tokio::spawn(async move { backend.apply(&manager, fragment).await })
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the change did not finish",
-                    e.to_string(),
-                )
-            })?
+        tokio::spawn(async move {
+            let _place = place;
+            backend.apply(&manager, fragment).await
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the change did not finish",
+                e.to_string(),
+            )
+        })?
     }
 
     /// What the governing admin policies say about `spec` asked by `origin`.

@@ -285,14 +285,15 @@ impl PodNetwork {
         if checked == Checked::No {
             api::validate(desired)?;
         }
-        // Plugins write as they run: they wait for the save like any write.
-        // Time spent waiting for the save is not the pass's own (the log tells them apart).
+        // Plugins write as they run: they wait for the save like any write, and only when
+        // one is to run, so a pass with no attachment to change plans while the save runs.
         let mut waited = Duration::ZERO;
-        if self.attacher.is_some() && !wait_saved(saved, &mut waited).await {
+        let attacher = self.attacher.as_deref();
+        let Some(attachments) =
+            crate::cni::attacher::run(attacher, &desired.attachments, saved, &mut waited).await
+        else {
             return Err(Error::NotSaved);
-        }
-        let attachments =
-            crate::cni::attacher::run(self.attacher.as_deref(), &desired.attachments).await;
+        };
         if self.attacher.is_some() {
             // The plan reads the mirror: it must have followed what the plugins did.
             self.settle_mirror().await;
@@ -304,7 +305,7 @@ impl PodNetwork {
         // Before the ownership record too, which must never claim what a change that is
         // not kept would have added; and when there is nothing to write, so no report is
         // published for it.
-        if !wait_saved(saved, &mut waited).await {
+        if !saved.wait_counting(&mut waited).await {
             return Err(Error::NotSaved);
         }
         if let Some(intent) = intent(owned, &p.owned) {
@@ -417,14 +418,6 @@ fn refuse_host_netns(pod: &api::NetnsIdentity, host: &Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// Waits for `saved`, adding the time it took to `waited`; whether it was saved.
-async fn wait_saved(saved: &Saved, waited: &mut Duration) -> bool {
-    let asked = Instant::now();
-    let ok = saved.wait().await;
-    *waited += asked.elapsed();
-    ok
 }
 
 /// The record to keep before a pass runs, when it will add addresses `owned` does not

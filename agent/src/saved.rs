@@ -2,6 +2,8 @@
 //! before the record's sync to disk ends, so the pass plans meanwhile; the pass writes
 //! nothing to the kernel until the record is saved, and nothing at all if it is not.
 
+use std::time::{Duration, Instant};
+
 use tokio::sync::watch;
 
 /// The keeper's side: waits for the save of the desired state it is about to apply.
@@ -31,6 +33,15 @@ impl Saved {
             .await
             .map(|ended| *ended == Some(true))
             .unwrap_or(false)
+    }
+
+    /// [`Saved::wait`], adding the time it took to `waited`: time a pass spends waiting for
+    /// the save is not the pass's own (its log tells them apart).
+    pub async fn wait_counting(&self, waited: &mut Duration) -> bool {
+        let asked = Instant::now();
+        let saved = self.wait().await;
+        *waited += asked.elapsed();
+        saved
     }
 }
 

@@ -108,7 +108,10 @@ impl Cni {
 
     pub async fn pass(&self, pod: &PodRef, specs: &[AttachmentSpec]) -> Vec<api::AttachmentStatus> {
         let wants = keep::resolve_standalone(&self.opts, pod, specs);
-        keep::converge(&self.opts, pod, &wants).await
+        let saved = agent::saved::Saved::default();
+        keep::converge(&self.opts, pod, &wants, &saved, &mut Default::default())
+            .await
+            .expect("a saved state is never refused")
     }
 }
 

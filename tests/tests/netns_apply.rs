@@ -559,3 +559,65 @@ async fn a_pass_writes_nothing_until_its_desired_state_is_saved() {
         .addresses("eth0")
         .contains(&"10.11.0.5/24".to_string()));
 }
+
+/// A pod whose agent runs CNI attachments, with none to run: the pass does not wait for the
+/// save to plan (it reads the kernel meanwhile), only to write.
+#[tokio::test]
+async fn a_pass_with_no_plugin_to_run_plans_while_its_state_is_saved() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("savedp");
+    let cni = tempfile::tempdir().expect("tempdir");
+    let attacher = agent::cni::attacher::Attacher {
+        opts: agent::cni::CniOptions {
+            bin_dirs: vec![cni.path().join("bin")],
+            conf_dir: cni.path().join("net.d"),
+            cache_dir: cni.path().join("cache"),
+            ..Default::default()
+        },
+        pod: agent::cni::keep::PodRef {
+            namespace: "default".into(),
+            name: "savedp".into(),
+            uid: "uid-1".into(),
+            sandbox: "sb-savedp".into(),
+            netns: fx.pod.path(),
+        },
+        allowed: true,
+        networks: Default::default(),
+    };
+    let net = fx.open().await.with_attacher(attacher);
+    let desired = spec("interfaces: [{name: eth0, addresses: [10.11.0.6/24]}]");
+    let (saving, saved) = agent::saved::Saved::pending();
+    let owned = Owned::default();
+    let record = |_: Owned| async { Ok(()) };
+    let pass = net.converge_checked(&desired, Checked::No, &saved, &owned, record);
+    tokio::pin!(pass);
+    let planned = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::select! {
+            _ = &mut pass => false,
+            _ = async {
+                while net.mirror().dumps() == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            } => true,
+        }
+    })
+    .await;
+    assert_eq!(
+        planned,
+        Ok(true),
+        "the pass did not read the kernel before its state was saved"
+    );
+    assert!(!fx
+        .pod
+        .addresses("eth0")
+        .contains(&"10.11.0.6/24".to_string()));
+    saving.finish(true);
+    let report = pass.await.expect("converge once saved");
+    assert!(report.is_converged(), "{report:#?}");
+    assert!(fx
+        .pod
+        .addresses("eth0")
+        .contains(&"10.11.0.6/24".to_string()));
+}

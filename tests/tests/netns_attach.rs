@@ -138,6 +138,46 @@ async fn the_same_interface_with_another_network_is_detached_then_attached() {
     );
 }
 
+/// A plugin writes as it runs: a detach (or attach) waits for the save of the desired state
+/// it serves, and does not run at all when that save fails.
+#[tokio::test]
+async fn plugins_run_only_once_the_desired_state_is_saved() {
+    let Some(cni) = Cni::new("atsv") else { return };
+    let pod = Netns::new("atsvp");
+    cni.bridge_net("data", "nesbr9", "10.79.9.0/24");
+    let p = pod_ref(&pod);
+    assert_applied(&cni.pass(&p, &[attach("data", Some("net1"), &[])]).await[0]);
+    let wants = keep::resolve_standalone(&cni.opts, &p, &[]);
+
+    let (saving, saved) = agent::saved::Saved::pending();
+    let mut waited = Duration::ZERO;
+    let pass = keep::converge(&cni.opts, &p, &wants, &saved, &mut waited);
+    tokio::pin!(pass);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut pass)
+            .await
+            .is_err(),
+        "the detach ran before its desired state was saved"
+    );
+    assert!(pod.has_link("net1"));
+    saving.finish(false);
+    assert_eq!(
+        pass.await,
+        None,
+        "a state that was not saved runs no plugin"
+    );
+    assert!(pod.has_link("net1"), "detached though not saved");
+    assert_eq!(cni.leases("data").len(), 1);
+
+    let (saving, saved) = agent::saved::Saved::pending();
+    let mut waited = Duration::ZERO;
+    let pass = keep::converge(&cni.opts, &p, &wants, &saved, &mut waited);
+    saving.finish(true);
+    assert_eq!(pass.await, Some(Vec::new()));
+    assert!(!pod.has_link("net1"));
+    assert_eq!(cni.leases("data"), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn when_the_second_attachment_fails_the_first_stays_and_both_are_reported() {
     let Some(cni) = Cni::new("at2f") else { return };

@@ -3,6 +3,7 @@
 //! and the gate an apply passes first (namespace isolation and the host boundary).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::attach::AttachmentStatus;
 use api::policy::NetworkConfigurationPolicy;
@@ -13,6 +14,7 @@ use futures::future::BoxFuture;
 
 use super::keep::{self, PodRef, Want};
 use super::CniOptions;
+use crate::saved::Saved;
 
 /// Where a pod's networks come from.
 #[derive(Clone, Debug, Default)]
@@ -45,16 +47,22 @@ pub struct Attacher {
 }
 
 impl Attacher {
-    /// One level-triggered pass over `specs`.
-    pub async fn pass(&self, specs: &[AttachmentSpec]) -> Vec<AttachmentStatus> {
+    /// One level-triggered pass over `specs`; a plugin runs only once `saved` is (see
+    /// [`keep::converge`]), `None` when it never is.
+    pub async fn pass(
+        &self,
+        specs: &[AttachmentSpec],
+        saved: &Saved,
+        waited: &mut Duration,
+    ) -> Option<Vec<AttachmentStatus>> {
         if !self.allowed {
-            return refused(specs, &self.pod.namespace);
+            return Some(refused(specs, &self.pod.namespace));
         }
         let wants = match &self.networks {
             Networks::ConfDir => keep::resolve_standalone(&self.opts, &self.pod, specs),
             Networks::Source(source) => source.resolve(&self.pod, specs).await,
         };
-        keep::converge(&self.opts, &self.pod, &wants).await
+        keep::converge(&self.opts, &self.pod, &wants, saved, waited).await
     }
 
     /// Detaches everything nes attached to this pod's sandbox (the pod went).
@@ -112,21 +120,30 @@ pub fn gate(
     }
 }
 
-/// A pass's attachments with `attacher` (none configured: each declared one fails, saying so).
-pub async fn run(attacher: Option<&Attacher>, specs: &[AttachmentSpec]) -> Vec<AttachmentStatus> {
+/// A pass's attachments with `attacher` (none configured: each declared one fails, saying
+/// so); `None` when a plugin was to run and `saved` never was.
+pub async fn run(
+    attacher: Option<&Attacher>,
+    specs: &[AttachmentSpec],
+    saved: &Saved,
+    waited: &mut Duration,
+) -> Option<Vec<AttachmentStatus>> {
     match attacher {
-        Some(a) => a.pass(specs).await,
-        None => specs
-            .iter()
-            .map(|s| AttachmentStatus {
-                name: s.name.clone(),
-                interface: s.interface.clone().unwrap_or_default(),
-                state: ObjectState::Failed,
-                error: Some(
-                    "this agent runs no CNI attachments (start it with --allow-host-cni)".into(),
-                ),
-                network: None,
-            })
-            .collect(),
+        Some(a) => a.pass(specs, saved, waited).await,
+        None => Some(
+            specs
+                .iter()
+                .map(|s| AttachmentStatus {
+                    name: s.name.clone(),
+                    interface: s.interface.clone().unwrap_or_default(),
+                    state: ObjectState::Failed,
+                    error: Some(
+                        "this agent runs no CNI attachments (start it with --allow-host-cni)"
+                            .into(),
+                    ),
+                    network: None,
+                })
+                .collect(),
+        ),
     }
 }

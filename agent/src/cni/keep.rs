@@ -5,7 +5,7 @@
 //! stops the others, and the next pass tries it again.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api::attach::{AttachmentSpec, AttachmentStatus, NetworkRef};
 use api::ObjectState;
@@ -18,6 +18,7 @@ use super::conf::{self, ConfList};
 use super::exec::RuntimeConf;
 use super::types::CniResult;
 use super::{CniError, CniOptions};
+use crate::saved::Saved;
 
 /// The pod an attachment pass is for.
 #[derive(Clone, Debug, Default)]
@@ -132,7 +133,17 @@ pub fn resolve_standalone(opts: &CniOptions, pod: &PodRef, specs: &[AttachmentSp
 }
 
 /// Runs one pass and returns every want's status, in declared order.
-pub async fn converge(opts: &CniOptions, pod: &PodRef, wants: &[Want]) -> Vec<AttachmentStatus> {
+///
+/// Plugins write as they run: the first one runs only once `saved` (the desired state the
+/// pass serves) is saved, and none does if it never is (`None`); a pass that runs none
+/// does not wait.
+pub async fn converge(
+    opts: &CniOptions,
+    pod: &PodRef,
+    wants: &[Want],
+    saved: &Saved,
+    waited: &mut Duration,
+) -> Option<Vec<AttachmentStatus>> {
     let cache = Cache::new(&opts.cache_dir);
     let recorded = cache.attached(&pod.sandbox);
     let mut status: Vec<AttachmentStatus> = wants.iter().map(pending).collect();
@@ -142,7 +153,11 @@ pub async fn converge(opts: &CniOptions, pod: &PodRef, wants: &[Want]) -> Vec<At
             status[w].error = Some(e.to_string());
         }
     }
-    for step in plan(wants, &recorded) {
+    let steps = plan(wants, &recorded);
+    if !steps.is_empty() && !saved.wait_counting(waited).await {
+        return None;
+    }
+    for step in steps {
         match step {
             Step::Del(r) => {
                 if let Err(error) = detach(opts, &cache, pod, &recorded[r]).await {
@@ -162,7 +177,7 @@ pub async fn converge(opts: &CniOptions, pod: &PodRef, wants: &[Want]) -> Vec<At
             Step::Add(_) => {}
         }
     }
-    status
+    Some(status)
 }
 
 fn pending(want: &Want) -> AttachmentStatus {

@@ -3,8 +3,9 @@
 //! the mirror is only trusted while every change since its last dump was announced and
 //! applied, and is dumped again on any doubt — events lost (socket overrun, the listener
 //! gone), a change whose consequences the kernel does not all announce (a link going down
-//! or away flushes its IPv4 routes silently; an address removed takes routes and
-//! secondaries with it), around the agent's own writing pass, and when older than
+//! or away flushes its IPv4 routes silently; an address removed takes the routes that
+//! prefer it as their source, and its link's last IPv4 address every IPv4 route through
+//! the link), around the agent's own writing pass, and when older than
 //! [`MAX_AGE`]. A new network namespace is a new [`PodNetwork`](crate::engine::PodNetwork)
 //! and so a new mirror.
 
@@ -17,6 +18,7 @@ use foldhash::{HashMap, HashSet};
 
 use crate::netlink::Change;
 use ipnet::IpNet;
+use std::net::IpAddr;
 
 use crate::observe::{Observed, ObservedAddress, ObservedRoute};
 
@@ -43,24 +45,51 @@ pub struct Keys {
     routes: HashSet<ObservedRoute>,
     /// How many routes each (destination, table, metric) has.
     route_keys: HashMap<(IpNet, u32, u32), usize>,
+    /// How many routes prefer each source address.
+    prefsrcs: HashMap<IpAddr, usize>,
+    /// How many IPv4 addresses each link has.
+    v4_addresses: HashMap<u32, usize>,
 }
 
 impl Keys {
     /// The keys of `observed`.
     pub fn of(observed: &Observed) -> Self {
-        let mut keys = Self {
-            addresses: observed.addresses.iter().cloned().collect(),
-            ..Self::default()
-        };
+        let mut keys = Self::default();
+        for a in &observed.addresses {
+            keys.add_address(a);
+        }
         for r in &observed.routes {
             keys.add_route(r);
         }
         keys
     }
 
+    fn add_address(&mut self, a: &ObservedAddress) -> bool {
+        if !self.addresses.insert(a.clone()) {
+            return false;
+        }
+        if a.addr.addr().is_ipv4() {
+            *self.v4_addresses.entry(a.index).or_default() += 1;
+        }
+        true
+    }
+
+    fn remove_address(&mut self, a: &ObservedAddress) -> bool {
+        if !self.addresses.remove(a) {
+            return false;
+        }
+        if a.addr.addr().is_ipv4() {
+            decrement(&mut self.v4_addresses, a.index);
+        }
+        true
+    }
+
     fn add_route(&mut self, r: &ObservedRoute) {
         if self.routes.insert(r.clone()) {
             *self.route_keys.entry(route_key(r)).or_default() += 1;
+            if let Some(src) = r.prefsrc {
+                *self.prefsrcs.entry(src).or_default() += 1;
+            }
         }
     }
 
@@ -68,13 +97,32 @@ impl Keys {
         if !self.routes.remove(r) {
             return false;
         }
-        if let Entry::Occupied(mut e) = self.route_keys.entry(route_key(r)) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
+        decrement(&mut self.route_keys, route_key(r));
+        if let Some(src) = r.prefsrc {
+            decrement(&mut self.prefsrcs, src);
         }
         true
+    }
+
+    /// Whether the kernel changes routes unannounced when it removes `gone` (already
+    /// removed from these keys): routes preferring it as their source (IPv4 flushes them,
+    /// IPv6 drops their `src`) and, when it was its link's last IPv4 address, every IPv4
+    /// route through that link (the kernel turns IPv4 off there). Other routes a removal
+    /// takes, the kernel's own prefix route among them, it announces.
+    fn removal_is_unannounced(&self, gone: &ObservedAddress) -> bool {
+        let ip = gone.addr.addr();
+        self.prefsrcs.contains_key(&ip)
+            || (ip.is_ipv4() && !self.v4_addresses.contains_key(&gone.index))
+    }
+}
+
+/// One less of `key`; gone at zero.
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
+    if let Entry::Occupied(mut e) = counts.entry(key) {
+        *e.get_mut() -= 1;
+        if *e.get() == 0 {
+            e.remove();
+        }
     }
 }
 
@@ -99,9 +147,20 @@ pub fn apply(observed: &mut Observed, keys: &mut Keys, change: &Change) -> Appli
                 Applied::Followed
             }
         },
-        Change::DelLink(_) | Change::DelAddress(_) => Applied::Doubt,
+        Change::DelLink(_) => Applied::Doubt,
+        Change::DelAddress(a) => {
+            // Not held: the mirror missed something.
+            if !keys.remove_address(a) {
+                return Applied::Doubt;
+            }
+            observed.addresses.retain(|o| o != a);
+            match keys.removal_is_unannounced(a) {
+                true => Applied::Doubt,
+                false => Applied::Followed,
+            }
+        }
         Change::NewAddress(a) => {
-            if keys.addresses.insert(a.clone()) {
+            if keys.add_address(a) {
                 observed.addresses.push(a.clone());
             }
             Applied::Followed

@@ -67,6 +67,10 @@ pub struct ObservedRoute {
     pub protocol: u8,
     pub gateway: Option<IpAddr>,
     pub oif: Option<u32>,
+    /// The source address the route prefers (`src`): removing that address takes the
+    /// route (IPv4) or its `src` (IPv6) with it, unannounced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefsrc: Option<IpAddr>,
 }
 
 impl ObservedRoute {

@@ -827,6 +827,7 @@ mod tests {
             protocol: 4,
             gateway: None,
             oif: None,
+            prefsrc: None,
         };
         let ev = |protocol| NetEvent::RouteRemoved {
             dst: r.dst.to_string(),

@@ -81,6 +81,84 @@ async fn changes_behind_the_agents_back_are_followed_from_events_and_removals_ar
     assert!(net.mirror().dumps() > dumps);
 }
 
+/// Removing an address is followed from its event when the kernel announces all it takes
+/// along. When the kernel changes routes silently (a route preferring the address as its
+/// source; every IPv4 route through a link that loses its last IPv4 address) the mirror is
+/// dumped again, and matches the kernel either way.
+#[tokio::test]
+async fn address_removals_are_followed_and_dumped_only_when_routes_change_unannounced() {
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("mira");
+    let pod = &fx.pod;
+    pod.ip(&["addr", "add", "10.9.0.1/32", "dev", "eth0"]);
+    pod.ip(&["addr", "add", "10.9.0.2/32", "dev", "eth0"]);
+    pod.ip(&["addr", "add", "fd00::5/64", "dev", "eth0", "nodad"]);
+    pod.ip(&[
+        "route",
+        "add",
+        "10.60.0.0/16",
+        "via",
+        "10.244.0.1",
+        "src",
+        "10.9.0.2",
+    ]);
+    pod.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd01::/64",
+        "via",
+        "fd00::1",
+        "src",
+        "fd00::5",
+    ]);
+    pod.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "net1p",
+    ]);
+    pod.ip(&["link", "set", "net1", "up"]);
+    pod.ip(&["link", "set", "net1p", "up"]);
+    pod.ip(&["addr", "add", "10.8.0.1/32", "dev", "net1"]);
+    pod.ip(&["route", "add", "10.70.0.0/16", "dev", "net1"]);
+    let net = fx.open().await;
+    let _events = net.events().await.expect("listen");
+    matches_a_fresh_dump(&net).await;
+    let has_route = |o: &Observed, dst: &str| o.routes.iter().any(|r| r.dst.to_string() == dst);
+
+    // Nothing prefers 10.9.0.1 and eth0 keeps other IPv4 addresses: followed, no dump.
+    let dumps = net.mirror().dumps();
+    pod.ip(&["addr", "del", "10.9.0.1/32", "dev", "eth0"]);
+    let now = matches_a_fresh_dump(&net).await;
+    assert!(!now
+        .addresses
+        .iter()
+        .any(|a| a.addr.to_string() == "10.9.0.1/32"));
+    assert_eq!(
+        net.mirror().dumps(),
+        dumps,
+        "a removal announced in full was dumped"
+    );
+
+    // A route prefers 10.9.0.2: it goes with it.
+    pod.ip(&["addr", "del", "10.9.0.2/32", "dev", "eth0"]);
+    let now = matches_a_fresh_dump(&net).await;
+    assert!(!has_route(&now, "10.60.0.0/16"));
+
+    // net1's last IPv4 address: the kernel drops its IPv4 routes without a word.
+    let dumps = net.mirror().dumps();
+    pod.ip(&["addr", "del", "10.8.0.1/32", "dev", "net1"]);
+    let now = matches_a_fresh_dump(&net).await;
+    assert!(!has_route(&now, "10.70.0.0/16"), "{now:#?}");
+    assert!(net.mirror().dumps() > dumps);
+
+    // IPv6 keeps the route and silently drops its src.
+    pod.ip(&["addr", "del", "fd00::5/64", "dev", "eth0"]);
+    let now = matches_a_fresh_dump(&net).await;
+    let kept = now.routes.iter().find(|r| r.dst.to_string() == "fd01::/64");
+    assert_eq!(kept.map(|r| r.prefsrc), Some(None), "{now:#?}");
+}
+
 /// A pass that only adds is followed from its own echoes: the read right after it (the
 /// status a `--wait` answers with) is exact at once, and neither that read nor the next
 /// pass dumps the namespace (the listener's barrier saw every echo first).

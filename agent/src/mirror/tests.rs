@@ -27,6 +27,7 @@ fn route(dst: &str, gateway: Option<&str>) -> ObservedRoute {
         protocol: 78,
         gateway: gateway.map(|g| g.parse().expect("ip")),
         oif: Some(2),
+        prefsrc: None,
     }
 }
 
@@ -82,6 +83,79 @@ fn changes_with_unannounced_effects_are_doubts() {
     }
 }
 
+/// An address removed is followed when the kernel announces all it takes with it; not when
+/// routes prefer it as their source or it is its link's last IPv4 address.
+#[test]
+fn address_removals_are_followed_unless_they_take_routes_unannounced() {
+    let with = |extra: Vec<ObservedAddress>, routes: Vec<ObservedRoute>| {
+        let mut o = base();
+        o.addresses.extend(extra);
+        o.routes.extend(routes);
+        o
+    };
+    let vip = addr(2, "10.0.0.9/32");
+    let v6 = addr(2, "fd00::5/64");
+    let preferring = |src: &str| ObservedRoute {
+        prefsrc: Some(src.parse().expect("ip")),
+        ..route("10.3.0.0/16", None)
+    };
+    let cases = [
+        // Another IPv4 address stays on the link, no route prefers this one.
+        (
+            with(vec![vip.clone()], vec![]),
+            vip.clone(),
+            Applied::Followed,
+        ),
+        (
+            with(vec![v6.clone()], vec![]),
+            v6.clone(),
+            Applied::Followed,
+        ),
+        // Routes preferring it go (IPv4) or lose their src (IPv6), unannounced.
+        (
+            with(vec![vip.clone()], vec![preferring("10.0.0.9")]),
+            vip.clone(),
+            Applied::Doubt,
+        ),
+        (
+            with(vec![v6.clone()], vec![preferring("fd00::5")]),
+            v6.clone(),
+            Applied::Doubt,
+        ),
+        // The link's last IPv4 address: the kernel turns IPv4 off there.
+        (
+            with(vec![v6.clone()], vec![]),
+            addr(2, "10.0.0.5/24"),
+            Applied::Doubt,
+        ),
+        // Not held: the mirror missed something.
+        (base(), vip.clone(), Applied::Doubt),
+    ];
+    // The preferring route removed first, the address goes unannounced-free.
+    let mut o = with(vec![vip.clone()], vec![preferring("10.0.0.9")]);
+    let mut keys = Keys::of(&o);
+    let gone = Change::DelRoute(preferring("10.0.0.9"));
+    assert_eq!(apply(&mut o, &mut keys, &gone), Applied::Followed);
+    let gone = Change::DelAddress(vip.clone());
+    assert_eq!(apply(&mut o, &mut keys, &gone), Applied::Followed);
+
+    for (mut o, gone, expected) in cases {
+        let mut keys = Keys::of(&o);
+        let held = o.addresses.len();
+        let applied = apply(&mut o, &mut keys, &Change::DelAddress(gone.clone()));
+        assert_eq!(applied, expected, "{gone:?} from {o:?}");
+        if applied == Applied::Followed {
+            assert_eq!(o.addresses.len(), held - 1);
+            assert!(!o.addresses.contains(&gone));
+            // Its keys went with it: removed again, it is one the mirror does not hold.
+            assert_eq!(
+                apply(&mut o, &mut keys, &Change::DelAddress(gone)),
+                Applied::Doubt
+            );
+        }
+    }
+}
+
 #[test]
 fn a_mirror_is_trusted_only_while_fed_and_undoubted() {
     let m = Mirror::default();
@@ -108,8 +182,8 @@ fn a_mirror_is_trusted_only_while_fed_and_undoubted() {
     // Too old: not answered from the mirror.
     assert_eq!(m.current(Instant::now(), Duration::ZERO), None);
 
-    m.change(Change::DelAddress(addr(2, "10.0.0.8/24")));
-    assert!(!m.is_trusted(), "a removal is a doubt");
+    m.change(Change::DelLink(link(2, true)));
+    assert!(!m.is_trusted(), "a link removed is a doubt");
 
     // A doubt while a dump is in flight: that dump is not trusted.
     let t = m.begin_dump();

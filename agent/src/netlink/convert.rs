@@ -118,6 +118,7 @@ pub(super) fn route(m: &RouteMessage) -> Option<ObservedRoute> {
         protocol: u8::from(h.protocol),
         gateway: None,
         oif: None,
+        prefsrc: None,
     };
     for a in &m.attributes {
         match a {
@@ -125,6 +126,7 @@ pub(super) fn route(m: &RouteMessage) -> Option<ObservedRoute> {
             RouteAttribute::Destination(d) => dst = ip(d),
             RouteAttribute::Gateway(g) => r.gateway = ip(g),
             RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::PrefSource(s) => r.prefsrc = ip(s),
             RouteAttribute::Priority(p) => r.metric = *p,
             _ => {}
         }

@@ -64,6 +64,7 @@ fn route(dst: &str, via: Option<&str>, oif: Option<u32>, protocol: u8) -> Observ
         protocol,
         gateway: via.map(|v| v.parse().unwrap()),
         oif,
+        prefsrc: None,
     }
 }
 

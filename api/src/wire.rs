@@ -1,5 +1,7 @@
 //! Types that cross the wire of the REST APIs (pod socket and cliserver).
 
+use std::sync::Arc;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde::{Deserialize, Serialize};
 
@@ -29,8 +31,9 @@ pub struct ConfigView {
     pub pod: String,
     /// Grows by one on every accepted change of the desired spec.
     pub generation: i64,
-    pub spec: NetworkConfigurationSpec,
-    pub owners: Owners,
+    // Shared with the desired state it shows: an answer copies no entry.
+    pub spec: Arc<NetworkConfigurationSpec>,
+    pub owners: Arc<Owners>,
 }
 
 /// `GET /v1/self/status`: live state read from the kernel.

@@ -403,13 +403,15 @@ impl ConfigBackend for ClusterBackend {
             Some(conf) => ConfigView {
                 pod: self.pod.clone(),
                 generation: conf.metadata.generation.unwrap_or(0),
-                spec: conf.spec.clone(),
-                owners: owners(conf.metadata.managed_fields.as_deref().unwrap_or_default()),
+                spec: Arc::new(conf.spec.clone()),
+                owners: Arc::new(owners(
+                    conf.metadata.managed_fields.as_deref().unwrap_or_default(),
+                )),
             },
             None => ConfigView {
                 pod: self.pod.clone(),
                 generation: 0,
-                spec: NetworkConfigurationSpec::default(),
+                spec: Default::default(),
                 owners: Default::default(),
             },
         };

@@ -196,14 +196,14 @@ struct Stored {
 /// A merge whose spec is shared with the keeper (see [`Desired::spec`]).
 struct Shared {
     spec: Arc<NetworkConfigurationSpec>,
-    owners: api::merge::Owners,
+    owners: Arc<api::merge::Owners>,
 }
 
 impl From<Merged> for Shared {
     fn from(m: Merged) -> Self {
         Self {
             spec: Arc::new(m.spec),
-            owners: m.owners,
+            owners: Arc::new(m.owners),
         }
     }
 }
@@ -435,7 +435,7 @@ impl FileBackend {
         ConfigView {
             pod: self.name.clone(),
             generation: stored.record.generation,
-            spec: merged.map(|m| (*m.spec).clone()).unwrap_or_default(),
+            spec: merged.map(|m| m.spec.clone()).unwrap_or_default(),
             owners: merged.map(|m| m.owners.clone()).unwrap_or_default(),
         }
     }

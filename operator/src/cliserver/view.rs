@@ -71,8 +71,8 @@ pub fn config_view(cr: &NetworkConfiguration) -> ConfigView {
     ConfigView {
         pod: cr.name_any(),
         generation: cr.metadata.generation.unwrap_or_default(),
-        spec: cr.spec.clone(),
-        owners: owners(cr),
+        spec: std::sync::Arc::new(cr.spec.clone()),
+        owners: std::sync::Arc::new(owners(cr)),
     }
 }
 

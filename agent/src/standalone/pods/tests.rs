@@ -96,7 +96,7 @@ async fn a_big_put_is_stored_handed_over_and_answered_as_sent() {
     );
     assert_eq!(merged.spec, fragment);
     assert_eq!(view.generation, 1);
-    assert_eq!(view.spec, fragment);
+    assert_eq!(*view.spec, fragment);
     assert_eq!(*desired.borrow().spec, fragment);
     assert_eq!(desired.borrow().generation, 1);
     let stored = backend.store.load("big-0").expect("load").expect("stored");
@@ -128,7 +128,7 @@ async fn a_fragment_another_manager_conflicts_with_is_refused_naming_the_owner_a
     let stored = backend.store.load("big-0").expect("load").expect("stored");
     assert_eq!(stored.fragments.len(), 1);
     let view = backend.config().await.expect("config");
-    assert_eq!(view.spec, mtu(1500));
+    assert_eq!(*view.spec, mtu(1500));
 }
 
 #[tokio::test]

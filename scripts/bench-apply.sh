@@ -10,6 +10,7 @@
 #    ONE_RUNS runs, beside `ip -n NS addr add` (p99 of as many), and both medians. A nescli
 #    without --wait is timed as `nescli configure` then `nescli wait --for=applied`. Each run
 #    replaces the bench manager's one address: nes deletes the last one and adds the next.
+#    Both namespaces' eth0 has a CNI address (10.244.0.5/24), as a pod's has.
 #  - ADDRS addresses + ROUTES routes on a veth in a fresh namespace: `nescli configure -f
 #    spec.json --wait` (request to applied; JSON is the API's own format) beside
 #    `ip -n NS -batch`, median of RUNS runs; and the same from the YAML file, for reference.
@@ -142,9 +143,13 @@ until curl -sf --unix-socket "$work/admin.sock" http://nes/healthz >/dev/null; d
   sleep 0.05
 done
 
-# One address, ONE_RUNS times each.
+# One address, ONE_RUNS times each, in namespaces whose eth0 has its CNI address, as a pod's
+# has (nes's one address is then not the link's last IPv4 one, whose removal makes the
+# kernel drop the link's IPv4 routes unannounced and the agent dump the namespace).
 fresh_ns; ipns=$NS
+ip -n "$ipns" addr add 10.244.0.5/24 dev eth0
 fresh_ns serve; one=$NS
+ip -n "$one" addr add 10.244.0.5/24 dev eth0
 for ((r = 0; r < ONE_RUNS; r++)); do
   a="10.2.$((r / 250)).$((r % 250 + 1))/32"
   measure "$work/one-ip" ip -n "$ipns" addr add "$a" dev eth0

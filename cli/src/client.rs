@@ -301,6 +301,7 @@ impl Client {
         deadline: Instant,
         backoff: &mut Backoff,
     ) -> Result<SendRequest<Full<Bytes>>> {
+        let mut told = false;
         let stream = loop {
             let attempt = timeout_at(deadline, connect_once(&self.endpoint)).await;
             let source = match attempt {
@@ -321,6 +322,17 @@ impl Client {
             };
             // Tests synchronise on this line (NES_LOG=debug): keep "connect failed; retrying".
             debug!(endpoint = %self.endpoint, error = %source, retry_in = %humanize(delay), "connect failed; retrying");
+            // The agent may be starting; a wrong --socket looks the same, so say it once
+            // rather than keep silent until the deadline.
+            if !told && start.elapsed() >= TELL_RETRYING_AFTER {
+                told = true;
+                let left = deadline.saturating_duration_since(Instant::now());
+                eprintln!(
+                    "nescli: the nes agent at {} is not answering yet ({source}); retrying for up to {}",
+                    self.endpoint,
+                    humanize(left)
+                );
+            }
             sleep(delay).await;
         };
         match stream {
@@ -510,6 +522,9 @@ pub fn problem_from(status: StatusCode, body: &[u8]) -> ProblemDetails {
 }
 
 /// nescli's retries: the shared backoff, from 50ms doubling to 2s (a person is waiting).
+/// How long connects are retried in silence before the caller is told.
+const TELL_RETRYING_AFTER: Duration = Duration::from_secs(1);
+
 pub fn backoff() -> Backoff {
     Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
 }

@@ -302,6 +302,37 @@ fn an_absent_server_exits_3_once_the_timeout_has_passed() {
     );
 }
 
+/// A wrong --socket and an agent still starting look the same: past a second of retrying,
+/// nescli says so once instead of keeping silent until its timeout.
+#[test]
+fn retrying_an_absent_server_is_said_once_before_the_timeout() {
+    let dir = socket_dir();
+    let mut cmd = nescli();
+    cmd.arg("--socket")
+        .arg(&dir.sock)
+        .args(["status", "--timeout", "3s"]);
+    let out = run(cmd);
+
+    assert_eq!(out.code, Some(3), "{out:?}");
+    let told: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("is not answering yet"))
+        .collect();
+    assert_eq!(told.len(), 1, "{}", out.stderr);
+    assert!(
+        told[0].contains(&dir.sock.display().to_string()),
+        "{}",
+        told[0]
+    );
+    assert!(told[0].contains("retrying for up to"), "{}", told[0]);
+    assert!(
+        out.stderr.find("is not answering yet") < out.stderr.find("cannot reach"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_server_that_appears_late_is_reached_by_retrying() {
     let dir = socket_dir();

@@ -152,6 +152,30 @@ async fn address_removals_are_followed_and_dumped_only_when_routes_change_unanno
     assert!(!has_route(&now, "10.70.0.0/16"), "{now:#?}");
     assert!(net.mirror().dumps() > dumps);
 
+    // A primary without its prefix route takes its secondaries with it, each announced
+    // (promote_secondaries off, as the kernel defaults): followed.
+    let unpromoted = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.name, "sysctl", "-qw"])
+        .arg("net.ipv4.conf.eth0.promote_secondaries=0")
+        .status()
+        .expect("sysctl");
+    assert!(unpromoted.success());
+    pod.ip(&["addr", "add", "10.9.1.5/24", "dev", "eth0", "noprefixroute"]);
+    pod.ip(&["addr", "add", "10.9.1.6/24", "dev", "eth0", "noprefixroute"]);
+    matches_a_fresh_dump(&net).await;
+    let dumps = net.mirror().dumps();
+    pod.ip(&["addr", "del", "10.9.1.5/24", "dev", "eth0"]);
+    let now = matches_a_fresh_dump(&net).await;
+    assert!(!now
+        .addresses
+        .iter()
+        .any(|a| a.addr.to_string().starts_with("10.9.1.")));
+    assert_eq!(
+        net.mirror().dumps(),
+        dumps,
+        "the secondaries' removals were dumped"
+    );
+
     // IPv6 keeps the route and silently drops its src.
     pod.ip(&["addr", "del", "fd00::5/64", "dev", "eth0"]);
     let now = matches_a_fresh_dump(&net).await;

@@ -535,20 +535,11 @@ pub fn spawn_recording_keeper(
                     true => Checked::Validated,
                     false => Checked::No,
                 };
-                let pass = async {
-                    match &recorder {
-                        Some(r) => {
-                            net.converge_checked(&spec, checked, &saved, &owned, |o| r(o))
-                                .await
-                        }
-                        None => {
-                            net.converge_checked(&spec, checked, &saved, &owned, |_| async {
-                                Ok(())
-                            })
-                            .await
-                        }
-                    }
+                let record = |o| match &recorder {
+                    Some(r) => r(o),
+                    None => Box::pin(futures::future::ok(())),
                 };
+                let pass = net.converge_checked(&spec, checked, &saved, &owned, record);
                 let (pass, during) = while_draining(pass, &mut events).await;
                 if matches!(pass, Err(crate::error::Error::NotSaved)) {
                     // Nothing written and nothing settled: the backend puts back the

@@ -40,8 +40,10 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 
 /// Writes `value` as JSON to a new temp file beside `path` (a unique name, so two writers
 /// never share one) and renames it over `path`. Compact, not pretty: a pod record can hold
-/// thousands of entries and is written on the request path. For [`Durability::PowerLoss`] the file is
-/// synced before the rename and the directory after it, so the rename itself is on disk.
+/// thousands of entries and is written on the request path. For [`Durability::PowerLoss`] the file's
+/// data (and its size) is synced before the rename and the directory after it, so the rename
+/// itself is on disk. `fdatasync`, not `fsync`: the data and the size needed to read it back, without
+/// the timestamps, which are not worth a journal write on the request path.
 pub fn write_json<T: Serialize>(path: &Path, value: &T, durability: Durability) -> Result<()> {
     let file_err = |source| Error::File {
         path: path.to_path_buf(),
@@ -58,7 +60,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T, durability: Durability) 
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(file_err)?;
     tmp.write_all(&json).map_err(file_err)?;
     if durability == Durability::PowerLoss {
-        tmp.as_file().sync_all().map_err(file_err)?;
+        tmp.as_file().sync_data().map_err(file_err)?;
     }
     tmp.persist(path).map_err(|e| file_err(e.error))?;
     if durability == Durability::PowerLoss {

@@ -324,3 +324,104 @@ async fn the_status_follows_the_kernel_after_a_namespace_replacement_and_an_agen
     status_matches_the_kernel(&agent, &name, &second).await;
     agent.shutdown().await;
 }
+
+/// What a route-netlink socket joined to the address and route groups has received, one
+/// line per address or route notification.
+fn notifications(socket: &rtnetlink::sys::Socket) -> Vec<String> {
+    use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+    use rtnetlink::packet_route::RouteNetlinkMessage as M;
+    let mut seen = Vec::new();
+    loop {
+        let mut buf = Vec::with_capacity(64 << 10);
+        match socket.recv(&mut buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT.bits()) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return seen,
+            Err(e) => panic!("recv: {e}"),
+        }
+        let msg = NetlinkMessage::<M>::deserialize(&buf).expect("a notification");
+        let NetlinkPayload::InnerMessage(inner) = msg.payload else {
+            continue;
+        };
+        seen.push(match inner {
+            M::NewRoute(r) => route_line("new", &r),
+            M::DelRoute(r) => route_line("del", &r),
+            M::NewAddress(a) => format!("address new {:?}", a.attributes),
+            M::DelAddress(a) => format!("address del {:?}", a.attributes),
+            other => format!("{other:?}"),
+        });
+    }
+}
+
+fn route_line(verb: &str, r: &rtnetlink::packet_route::route::RouteMessage) -> String {
+    let h = &r.header;
+    format!(
+        "route {verb} table {} kind {:?} {:?}",
+        h.table, h.kind, r.attributes
+    )
+}
+
+/// The listener's socket drops, in the kernel, the routes the mirror never keeps (the
+/// `local` table's, broadcast, multicast), and nothing else: it receives what an unfiltered
+/// socket receives, less those.
+#[tokio::test]
+async fn the_notification_filter_drops_only_routes_the_mirror_never_keeps() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("nlfilter");
+    ns.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
+    ]);
+    ns.ip(&["link", "set", "net1", "up"]);
+    ns.ip(&["link", "set", "peer1", "up"]);
+    let exec = agent::netns::NetnsExecutor::spawn(ns.path()).expect("enter");
+    let open = |filtered: bool| {
+        move || {
+            let mut s = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)
+                .expect("socket");
+            s.bind_auto().expect("bind");
+            // RTNLGRP_IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE
+            for group in [5, 7, 9, 11] {
+                s.add_membership(group).expect("join");
+            }
+            if filtered {
+                agent::netlink::filter::drop_routes_nes_never_reads(&s).expect("filter");
+            }
+            s
+        }
+    };
+    let plain = exec.run(open(false)).await.expect("in netns");
+    let filtered = exec.run(open(true)).await.expect("in netns");
+    ns.ip(&["addr", "add", "10.9.0.1/24", "dev", "net1"]);
+    ns.ip(&["addr", "add", "fd00:9::1/64", "dev", "net1", "nodad"]);
+    ns.ip(&["route", "add", "10.8.0.0/16", "via", "10.9.0.2"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.7.0.0/16",
+        "via",
+        "10.9.0.2",
+        "table",
+        "100",
+    ]);
+    ns.ip(&["route", "add", "blackhole", "10.6.0.0/16"]);
+    ns.ip(&["route", "del", "10.8.0.0/16"]);
+    ns.ip(&["addr", "del", "10.9.0.1/24", "dev", "net1"]);
+
+    let all = notifications(&plain);
+    let kept = notifications(&filtered);
+    let unread = |n: &String| {
+        n.starts_with("route") && (n.contains("table 255") || !n.contains("kind Unicast"))
+    };
+    assert!(
+        all.iter().any(|n| n.contains("table 255")) && all.iter().any(|n| n.contains("BlackHole")),
+        "the kernel announced no local or blackhole route, so this test checks nothing: {all:#?}"
+    );
+    let expected: Vec<_> = all.iter().filter(|n| !unread(n)).cloned().collect();
+    assert!(
+        expected.iter().any(|n| n.contains("table 100"))
+            && expected.iter().any(|n| n.starts_with("address")),
+        "{expected:#?}"
+    );
+    pretty_assertions::assert_eq!(kept, expected);
+}

@@ -10,6 +10,7 @@
 
 mod build;
 mod convert;
+pub mod filter;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,6 +124,10 @@ impl Netlink {
                 let (mut conn, handle, messages) = rtnetlink::new_multicast_connection(&groups)?;
                 let socket = conn.socket_mut().socket_mut();
                 grow_rcvbuf(socket);
+                // Only speed depends on it: the parser drops these routes anyway.
+                if let Err(error) = filter::drop_routes_nes_never_reads(socket) {
+                    tracing::warn!(%error, "no notification filter; unread routes are parsed");
+                }
                 let mut addr = rtnetlink::sys::SocketAddr::new(0, 0);
                 socket.get_address(&mut addr)?;
                 Ok((conn, handle, messages, addr.port_number()))

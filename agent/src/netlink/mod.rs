@@ -111,6 +111,7 @@ impl Netlink {
         use rtnetlink::MulticastGroup as G;
         let netns = exec.path().display().to_string();
         let rt = tokio::runtime::Handle::current();
+        let log_netns = netns.clone();
         let (conn, handle, messages, port) = exec
             .run(move || -> std::io::Result<_> {
                 let _enter = rt.enter();
@@ -126,7 +127,7 @@ impl Netlink {
                 grow_rcvbuf(socket);
                 // Only speed depends on it: the parser drops these routes anyway.
                 if let Err(error) = filter::drop_routes_nes_never_reads(socket) {
-                    tracing::warn!(%error, "no notification filter; unread routes are parsed");
+                    tracing::warn!(netns = %log_netns, %error, "no notification filter; unread routes are parsed");
                 }
                 let mut addr = rtnetlink::sys::SocketAddr::new(0, 0);
                 socket.get_address(&mut addr)?;

@@ -13,11 +13,11 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
     /// A power loss too: synced before the rename. For what must outlive the machine's uptime
-    /// (desired state).
+    /// (subscriptions; a pod's record has a synced copy of its own, `standalone::journal`).
     PowerLoss,
     /// A crash of the process only. For records of kernel state, which a power loss wipes
-    /// anyway (network namespaces do not survive a reboot); a sync would cost more than the
-    /// netlink work the record describes.
+    /// anyway (network namespaces do not survive a reboot), a sync would cost more than the
+    /// netlink work the record describes; and for files that a synced copy stands behind.
     ProcessCrash,
 }
 
@@ -45,20 +45,29 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// itself is on disk. `fdatasync`, not `fsync`: the data and the size needed to read it back, without
 /// the timestamps, which are not worth a journal write on the request path.
 pub fn write_json<T: Serialize>(path: &Path, value: &T, durability: Durability) -> Result<()> {
+    write_bytes(path, &to_json(path, value)?, durability)
+}
+
+/// `value` as compact JSON; an error names `path`, where it was to be written.
+pub fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// [`write_json`] of bytes encoded already.
+pub fn write_bytes(path: &Path, json: &[u8], durability: Durability) -> Result<()> {
     let file_err = |source| Error::File {
         path: path.to_path_buf(),
         source,
     };
-    let json = serde_json::to_vec(value).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(file_err)?;
-    tmp.write_all(&json).map_err(file_err)?;
+    tmp.write_all(json).map_err(file_err)?;
     if durability == Durability::PowerLoss {
         tmp.as_file().sync_data().map_err(file_err)?;
     }

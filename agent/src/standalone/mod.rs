@@ -4,6 +4,7 @@
 //! admin socket (mode 0600) serves the same API for any pod with `?pod=NAME`.
 
 pub mod cares;
+pub mod journal;
 pub mod pods;
 pub mod store;
 

@@ -3,14 +3,18 @@
 //! agent in the API server.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use api::NetworkConfigurationSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::{read_json, write_json, Durability};
+use crate::atomic_file::{read_json, to_json, write_bytes, write_json, Durability};
 use crate::error::{Error, Result};
 use crate::owned::Owned;
+use tracing::{info, warn};
+
+use super::journal::{Journal, Synced};
 
 /// Everything nes remembers about one pod.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -41,22 +45,59 @@ pub trait DesiredStore: Send + Sync + 'static {
     fn location(&self, pod: &str) -> String;
 }
 
-/// Records as files: `<dir>/<pod>.json`, and the newer ownership record of each pod in
-/// `<dir>/owned/<pod>.json` (a directory of its own, so no pod's name can collide with it).
+/// Records as files: `<dir>/<pod>.json`, the newer ownership record of each pod in
+/// `<dir>/owned/<pod>.json`, and each record's power-loss copy in `<dir>/journal/<pod>`
+/// (directories of their own, so no pod's name can collide with them).
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
+    journal: Arc<Journal>,
 }
 
 impl FileStore {
+    /// The store in `dir`, for the machine's current boot.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let path = Path::new(BOOT_ID);
+        let boot = std::fs::read_to_string(path).map_err(|source| Error::File {
+            path: path.into(),
+            source,
+        })?;
+        Self::open_in_boot(dir, boot.trim())
+    }
+
+    /// The store in `dir` as a boot with this id sees it (a power loss is a new boot).
+    pub fn open_in_boot(dir: impl Into<PathBuf>, boot: &str) -> Result<Self> {
         let dir = dir.into();
         let owned = dir.join(OWNED_DIR);
         std::fs::create_dir_all(&owned).map_err(|source| Error::File {
             path: owned.clone(),
             source,
         })?;
-        Ok(Self { dir })
+        let journal = Arc::new(Journal::open(dir.join(JOURNAL_DIR), boot.to_string())?);
+        Ok(Self { dir, journal })
+    }
+
+    /// After a reboot, the record as its power-loss copy has it: `<pod>.json` may have lost
+    /// its last writes. It is written back, so readers of `<pod>.json` see it too.
+    fn restore(&self, pod: &str, copy: Synced) -> Result<PodRecord> {
+        let record: PodRecord =
+            serde_json::from_slice(&copy.payload).map_err(|e| Error::Parse {
+                path: self.journal.path(pod),
+                message: e.to_string(),
+            })?;
+        let path = self.path(pod);
+        if std::fs::read(&path).ok().as_deref() != Some(&copy.payload[..]) {
+            info!(
+                pod,
+                generation = record.generation,
+                "record restored from its power-loss copy"
+            );
+            // The copy is the record either way; the file is for its readers.
+            if let Err(error) = write_bytes(&path, &copy.payload, Durability::ProcessCrash) {
+                warn!(pod, %error, "cannot write the restored record back");
+            }
+        }
+        Ok(record)
     }
 
     fn path(&self, pod: &str) -> PathBuf {
@@ -69,12 +110,20 @@ impl FileStore {
 }
 
 const OWNED_DIR: &str = "owned";
+const JOURNAL_DIR: &str = "journal";
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 impl DesiredStore for FileStore {
     /// The record, with the ownership record of `owned/` when there is one (it is never
     /// older than the record's own copy; records written before it existed have only that).
     fn load(&self, pod: &str) -> Result<Option<PodRecord>> {
-        let Some(mut record) = read_json::<PodRecord>(&self.path(pod))? else {
+        // Within a boot `<pod>.json` is the newest (it is written first); after a reboot the
+        // copy that was synced is.
+        let record = match self.journal.read(pod)? {
+            Some(copy) if copy.boot != self.journal.boot() => Some(self.restore(pod, copy)?),
+            _ => read_json::<PodRecord>(&self.path(pod))?,
+        };
+        let Some(mut record) = record else {
             return Ok(None);
         };
         if let Some(owned) = read_json(&self.owned_path(pod))? {
@@ -83,9 +132,28 @@ impl DesiredStore for FileStore {
         Ok(Some(record))
     }
 
+    /// `<pod>.json` first, then its power-loss copy. A copy that cannot be written puts the
+    /// file back as it was: a failed save changes nothing either way.
     fn save(&self, pod: &str, record: &PodRecord) -> Result<()> {
         self.save_owned(pod, &record.owned)?;
-        write_json(&self.path(pod), record, Durability::PowerLoss)
+        let path = self.path(pod);
+        let json = to_json(&path, record)?;
+        let before = std::fs::read(&path).ok();
+        write_bytes(&path, &json, Durability::ProcessCrash)?;
+        let synced = self.journal.write(pod, &json);
+        if synced.is_err() {
+            let undone = match before {
+                Some(bytes) => write_bytes(&path, &bytes, Durability::ProcessCrash),
+                None => std::fs::remove_file(&path).map_err(|source| Error::File {
+                    path: path.clone(),
+                    source,
+                }),
+            };
+            if let Err(error) = undone {
+                warn!(pod, %error, "a record whose save failed is left in place");
+            }
+        }
+        synced
     }
 
     fn save_owned(&self, pod: &str, owned: &Owned) -> Result<()> {
@@ -141,6 +209,65 @@ mod tests {
         std::fs::remove_file(dir.path().join("owned/demo-0.json")).expect("remove");
         let legacy = store.load("demo-0").expect("load").expect("record");
         assert_eq!(legacy.owned, rec.owned);
+    }
+
+    /// A power loss keeps what was synced; `<pod>.json` is not, so it may come back old,
+    /// empty or missing. After the reboot the synced copy is the record; within a boot (an
+    /// agent restart) `<pod>.json` is, as it is the newer one.
+    #[test]
+    fn after_a_reboot_the_record_is_its_synced_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open_in_boot(dir.path(), "boot-a").expect("open");
+        let record = |generation| PodRecord {
+            generation,
+            ..Default::default()
+        };
+        store.save("p", &record(1)).expect("save");
+        let stale = std::fs::read(dir.path().join("p.json")).expect("read");
+        store.save("p", &record(2)).expect("save");
+        for lost in [Some(stale), Some(Vec::new()), None] {
+            match &lost {
+                Some(bytes) => std::fs::write(dir.path().join("p.json"), bytes).expect("write"),
+                None => std::fs::remove_file(dir.path().join("p.json")).expect("remove"),
+            }
+            let rebooted = FileStore::open_in_boot(dir.path(), "boot-b").expect("open");
+            assert_eq!(
+                rebooted.load("p").expect("load"),
+                Some(record(2)),
+                "{lost:?}"
+            );
+            // Written back for whoever reads the file.
+            let file = read_json::<PodRecord>(&dir.path().join("p.json")).expect("read");
+            assert_eq!(file, Some(record(2)));
+        }
+        // Same boot: the file is the newest, even when the synced copy says otherwise.
+        std::fs::write(dir.path().join("p.json"), b"{\"generation\":3}").expect("write");
+        assert_eq!(store.load("p").expect("load"), Some(record(3)));
+    }
+
+    #[test]
+    fn a_save_whose_synced_copy_fails_leaves_the_record_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open_in_boot(dir.path(), "boot-a").expect("open");
+        let record = |generation| PodRecord {
+            generation,
+            ..Default::default()
+        };
+        store.save("p", &record(1)).expect("save");
+        let copy = dir.path().join("journal/p");
+        std::fs::remove_file(&copy).expect("remove");
+        std::fs::create_dir(&copy).expect("a directory in its place");
+        store
+            .save("p", &record(2))
+            .expect_err("the copy cannot be written");
+        let file = read_json::<PodRecord>(&dir.path().join("p.json")).expect("read");
+        assert_eq!(file, Some(record(1)));
+        // A pod's first save, undone: no record at all.
+        std::fs::create_dir(dir.path().join("journal/q")).expect("a directory");
+        store
+            .save("q", &record(1))
+            .expect_err("the copy cannot be written");
+        assert!(!dir.path().join("q.json").exists());
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! agent in the API server.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use api::NetworkConfigurationSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::{read_json, to_json, write_bytes, write_json, Durability};
+use crate::atomic_file::{read_json, to_json, write_bytes, Durability};
 use crate::error::{Error, Result};
 use crate::owned::Owned;
 use tracing::{info, warn};
@@ -52,6 +53,11 @@ pub trait DesiredStore: Send + Sync + 'static {
 pub struct FileStore {
     dir: PathBuf,
     journal: Arc<Journal>,
+    /// Each pod's ownership file as this store last wrote it. Every save of a pod's record
+    /// saves its ownership record too, most often unchanged: the same bytes are not written
+    /// again. Exact while only this store writes those files, a pod's writes one at a time
+    /// (under the pod's lock); a failed write forgets.
+    owned_written: Arc<Mutex<HashMap<String, Vec<u8>>>>,
 }
 
 impl FileStore {
@@ -74,7 +80,11 @@ impl FileStore {
             source,
         })?;
         let journal = Arc::new(Journal::open(dir.join(JOURNAL_DIR), boot.to_string())?);
-        Ok(Self { dir, journal })
+        Ok(Self {
+            dir,
+            journal,
+            owned_written: Arc::default(),
+        })
     }
 
     /// After a reboot, the record as its power-loss copy has it: `<pod>.json` may have lost
@@ -157,7 +167,18 @@ impl DesiredStore for FileStore {
     }
 
     fn save_owned(&self, pod: &str, owned: &Owned) -> Result<()> {
-        write_json(&self.owned_path(pod), owned, Durability::ProcessCrash)
+        let path = self.owned_path(pod);
+        let json = to_json(&path, owned)?;
+        let written = || self.owned_written.lock().unwrap_or_else(|p| p.into_inner());
+        if written().get(pod) == Some(&json) {
+            return Ok(());
+        }
+        let result = write_bytes(&path, &json, Durability::ProcessCrash);
+        match result {
+            Ok(()) => written().insert(pod.to_string(), json),
+            Err(_) => written().remove(pod),
+        };
+        result
     }
 
     fn location(&self, pod: &str) -> String {
@@ -268,6 +289,28 @@ mod tests {
             .save("q", &record(1))
             .expect_err("the copy cannot be written");
         assert!(!dir.path().join("q.json").exists());
+    }
+
+    /// Every change of a pod's desired state saves its record with its ownership record,
+    /// most often unchanged: that file is written only when its content changes (a new netns
+    /// resets it, and a reset must reach the disk, or nes would claim what it does not own).
+    #[test]
+    fn an_unchanged_ownership_record_is_not_written_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open_in_boot(dir.path(), "boot-a").expect("open");
+        let owned_file = dir.path().join("owned/p.json");
+        let mut rec = PodRecord::default();
+        rec.owned.add_address("eth0", "10.0.0.5/24".into());
+        store.save("p", &rec).expect("save");
+        // A mark only a write would wipe.
+        std::fs::write(&owned_file, b"mark").expect("mark");
+        rec.generation += 1;
+        store.save("p", &rec).expect("save");
+        assert_eq!(std::fs::read(&owned_file).expect("read"), b"mark");
+        rec.owned = Owned::default();
+        store.save("p", &rec).expect("save");
+        let kept = read_json::<Owned>(&owned_file).expect("read");
+        assert_eq!(kept, Some(Owned::default()));
     }
 
     #[test]

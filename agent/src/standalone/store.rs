@@ -232,17 +232,25 @@ mod tests {
         assert_eq!(legacy.owned, rec.owned);
     }
 
+    fn store_in_boot(boot: &str) -> (tempfile::TempDir, FileStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open_in_boot(dir.path(), boot).expect("open");
+        (dir, store)
+    }
+
+    fn record(generation: i64) -> PodRecord {
+        PodRecord {
+            generation,
+            ..Default::default()
+        }
+    }
+
     /// A power loss keeps what was synced; `<pod>.json` is not, so it may come back old,
     /// empty or missing. After the reboot the synced copy is the record; within a boot (an
     /// agent restart) `<pod>.json` is, as it is the newer one.
     #[test]
     fn after_a_reboot_the_record_is_its_synced_copy() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = FileStore::open_in_boot(dir.path(), "boot-a").expect("open");
-        let record = |generation| PodRecord {
-            generation,
-            ..Default::default()
-        };
+        let (dir, store) = store_in_boot("boot-a");
         store.save("p", &record(1)).expect("save");
         let stale = std::fs::read(dir.path().join("p.json")).expect("read");
         store.save("p", &record(2)).expect("save");
@@ -268,12 +276,7 @@ mod tests {
 
     #[test]
     fn a_save_whose_synced_copy_fails_leaves_the_record_as_it_was() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = FileStore::open_in_boot(dir.path(), "boot-a").expect("open");
-        let record = |generation| PodRecord {
-            generation,
-            ..Default::default()
-        };
+        let (dir, store) = store_in_boot("boot-a");
         store.save("p", &record(1)).expect("save");
         let copy = dir.path().join("journal/p");
         std::fs::remove_file(&copy).expect("remove");

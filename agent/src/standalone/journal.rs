@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -111,19 +111,41 @@ impl Journal {
                     seq: s.seq + 1,
                 }
             }
-            // No file yet, or a record outgrew its slots: a new file, the slow way (synced,
-            // renamed in, its directory synced), holding this copy in slot 0. The rest is a
-            // hole, not zeros: a first save costs what a record file's sync always did, and
-            // the next one fills its slot's blocks (a sync of data and their allocation).
+            // No file yet, or a record outgrew its slots: a new file holding this copy in slot
+            // 0, synced with its directory. The rest is a hole, not zeros: a first save costs
+            // what a record file's sync always did, and the next one fills its slot's blocks
+            // (a sync of data and their allocation).
             None => {
                 let seq = slots.map_or(1, |s| s.seq);
                 let size = (HEADER + payload.len()).next_power_of_two().max(MIN_SLOT);
-                let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(file_err)?;
-                tmp.write_all(&encode(seq, &self.boot, payload))
-                    .map_err(file_err)?;
-                tmp.as_file().set_len(2 * size as u64).map_err(file_err)?;
-                tmp.as_file().sync_all().map_err(file_err)?;
-                tmp.persist(&path).map_err(|e| file_err(e.error))?;
+                let slot = encode(seq, &self.boot, payload);
+                let fill = |file: &mut File| {
+                    file.write_all(&slot)?;
+                    file.set_len(2 * size as u64)?;
+                    file.sync_all()
+                };
+                match slots {
+                    // A pod's first copy, written where it stays: one filesystem commit, not
+                    // two. A crash mid-way leaves a file with no valid slot, which is read as
+                    // no copy; there was none before it to lose.
+                    None => {
+                        let mut file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .open(&path)
+                            .map_err(file_err)?;
+                        fill(&mut file).map_err(file_err)?;
+                    }
+                    // Outgrown: the old file keeps the copies that stand until the new one
+                    // replaces it whole.
+                    Some(_) => {
+                        let mut tmp =
+                            tempfile::NamedTempFile::new_in(&self.dir).map_err(file_err)?;
+                        fill(tmp.as_file_mut()).map_err(file_err)?;
+                        tmp.persist(&path).map_err(|e| file_err(e.error))?;
+                    }
+                }
                 File::open(&self.dir)
                     .and_then(|d| d.sync_all())
                     .map_err(file_err)?;
@@ -303,8 +325,16 @@ mod tests {
             fresh.read("p").expect("read").expect("copy").payload,
             b"acknowledged"
         );
+        // A creation cut short leaves no valid slot: read as no copy, and the next agent's
+        // first save replaces it.
         std::fs::write(j.path("p"), b"not a journal").expect("garbage");
         assert_eq!(j.read("p").expect("read"), None);
+        let restarted = journal(dir.path());
+        restarted.write("p", b"again").expect("write");
+        assert_eq!(
+            restarted.read("p").expect("read").expect("copy").payload,
+            b"again"
+        );
     }
 
     #[test]

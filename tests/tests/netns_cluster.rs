@@ -451,8 +451,9 @@ async fn drift_is_restored_with_an_event_and_a_flapping_link_cannot_flood_status
         }
     }
     let flapped = flap.elapsed();
-    // Settled once the newest patch since the flapping began reports the final state (up);
-    // the coalescer sends nothing more for an unchanged status.
+    // Settled once the newest patch reports the final state (up). It may predate the
+    // flapping: a read that waited for the budget and found the link up again, as last
+    // reported, rightly sends nothing; the coalescer never sends an unchanged status.
     let eth0_up = |x: &Patched| {
         x.status
             .interfaces
@@ -464,7 +465,7 @@ async fn drift_is_restored_with_an_event_and_a_flapping_link_cannot_flood_status
             .patches()
             .iter()
             .rev()
-            .find(|x| x.name == p.name && x.at >= flap)
+            .find(|x| x.name == p.name)
             .is_some_and(eth0_up))
         .await,
         "the final state of the flapping link was never reported"
@@ -476,7 +477,6 @@ async fn drift_is_restored_with_an_event_and_a_flapping_link_cannot_flood_status
         .filter(|x| x.name == p.name && x.at >= flap)
         .count();
     let budget = 4 + (window.as_millis() / 250) as usize + 1;
-    assert!(patches >= 1, "the flapping link's state was never reported");
     println!(
         "MEASURE 80 link changes in {:.0} ms -> {patches} status patches (budget {budget})",
         flapped.as_secs_f64() * 1e3

@@ -16,6 +16,9 @@
 #    `ip -n NS -batch`, median of RUNS runs; and the same from the YAML file, for reference.
 #    nes gives each IPv4 address its broadcast, as CNI plugins do (netlink's AddrAdd), so
 #    ip's batch says `brd +` too: both tools ask the kernel for the same objects.
+#  - for reference, `ip -batch` again while `ip monitor` follows the namespace's notifications:
+#    nes must follow them too (its observed state is fed by them), and a reader that keeps up
+#    with a burst of writes costs the writer its wake-ups.
 #  - the agent's pass alone for that change (its "converge pass ... elapsed_ms" log line, which
 #    leaves out the time the pass waited for the record's save; an agent without the line:
 #    the pass `nes-agent apply` prints), and the one-shot `nes-agent apply`.
@@ -108,6 +111,18 @@ fresh_ns() {
   fi
 }
 
+# Starts `ip monitor` in namespace $1 and waits until its socket has joined the groups
+# (/proc/net/netlink inside the namespace lists it with its port id and groups). Sets MON.
+monitor_ns() {
+  ip -n "$1" monitor >/dev/null &
+  MON=$!
+  local end=$((SECONDS + 10))
+  # shellcheck disable=SC2016 # an awk program, not shell
+  until ip netns exec "$1" awk -v p="$MON" '$3 == p && $4 != "00000000" {f = 1} END {exit !f}' /proc/net/netlink; do
+    [ $SECONDS -lt $end ] || { echo "bench-apply: ip monitor never subscribed" >&2; exit 1; }
+  done
+}
+
 drop_ns() { umount "$work/netns/$1" 2>/dev/null || true; ip netns del "$1" 2>/dev/null || true; }
 
 # Times a command (no fork for the clock), appends microseconds to file $1.
@@ -161,6 +176,11 @@ for ((r = 0; r < RUNS; r++)); do
   fresh_ns; ns=$NS
   measure "$work/big-ip" ip -n "$ns" -batch "$work/batch"
   drop_ns "$ns"
+  fresh_ns; ns=$NS
+  monitor_ns "$ns"
+  measure "$work/big-ipmon" ip -n "$ns" -batch "$work/batch"
+  kill "$MON"; wait "$MON" 2>/dev/null || true
+  drop_ns "$ns"
   [ -n "${big:-}" ] && drop_ns "$big"
   fresh_ns serve; ns=$NS
   measure "$work/big-yaml" configure_wait "$ns" -f "$work/spec.yaml"
@@ -189,7 +209,7 @@ ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u / 1000}'; }
 ratio() { awk -v n="$1" -v i="$2" 'BEGIN {printf "%.2fx", n / i}'; }
 one_ip=$(p99 <"$work/one-ip"); one_nes=$(p99 <"$work/one-nes")
 one_ip_med=$(median <"$work/one-ip"); one_nes_med=$(median <"$work/one-nes")
-big_ip=$(median <"$work/big-ip"); big_nes=$(median <"$work/big-nes"); big_yaml=$(median <"$work/big-yaml")
+big_ip=$(median <"$work/big-ip"); big_ipmon=$(median <"$work/big-ipmon"); big_nes=$(median <"$work/big-nes"); big_yaml=$(median <"$work/big-yaml")
 oneshot=$(median <"$work/oneshot")
 if [ -s "$work/daemon-pass" ]; then
   pass_us=$(awk '{printf "%d\n", $1 * 1000}' "$work/daemon-pass" | median); pass_what="agent pass alone (daemon log)"
@@ -204,6 +224,7 @@ printf '%-46s %10s %10s %8s %8s\n' "" "nes ms" "ip ms" "nes/ip" "goal"
 printf '%-46s %10s %10s %8s %8s\n' "1 address, p99 of $ONE_RUNS: nescli $wait_how" "$(ms "$one_nes")" "$(ms "$one_ip")" "$(ratio "$one_nes" "$one_ip")" "<=2x"
 printf '%-46s %10s %10s %8s %8s\n' "  the same, median of $ONE_RUNS" "$(ms "$one_nes_med")" "$(ms "$one_ip_med")" "$(ratio "$one_nes_med" "$one_ip_med")" "-"
 printf '%-46s %10s %10s %8s %8s\n' "big change, request to applied (median $RUNS)" "$(ms "$big_nes")" "$(ms "$big_ip")" "$(ratio "$big_nes" "$big_ip")" "<=1.2x"
+printf '%-46s %10s %10s %8s %8s\n' "  the same beside ip -batch + ip monitor" "$(ms "$big_nes")" "$(ms "$big_ipmon")" "$(ratio "$big_nes" "$big_ipmon")" "-"
 printf '%-46s %10s %10s %8s %8s\n' "  the same from the YAML file" "$(ms "$big_yaml")" "$(ms "$big_ip")" "$(ratio "$big_yaml" "$big_ip")" "-"
 printf '%-46s %10s %10s %8s %8s\n' "$pass_what" "$(ms "$pass_us")" "$(ms "$big_ip")" "$(ratio "$pass_us" "$big_ip")" "<=0.8x"
 printf '%-46s %10s %10s %8s %8s\n' "one-shot nes-agent apply (median $RUNS)" "$(ms "$oneshot")" "$(ms "$big_ip")" "$(ratio "$oneshot" "$big_ip")" "-"

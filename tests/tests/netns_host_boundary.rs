@@ -690,51 +690,142 @@ impl Drop for AgentProcess {
     }
 }
 
+/// Kills the process `pid` with SIGKILL the moment the namespace announces its first new
+/// address (the first of a pass's writes), from a thread of its own; `Ok` once it has.
+async fn kill_on_first_address(
+    exec: &agent::netns::NetnsExecutor,
+    pid: u32,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    let socket = exec
+        .run(|| {
+            let mut s = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)
+                .expect("socket");
+            s.bind_auto().expect("bind");
+            s.add_membership(5).expect("join RTNLGRP_IPV4_IFADDR");
+            s
+        })
+        .await
+        .expect("in netns");
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(DEADLINE.as_secs() as i64, 0),
+    )
+    .expect("SO_RCVTIMEO");
+    std::thread::spawn(move || loop {
+        let mut buf = Vec::with_capacity(64 << 10);
+        let announced = match socket.recv(&mut buf, 0) {
+            // RTM_NEWADDR, the nlmsghdr's type (host order, at byte 4)
+            Ok(_) => buf.get(4..6) == Some(&20u16.to_ne_bytes()[..]),
+            // More was announced than the socket holds: the pass has begun.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => true,
+            Err(e) => return Err(format!("recv: {e}")),
+        };
+        if announced {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            return nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+                .map_err(|e| format!("kill: {e}"));
+        }
+    })
+}
+
+/// The agent is SIGKILLed at its pass's first address, while the kernel still runs the first
+/// datagram of writes: the rest of the pass is never sent. The intent record written before
+/// any address lets the restarted agent finish the change and then remove all of it, and
+/// nothing that was in the namespace before (the CNI address) is touched.
 #[tokio::test]
 async fn kill_9_in_the_middle_of_a_large_apply_then_restart_and_delete_leaves_nothing() {
     if !require_root() {
         return;
     }
-    let addresses: Vec<String> = (0..400)
-        .map(|i| format!("10.{}.{}.{}/32", 100 + i / 65536, (i / 256) % 256, i % 256))
+    // The bench's big change: several datagrams of writes (each at most 32 KiB).
+    let addresses: Vec<String> = (0..500)
+        .map(|i| format!("10.1.{}.{}/16", i / 250, i % 250 + 1))
         .collect();
-    let config = json!({"interfaces": [{"name": "eth0", "addresses": addresses}]}).to_string();
-    for (trial, kill_after_ms) in [0u64, 2, 5, 10, 20, 40].into_iter().enumerate() {
+    let routes: Vec<_> = (0..1000)
+        .map(|i| json!({"dst": format!("172.{}.{}.0/24", 16 + i / 256, i % 256), "via": "10.1.255.254"}))
+        .collect();
+    let total = addresses.len() + routes.len();
+    let config =
+        json!({"interfaces": [{"name": "eth0", "addresses": addresses}], "routes": routes})
+            .to_string();
+    let mut cut_short = Vec::new();
+    for trial in 0..3 {
         let a = Standalone::new("sbh");
         let pod = Netns::new("sbkill");
         pod.ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
         ]);
         pod.ip(&["link", "set", "eth0", "up"]);
+        pod.ip(&["addr", "add", "10.244.0.5/24", "dev", "eth0"]);
         let mut a = a;
         a.add("app-0", &pod.path());
         let agent = AgentProcess::spawn(&a);
-        let (code, body) = a
-            .admin_served("PUT", "/v1/self/config?pod=app-0&manager=bulk", &config)
-            .await;
+        let (code, body) = a.admin_served("GET", "/v1/self/config?pod=app-0", "").await;
         assert_eq!(code, 200, "trial {trial}: {body}");
-        // The random point of the kill is the test's input, not a synchronisation.
-        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        let exec = agent::netns::NetnsExecutor::spawn(pod.path()).expect("enter");
+        let killer = kill_on_first_address(&exec, agent.child.id()).await;
+        let stream = tokio::net::UnixStream::connect(a.options().admin_socket)
+            .await
+            .expect("connect");
+        // The answer may or may not come before the kill: either is this test's input.
+        let answer = nes_tests::client::try_request(
+            stream,
+            "PUT",
+            "/v1/self/config?pod=app-0&manager=bulk",
+            &config,
+            &[],
+        )
+        .await;
+        let killed = tokio::task::spawn_blocking(move || killer.join())
+            .await
+            .expect("join")
+            .unwrap_or_else(|_| Err("the watcher panicked".into()));
+        assert!(
+            killed.is_ok(),
+            "trial {trial}: the agent was not killed at its first address ({killed:?}); the PUT: {:?}",
+            answer.map(|(code, _)| code)
+        );
         agent.kill9();
-        let written = pod.addresses("eth0").len();
+        let ours = || {
+            let addresses = pod
+                .addresses("eth0")
+                .iter()
+                .filter(|a| a.starts_with("10.1."))
+                .count();
+            let routes = pod.ip(&["route", "show", "proto", "78"]).lines().count();
+            addresses + routes
+        };
+        let written = ours();
+        cut_short.push(written);
 
+        // Restarted, the agent finishes the change (its record was saved before any write).
         let agent = AgentProcess::spawn(&a);
+        let finished = common::eventually(DEADLINE, || ours() == total).await;
+        assert!(
+            finished,
+            "trial {trial} (killed with {written} of {total} objects in the kernel): {} after the restart",
+            ours()
+        );
         let (code, body) = a
             .admin_served("DELETE", "/v1/self/config?pod=app-0&manager=bulk", "")
             .await;
         assert_eq!(code, 200, "trial {trial}: {body}");
-        let left = || {
-            pod.addresses("eth0")
-                .iter()
-                .filter(|a| a.starts_with("10.10"))
-                .count()
-        };
-        let clean = common::eventually(DEADLINE, || left() == 0).await;
+        let clean = common::eventually(DEADLINE, || ours() == 0).await;
         assert!(
             clean,
-            "trial {trial} (killed after {kill_after_ms} ms with {written} addresses in the kernel): {} left behind",
-            left()
+            "trial {trial} (killed with {written} of {total} objects in the kernel): {} left behind",
+            ours()
+        );
+        assert!(
+            pod.addresses("eth0").contains(&"10.244.0.5/24".to_string()),
+            "trial {trial}: the CNI address was removed"
         );
         drop(agent);
     }
+    eprintln!("objects in the kernel at each kill: {cut_short:?} of {total}");
+    assert!(
+        cut_short.iter().any(|&n| n > 0 && n < total),
+        "no kill landed mid-apply (objects in the kernel at each kill: {cut_short:?} of {total}), so this test checked no interrupted pass"
+    );
 }

@@ -425,3 +425,91 @@ async fn the_notification_filter_drops_only_routes_the_mirror_never_keeps() {
     );
     pretty_assertions::assert_eq!(kept, expected);
 }
+
+/// The route dump asks the kernel for unicast routes only: it returns what an unfiltered
+/// dump returns less the routes the parser drops (the `local` table's, broadcast,
+/// blackhole), so the mirror and every pass plan from the same routes as before.
+#[tokio::test]
+async fn the_route_dump_leaves_out_in_the_kernel_only_routes_the_mirror_never_keeps() {
+    use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+    use rtnetlink::packet_route::route::RouteMessage;
+    use rtnetlink::packet_route::RouteNetlinkMessage as M;
+    use std::collections::HashSet;
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("nldump");
+    ns.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
+    ]);
+    ns.ip(&["link", "set", "net1", "up"]);
+    ns.ip(&["link", "set", "peer1", "up"]);
+    for i in 1..=20 {
+        ns.ip(&["addr", "add", &format!("10.9.0.{i}/24"), "dev", "net1"]);
+    }
+    ns.ip(&["addr", "add", "fd00:9::1/64", "dev", "net1", "nodad"]);
+    ns.ip(&["route", "add", "10.8.0.0/16", "via", "10.9.0.2"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.7.0.0/16",
+        "via",
+        "10.9.0.2",
+        "table",
+        "100",
+    ]);
+    ns.ip(&["route", "add", "blackhole", "10.6.0.0/16"]);
+    ns.ip(&["-6", "route", "add", "fd00:8::/64", "via", "fd00:9::2"]);
+
+    let exec = agent::netns::NetnsExecutor::spawn(ns.path()).expect("enter");
+    let netlink = agent::netlink::Netlink::open(&exec).await.expect("socket");
+    let dumped = netlink.dump_routes().await.expect("dump");
+
+    // The same dump on a plain socket, with no filter in its request.
+    let answers = exec
+        .run(|| {
+            let mut s = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)
+                .expect("socket");
+            s.bind_auto().expect("bind");
+            let mut req = NetlinkMessage::from(M::GetRoute(RouteMessage::default()));
+            req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+            req.finalize();
+            let mut buf = vec![0; req.buffer_len()];
+            req.serialize(&mut buf);
+            s.send(&buf, 0).expect("send");
+            let mut answers = Vec::new();
+            loop {
+                let mut buf = Vec::with_capacity(64 << 10);
+                s.recv(&mut buf, 0).expect("recv");
+                let mut at = 0;
+                while at < buf.len() {
+                    let msg = NetlinkMessage::<M>::deserialize(&buf[at..]).expect("an answer");
+                    at += msg.header.length as usize;
+                    match msg.payload {
+                        NetlinkPayload::Done(_) => return answers,
+                        NetlinkPayload::InnerMessage(M::NewRoute(r)) => answers.push(r),
+                        other => panic!("unexpected answer {other:?}"),
+                    }
+                }
+            }
+        })
+        .await
+        .expect("in netns");
+    let local = answers.iter().filter(|r| r.header.table == 255).count();
+    assert!(
+        local > 20,
+        "the unfiltered dump has {local} local-table routes, so this test checks nothing"
+    );
+    let expected: HashSet<_> = answers
+        .iter()
+        .filter_map(|r| {
+            match agent::netlink::parse_event(&NetlinkMessage::from(M::NewRoute(r.clone()))) {
+                Some(agent::netlink::Change::NewRoute(r)) => Some(r),
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(expected.iter().any(|r| r.table == 100), "{expected:#?}");
+    assert_eq!(dumped.len(), expected.len(), "{dumped:#?}");
+    assert_eq!(dumped.into_iter().collect::<HashSet<_>>(), expected);
+}

@@ -81,7 +81,12 @@ impl Netlink {
                 // The last write of a batch asks for an acknowledgement, and it says when the
                 // batch is done.
                 conn.set_forward_ack(true);
-                grow_rcvbuf(conn.socket_mut().socket_mut());
+                let socket = conn.socket_mut().socket_mut();
+                grow_rcvbuf(socket);
+                // Dumps honour the filters in their request's header (as `ip` asks too):
+                // the route dump leaves out the `local` table's routes, one or two for each
+                // address. Without it (kernels before 4.20) they are dumped and dropped here.
+                let _ = socket.set_netlink_get_strict_chk(true);
                 Ok((conn, handle, unsolicited))
             })
             .await?
@@ -212,7 +217,7 @@ impl Netlink {
     /// Unicast routes of every table but `local`, both families.
     pub async fn dump_routes(&self) -> Result<Vec<ObservedRoute>> {
         let _turn = self.dumps.lock().await;
-        let get = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+        let get = RouteNetlinkMessage::GetRoute(route_dump_request());
         let answers = self.read(get, NLM_F_DUMP, "routes", "dump routes").await?;
         Ok(answers
             .into_iter()
@@ -655,6 +660,15 @@ impl Multicast {
         }
         false
     }
+}
+
+/// A dump of unicast routes only: the kernel leaves out the `local` and broadcast routes
+/// each address brings, which [`convert::route`] would drop (on a socket with strict checks;
+/// see [`Netlink::open`]).
+fn route_dump_request() -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.kind = rtnetlink::packet_route::route::RouteType::Unicast;
+    m
 }
 
 fn grow_rcvbuf(sock: &rtnetlink::sys::Socket) {

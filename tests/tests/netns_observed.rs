@@ -368,18 +368,11 @@ async fn the_notification_filter_drops_only_routes_the_mirror_never_keeps() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("nlfilter");
-    ns.ip(&[
-        "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
-    ]);
-    ns.ip(&["link", "set", "net1", "up"]);
-    ns.ip(&["link", "set", "peer1", "up"]);
+    let ns = with_net1("nlfilter");
     let exec = agent::netns::NetnsExecutor::spawn(ns.path()).expect("enter");
     let open = |filtered: bool| {
         move || {
-            let mut s = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)
-                .expect("socket");
-            s.bind_auto().expect("bind");
+            let s = raw_route_socket();
             // RTNLGRP_IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE
             for group in [5, 7, 9, 11] {
                 s.add_membership(group).expect("join");
@@ -393,18 +386,7 @@ async fn the_notification_filter_drops_only_routes_the_mirror_never_keeps() {
     let plain = exec.run(open(false)).await.expect("in netns");
     let filtered = exec.run(open(true)).await.expect("in netns");
     ns.ip(&["addr", "add", "10.9.0.1/24", "dev", "net1"]);
-    ns.ip(&["addr", "add", "fd00:9::1/64", "dev", "net1", "nodad"]);
-    ns.ip(&["route", "add", "10.8.0.0/16", "via", "10.9.0.2"]);
-    ns.ip(&[
-        "route",
-        "add",
-        "10.7.0.0/16",
-        "via",
-        "10.9.0.2",
-        "table",
-        "100",
-    ]);
-    ns.ip(&["route", "add", "blackhole", "10.6.0.0/16"]);
+    kept_and_dropped_routes(&ns);
     ns.ip(&["route", "del", "10.8.0.0/16"]);
     ns.ip(&["addr", "del", "10.9.0.1/24", "dev", "net1"]);
 
@@ -438,27 +420,11 @@ async fn the_route_dump_leaves_out_in_the_kernel_only_routes_the_mirror_never_ke
     if !require_root() {
         return;
     }
-    let ns = Netns::new("nldump");
-    ns.ip(&[
-        "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
-    ]);
-    ns.ip(&["link", "set", "net1", "up"]);
-    ns.ip(&["link", "set", "peer1", "up"]);
+    let ns = with_net1("nldump");
     for i in 1..=20 {
         ns.ip(&["addr", "add", &format!("10.9.0.{i}/24"), "dev", "net1"]);
     }
-    ns.ip(&["addr", "add", "fd00:9::1/64", "dev", "net1", "nodad"]);
-    ns.ip(&["route", "add", "10.8.0.0/16", "via", "10.9.0.2"]);
-    ns.ip(&[
-        "route",
-        "add",
-        "10.7.0.0/16",
-        "via",
-        "10.9.0.2",
-        "table",
-        "100",
-    ]);
-    ns.ip(&["route", "add", "blackhole", "10.6.0.0/16"]);
+    kept_and_dropped_routes(&ns);
     ns.ip(&["-6", "route", "add", "fd00:8::/64", "via", "fd00:9::2"]);
 
     let exec = agent::netns::NetnsExecutor::spawn(ns.path()).expect("enter");
@@ -468,9 +434,7 @@ async fn the_route_dump_leaves_out_in_the_kernel_only_routes_the_mirror_never_ke
     // The same dump on a plain socket, with no filter in its request.
     let answers = exec
         .run(|| {
-            let mut s = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)
-                .expect("socket");
-            s.bind_auto().expect("bind");
+            let s = raw_route_socket();
             let mut req = NetlinkMessage::from(M::GetRoute(RouteMessage::default()));
             req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
             req.finalize();
@@ -512,4 +476,40 @@ async fn the_route_dump_leaves_out_in_the_kernel_only_routes_the_mirror_never_ke
     assert!(expected.iter().any(|r| r.table == 100), "{expected:#?}");
     assert_eq!(dumped.len(), expected.len(), "{dumped:#?}");
     assert_eq!(dumped.into_iter().collect::<HashSet<_>>(), expected);
+}
+
+/// A namespace with a veth, `net1`, up.
+fn with_net1(name: &str) -> Netns {
+    let ns = Netns::new(name);
+    ns.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
+    ]);
+    ns.ip(&["link", "set", "net1", "up"]);
+    ns.ip(&["link", "set", "peer1", "up"]);
+    ns
+}
+
+/// A route-netlink socket of the calling thread's namespace, bound.
+fn raw_route_socket() -> rtnetlink::sys::Socket {
+    let mut s =
+        rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE).expect("socket");
+    s.bind_auto().expect("bind");
+    s
+}
+
+/// An IPv6 address and routes the parser keeps (main table, table 100) and drops (a
+/// blackhole), on `net1`, which has an address in 10.9.0.0/24.
+fn kept_and_dropped_routes(ns: &Netns) {
+    ns.ip(&["addr", "add", "fd00:9::1/64", "dev", "net1", "nodad"]);
+    ns.ip(&["route", "add", "10.8.0.0/16", "via", "10.9.0.2"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.7.0.0/16",
+        "via",
+        "10.9.0.2",
+        "table",
+        "100",
+    ]);
+    ns.ip(&["route", "add", "blackhole", "10.6.0.0/16"]);
 }

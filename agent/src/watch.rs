@@ -36,6 +36,11 @@ const EVENT_BUFFER: usize = 256;
 /// a subscriber that lags holds at most `EVENT_BUFFER` batches of this many.
 const MAX_BATCH: usize = 32;
 
+/// The most events a subscriber that never reads can hold, however many happen: the
+/// channel keeps the newest `EVENT_BUFFER` batches, and a batch is at most `MAX_BATCH`
+/// events plus the second event of its last change (a new link that is up).
+pub const MAX_LAGGING_EVENTS: usize = EVENT_BUFFER * (MAX_BATCH + 1);
+
 /// Events the listener had at hand together, in the order they happened.
 pub type Batch = Arc<[NetEvent]>;
 

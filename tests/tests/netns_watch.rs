@@ -326,3 +326,64 @@ async fn dropping_the_last_event_receiver_closes_the_socket_without_waiting_for_
         "the namespace is still held after its engine and event receiver were dropped"
     );
 }
+
+/// A subscriber that never reads holds a bounded number of events however many the
+/// namespace announces: the listener's batches are capped and the channel keeps the newest
+/// of them. 12,000 address events go by; the idle subscriber is told it lagged and then
+/// holds at most `MAX_LAGGING_EVENTS`.
+#[tokio::test]
+async fn a_subscriber_that_never_reads_holds_a_bounded_number_of_events() {
+    use futures::FutureExt;
+    if !require_root() {
+        return;
+    }
+    let fx = PodFixture::new("evbound");
+    let net = fx.open().await;
+    let mut idle = net.events().await.expect("subscribe");
+    let mut probe = net.events().await.expect("subscribe");
+    const N: usize = 6000;
+    let address = |i: usize| format!("10.{}.{}.{}/32", 100 + i / 65536, (i / 256) % 256, i % 256);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch = dir.path().join("batch");
+    let mut lines = String::new();
+    for verb in ["add", "del"] {
+        for i in 0..N {
+            lines.push_str(&format!("address {verb} {} dev eth0\n", address(i)));
+        }
+    }
+    std::fs::write(&batch, lines).expect("write batch");
+    fx.pod.ip(&["-batch", &batch.display().to_string()]);
+    let last = address(N - 1);
+    // The probe reads everything; once it has the last removal, the idle one has had its
+    // chance to receive all of it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, probe.recv()).await {
+            Ok(Ok(NetEvent::AddressRemoved { address, .. })) if address == last => break,
+            Ok(Ok(_)) => seen += 1,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("the probe's events ended: {e}"),
+            Err(_) => panic!("the last removal never came ({seen} events seen)"),
+        }
+    }
+    let lagged = matches!(
+        idle.recv().now_or_never(),
+        Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_)))
+    );
+    let mut held = 0;
+    while let Some(Ok(_)) = idle.recv().now_or_never() {
+        held += 1;
+    }
+    assert!(
+        held <= agent::watch::MAX_LAGGING_EVENTS,
+        "the idle subscriber held {held} events, more than {}",
+        agent::watch::MAX_LAGGING_EVENTS
+    );
+    assert!(
+        lagged,
+        "the idle subscriber did not lag after {} events",
+        2 * N
+    );
+    assert!(held > 0, "the idle subscriber held nothing");
+}

@@ -192,6 +192,15 @@ fn probe_kind(kind: &str) -> Result<(), String> {
     }
 }
 
+/// A route-netlink socket of the calling thread's namespace, bound (call it inside the
+/// namespace, e.g. through an `agent::netns::NetnsExecutor`).
+pub fn raw_route_socket() -> rtnetlink::sys::Socket {
+    let mut s =
+        rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE).expect("socket");
+    s.bind_auto().expect("bind");
+    s
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, mut cond: F) -> bool {
     let end = Instant::now() + timeout;

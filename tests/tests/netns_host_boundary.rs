@@ -698,9 +698,7 @@ async fn kill_on_first_address(
 ) -> std::thread::JoinHandle<Result<(), String>> {
     let socket = exec
         .run(|| {
-            let mut s = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)
-                .expect("socket");
-            s.bind_auto().expect("bind");
+            let s = common::raw_route_socket();
             s.add_membership(5).expect("join RTNLGRP_IPV4_IFADDR");
             s
         })

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use agent::engine::PodNetwork;
 use agent::observe::Observed;
 use api::wire::StatusView;
-use common::{require_root, Netns, PodFixture};
+use common::{raw_route_socket, require_root, Netns, PodFixture};
 use nes_tests::client::PodClient;
 use nes_tests::standalone::Standalone;
 
@@ -487,14 +487,6 @@ fn with_net1(name: &str) -> Netns {
     ns.ip(&["link", "set", "net1", "up"]);
     ns.ip(&["link", "set", "peer1", "up"]);
     ns
-}
-
-/// A route-netlink socket of the calling thread's namespace, bound.
-fn raw_route_socket() -> rtnetlink::sys::Socket {
-    let mut s =
-        rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE).expect("socket");
-    s.bind_auto().expect("bind");
-    s
 }
 
 /// An IPv6 address and routes the parser keeps (main table, table 100) and drops (a

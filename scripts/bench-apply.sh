@@ -45,9 +45,12 @@ command -v curl >/dev/null || { echo "bench-apply: needs curl" >&2; exit 2; }
 work=$(mktemp -d)
 tag="nesb$$"
 agent_pid=
+MON=
 namespaces=()
 cleanup() {
   [ -n "${BENCH_KEEP_LOG:-}" ] && cp "$work/agent.log" "$BENCH_KEEP_LOG"
+  # An `ip monitor` left running when the script stops between monitor_ns and its kill.
+  [ -n "$MON" ] && kill "$MON" 2>/dev/null
   if [ -n "$agent_pid" ]; then
     kill "$agent_pid" 2>/dev/null || true
     wait "$agent_pid" 2>/dev/null || true
@@ -179,7 +182,7 @@ for ((r = 0; r < RUNS; r++)); do
   fresh_ns; ns=$NS
   monitor_ns "$ns"
   measure "$work/big-ipmon" ip -n "$ns" -batch "$work/batch"
-  kill "$MON"; wait "$MON" 2>/dev/null || true
+  kill "$MON"; wait "$MON" 2>/dev/null || true; MON=
   drop_ns "$ns"
   [ -n "${big:-}" ] && drop_ns "$big"
   fresh_ns serve; ns=$NS

@@ -23,6 +23,16 @@ impl Netns {
         ns
     }
 
+    /// A namespace with a veth pair, `ifname` and `peer`, both inside it and up: a link
+    /// with carrier, as a CNI plugin leaves a pod's.
+    pub fn with_veth(tag: &str, ifname: &str, peer: &str) -> Self {
+        let ns = Self::new(tag);
+        ns.ip(&["link", "add", ifname, "type", "veth", "peer", "name", peer]);
+        ns.ip(&["link", "set", ifname, "up"]);
+        ns.ip(&["link", "set", peer, "up"]);
+        ns
+    }
+
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/var/run/netns/{}", self.name))
     }

@@ -439,12 +439,7 @@ async fn a_broken_state_file_keeps_the_kernel_state_serves_the_pod_and_reports_d
     ];
     for (what, reason, damage) in breaks {
         let mut a = Standalone::new("sbh");
-        let pod = Netns::new("sbbad");
-        pod.ip(&[
-            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-        ]);
-        pod.ip(&["link", "set", "peer0", "up"]);
-        pod.ip(&["link", "set", "eth0", "up"]);
+        let pod = Netns::with_veth("sbbad", "eth0", "peer0");
         a.add("app-0", &pod.path());
         a.start();
         let client = PodClient::new(&pod.path());

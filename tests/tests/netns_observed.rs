@@ -368,7 +368,7 @@ async fn the_notification_filter_drops_only_routes_the_mirror_never_keeps() {
     if !require_root() {
         return;
     }
-    let ns = with_net1("nlfilter");
+    let ns = Netns::with_veth("nlfilter", "net1", "peer1");
     let exec = agent::netns::NetnsExecutor::spawn(ns.path()).expect("enter");
     let open = |filtered: bool| {
         move || {
@@ -420,7 +420,7 @@ async fn the_route_dump_leaves_out_in_the_kernel_only_routes_the_mirror_never_ke
     if !require_root() {
         return;
     }
-    let ns = with_net1("nldump");
+    let ns = Netns::with_veth("nldump", "net1", "peer1");
     for i in 1..=20 {
         ns.ip(&["addr", "add", &format!("10.9.0.{i}/24"), "dev", "net1"]);
     }
@@ -476,17 +476,6 @@ async fn the_route_dump_leaves_out_in_the_kernel_only_routes_the_mirror_never_ke
     assert!(expected.iter().any(|r| r.table == 100), "{expected:#?}");
     assert_eq!(dumped.len(), expected.len(), "{dumped:#?}");
     assert_eq!(dumped.into_iter().collect::<HashSet<_>>(), expected);
-}
-
-/// A namespace with a veth, `net1`, up.
-fn with_net1(name: &str) -> Netns {
-    let ns = Netns::new(name);
-    ns.ip(&[
-        "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
-    ]);
-    ns.ip(&["link", "set", "net1", "up"]);
-    ns.ip(&["link", "set", "peer1", "up"]);
-    ns
 }
 
 /// An IPv6 address and routes the parser keeps (main table, table 100) and drops (a

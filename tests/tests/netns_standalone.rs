@@ -20,12 +20,7 @@ fn started_agent() -> Standalone {
 }
 
 fn pod_with_eth0(tag: &str) -> Netns {
-    let ns = Netns::new(tag);
-    ns.ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-    ]);
-    ns.ip(&["link", "set", "eth0", "up"]);
-    ns.ip(&["link", "set", "peer0", "up"]);
+    let ns = Netns::with_veth(tag, "eth0", "peer0");
     ns.ip(&["addr", "add", "10.244.0.5/24", "dev", "eth0"]);
     ns
 }

@@ -111,11 +111,10 @@ impl Journal {
                     seq: s.seq + 1,
                 }
             }
-            // No file yet, or a record outgrew its slots: a new file holding this copy in slot
-            // 0, synced with its directory. The rest is a hole, not zeros: a first save costs
-            // what a record file's sync always did, and the next one fills its slot's blocks
-            // (a sync of data and their allocation).
-            None => {
+            // No copy yet, or a record outgrew its slots: a file holding this copy in slot 0.
+            // The rest is a hole, not zeros: the next save fills its slot's blocks (a sync of
+            // data and their allocation).
+            _ => {
                 let seq = slots.map_or(1, |s| s.seq);
                 let size = (HEADER + payload.len()).next_power_of_two().max(MIN_SLOT);
                 let slot = encode(seq, &self.boot, payload);
@@ -127,11 +126,13 @@ impl Journal {
                 match slots {
                     // A pod's first copy, written where it stays: one filesystem commit, not
                     // two. A crash mid-way leaves a file with no valid slot, which is read as
-                    // no copy; there was none before it to lose.
-                    None => {
+                    // no copy; there was none before it to lose. In the empty file
+                    // [`Journal::prepare`] made, its directory entry is on disk already.
+                    None | Some(Slots { size: 0, .. }) => {
                         let mut file = std::fs::OpenOptions::new()
                             .write(true)
-                            .create_new(true)
+                            .create(true)
+                            .truncate(false)
                             .mode(0o600)
                             .open(&path)
                             .map_err(file_err)?;
@@ -146,9 +147,12 @@ impl Journal {
                         tmp.persist(&path).map_err(|e| file_err(e.error))?;
                     }
                 }
-                File::open(&self.dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(file_err)?;
+                let prepared = known.is_some_and(|s| s.size == 0);
+                if !prepared {
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(file_err)?;
+                }
                 Slots {
                     size,
                     next: 1,
@@ -157,6 +161,37 @@ impl Journal {
             }
         };
         self.lock().insert(pod.to_string(), next);
+        Ok(())
+    }
+
+    /// Creates the pod's file, empty, with its directory entry synced, ahead of its first
+    /// save: that save is then a write into the file and a sync of it, with no commit of the
+    /// directory on the request path. A file already there is left as it is.
+    pub fn prepare(&self, pod: &str) -> Result<()> {
+        let path = self.path(pod);
+        let file_err = |source| Error::File {
+            path: path.clone(),
+            source,
+        };
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(file_err(e)),
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(file_err)?;
+        // Known from now on as empty and on disk; a save that came first stays known as it is.
+        self.lock().entry(pod.to_string()).or_insert(Slots {
+            size: 0,
+            next: 0,
+            seq: 1,
+        });
         Ok(())
     }
 
@@ -334,6 +369,42 @@ mod tests {
         assert_eq!(
             restarted.read("p").expect("read").expect("copy").payload,
             b"again"
+        );
+    }
+
+    #[test]
+    fn a_prepared_file_takes_the_first_save_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let j = journal(dir.path());
+        j.prepare("p").expect("prepare");
+        let prepared = std::fs::metadata(j.path("p")).expect("stat");
+        assert_eq!(prepared.len(), 0);
+        assert_eq!(j.read("p").expect("read"), None, "an empty file is no copy");
+        j.write("p", b"first").expect("write");
+        let saved = std::fs::metadata(j.path("p")).expect("stat");
+        assert_eq!(
+            saved.ino(),
+            prepared.ino(),
+            "written in place, not replaced"
+        );
+        assert_eq!(j.read("p").expect("read").expect("copy").payload, b"first");
+        // Preparing again leaves a copy as it is; so does a save that came first.
+        j.prepare("p").expect("prepare");
+        j.write("q", b"saved first").expect("write");
+        j.prepare("q").expect("prepare");
+        for (pod, payload) in [("p", &b"first"[..]), ("q", b"saved first")] {
+            assert_eq!(j.read(pod).expect("read").expect("copy").payload, payload);
+        }
+        j.write("q", b"second").expect("write");
+        assert_eq!(j.read("q").expect("read").expect("copy").seq, 2);
+        // An empty file an earlier agent prepared: the next agent's first save fills it.
+        let earlier = journal(dir.path());
+        earlier.prepare("r").expect("prepare");
+        let next = journal(dir.path());
+        next.write("r", b"after a restart").expect("write");
+        assert_eq!(
+            next.read("r").expect("read").expect("copy").payload,
+            b"after a restart"
         );
     }
 

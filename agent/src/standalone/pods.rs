@@ -72,7 +72,11 @@ pub async fn start(
     // A record that cannot be read is never replaced by an empty one: the pod is served,
     // Degraded, and nothing is written to its netns until the record is fixed.
     let (mut record, unreadable) = match store.load(name) {
-        Ok(record) => (record.unwrap_or_default(), None),
+        Ok(Some(record)) => (record, None),
+        Ok(None) => {
+            prepare_first_save(&store, name);
+            (PodRecord::default(), None)
+        }
         Err(error) => {
             warn!(pod = name, %error, "unreadable state file: keeping the kernel as it is");
             (PodRecord::default(), Some(error.to_string()))
@@ -125,6 +129,17 @@ pub async fn start(
     Ok(PodServer::start(
         name, net, desired_rx, owned, backend, opts,
     ))
+}
+
+/// A pod without a record most often gets its first with its first request: what its
+/// save can do ahead of it is done now, off that request's path.
+fn prepare_first_save(store: &Arc<dyn DesiredStore>, name: &str) {
+    let (store, name) = (store.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = store.prepare(&name) {
+            warn!(pod = %name, %error, "cannot prepare the record's first save; it will do it");
+        }
+    });
 }
 
 /// A standalone pod's attacher: its namespace is its netns name, its sandbox the netns's

@@ -44,6 +44,10 @@ pub trait DesiredStore: Send + Sync + 'static {
     /// writes it.
     fn save_owned(&self, pod: &str, owned: &Owned) -> Result<()>;
     fn location(&self, pod: &str) -> String;
+    /// Does ahead of a pod's first save what can be done before its record is known.
+    fn prepare(&self, _pod: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Records as files: `<dir>/<pod>.json`, the newer ownership record of each pod in
@@ -183,6 +187,12 @@ impl DesiredStore for FileStore {
 
     fn location(&self, pod: &str) -> String {
         self.path(pod).display().to_string()
+    }
+
+    /// The power-loss copy's file, synced with its directory: the first save is then one
+    /// filesystem commit, not two.
+    fn prepare(&self, pod: &str) -> Result<()> {
+        self.journal.prepare(pod)
     }
 }
 

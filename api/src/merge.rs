@@ -74,6 +74,30 @@ pub fn merge<'a>(
     Ok(m.finish())
 }
 
+/// The merge of `manager`'s fragment when it is the pod's only one and [`crate::validate`]
+/// accepts it alone: the fragment itself, every entry its manager's. It is what [`merge`]
+/// gives for it, without the work of folding repeats: a valid spec has none to fold.
+pub fn alone(manager: &str, fragment: &NetworkConfigurationSpec) -> Merged {
+    let managers = || vec![manager.to_string()];
+    Merged {
+        spec: fragment.clone(),
+        owners: Owners {
+            interfaces: (fragment.interfaces.iter())
+                .map(|i| (i.name.clone(), managers()))
+                .collect(),
+            routes: (fragment.routes.iter())
+                .map(|r| RouteOwners {
+                    key: r.key(),
+                    managers: managers(),
+                })
+                .collect(),
+            attachments: (fragment.attachments.iter())
+                .map(|a| (a.name.clone(), managers()))
+                .collect(),
+        },
+    }
+}
+
 /// Merges every stored fragment with `manager`'s new one last (it replaces that manager's
 /// previous fragment, as an apply does), so a conflict names the other manager.
 pub fn merge_applying(

@@ -131,6 +131,19 @@ pub async fn start(
     ))
 }
 
+/// A merge's conflict named the way an apply names it: merged again with `manager` last,
+/// the other manager owns the field.
+fn conflict(
+    stored: &BTreeMap<String, NetworkConfigurationSpec>,
+    manager: &str,
+    fragment: &NetworkConfigurationSpec,
+) -> ApiError {
+    match merge_applying(stored, manager, fragment) {
+        Err(c) => ApiError(ProblemDetails::conflict(&c)),
+        Ok(_) => ApiError::new(StatusCode::CONFLICT, "conflict", "the fragments conflict"),
+    }
+}
+
 /// A pod without a record most often gets its first with its first request: what its
 /// save can do ahead of it is done now, off that request's path.
 fn prepare_first_save(store: &Arc<dyn DesiredStore>, name: &str) {
@@ -316,25 +329,25 @@ impl FileBackend {
         self.writable()?;
         let mut stored = self.record.lock().await;
         let fragments = &stored.record.fragments;
-        let merged = merge(with_fragment(fragments, manager, &fragment)).map_err(|_| {
-            // Merged again only to name the conflict the way an apply does: the other
-            // manager owns the field.
-            let conflict = merge_applying(fragments, manager, &fragment).err();
-            conflict.map_or_else(
-                || ApiError::new(StatusCode::CONFLICT, "conflict", "the fragments conflict"),
-                |c| ApiError(ProblemDetails::conflict(&c)),
-            )
-        })?;
-        // After the merge, so two spellings of another manager's entry are its conflict (409).
-        // A fragment alone is the whole: validated once, its repeats named by its index
-        // (the merge would have folded them). With other managers, the fragment's own
-        // entries first, then the merged whole.
-        let alone = fragments.keys().all(|m| m == manager);
-        let valid = match alone {
-            true => api::validate(&fragment),
-            false => api::validate_fragment(&fragment).and_then(|()| api::validate(&merged.spec)),
+        let invalid = |invalid: api::validate::Invalid| ApiError(ProblemDetails::invalid(&invalid));
+        // A fragment alone is the whole: validated once, its repeats named by its index, and
+        // then its own merge. With other managers, the merge first, so two spellings of
+        // another manager's entry are its conflict (409); then the fragment's own entries,
+        // then the merged whole.
+        let merged = match fragments.keys().all(|m| m == manager) {
+            true => {
+                api::validate(&fragment).map_err(invalid)?;
+                api::merge::alone(manager, &fragment)
+            }
+            false => {
+                let merged = merge(with_fragment(fragments, manager, &fragment))
+                    .map_err(|_| conflict(fragments, manager, &fragment))?;
+                api::validate_fragment(&fragment)
+                    .and_then(|()| api::validate(&merged.spec))
+                    .map_err(invalid)?;
+                merged
+            }
         };
-        valid.map_err(|invalid| ApiError(ProblemDetails::invalid(&invalid)))?;
         // The whole, as it would be applied (counts are of the whole): refused here with a
         // 403 rather than stored and held back.
         self.policy

@@ -221,3 +221,67 @@ fn merge_reports_an_attachments_interface_owned_by_another_manager() {
     assert_eq!(err.field, "spec.attachments[name=data].interface");
     assert_eq!(err.owner, "a");
 }
+
+/// A valid fragment alone merges into itself, as [`alone`] has it; what a merge would fold
+/// (an entry or an address declared twice, in any spelling) is invalid alone.
+#[test]
+fn a_valid_fragment_alone_merges_into_itself() {
+    let mut bridge = InterfaceSpec {
+        name: "br0".into(),
+        kind: T::Bridge,
+        mtu: Some(9000),
+        ..Default::default()
+    };
+    bridge.addresses = vec!["10.2.0.1/24".into(), "fd00:2::1/64".into()];
+    let mut metric = route("fd00:9::/48", "fd00:2::2");
+    metric.metric = 7;
+    let mut table = route("10.9.0.0/16", "10.2.0.2");
+    table.table = 100;
+    let valid = [
+        frag(vec![eth0(&["10.0.0.1/24", "fd00::5/64"])], vec![]),
+        frag(
+            vec![eth0(&["10.1.0.5/24"]), vlan("eth0.7", 7), bridge],
+            vec![
+                route("10.9.0.0/16", "10.1.0.1"),
+                table,
+                metric,
+                route("fd00:9::/48", "fd00:2::1"),
+            ],
+        ),
+        attachments(vec![
+            attach("net-a", Some("net1"), &["10.3.0.5/24"]),
+            attach("net-b", None, &[]),
+        ]),
+    ];
+    for f in &valid {
+        crate::validate(f).expect("a valid fragment");
+        assert_eq!(
+            alone("app", f),
+            merge([("app", f)]).expect("merge"),
+            "{f:?}"
+        );
+    }
+    let folded = [
+        frag(vec![eth0(&["fd00::5/64", "fd00:0::5/64"])], vec![]),
+        frag(vec![eth0(&["10.0.0.1/24"]), eth0(&["10.0.0.2/24"])], vec![]),
+        frag(
+            vec![eth0(&["10.1.0.5/24"])],
+            vec![
+                route("10.9.0.0/16", "10.1.0.1"),
+                route("10.09.0.0/16", "10.1.0.1"),
+            ],
+        ),
+        attachments(vec![attach("net-a", None, &[]), attach("net-a", None, &[])]),
+        attachments(vec![attach(
+            "net-a",
+            None,
+            &["10.3.0.5/24", "10.3.0.05/24"],
+        )]),
+    ];
+    for f in &folded {
+        assert!(
+            crate::validate(f).is_err(),
+            "merged into fewer entries: {f:?}"
+        );
+    }
+}

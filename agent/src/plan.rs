@@ -919,11 +919,11 @@ impl<'a> Planning<'a> {
                         ObjectState::Pending,
                         format!("waiting for interface {name}"),
                     ),
-                    _ if present.contains(&net) => {
+                    _ if present.contains(&net) => self.adopt(|o| {
                         if owned.owns_address(name, a) {
-                            self.adopt(|o| o.add_address(name, a.clone()));
+                            o.add_address(name, a.clone());
                         }
-                    }
+                    }),
                     _ => {
                         self.adopt(|o| o.add_address(name, a.clone()));
                         self.p.addresses.push(Op::AddAddress {
@@ -993,15 +993,6 @@ impl<'a> Planning<'a> {
             let via = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
             let metric = effective_metric(&dst, r.metric);
             desired_keys.insert((dst, r.table, metric));
-            let key = r.key();
-            let target = RouteTarget {
-                key: key.clone(),
-                dst,
-                table: r.table,
-                metric: r.metric,
-                via,
-                dev: r.dev.clone(),
-            };
             let dev_fate = r
                 .dev
                 .as_deref()
@@ -1009,44 +1000,62 @@ impl<'a> Planning<'a> {
             if dev_fate == Some(LinkFate::Blocked) {
                 let dev = r.dev.as_deref().unwrap_or_default();
                 self.p.block(
-                    ObjectRef::Route(key),
+                    ObjectRef::Route(r.key()),
                     ObjectState::Pending,
                     format!("waiting for interface {dev}"),
                 );
                 continue;
             }
             let slot = by_key.get(&(dst, r.table, metric)).copied();
-            self.route(target, dev_fate, slot);
+            self.route(r, dst, via, dev_fate, slot);
         }
         desired_keys
     }
 
     /// One declared route against the routes in its slot: nes's own is kept (or replaced
-    /// when its gateway or device differ), anyone else's blocks it.
-    fn route(&mut self, target: RouteTarget, dev_fate: Option<LinkFate>, slot: Option<Slot<'_>>) {
-        let via = target.via;
+    /// when its gateway or device differ), anyone else's blocks it. Its key and target are
+    /// made only where they are kept or written: a status's plan of a converged pod makes
+    /// none for its thousand routes.
+    fn route(
+        &mut self,
+        r: &api::RouteSpec,
+        dst: IpNet,
+        via: Option<IpAddr>,
+        dev_fate: Option<LinkFate>,
+        slot: Option<Slot<'_>>,
+    ) {
+        let target = |key: RouteKey| RouteTarget {
+            key,
+            dst,
+            table: r.table,
+            metric: r.metric,
+            via,
+            dev: r.dev.clone(),
+        };
         match (slot.and_then(|s| s.ours), slot.map(|s| s.first)) {
-                (Some(o), _) => {
-                    self.adopt(|a| a.routes.insert(target.key.clone()));
-                    let dev_ok = match dev_fate {
-                        None => true,
-                        Some(LinkFate::Keep(idx)) => o.oif == Some(idx),
-                        Some(_) => false,
-                    };
-                    if o.gateway != via || !dev_ok {
-                        self.p.routes.push(Op::AddRoute { route: target, replace: true });
-                    }
-                }
-                (None, Some(o)) => self.p.block(
-                    ObjectRef::Route(target.key),
-                    ObjectState::Failed,
-                    format!("a route {} table {} metric {} already exists and was not installed by nes (proto {}); refusing to replace it", o.dst, o.table, o.metric, o.protocol),
-                ),
-                (None, None) => {
-                    self.adopt(|a| a.routes.insert(target.key.clone()));
-                    self.p.routes.push(Op::AddRoute { route: target, replace: false });
+            (Some(o), _) => {
+                self.adopt(|a| a.routes.insert(r.key()));
+                let dev_ok = match dev_fate {
+                    None => true,
+                    Some(LinkFate::Keep(idx)) => o.oif == Some(idx),
+                    Some(_) => false,
+                };
+                if o.gateway != via || !dev_ok {
+                    let route = target(r.key());
+                    self.p.routes.push(Op::AddRoute { route, replace: true });
                 }
             }
+            (None, Some(o)) => self.p.block(
+                ObjectRef::Route(r.key()),
+                ObjectState::Failed,
+                format!("a route {} table {} metric {} already exists and was not installed by nes (proto {}); refusing to replace it", o.dst, o.table, o.metric, o.protocol),
+            ),
+            (None, None) => {
+                let key = r.key();
+                self.adopt(|a| a.routes.insert(key.clone()));
+                self.p.routes.push(Op::AddRoute { route: target(key), replace: false });
+            }
+        }
     }
 
     /// nes routes no longer declared are removed, unless their link takes them along.

@@ -264,8 +264,9 @@ impl PodNetwork {
 
     /// [`PodNetwork::converge_recording`] of a spec that may already have been validated
     /// where it was accepted (`checked`): validation is then not repeated. The pass plans
-    /// while `saved` is still being written, and writes nothing before it is saved
-    /// ([`Error::NotSaved`] if it never is).
+    /// while `saved` is still being written, and writes nothing before its record is
+    /// ([`Error::NotSaved`] if it never is); CNI plugins, whose leases outlive a power loss,
+    /// wait for its sync.
     #[instrument(skip_all, fields(netns = %self.pod_ns.path().display()))]
     pub async fn converge_checked<F, Fut>(
         &self,
@@ -285,8 +286,9 @@ impl PodNetwork {
         if checked == Checked::No {
             api::validate(desired)?;
         }
-        // Plugins write as they run: they wait for the save like any write, and only when
-        // one is to run, so a pass with no attachment to change plans while the save runs.
+        // Plugins write as they run: they wait for the save's sync (a lease outlives a power
+        // loss), and only when one is to run, so a pass with no attachment to change plans
+        // while the save runs.
         let mut waited = Duration::ZERO;
         let attacher = self.attacher.as_deref();
         let Some(attachments) =
@@ -304,8 +306,10 @@ impl PodNetwork {
         let planned = started.elapsed();
         // Before the ownership record too, which must never claim what a change that is
         // not kept would have added; and when there is nothing to write, so no report is
-        // published for it.
-        if !saved.wait_counting(&mut waited).await {
+        // published for it. The record written is enough, its sync need not have ended (see
+        // [`crate::saved`]): a change whose sync then fails is put back, and the pass that
+        // follows takes back what this one wrote.
+        if !saved.written_counting(&mut waited).await {
             return Err(Error::NotSaved);
         }
         if let Some(intent) = intent(owned, &p.owned) {

@@ -498,10 +498,11 @@ async fn the_netlink_witness_reports_a_write_in_its_window() {
 }
 
 /// A pass handed a desired state whose save is still running plans, then waits: nothing
-/// reaches the kernel (nor the ownership record) before the save ends well, and nothing
-/// at all when it fails.
+/// reaches the kernel (nor the ownership record) before the record is written, and nothing
+/// at all when the save fails first. Once the record is written the pass goes on while its
+/// sync to disk runs.
 #[tokio::test]
-async fn a_pass_writes_nothing_until_its_desired_state_is_saved() {
+async fn a_pass_writes_nothing_until_its_desired_state_is_written() {
     if !require_root() {
         return;
     }
@@ -544,13 +545,33 @@ async fn a_pass_writes_nothing_until_its_desired_state_is_saved() {
     );
     assert!(!has_address(&fx, "10.11.0.5/24"));
 
+    // Written, not yet synced: the pass records its intent and writes.
     let (saving, saved) = agent::saved::Saved::pending();
-    let record = |_: Owned| async { Ok(()) };
+    let record = |o: Owned| {
+        recorded.lock().expect("lock").push(o);
+        async { Ok(()) }
+    };
     let pass = net.converge_checked(&desired, Checked::No, &saved, &owned, record);
-    saving.finish(true);
-    let report = pass.await.expect("converge once saved");
+    tokio::pin!(pass);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut pass)
+            .await
+            .is_err(),
+        "the pass ended before its record was written"
+    );
+    saving.written();
+    let report = tokio::time::timeout(Duration::from_secs(10), pass)
+        .await
+        .expect("the pass waited for the sync")
+        .expect("converge once written");
     assert!(report.is_converged(), "{report:#?}");
     assert!(has_address(&fx, "10.11.0.5/24"));
+    assert_eq!(
+        recorded.lock().expect("lock").len(),
+        1,
+        "the intent, recorded first"
+    );
+    saving.finish(true);
 }
 
 /// A pod whose agent runs CNI attachments, with none to run: the pass does not wait for the

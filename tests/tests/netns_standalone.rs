@@ -324,6 +324,60 @@ async fn a_desired_state_that_cannot_be_saved_is_a_500_and_changes_nothing() {
     assert!(pod.ip(&["addr", "show", "eth0"]).contains("10.3.0.2/24"));
 }
 
+/// The pass of a change goes on once its record is written, while its power-loss copy is
+/// synced. A change whose copy cannot be synced is a 500 and is not kept: the record and
+/// the kernel end as they were, whether its pass wrote before the failure or not.
+#[tokio::test]
+async fn a_change_whose_sync_fails_is_a_500_and_taken_back() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = started_agent();
+    let pod = pod_with_eth0("sa10");
+    agent.add_pod(&pod);
+    let client = PodClient::new(&pod.path());
+    let first = "interfaces: [{name: eth0, addresses: [10.3.1.1/24]}]";
+    let second = "interfaces: [{name: eth0, addresses: [10.3.1.1/24, 10.3.1.2/24]}]";
+    assert_eq!(client.put("app", first).await.0, 200);
+    client.wait_applied().await;
+    // The copy's file replaced by a directory: the record is written, its sync fails.
+    let copy = agent.options().state_dir.join("journal").join(&pod.name);
+    let aside = copy.with_extension("aside");
+    std::fs::rename(&copy, &aside).expect("move the copy aside");
+    std::fs::create_dir(&copy).expect("a directory in its place");
+    let (code, answer) = client.put("app", second).await;
+    assert_eq!(code, 500, "{answer}");
+    let (_, body) = client.call_retrying("GET", "/v1/self/config", "").await;
+    let view: ConfigView = serde_json::from_str(&body).expect("view");
+    assert_eq!(
+        view.generation, 1,
+        "the change that was not kept took a generation"
+    );
+    let record =
+        std::fs::read_to_string(agent.options().state_dir.join(format!("{}.json", pod.name)))
+            .expect("the record");
+    assert!(
+        !record.contains("10.3.1.2"),
+        "the record kept the change: {record}"
+    );
+    let as_kept = || {
+        let addresses = pod.addresses("eth0");
+        addresses.iter().any(|a| a == "10.3.1.1/24")
+            && !addresses.iter().any(|a| a == "10.3.1.2/24")
+    };
+    assert!(
+        eventually(DEADLINE, as_kept).await,
+        "the kernel did not go back to the kept record: {:?}",
+        pod.addresses("eth0")
+    );
+    std::fs::remove_dir(&copy).expect("remove the directory");
+    std::fs::rename(&aside, &copy).expect("put the copy back");
+    let (code, answer) = client.put("app", second).await;
+    assert_eq!(code, 200, "{answer}");
+    client.wait_applied().await;
+    assert!(pod.addresses("eth0").iter().any(|a| a == "10.3.1.2/24"));
+}
+
 #[tokio::test]
 async fn an_agent_restart_adopts_the_applied_state_with_zero_netlink_writes() {
     if !require_root() {

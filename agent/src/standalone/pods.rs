@@ -112,6 +112,7 @@ pub async fn start(
         name: name.to_string(),
         store,
         record: tokio::sync::Mutex::new(stored),
+        owned: Arc::new(std::sync::Mutex::new(owned.clone())),
         desired,
         cares,
         unreadable,
@@ -293,6 +294,8 @@ struct FileBackend {
     name: String,
     store: Arc<dyn DesiredStore>,
     record: tokio::sync::Mutex<Stored>,
+    /// The ownership record as `owned/` has it (the record's own copy may be older).
+    owned: Arc<std::sync::Mutex<Owned>>,
     desired: watch::Sender<Desired>,
     cares: Arc<Cares>,
     /// The record could not be read at start: writes are refused (they would replace it).
@@ -401,17 +404,35 @@ impl FileBackend {
     }
 
     /// Persists `record` on a blocking thread (a sync to disk takes 0.1-2 ms), so the
-    /// keeper can plan meanwhile; `saving` learns how it ended, even if the request that
-    /// asked is gone by then. A failure is the pod's problem (`StateNotWritable`) and a 500.
+    /// keeper can plan meanwhile; `saving` learns when the record is written and how the
+    /// save ended, even if the request that asked is gone by then. A failure is the pod's
+    /// problem (`StateNotWritable`) and a 500.
     async fn save_off_runtime(
         &self,
-        record: PodRecord,
+        mut record: PodRecord,
         saving: Option<Saving>,
     ) -> Result<(), ApiError> {
         let store = self.store.clone();
         let name = self.name.clone();
+        let owned = self.owned.clone();
         let write = tokio::task::spawn_blocking(move || {
-            let result = store.save(&name, &record);
+            // The ownership record as it is now, written under its lock: a pass that ended
+            // meanwhile may have written a newer one, which must not be replaced by the
+            // record's older copy. This change's own pass records its intent only once the
+            // record is written, after this.
+            let result = {
+                let current = lock(&owned);
+                record.owned = current.clone();
+                store.save_owned(&name, &current)
+            }
+            .and_then(|()| {
+                let written = || {
+                    if let Some(saving) = &saving {
+                        saving.written();
+                    }
+                };
+                store.save_record(&name, &record, &written)
+            });
             if let Some(saving) = saving {
                 saving.finish(result.is_ok());
             }
@@ -472,28 +493,35 @@ impl FileBackend {
         }
     }
 
+    /// Keeps the ownership record, on its own lock: a pass records what it is about to
+    /// add while its change's record is still being synced (under the record's lock).
     async fn save_owned(&self, owned: &Owned) -> Result<(), String> {
         if let Some(why) = &self.unreadable {
             return Err(why.clone());
         }
-        let mut stored = self.record.lock().await;
-        if &stored.record.owned == owned {
+        let mut current = lock(&self.owned);
+        if &*current == owned {
             return Ok(());
         }
-        let previous = std::mem::replace(&mut stored.record.owned, owned.clone());
         match self.store.save_owned(&self.name, owned) {
             Ok(()) => {
+                *current = owned.clone();
+                drop(current);
                 self.set_problem(None);
                 Ok(())
             }
             Err(error) => {
-                stored.record.owned = previous;
+                drop(current);
                 warn!(pod = %self.name, %error, "cannot persist the ownership record");
                 self.set_problem(Some(("StateNotWritable".into(), error.to_string())));
                 Err(error.to_string())
             }
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ConfigBackend for FileBackend {

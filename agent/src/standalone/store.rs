@@ -37,8 +37,15 @@ pub struct PodRecord {
 /// Where desired state lives.
 pub trait DesiredStore: Send + Sync + 'static {
     fn load(&self, pod: &str) -> Result<Option<PodRecord>>;
-    /// Keeps the whole record; the desired state in it survives a power loss.
-    fn save(&self, pod: &str, record: &PodRecord) -> Result<()>;
+    /// Keeps the whole record, its ownership record first; the desired state in it
+    /// survives a power loss.
+    fn save(&self, pod: &str, record: &PodRecord) -> Result<()> {
+        self.save_owned(pod, &record.owned)?;
+        self.save_record(pod, record, &|| ())
+    }
+    /// Keeps the record but for its ownership record; calls `written` once the record an
+    /// agent restarted after a crash would read is in place, before its sync to disk.
+    fn save_record(&self, pod: &str, record: &PodRecord, written: &dyn Fn()) -> Result<()>;
     /// Keeps only the ownership record. It describes kernel state, which a power loss takes
     /// with it, so it need only survive the agent's crash: no sync to disk on the pass that
     /// writes it.
@@ -148,12 +155,12 @@ impl DesiredStore for FileStore {
 
     /// `<pod>.json` first, then its power-loss copy. A copy that cannot be written puts the
     /// file back as it was: a failed save changes nothing either way.
-    fn save(&self, pod: &str, record: &PodRecord) -> Result<()> {
-        self.save_owned(pod, &record.owned)?;
+    fn save_record(&self, pod: &str, record: &PodRecord, written: &dyn Fn()) -> Result<()> {
         let path = self.path(pod);
         let json = to_json(&path, record)?;
         let before = std::fs::read(&path).ok();
         write_bytes(&path, &json, Durability::ProcessCrash)?;
+        written();
         let synced = self.journal.write(pod, &json);
         if synced.is_err() {
             let undone = match before {

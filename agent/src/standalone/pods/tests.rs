@@ -39,6 +39,7 @@ fn backend(dir: &Path) -> (FileBackend, watch::Receiver<Desired>) {
         name: "big-0".into(),
         store,
         record: tokio::sync::Mutex::new(Stored::new(PodRecord::default())),
+        owned: Arc::default(),
         desired,
         cares,
         unreadable: None,
@@ -152,4 +153,27 @@ async fn an_invalid_fragment_is_refused_and_stores_nothing() {
     );
     assert_eq!(desired.borrow().generation, 0);
     assert_eq!(backend.store.load("big-0").expect("load"), None);
+}
+
+/// A change's save writes the ownership record as it is when the save runs, not the copy
+/// in the pod's record: a pass records what it adds on the ownership record's own lock,
+/// and a save must not put an older one back over it.
+#[tokio::test]
+async fn a_save_keeps_the_ownership_record_a_pass_wrote_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (backend, _desired) = backend(dir.path());
+    let mut recorded = Owned::default();
+    recorded.add_address("eth0", "10.9.0.5/24".into());
+    backend.save_owned(&recorded).await.expect("recorded");
+    let fragment: NetworkConfigurationSpec =
+        serde_json::from_value(serde_json::json!({"interfaces": [{"name": "eth0"}]}))
+            .expect("spec");
+    backend.do_apply("app", fragment).await.expect("apply");
+    let loaded = backend.store.load("big-0").expect("load").expect("record");
+    assert_eq!(loaded.owned, recorded);
+    let file: Owned = serde_json::from_slice(
+        &std::fs::read(dir.path().join("owned/big-0.json")).expect("the ownership file"),
+    )
+    .expect("json");
+    assert_eq!(file, recorded);
 }

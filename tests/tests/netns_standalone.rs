@@ -245,20 +245,27 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
     assert_eq!(view.spec.interfaces[0].addresses, ["10.3.0.1/24"]);
 }
 
-/// A pod's record that cannot be replaced while this lives: a non-empty directory stands
-/// at its path, so the rename that replaces it fails. The ownership record beside it can
-/// still be written (as when a full disk refuses only the larger of two writes), so
-/// nothing but the order of saving and applying keeps an unsaved change off the kernel.
+/// A file of a pod's state that cannot be replaced or written while this lives: a
+/// non-empty directory stands at its path, so the rename that replaces it, or the write
+/// into it, fails. The other files beside it can still be written (as when a full disk
+/// refuses only the larger of two writes).
 struct Unreplaceable {
     record: std::path::PathBuf,
     aside: std::path::PathBuf,
 }
 
 impl Unreplaceable {
+    /// The pod's record: nothing but the order of saving and applying keeps an unsaved
+    /// change off the kernel.
     fn block(state_dir: &std::path::Path, pod: &str) -> Self {
-        let record = state_dir.join(format!("{pod}.json"));
-        let aside = state_dir.join(format!("{pod}.json.aside"));
-        std::fs::rename(&record, &aside).expect("move the record aside");
+        Self::at(state_dir.join(format!("{pod}.json")))
+    }
+
+    fn at(record: std::path::PathBuf) -> Self {
+        let mut aside = record.clone().into_os_string();
+        aside.push(".aside");
+        let aside = std::path::PathBuf::from(aside);
+        std::fs::rename(&record, &aside).expect("move the file aside");
         std::fs::create_dir(&record).expect("a directory in its place");
         std::fs::write(record.join("keep"), b"").expect("not empty");
         Self { record, aside }
@@ -340,11 +347,8 @@ async fn a_change_whose_sync_fails_is_a_500_and_taken_back() {
     let second = "interfaces: [{name: eth0, addresses: [10.3.1.1/24, 10.3.1.2/24]}]";
     assert_eq!(client.put("app", first).await.0, 200);
     client.wait_applied().await;
-    // The copy's file replaced by a directory: the record is written, its sync fails.
-    let copy = agent.options().state_dir.join("journal").join(&pod.name);
-    let aside = copy.with_extension("aside");
-    std::fs::rename(&copy, &aside).expect("move the copy aside");
-    std::fs::create_dir(&copy).expect("a directory in its place");
+    // The power-loss copy cannot be written: the record is written, its sync fails.
+    let blocked = Unreplaceable::at(agent.options().state_dir.join("journal").join(&pod.name));
     let (code, answer) = client.put("app", second).await;
     assert_eq!(code, 500, "{answer}");
     let (_, body) = client.call_retrying("GET", "/v1/self/config", "").await;
@@ -370,8 +374,7 @@ async fn a_change_whose_sync_fails_is_a_500_and_taken_back() {
         "the kernel did not go back to the kept record: {:?}",
         pod.addresses("eth0")
     );
-    std::fs::remove_dir(&copy).expect("remove the directory");
-    std::fs::rename(&aside, &copy).expect("put the copy back");
+    drop(blocked);
     let (code, answer) = client.put("app", second).await;
     assert_eq!(code, 200, "{answer}");
     client.wait_applied().await;

@@ -64,19 +64,20 @@ impl Saved {
     /// [`Saved::wait`], adding the time it took to `waited`: time a pass spends waiting for
     /// the save is not the pass's own (its log tells them apart).
     pub async fn wait_counting(&self, waited: &mut Duration) -> bool {
-        let asked = Instant::now();
-        let saved = self.wait().await;
-        *waited += asked.elapsed();
-        saved
+        counting(waited, self.wait()).await
     }
 
     /// [`Saved::written`], adding the time it took to `waited`.
     pub async fn written_counting(&self, waited: &mut Duration) -> bool {
-        let asked = Instant::now();
-        let written = self.written().await;
-        *waited += asked.elapsed();
-        written
+        counting(waited, self.written()).await
     }
+}
+
+async fn counting(waited: &mut Duration, wait: impl std::future::Future<Output = bool>) -> bool {
+    let asked = Instant::now();
+    let answer = wait.await;
+    *waited += asked.elapsed();
+    answer
 }
 
 impl Saving {
@@ -116,10 +117,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    async fn ended(saved: &Saved) -> Option<bool> {
-        tokio::time::timeout(Duration::from_millis(50), saved.wait())
+    /// The answer, if it comes at once.
+    async fn now(wait: impl std::future::Future<Output = bool>) -> Option<bool> {
+        tokio::time::timeout(Duration::from_millis(50), wait)
             .await
             .ok()
+    }
+
+    async fn ended(saved: &Saved) -> Option<bool> {
+        now(saved.wait()).await
     }
 
     #[tokio::test]
@@ -143,9 +149,7 @@ mod tests {
     }
 
     async fn written(saved: &Saved) -> Option<bool> {
-        tokio::time::timeout(Duration::from_millis(50), saved.written())
-            .await
-            .ok()
+        now(saved.written()).await
     }
 
     #[tokio::test]

@@ -466,7 +466,7 @@ impl FileBackend {
     }
 
     fn set_problem(&self, problem: Option<(String, String)>) {
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+        *lock(&self.problem) = problem;
     }
 
     /// How a save ended, as the pod's problem and the answer.
@@ -520,6 +520,8 @@ impl FileBackend {
     }
 }
 
+/// A lock whose holder panicked still guards a whole value: every write here is one
+/// assignment.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -553,10 +555,7 @@ impl ConfigBackend for FileBackend {
     }
 
     fn problem(&self) -> Option<(String, String)> {
-        self.problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.problem).clone()
     }
 
     fn create_care(&self, new: NewCare) -> BoxFuture<'_, Result<CareView, ApiError>> {

@@ -37,6 +37,7 @@ DEPS_APT_TEST=(
     "containernetworking-plugins /usr/lib/cni/host-local"
     "containernetworking-plugins /usr/lib/cni/static"
     "shellcheck shellcheck"
+    "e2fsprogs filefrag"
     "util-linux setpriv"
     "util-linux nsenter"
     "util-linux unshare"

@@ -68,16 +68,43 @@ pub fn write_bytes(path: &Path, json: &[u8], durability: Durability) -> Result<(
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(file_err)?;
     tmp.write_all(json).map_err(file_err)?;
-    if durability == Durability::PowerLoss {
-        tmp.as_file().sync_data().map_err(file_err)?;
+    match durability {
+        Durability::PowerLoss => {
+            tmp.as_file().sync_data().map_err(file_err)?;
+            tmp.persist(path).map_err(|e| file_err(e.error))?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(file_err)
+        }
+        Durability::ProcessCrash => replace_unsynced(tmp, path).map_err(file_err),
     }
-    tmp.persist(path).map_err(|e| file_err(e.error))?;
-    if durability == Durability::PowerLoss {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(file_err)?;
+}
+
+/// Puts `tmp` at `path` as atomically as a rename, without sending its data to disk. ext4
+/// (with its default `auto_da_alloc`) starts writing a file's data out when the file is
+/// renamed over another, to save careless programs from a power loss: a disk write and about
+/// 0.1 ms per replace on the request path, for records meant to die with the boot. Swapping
+/// the two names (`RENAME_EXCHANGE`) is not a replace to ext4; the old content, under the
+/// temp name then, is removed. Where there is nothing to swap with, or the filesystem cannot
+/// swap, a rename.
+fn replace_unsynced(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    match renameat_with(CWD, tmp.path(), CWD, path, RenameFlags::EXCHANGE) {
+        Ok(()) => {
+            // `path` holds the new content: a temp file that cannot be removed is left over,
+            // as a crash right here would leave it, and the write has still happened.
+            let old = tmp.path().to_path_buf();
+            if let Err(error) = tmp.close() {
+                tracing::warn!(path = %old.display(), %error, "cannot remove a replaced record");
+            }
+            Ok(())
+        }
+        Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            tmp.persist(path).map(drop).map_err(|e| e.error)
+        }
+        Err(errno) => Err(errno.into()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -100,6 +127,8 @@ mod tests {
         for (value, durability) in [
             (vec![1, 2, 3], Durability::PowerLoss),
             (vec![4], Durability::ProcessCrash),
+            (vec![5, 6], Durability::ProcessCrash),
+            (vec![7], Durability::PowerLoss),
         ] {
             write_json(&path, &value, durability).expect("write");
             assert_eq!(read_json::<Vec<u32>>(&path).expect("read"), Some(value));
@@ -109,5 +138,52 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
+    }
+
+    /// ext4 allocates a file's blocks when it starts writing the file out; until then
+    /// `filefrag` shows its extent as `delalloc`. A record renamed over the old one would have
+    /// been sent to disk by the rename (`auto_da_alloc`).
+    #[test]
+    fn a_record_replaced_for_a_process_crash_is_not_sent_to_disk() {
+        let test = "a_record_replaced_for_a_process_crash_is_not_sent_to_disk";
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file just written, for comparison: its allocation must be delayed here too.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, [0; 100]).expect("write");
+        match extents(&plain) {
+            Ok(out) if out.contains("delalloc") => {}
+            Ok(out) => {
+                return eprintln!("SKIP {test}: this filesystem does not delay allocation:\n{out}")
+            }
+            Err(why) => return eprintln!("SKIP {test}: {why}"),
+        }
+        let path = dir.path().join("owned.json");
+        write_json(&path, &vec![1; 100], Durability::ProcessCrash).expect("first write");
+        write_json(&path, &vec![2; 100], Durability::ProcessCrash).expect("replace");
+        assert_eq!(
+            read_json::<Vec<u32>>(&path).expect("read"),
+            Some(vec![2; 100])
+        );
+        let out = extents(&path).expect("filefrag");
+        assert!(
+            out.contains("delalloc"),
+            "the replaced record was written out:\n{out}"
+        );
+    }
+
+    /// `filefrag -v`: a file's extents and their flags.
+    fn extents(path: &Path) -> std::result::Result<String, String> {
+        let out = std::process::Command::new("filefrag")
+            .arg("-v")
+            .arg(path)
+            .output()
+            .map_err(|e| format!("no filefrag (e2fsprogs): {e}"))?;
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            false => Err(format!(
+                "filefrag cannot map a file here: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
     }
 }

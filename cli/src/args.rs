@@ -344,24 +344,28 @@ impl Cli {
         if let (Command::Configure(c), Some(("configure", sub))) =
             (&mut cli.command, matches.subcommand())
         {
-            let sub_cmd = cmd
-                .find_subcommand_mut("configure")
-                .map(|c| c.clone().bin_name("nescli configure"));
-            let mut sub_cmd = sub_cmd.unwrap_or_else(Cli::command);
+            // The subcommand (copied) only to word an error: a copy is most of a parse.
+            let error = |kind, message: &dyn std::fmt::Display| {
+                let sub = cmd.find_subcommand("configure");
+                let mut sub =
+                    sub.map_or_else(Cli::command, |c| c.clone().bin_name("nescli configure"));
+                sub.error(kind, message)
+            };
+            let flags = ordered_flags(sub);
             if c.file.is_none() {
-                if c.interface.is_empty() && c.route.is_empty() && ordered_flags(sub).is_empty() {
-                    return Err(sub_cmd.error(
+                if c.interface.is_empty() && c.route.is_empty() && flags.is_empty() {
+                    return Err(error(
                         ErrorKind::MissingRequiredArgument,
-                        "configure needs -f FILE, or --interface/--route flags",
+                        &"configure needs -f FILE, or --interface/--route flags",
                     ));
                 }
-                let fragment = fragment::build(&ordered_flags(sub), &c.route)
-                    .map_err(|e| sub_cmd.error(ErrorKind::ArgumentConflict, e))?;
+                let fragment = fragment::build(&flags, &c.route)
+                    .map_err(|e| error(ErrorKind::ArgumentConflict, &e))?;
                 c.fragment = Some(fragment);
-            } else if !ordered_flags(sub).is_empty() {
-                return Err(sub_cmd.error(
+            } else if !flags.is_empty() {
+                return Err(error(
                     ErrorKind::ArgumentConflict,
-                    "-f FILE cannot be combined with the interface flags",
+                    &"-f FILE cannot be combined with the interface flags",
                 ));
             }
         }

@@ -85,11 +85,17 @@ pub fn write_bytes(path: &Path, json: &[u8], durability: Durability) -> Result<(
 /// renamed over another, to save careless programs from a power loss: a disk write and about
 /// 0.1 ms per replace on the request path, for records meant to die with the boot. Swapping
 /// the two names (`RENAME_EXCHANGE`) is not a replace to ext4; the old content, under the
-/// temp name then, is removed. Where there is nothing to swap with, or the filesystem cannot
-/// swap, a rename.
+/// temp name then, is removed. Only a regular file is swapped: a swap would move a directory
+/// or a link aside where a rename fails or replaces the link. Where there is nothing to swap
+/// with, or the filesystem cannot swap, a rename.
 fn replace_unsynced(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
     use rustix::fs::{renameat_with, RenameFlags, CWD};
     use rustix::io::Errno;
+    // The check and the swap are two steps: only the agent writes its state directory.
+    let is_file = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+    if !is_file {
+        return tmp.persist(path).map(drop).map_err(|e| e.error);
+    }
     match renameat_with(CWD, tmp.path(), CWD, path, RenameFlags::EXCHANGE) {
         Ok(()) => {
             // `path` holds the new content: a temp file that cannot be removed is left over,
@@ -138,6 +144,31 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
+    }
+
+    /// What a rename would refuse or replace is not swapped aside: a directory stays, and a
+    /// link is replaced, not its target.
+    #[test]
+    fn only_a_file_is_swapped_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blocked = dir.path().join("blocked.json");
+        std::fs::create_dir(&blocked).expect("mkdir");
+        write_json(&blocked, &1, Durability::ProcessCrash).expect_err("a directory is there");
+        assert!(blocked.is_dir(), "the directory was moved aside");
+        let target = dir.path().join("target");
+        std::fs::write(&target, "kept").expect("write");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        write_json(&link, &2, Durability::ProcessCrash).expect("replace the link");
+        assert!(!link.is_symlink());
+        assert_eq!(read_json::<u32>(&link).expect("read"), Some(2));
+        assert_eq!(std::fs::read_to_string(&target).expect("target"), "kept");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["blocked.json", "link.json", "target"]);
     }
 
     /// ext4 allocates a file's blocks when it starts writing the file out; until then

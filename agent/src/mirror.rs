@@ -318,7 +318,7 @@ impl Mirror {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        common::sync::lock(&self.state)
     }
 }
 

@@ -1,6 +1,7 @@
 //! What every nes binary needs once: the retry backoff, the TLS settings of an HTTPS
-//! client, the logging setup, (feature `axum`) the HTTP servers' error edge and (feature `kube`)
-//! the admin-policy view. `api` stays free of these (no I/O, no crypto there).
+//! client, the logging setup, the poison-tolerant locks, (feature `axum`) the HTTP servers'
+//! error edge and (feature `kube`) the admin-policy view. `api` stays free of these (no I/O,
+//! no crypto there).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -12,4 +13,6 @@ pub mod logging;
 pub mod policy_view;
 #[cfg(feature = "axum")]
 pub mod serve;
+/// Locks taken past poison: a panic while a lock is held must not take the whole agent down.
+pub mod sync;
 pub mod tls;

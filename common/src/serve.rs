@@ -24,6 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::sync::lock;
+
 /// What a refused client is told to wait, in seconds.
 pub const RETRY_AFTER_SECS: u32 = 1;
 /// A request head must arrive within this; also the idle timeout of a kept-alive connection.
@@ -63,7 +65,7 @@ struct PeerPermit {
 
 impl Drop for PeerPermit {
     fn drop(&mut self) {
-        let mut open = self.peers.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = lock(&self.peers.open);
         if let Some(n) = open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -139,7 +141,7 @@ impl Caps {
     pub fn admit_from(&self, peer: Option<IpAddr>) -> Option<Permits> {
         let peer = match (&self.per_peer, peer) {
             (Some(peers), Some(ip)) => {
-                let mut open = peers.open.lock().unwrap_or_else(|p| p.into_inner());
+                let mut open = lock(&peers.open);
                 let n = open.entry(ip).or_insert(0);
                 if *n >= peers.max {
                     return None;

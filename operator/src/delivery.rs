@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use api::policy::FailureClass;
 use api::wire::Event;
+use common::sync::lock;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -224,7 +225,7 @@ enum Next {
 impl<C: Fn() + Send + Sync> Delivery<C> {
     /// Changes the progress; `changed` is called when that changed anything.
     fn set(&self, f: &dyn Fn(&mut Progress)) {
-        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = lock(&self.progress);
         let before = p.clone();
         f(&mut p);
         let differs = *p != before;
@@ -238,11 +239,7 @@ impl<C: Fn() + Send + Sync> Delivery<C> {
     /// the first), at most `max_batch`.
     async fn next_batch(&self) -> Next {
         let t = &self.target;
-        let acked = self
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .acked;
+        let acked = lock(&self.progress).acked;
         let (backlog, mut live) = match self.hub.subscribe_care(&t.namespace, &t.name, acked) {
             Ok((backlog, live, uid)) if uid == t.uid => (backlog, live),
             Ok(_) | Err(CareStreamError::Unknown) => return Next::Stop,

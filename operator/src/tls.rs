@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use common::serve::{Caps, Drain};
+use common::sync::{read, write};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -68,10 +69,7 @@ impl CertStore {
 
     /// The certificate new connections are served.
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
-        let current = self
-            .current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = read(&self.current);
         current.as_ref().map(|l| l.key.clone())
     }
 
@@ -80,7 +78,7 @@ impl CertStore {
     /// current certificate stays.
     pub fn load_pem(&self, cert_pem: &str, key_pem: &str) -> Result<bool> {
         let unchanged = {
-            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            let current = read(&self.current);
             current.as_ref().is_some_and(|l| l.cert_pem == cert_pem)
         };
         if unchanged {
@@ -99,7 +97,7 @@ impl CertStore {
                 context: "load the serving certificate".into(),
                 source,
             })?;
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = write(&self.current);
         *current = Some(Loaded {
             key: Arc::new(key),
             cert_pem: cert_pem.to_owned(),

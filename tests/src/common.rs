@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use nes_common::sync::lock;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A named network namespace created for one test, deleted on drop (even on panic).
@@ -366,7 +368,7 @@ impl NetlinkWitness {
                 .lines()
                 .map_while(Result::ok)
             {
-                let mut events = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let mut events = lock(&sink);
                 // Continuation lines (indented) belong to the event above them.
                 match events.last_mut() {
                     Some(last) if line.starts_with(char::is_whitespace) => {
@@ -391,7 +393,7 @@ impl NetlinkWitness {
         self.fence(CLOSE_MARK).await;
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let events = lock(&self.events);
         let open = events
             .iter()
             .rposition(|e| e.starts_with("Deleted") && e.contains(OPEN_MARK))
@@ -410,7 +412,7 @@ impl NetlinkWitness {
         let cidr = format!("{mark}/32");
         let addr = |verb: &str| run(&["ip", "-n", &self.ns, "addr", verb, &cidr, "dev", "lo"]);
         let seen = |prefix: &str| {
-            let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            let events = lock(&self.events);
             events
                 .iter()
                 .any(|e| e.contains(mark) && e.contains(" inet ") && e.starts_with(prefix))

@@ -18,6 +18,7 @@ use axum::extract::{Query, Request};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use nes_common::sync::lock;
 
 /// Upper bound for anything a test waits on.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -178,10 +179,6 @@ fn recording_app(log: Arc<Log>, responder: Responder) -> Router {
         let (log, responder) = (log.clone(), responder.clone());
         async move { handle(req, &log, &responder).await }
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn handle(req: Request, log: &Log, responder: &Responder) -> Response {

@@ -13,6 +13,7 @@ use agent::owned::Owned;
 use cluster_support::harness::{Agent as ClusterAgent, ServedPod};
 use cluster_support::{pod, ApiServer, FakeResolver, PodClient, DEADLINE};
 use common::{host_access, require_kind, require_root, scaled, spec, Netns, PodFixture};
+use nes_common::sync::lock;
 use nes_tests::standalone::Standalone;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -348,7 +349,7 @@ impl Monitor {
         let sink = lines.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                lock(&sink).push(line);
             }
         });
         let m = Self { child, lines };
@@ -366,10 +367,7 @@ impl Monitor {
     }
 
     fn text(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
+        lock(&self.lines).join("\n")
     }
 
     fn deletions(&self) -> Vec<String> {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use api::wire::{ConfigView, Event, EventBody, ProblemDetails, StatusView};
 use common::{eventually, process_holds_netns, require_root, NetlinkWitness, Netns};
+use nes_common::sync::lock;
 use nes_tests::client::PodClient;
 use nes_tests::standalone::Standalone;
 
@@ -435,10 +436,7 @@ struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
+        lock(&self.0).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -448,7 +446,7 @@ impl std::io::Write for Logs {
 
 impl Logs {
     fn contain(&self, needle: &str) -> bool {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).contains(needle)
+        String::from_utf8_lossy(&lock(&self.0)).contains(needle)
     }
 }
 

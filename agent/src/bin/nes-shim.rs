@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use api::wire::{Event, StatusView, POD_SOCKET_NAME};
 use common::backoff::Backoff;
+use common::sync::lock;
 use nix::sys::signal::{SigSet, Signal};
 
 /// Where the running shim answers `nes-shim probe`.
@@ -126,10 +127,6 @@ fn serve(answer: Answer) {
         let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
         let _ = writeln!(stream, "{line}");
     }
-}
-
-fn lock(answer: &Answer) -> std::sync::MutexGuard<'_, String> {
-    answer.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One connection's worth of following: the status now, then the events stream, reading

@@ -125,7 +125,7 @@ impl Subscriptions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Feed>> {
-        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+        common::sync::lock(&self.feeds)
     }
 
     /// The pods served here in `namespace`, with their labels.

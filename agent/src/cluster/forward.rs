@@ -10,6 +10,7 @@ use std::time::Duration;
 use api::wire::{CareView, ConfigView, Event, NewCare, ProblemDetails, MAX_BODY_BYTES};
 use api::{NetworkConfiguration, NetworkConfigurationSpec};
 use axum::http::StatusCode;
+use common::sync::lock;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -469,7 +470,7 @@ impl ConfigBackend for ClusterBackend {
         if let Err(error) = &saved {
             warn!(namespace = %self.namespace, pod = %self.pod, %error, "cannot persist the ownership record");
         }
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = saved
+        *lock(&self.problem) = saved
             .as_ref()
             .err()
             .map(|e| ("StateNotWritable".to_string(), e.clone()));
@@ -477,10 +478,7 @@ impl ConfigBackend for ClusterBackend {
     }
 
     fn problem(&self) -> Option<(String, String)> {
-        self.problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.problem).clone()
     }
 }
 

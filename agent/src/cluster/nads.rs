@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::sync::lock;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::api::{ApiResource, DynamicObject};
@@ -91,7 +92,7 @@ impl Nads {
 
     /// Starts the watch (once).
     fn start(&self) {
-        let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(writer) = lock(&self.writer).take() else {
             return;
         };
         let api = Api::<DynamicObject>::all_with(self.client.clone(), &api_resource());

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use common::sync::lock;
 use futures::StreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_core::{
@@ -467,16 +468,13 @@ struct Writer {
 
 impl Writer {
     fn queue(&self, q: Queued) {
-        self.queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(q);
+        lock(&self.queued).push(q);
     }
 
     /// Sends everything queued, in order, in datagrams of at most [`BATCH_BYTES`].
     fn flush(&self) {
         // Taken and sent under the lock: batches reach the connection in queue order.
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = lock(&self.queued);
         let mut batch = Vec::new();
         let mut bytes = 0;
         for q in queued.drain(..) {
@@ -522,7 +520,7 @@ impl Writer {
                     continue;
                 };
                 let last = m.header.sequence_number;
-                let mut refusals = refusals.lock().unwrap_or_else(|e| e.into_inner());
+                let mut refusals = lock(&refusals);
                 refusals.receive();
                 let mut results = refusals.take(last, n);
                 results[n - 1] = errno_of(&e);

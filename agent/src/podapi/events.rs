@@ -111,7 +111,7 @@ impl EventLog {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the buffer inconsistent.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        common::sync::lock(&self.inner)
     }
 }
 

@@ -21,6 +21,7 @@ use api::wire::{
 };
 use api::{NetworkConfigurationSpec, NetworkConfigurationStatus, ObjectState};
 use axum::http::StatusCode;
+use common::sync::{lock, write};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -168,27 +169,19 @@ impl Pods {
     }
 
     pub fn insert(&self, pod: Arc<PodServer>) -> Option<Arc<PodServer>> {
-        let old = self
-            .map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pod.name.clone(), pod);
+        let old = write(&self.map).insert(pod.name.clone(), pod);
         self.changes.send_modify(|n| *n += 1);
         old
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<PodServer>> {
-        let old = self
-            .map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        let old = write(&self.map).remove(name);
         self.changes.send_modify(|n| *n += 1);
         old
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<PodServer>>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner())
+        common::sync::read(&self.map)
     }
 }
 
@@ -291,7 +284,7 @@ impl PodServer {
         tokio::spawn(follow_reports(Arc::downgrade(&pod), owned).instrument(span.clone()));
         tokio::spawn(follow_netlink(pod.clone()).instrument(span.clone()));
         let serving = tokio::spawn(serve_socket(pod.clone()).instrument(span));
-        *pod.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(serving);
+        *lock(&pod.serving) = Some(serving);
         pod
     }
 
@@ -327,11 +320,7 @@ impl PodServer {
     /// anything in the kernel.
     pub async fn stop(&self) {
         self.stop.cancel();
-        let serving = self
-            .serving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let serving = lock(&self.serving).take();
         if let Some(serving) = serving {
             let _ = serving.await;
         }
@@ -424,10 +413,7 @@ impl PodServer {
 
     /// Why the pod is degraded, if it is: `(reason, message)`.
     pub fn degraded(&self) -> Option<(String, String)> {
-        self.degraded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.degraded).clone()
     }
 
     /// A place for one more open event stream, held until the stream ends; `None` past
@@ -447,7 +433,7 @@ impl PodServer {
     /// status or a condition changed, so a converged pod's reads share one copy.
     pub async fn status_json(&self) -> Result<bytes::Bytes, ApiError> {
         let (parts, last, conditions) = self.status_inputs().await?;
-        let mut body = self.body.lock().unwrap_or_else(|p| p.into_inner());
+        let mut body = lock(&self.body);
         if let Some(b) = body
             .as_ref()
             .filter(|b| Arc::ptr_eq(&b.parts, &parts) && b.conditions == conditions)
@@ -487,7 +473,7 @@ impl PodServer {
             .or_else(|| self.backend.problem());
         let now = k8s_openapi::jiff::Timestamp::now();
         let conditions = {
-            let mut c = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = lock(&self.conditions);
             conditions::set(
                 &mut c,
                 APPLIED,
@@ -535,7 +521,7 @@ impl PodServer {
     /// The per-object status of the desired spec against `observed` and the last report:
     /// computed again only when one of them is another (a converged pod's reads share it).
     fn parts(&self, observed: Arc<Observed>, last: Option<Arc<ApplyReport>>) -> Arc<Parts> {
-        let mut cached = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = lock(&self.parts);
         let same_report = |c: &Cached| match (&c.last, &last) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -585,8 +571,7 @@ impl PodServer {
 
     fn set_degraded(&self, reason: &str, message: String) {
         let message = api::limits::bounded_message(message);
-        *self.degraded.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((reason.to_string(), message.clone()));
+        *lock(&self.degraded) = Some((reason.to_string(), message.clone()));
         self.events.publish(EventBody::Degraded {
             reason: reason.to_string(),
             message,
@@ -898,7 +883,7 @@ async fn serve_socket(pod: Arc<PodServer>) {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
     };
-    *pod.degraded.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *lock(&pod.degraded) = None;
     info!("serving @{POD_SOCKET_NAME}");
     let app = router(Scope::Pod(pod.clone()));
     let limits = pod.limits;

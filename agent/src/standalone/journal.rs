@@ -220,7 +220,7 @@ impl Journal {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slots>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        common::sync::lock(&self.slots)
     }
 }
 

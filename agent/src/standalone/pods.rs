@@ -12,6 +12,9 @@ use api::merge::{merge, merge_applying, Conflict, Merged};
 use api::wire::{ConfigView, ProblemDetails};
 use api::NetworkConfigurationSpec;
 use axum::http::StatusCode;
+// A lock whose holder panicked still guards a whole value: every write here is one
+// assignment.
+use common::sync::lock;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::watch;
@@ -518,12 +521,6 @@ impl FileBackend {
             }
         }
     }
-}
-
-/// A lock whose holder panicked still guards a whole value: every write here is one
-/// assignment.
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ConfigBackend for FileBackend {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use api::NetworkConfigurationSpec;
+use common::sync::lock;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::{read_json, to_json, write_bytes, Durability};
@@ -180,7 +181,7 @@ impl DesiredStore for FileStore {
     fn save_owned(&self, pod: &str, owned: &Owned) -> Result<()> {
         let path = self.owned_path(pod);
         let json = to_json(&path, owned)?;
-        let written = || self.owned_written.lock().unwrap_or_else(|p| p.into_inner());
+        let written = || lock(&self.owned_written);
         if written().get(pod) == Some(&json) {
             return Ok(());
         }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::sync::lock;
 use ring::digest::{Context, SHA256};
 use tokio::time::Instant;
 
@@ -54,7 +55,7 @@ impl<V: Clone> TtlCache<V> {
 
     /// The answer kept for `key`, if it has not expired.
     pub fn get(&self, key: &Key) -> Option<V> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = lock(&self.entries);
         match entries.get(key) {
             Some((expires, value)) if *expires > Instant::now() => Some(value.clone()),
             Some(_) => {
@@ -68,7 +69,7 @@ impl<V: Clone> TtlCache<V> {
     /// Keeps `value` for `key` for `ttl`.
     pub fn insert(&self, key: Key, value: V, ttl: Duration) {
         let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = lock(&self.entries);
         if entries.len() >= self.max && !entries.contains_key(&key) {
             entries.retain(|_, (expires, _)| *expires > now);
             if entries.len() >= self.max {
@@ -82,7 +83,7 @@ impl<V: Clone> TtlCache<V> {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.entries).len()
     }
 
     pub fn is_empty(&self) -> bool {

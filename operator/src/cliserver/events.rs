@@ -20,6 +20,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State as St};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+// A panic while holding a lock here leaves consistent data (each step is atomic).
+use common::sync::lock;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
@@ -388,11 +390,6 @@ impl Default for Hub {
 
 fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent data (each step is atomic).
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {

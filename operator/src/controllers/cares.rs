@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::sync::lock;
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -157,7 +158,7 @@ impl Subscriptions {
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Running>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.running)
     }
 
     /// Starts, restarts (new URL or UID) or stops the webhook delivery `care` asks for;
@@ -180,7 +181,7 @@ impl Subscriptions {
         let key = (namespace.clone(), name.clone());
         if let Some(r) = running.get(&key) {
             if want.as_ref() == Some(&r.target) {
-                return Some(r.progress.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                return Some(lock(&r.progress).clone());
             }
         }
         let previous = running.remove(&key);
@@ -204,7 +205,7 @@ impl Subscriptions {
             move || hub.care_changed(&namespace, &name),
             stop.clone(),
         ));
-        let snapshot = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let snapshot = lock(&progress).clone();
         running.insert(
             key,
             Running {
@@ -222,7 +223,7 @@ impl Subscriptions {
         self.running()
             .get(&(namespace.to_string(), name.to_string()))
             .filter(|r| !r.task.is_finished())
-            .map(|r| r.progress.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|r| lock(&r.progress).clone())
     }
 
     /// Whether a webhook delivery runs for `namespace/name`.

@@ -268,7 +268,7 @@ impl State {
     }
 
     fn selected(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), BTreeSet<String>>> {
-        self.selected.lock().unwrap_or_else(|p| p.into_inner())
+        common::sync::lock(&self.selected)
     }
 
     /// Records that `service` now selects exactly `pods` of `namespace`.

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use http::{Request, Response, StatusCode};
+use nes_common::sync::lock;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
@@ -151,7 +152,7 @@ impl ApiServer {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        nes_common::sync::lock(&self.state)
     }
 
     /// Adds or replaces a pod and tells the pod watches.
@@ -484,7 +485,7 @@ async fn respond(
         .unwrap_or_default()
         .to_string();
     let body = req.into_body().collect_bytes().await.unwrap_or_default();
-    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = lock(state);
     let request = format!("{method} {path}?{query}");
     macro_rules! check {
         ($ok:expr, $what:expr $(,)?) => {

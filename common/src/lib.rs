@@ -13,6 +13,5 @@ pub mod logging;
 pub mod policy_view;
 #[cfg(feature = "axum")]
 pub mod serve;
-/// Locks taken past poison: a panic while a lock is held must not take the whole agent down.
 pub mod sync;
 pub mod tls;

@@ -374,7 +374,7 @@ impl FileBackend {
         stored.record.generation += 1;
         // Handed to the keeper before the record is on disk: its pass plans while the
         // record is saved (0.2-2 ms for 1,500 objects, most of it the sync) and writes nothing
-        // until the save has ended well.
+        // until the record is written, nor at all if the save fails first (`crate::saved`).
         let (saving, saved) = Saved::pending();
         let merged = Shared::from(merged);
         let desired = Desired {
